@@ -1,0 +1,1 @@
+../mediacore/packet_fifo.py

@@ -1,0 +1,201 @@
+"""The asyncio shell around the RTMP core: moves bytes between sockets and ServerSession,
+and hands frames to the hub through the Publisher interface. No protocol logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from mediacore.config import RtmpConfig
+from mediacore.h264 import H264Error
+from mediacore.hub import Hub, StreamBusy, StreamPublisher
+
+from .amf0 import AmfLimits
+from .chunk import ChunkLimits
+from .errors import RtmpError
+from .session import Connected, MediaMessage, Metadata, PublishRequest, ServerSession, SessionLimits, Unpublished
+from .to_stream import RtmpToFrames
+
+log = logging.getLogger("mediacore.rtmp")
+
+Authorizer = Callable[[str, str], bool]
+
+
+def session_limits(config: RtmpConfig) -> SessionLimits:
+    return SessionLimits(
+        chunk=ChunkLimits(
+            max_chunk_size=config.max_chunk_size,
+            max_message_size=config.max_message_size,
+            max_chunk_streams=config.max_chunk_streams,
+            max_buffered_bytes=config.max_buffered_bytes,
+        ),
+        amf=AmfLimits(config.max_amf_depth, config.max_amf_string, config.max_amf_items),
+        max_stream_name=config.max_stream_name,
+        window_ack_size=config.window_ack_size,
+        out_chunk_size=config.out_chunk_size,
+    )
+
+
+class RtmpConnection(asyncio.Protocol):
+    def __init__(self, server: "RtmpServer") -> None:
+        self.server = server
+        self.session = ServerSession(server.limits, epoch_ms=int(time.monotonic() * 1000))
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.publisher: StreamPublisher | None = None
+        self.frames: RtmpToFrames | None = None
+        self._last_rx = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    # Transport callbacks ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.server.connections.add(self)
+        self.server.on_connection()
+        loop = asyncio.get_running_loop()
+        self._last_rx = loop.time()
+        self._timer = loop.call_later(self.server.config.handshake_timeout, self._check_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self._last_rx = asyncio.get_running_loop().time()
+        try:
+            events = self.session.receive_data(data)
+            for event in events:
+                self._on_event(event)
+        except (RtmpError, H264Error) as e:
+            self.fail(str(e))
+            return
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        for event in self.session.close():
+            self._on_event(event)
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
+        if self._timer is not None:
+            self._timer.cancel()
+        self.server.connections.discard(self)
+        self.server.on_disconnect()
+
+    # Protocol events -------------------------------------------------------------------
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, MediaMessage):
+            if self.frames is None or self.publisher is None:
+                return
+            tracks, frames = self.frames.push(event.type_id, event.timestamp, event.payload, time.time())
+            for track in tracks:
+                self.publisher.update_track(track)
+            for frame in frames:
+                self.publisher.send(frame)
+        elif isinstance(event, PublishRequest):
+            self._on_publish(event)
+        elif isinstance(event, Metadata):
+            if self.publisher is not None:
+                self.publisher.set_metadata(event.values)
+        elif isinstance(event, Unpublished):
+            if self.publisher is not None:
+                log.info("rtmp %s: stream %s unpublished (%s)", self.peer, self.publisher.stream.name, event.reason)
+                self.publisher.close()
+                self.publisher = None
+        elif isinstance(event, Connected):
+            log.debug("rtmp %s: connected app=%s encoder=%s", self.peer, event.app, event.flash_ver)
+
+    def _on_publish(self, request: PublishRequest) -> None:
+        if not self.server.authorize(request.name, request.key):
+            self.session.reject_publish("NetStream.Publish.Unauthorized", "publish key is missing or wrong")
+            raise RtmpError(f"publish to {request.name!r} refused: key missing or wrong")
+        try:
+            self.publisher = self.server.hub.publish(request.name)
+        except StreamBusy as e:
+            self.session.reject_publish("NetStream.Publish.BadName", f"stream {request.name} is already publishing")
+            raise RtmpError(str(e)) from e
+        self.frames = RtmpToFrames(request.name)
+        self.session.accept_publish()
+        log.info("rtmp %s: publishing stream %s", self.peer, request.name)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(self.server.config.idle_timeout, self._check_timeout)
+
+    # Helpers ---------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        out = self.session.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+
+    def _check_timeout(self) -> None:
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        handshaking = self.session.state in ("handshake", "connecting")
+        limit = self.server.config.handshake_timeout if handshaking else self.server.config.idle_timeout
+        idle = loop.time() - self._last_rx
+        if handshaking and self.session.state == "handshake":
+            self.fail(f"handshake not completed within {limit:g} s")
+            return
+        if idle >= limit:
+            self.fail(f"no data for {idle:.1f} s (idle timeout {limit:g} s)")
+            return
+        self._timer = loop.call_later(limit - idle, self._check_timeout)
+
+    def fail(self, reason: str) -> None:
+        """Log once, send what the session queued (an error status), close this connection."""
+        if self.closed:
+            return
+        name = self.session.stream_name or "-"
+        log.warning("rtmp %s [%s]: closed: %s", self.peer, name, reason)
+        self.server.on_error()
+        self._flush()
+        self.closed = True
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
+        if self.transport is not None:
+            self.transport.close()
+
+
+class RtmpServer:
+    def __init__(
+        self,
+        hub: Hub,
+        config: RtmpConfig,
+        authorize: Authorizer,
+        on_connection: Callable[[], None] = lambda: None,
+        on_disconnect: Callable[[], None] = lambda: None,
+        on_error: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.hub = hub
+        self.config = config
+        self.limits = session_limits(config)
+        self.authorize = authorize
+        self.on_connection = on_connection
+        self.on_disconnect = on_disconnect
+        self.on_error = on_error
+        self.connections: set[RtmpConnection] = set()
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: RtmpConnection(self), host, port, reuse_address=True)
+        sock = self._server.sockets[0]
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        if self._server is not None:
+            await self._server.wait_closed()

@@ -1,0 +1,92 @@
+"""`mediacore serve` and `mediacore demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from mediacore.config import Config, ConfigError, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mediacore", description="Live-streaming engine for live commerce")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("serve", "run the server"), ("demo", "run the server with a built-in test stream")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", help="TOML configuration file")
+        p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+        p.add_argument("--rtmp-port", type=int, help="RTMP ingest port (default 1935)")
+        p.add_argument("--http-port", type=int, help="HTTP origin port (default 8080)")
+        p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+        if name == "demo":
+            p.add_argument("--stream", help="demo stream name (default demo)")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    server: dict[str, Any] = {}
+    for flag, key in (("host", "host"), ("rtmp_port", "rtmp_port"), ("http_port", "http_port")):
+        value = getattr(args, flag)
+        if value is not None:
+            server[key] = value
+    out: dict[str, dict[str, Any]] = {"server": server}
+    if getattr(args, "stream", None):
+        out["demo"] = {"stream": args.stream}
+    return out
+
+
+async def _run(config: Config, demo: bool) -> None:
+    from mediacore.engine import Engine
+
+    engine = Engine(config)
+    await engine.start()
+    publisher = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if demo:
+            from mediacore.demo import demo_command
+
+            name = config.demo.stream
+            url = f"rtmp://127.0.0.1:{engine.rtmp_port}/live/{name}"
+            publisher = await asyncio.create_subprocess_exec(*demo_command(url, config.demo))
+            print(f"demo stream publishing; watch it at {engine.base_url()}/watch/{name}", flush=True)
+            print(f"HLS playlist: {engine.base_url()}/live/{name}/index.m3u8", flush=True)
+        else:
+            print(f"mediacore serving: rtmp://HOST:{engine.rtmp_port}/live/STREAM -> {engine.base_url()}/watch/STREAM", flush=True)
+        await stop.wait()
+    finally:
+        if publisher is not None and publisher.returncode is None:
+            publisher.terminate()
+            try:
+                await asyncio.wait_for(publisher.wait(), 5)
+            except asyncio.TimeoutError:
+                publisher.kill()
+        await engine.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config, _overrides(args))
+    except (ConfigError, OSError) as e:
+        print(f"mediacore: configuration error: {e}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+
+        uvloop.run(_run(config, demo=args.command == "demo"))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

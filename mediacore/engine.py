@@ -1,0 +1,147 @@
+"""The engine: hub, packagers, stores, ingest servers and the origin, wired together and
+owned in one place so that every task has an owner that cancels it."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from ingest.rtmp.server import RtmpServer
+from mediacore.config import Config
+from mediacore.hub import Hub, Stream
+from mediacore.metrics import Metrics
+from mediacore.packager.hls import HlsPackager
+from mediacore.store import HlsStore
+from mediacore.viewers import ViewerTracker
+
+log = logging.getLogger("mediacore")
+
+
+class Engine:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.hub = Hub(config.hub)
+        self.metrics = Metrics()
+        self.viewers = ViewerTracker(config.http.viewer_timeout)
+        self.stores: dict[str, HlsStore] = {}
+        self.packagers: dict[str, HlsPackager] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.executor = ThreadPoolExecutor(config.hls.mux_threads, thread_name_prefix="mux")
+        self.rtmp = RtmpServer(
+            self.hub,
+            config.rtmp,
+            self.authorize_publish,
+            on_connection=self._rtmp_connected,
+            on_disconnect=self.metrics.rtmp_active.dec,
+            on_error=self.metrics.ingest_errors.labels("rtmp").inc,
+        )
+        self.hub.on_stream_started.append(self._stream_started)
+        self.hub.on_stream_unpublished.append(self._stream_unpublished)
+        self.metrics.attach(self)
+        self._runner: web.AppRunner | None = None
+        self.rtmp_port = 0
+        self.http_port = 0
+
+    def _rtmp_connected(self) -> None:
+        self.metrics.rtmp_connections.inc()
+        self.metrics.rtmp_active.inc()
+
+    def authorize_publish(self, name: str, key: str) -> bool:
+        auth = self.config.auth
+        expected = auth.publish_keys.get(name, auth.default_publish_key)
+        return not expected or hmac.compare_digest(expected.encode(), key.encode())
+
+    # Stream lifecycle ------------------------------------------------------------------
+
+    def _stream_started(self, stream: Stream) -> None:
+        timer = self._timers.pop(stream.name, None)
+        if timer is not None:
+            timer.cancel()
+        old = self.stores.get(stream.name)
+        store = HlsStore(
+            self.config.hls.window_segments,
+            media_sequence=old.next_msn if old else 0,
+            discontinuity_sequence=old.discontinuity_sequence + 1 if old else 0,
+        )
+        self.stores[stream.name] = store
+        packager = HlsPackager(stream, store, self.config.hls, self.executor)
+        self.packagers[stream.name] = packager
+        self._spawn(packager.run(), f"hls-{stream.name}")
+
+    def _stream_unpublished(self, stream: Stream) -> None:
+        loop = asyncio.get_running_loop()
+        epoch = stream.epoch
+
+        def end_if_not_back() -> None:
+            if stream.publishing or stream.epoch != epoch or stream.ended:
+                return
+            stream.end()
+            self._timers[stream.name] = loop.call_later(self.config.hls.ended_retention, forget)
+
+        def forget() -> None:
+            self._timers.pop(stream.name, None)
+            if self.hub.get(stream.name) is stream and stream.ended and not stream.publishing:
+                self.hub.remove(stream.name)
+                self.stores.pop(stream.name, None)
+                self.packagers.pop(stream.name, None)
+                self.viewers.forget(stream.name)
+                log.info("stream %s: forgotten after retention", stream.name)
+
+        old = self._timers.pop(stream.name, None)
+        if old is not None:
+            old.cancel()
+        self._timers[stream.name] = loop.call_later(self.config.hls.end_grace, end_if_not_back)
+
+    def _spawn(self, coro: "asyncio.coroutines.Coroutine[object, object, None]", name: str) -> None:  # type: ignore[name-defined]
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("task %s failed", t.get_name(), exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    # Start / stop ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        from mediacore.origin.app import create_app
+
+        srv = self.config.server
+        self.rtmp_port = await self.rtmp.start(srv.host, srv.rtmp_port)
+        app = create_app(self)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, srv.host, srv.http_port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.http_port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        log.info("RTMP ingest on %s:%d, HTTP on %s:%d", srv.host, self.rtmp_port, srv.host, self.http_port)
+
+    async def stop(self) -> None:
+        await self.rtmp.stop()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def base_url(self) -> str:
+        if self.config.server.public_url:
+            return self.config.server.public_url.rstrip("/")
+        host = self.config.server.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.http_port}"

@@ -1,0 +1,66 @@
+"""Prometheus metrics (prometheus_client), one registry per engine.
+
+Per-stream figures are read from the hub and stores at scrape time by a collector, so the
+media path itself never touches a metric object.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from mediacore.engine import Engine
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.rtmp_connections = Counter(
+            "mediacore_rtmp_connections", "RTMP connections accepted", registry=self.registry
+        )
+        self.rtmp_active = Gauge("mediacore_rtmp_active_connections", "RTMP connections open", registry=self.registry)
+        self.ingest_errors = Counter(
+            "mediacore_ingest_errors", "Ingest sessions closed for a protocol or limit violation",
+            ["protocol"], registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "mediacore_http_requests", "HTTP requests served", ["route", "status"], registry=self.registry
+        )
+
+    def attach(self, engine: "Engine") -> None:
+        self.registry.register(_EngineCollector(engine))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _EngineCollector(Collector):
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        live = GaugeMetricFamily("mediacore_streams", "Streams known to the hub", labels=["state"])
+        frames = CounterMetricFamily("mediacore_ingest_frames", "Frames received", labels=["stream", "kind"])
+        in_bytes = CounterMetricFamily("mediacore_ingest_bytes", "Media payload bytes received", labels=["stream"])
+        segments = CounterMetricFamily("mediacore_hls_segments", "HLS segments produced", labels=["stream"])
+        drops = CounterMetricFamily(
+            "mediacore_subscriber_dropped_frames", "Frames dropped for slow subscribers", labels=["stream"]
+        )
+        viewers = GaugeMetricFamily("mediacore_viewers", "Viewers seen recently", labels=["stream"])
+        counts = {"live": 0, "idle": 0, "ended": 0}
+        for name, stream in self.engine.hub.streams.items():
+            counts["live" if stream.publishing else "ended" if stream.ended else "idle"] += 1
+            for kind, n in stream.stats.frames.items():
+                frames.add_metric([name, kind.value], n)
+            in_bytes.add_metric([name], stream.stats.bytes)
+            drops.add_metric([name], sum(s.dropped for s in stream.subscribers))
+            packager = self.engine.packagers.get(name)
+            segments.add_metric([name], packager.segments_made if packager else 0)
+            viewers.add_metric([name], self.engine.viewers.count(name))
+        for state, n in counts.items():
+            live.add_metric([state], n)
+        yield from (live, frames, in_bytes, segments, drops, viewers)

@@ -1,0 +1,1 @@
+"""Packagers: frames from the hub -> HLS segments and playlists in the store."""

@@ -1,0 +1,120 @@
+"""The HLS (MPEG-TS) packager of one stream: hub subscription -> segments in an HlsStore.
+
+TARGETDURATION is fixed once, when the first segment closes, at the larger of the configured
+segment duration and the first GOP (with a quarter second of headroom for timestamp jitter),
+both rounded half up, and never changes afterwards (T3). The engine only remuxes, so it
+cannot shorten a GOP that the publisher made longer than that: such a segment is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+
+from mediacore.config import HlsConfig
+from mediacore.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
+from mediacore.media import Frame, Kind
+from mediacore.packager.segmenter import SegmentDraft, Segmenter
+from mediacore.packager.ts import ContinuityCounters, mux_segment
+from mediacore.store import HlsStore
+from mediacore.wrap import round_half_up
+
+log = logging.getLogger(__name__)
+
+
+def _mux_and_fix(frames: list[Frame], counters: ContinuityCounters) -> bytes:
+    return counters.fix(mux_segment(frames))
+
+
+class HlsPackager:
+    def __init__(self, stream: Stream, store: HlsStore, config: HlsConfig, executor: Executor) -> None:
+        self.stream = stream
+        self.store = store
+        self.config = config
+        self.executor = executor
+        self.subscription: Subscription = stream.subscribe(
+            "hls-packager", max_items=config.queue_frames, max_bytes=256 * 1024 * 1024
+        )
+        self._segmenter: Segmenter | None = None
+        self._configs: dict[Kind, bytes] = {}
+        self._last_dts: dict[Kind, int] = {}
+        self._counters = ContinuityCounters()
+        self._warned_long = False
+        self.segments_made = 0
+        self.frames_dropped = 0
+
+    async def run(self) -> None:
+        try:
+            while True:
+                item = await self.subscription.get()
+                if isinstance(item, Frame):
+                    await self._on_frame(item)
+                elif isinstance(item, (Discontinuity, Unpublished)):
+                    await self._discontinuity()
+                elif isinstance(item, StreamEnded):
+                    await self._discontinuity()
+                    self.store.end()
+                    log.info("stream %s: ended, EXT-X-ENDLIST written", self.stream.name)
+                    return
+        finally:
+            self.subscription.close()
+
+    async def _on_frame(self, frame: Frame) -> None:
+        kind = frame.track.kind
+        config = self._configs.get(kind)
+        if self._segmenter is None or (config is not None and config != frame.track.config) or (
+            config is None and self._configs
+        ):
+            # First frame, a codec change, or a new track: a new timeline segment (M6).
+            if self._segmenter is not None:
+                await self._discontinuity()
+            has_video = Kind.VIDEO in self.stream.tracks
+            if self._segmenter is None:
+                self._segmenter = Segmenter(self.config.segment_duration, has_video)
+            self._segmenter.has_video = has_video
+            self._configs = {k: t.config for k, t in self.stream.tracks.items()}
+            self._configs[kind] = frame.track.config
+        last = self._last_dts.get(kind)
+        if last is not None and frame.dts <= last:
+            self.frames_dropped += 1  # the muxer needs strictly increasing DTS per stream
+            return
+        self._last_dts[kind] = frame.dts
+        draft = self._segmenter.push(frame)
+        if draft is not None:
+            await self._emit(draft)
+
+    async def _discontinuity(self) -> None:
+        if self._segmenter is None:
+            return
+        draft = self._segmenter.discontinuity()
+        self._last_dts.clear()
+        if draft is not None:
+            await self._emit(draft)
+
+    async def _emit(self, draft: SegmentDraft) -> None:
+        if not draft.frames or draft.end_90k <= draft.start_90k:
+            return
+        store = self.store
+        duration = draft.duration
+        if store.target_duration is None:
+            store.target_duration = max(
+                round_half_up(self.config.segment_duration), round_half_up(duration + 0.25), 1
+            )
+            log.info("stream %s: TARGETDURATION fixed at %d s", self.stream.name, store.target_duration)
+        elif round_half_up(duration) > store.target_duration and not self._warned_long:
+            self._warned_long = True
+            log.warning(
+                "stream %s: a %.3f s GOP exceeds TARGETDURATION %d; ask the publisher for keyframes every %g s",
+                self.stream.name,
+                duration,
+                store.target_duration,
+                self.config.segment_duration,
+            )
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(self.executor, _mux_and_fix, draft.frames, self._counters)
+        if store.ended:
+            return
+        store.add_segment(duration, data, draft.wallclock, draft.discontinuity, time.monotonic())
+        self.segments_made += 1

@@ -1,0 +1,100 @@
+"""MPEG-TS segments, muxed by PyAV (libavformat's mpegts muxer).
+
+We hand the muxer Annex B H.264 (AUD, then SPS/PPS before each IDR) and ADTS-framed AAC,
+because PyAV's mux-only streams carry no extradata for the muxer's own conversion. Each
+segment is muxed by a fresh muxer, so two things are mended afterwards in one pass over the
+188-byte packets: the SDT that libavformat writes first is removed (so PAT then PMT open
+every segment, HLS E5), and continuity counters are renumbered to run on from the previous
+segment (E2). This runs on a worker thread: PyAV releases the GIL while muxing.
+"""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+from functools import lru_cache
+
+import av
+
+from mediacore.aac import AacConfig, adts_header, parse_asc
+from mediacore.h264 import AvcConfig, avcc_to_annexb, parse_avcc
+from mediacore.media import Frame, Kind
+
+TS_PACKET = 188
+SDT_PID = 0x0011
+NULL_PID = 0x1FFF
+_TB90K = Fraction(1, 90000)
+
+
+@lru_cache(maxsize=64)
+def _avc(config: bytes) -> AvcConfig:
+    return parse_avcc(config)
+
+
+@lru_cache(maxsize=64)
+def _asc(config: bytes) -> AacConfig:
+    return parse_asc(config)
+
+
+def mux_segment(frames: list[Frame]) -> bytes:
+    """Mux one segment's frames (already in arrival order) into MPEG-TS bytes."""
+    buf = io.BytesIO()
+    out = av.open(buf, "w", format="mpegts")
+    streams = {}
+    try:
+        for frame in frames:
+            kind = frame.track.kind
+            if kind not in streams:
+                if kind is Kind.VIDEO:
+                    streams[kind] = out.add_mux_stream("h264", time_base=_TB90K)
+                else:
+                    streams[kind] = out.add_mux_stream("aac", rate=frame.track.timebase)
+        # The muxer needs its streams before the first packet; order packets by DTS in
+        # seconds so the interleaver sees a monotonic clock per stream.
+        for frame in frames:
+            track = frame.track
+            if track.kind is Kind.VIDEO:
+                data = avcc_to_annexb(frame.data, _avc(track.config), frame.keyframe)
+            else:
+                asc = _asc(track.config)
+                data = adts_header(asc, len(frame.data)) + frame.data
+            packet = av.Packet(data)
+            packet.time_base = Fraction(1, track.timebase)
+            packet.dts = frame.dts
+            packet.pts = frame.pts
+            packet.is_keyframe = frame.keyframe
+            packet.stream = streams[track.kind]
+            out.mux(packet)
+    finally:
+        out.close()
+    return buf.getvalue()
+
+
+class ContinuityCounters:
+    """Per-PID continuity counters carried from one segment to the next."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, int] = {}
+
+    def fix(self, data: bytes) -> bytes:
+        """Drop SDT packets and renumber continuity counters to continue the previous segment."""
+        if len(data) % TS_PACKET:
+            raise ValueError(f"TS output of {len(data)} bytes is not a whole number of packets")
+        out = bytearray()
+        last = self.last
+        for off in range(0, len(data), TS_PACKET):
+            pkt = data[off : off + TS_PACKET]
+            pid = ((pkt[1] & 0x1F) << 8) | pkt[2]
+            if pid == SDT_PID:
+                continue
+            has_payload = pkt[3] & 0x10
+            if pid != NULL_PID and has_payload:
+                cc = (last.get(pid, 15) + 1) & 0x0F
+                last[pid] = cc
+                pkt = pkt[:3] + bytes(((pkt[3] & 0xF0) | cc,)) + pkt[4:]
+            out += pkt
+        return bytes(out)
+
+
+def probe_first_pids(data: bytes, count: int = 2) -> list[int]:
+    return [((data[i + 1] & 0x1F) << 8) | data[i + 2] for i in range(0, min(len(data), count * TS_PACKET), TS_PACKET)]

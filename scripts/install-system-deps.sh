@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that the end-to-end tests and benchmarks drive for real:
+# ffmpeg/ffprobe (encoder and checker), chromium (hls.js playback), GStreamer (rtmp2sink),
+# nginx with the RTMP module (benchmark peer). Skips apt entirely when all are present.
+set -euo pipefail
+packages=(ffmpeg chromium gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+          gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+          nginx libnginx-mod-rtmp)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing Debian packages: ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
