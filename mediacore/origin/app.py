@@ -203,5 +203,4 @@ def create_app(engine: "Engine") -> web.Application:
     app.router.add_get("/watch/{stream}", watch)
     app.router.add_get("/static/hls.min.js", hls_js)
     app.router.add_get("/", index)
-    app.router.add_route("OPTIONS", "/{tail:.*}", lambda r: web.Response(status=204))
     return app

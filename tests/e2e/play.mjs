@@ -1,0 +1,63 @@
+// Plays a URL in headless Chromium (Debian's, driven by playwright-core) and reports what a
+// viewer saw as JSON: picture size, playback progress, stalls after start, hls.js errors.
+// usage: node play.mjs PAGE_URL SECONDS [START_TIMEOUT_S]
+import { chromium } from "playwright-core";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const [, , pageUrl, secondsArg, startTimeoutArg] = process.argv;
+const seconds = Number(secondsArg || 20);
+const startTimeout = Number(startTimeoutArg || 30);
+const userDataDir = mkdtempSync(join(tmpdir(), "mediacore-chromium-"));
+const result = { url: pageUrl, started: false, samples: [], console: [] };
+let context;
+try {
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--autoplay-policy=no-user-gesture-required"],
+  });
+  const page = context.pages()[0] || await context.newPage();
+  page.on("console", (msg) => { if (msg.type() === "error") result.console.push(msg.text()); });
+  await page.goto(pageUrl, { waitUntil: "load" });
+  const read = () => page.evaluate(() => {
+    const v = document.querySelector("video");
+    const s = window.mediacore || {};
+    const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : {};
+    return { t: v.currentTime, width: v.videoWidth, height: v.videoHeight, paused: v.paused,
+             playing: !!s.playing, stalls: s.stalls || 0, fatal: s.fatal || null,
+             errors: s.errors || [], frames: q.totalVideoFrames || 0, dropped: q.droppedVideoFrames || 0,
+             latency: s.hls && s.hls.latency ? s.hls.latency : null, wall: Date.now() / 1000 };
+  });
+  const deadline = Date.now() + startTimeout * 1000;
+  let first = await read();
+  while (!(first.playing && first.t > 0) && Date.now() < deadline && !first.fatal) {
+    await page.waitForTimeout(250);
+    first = await read();
+  }
+  result.started = first.playing && first.t > 0;
+  result.start = first;
+  if (result.started) {
+    const end = Date.now() + seconds * 1000;
+    while (Date.now() < end) {
+      await page.waitForTimeout(1000);
+      const s = await read();
+      result.samples.push(s);
+      if (s.fatal) break;
+    }
+  }
+  result.end = await read();
+  result.advanced = result.end.t - first.t;
+  result.stallsAfterStart = result.end.stalls - first.stalls;
+  result.fatal = result.end.fatal;
+  result.errors = result.end.errors;
+} catch (e) {
+  result.exception = String(e);
+} finally {
+  if (context) await context.close();
+  rmSync(userDataDir, { recursive: true, force: true });
+}
+process.stdout.write(JSON.stringify(result) + "\n");
