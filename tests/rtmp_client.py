@@ -1,0 +1,80 @@
+"""A scripted RTMP publisher built on the project's own chunk writer, for tests that need
+exact control of bytes on the wire (bad input, timestamp wraps). Real-encoder interop is
+tested with ffmpeg and GStreamer; this one is for what they never send."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ingest.rtmp import amf0
+from ingest.rtmp.chunk import COMMAND_AMF0, SET_CHUNK_SIZE, ChunkReader, ChunkWriter
+from ingest.rtmp.handshake import HANDSHAKE_SIZE, client_hello
+
+
+def publish_sequence(name: str, writer: ChunkWriter, app: str = "live") -> bytes:
+    """connect, createStream, publish, as one burst of chunks."""
+    out = writer.write(3, COMMAND_AMF0, 0, 0, amf0.encode("connect", 1.0, {"app": app, "tcUrl": f"rtmp://h/{app}"}))
+    out += writer.write(3, COMMAND_AMF0, 0, 0, amf0.encode("createStream", 2.0, None))
+    out += writer.write(8, COMMAND_AMF0, 1, 0, amf0.encode("publish", 3.0, None, name, "live"))
+    return out
+
+
+class ScriptedPublisher:
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.reader: asyncio.StreamReader
+        self.writer: asyncio.StreamWriter
+        self.chunks = ChunkWriter(128)
+        self.incoming = ChunkReader()
+
+    async def connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(client_hello())
+        s0s1s2 = await self.reader.readexactly(1 + 2 * HANDSHAKE_SIZE)
+        self.writer.write(s0s1s2[1 : 1 + HANDSHAKE_SIZE])
+        await self.writer.drain()
+
+    async def publish(self, name: str) -> list[object]:
+        self.send(publish_sequence(name, self.chunks))
+        return await self.wait_for_status()
+
+    async def wait_for_status(self, timeout: float = 5.0) -> list[object]:
+        """Read replies until an onStatus arrives; returns its AMF values."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            data = await asyncio.wait_for(self.reader.read(65536), deadline - loop.time())
+            if not data:
+                raise ConnectionError("server closed the connection")
+            for msg in self.incoming.feed(data):
+                if msg.type_id == COMMAND_AMF0:
+                    values = amf0.decode(msg.payload)
+                    if values and values[0] == "onStatus":
+                        return values
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def set_chunk_size(self, size: int) -> None:
+        self.send(self.chunks.write(2, SET_CHUNK_SIZE, 0, 0, size.to_bytes(4, "big")))
+        self.chunks.chunk_size = size
+
+    async def closed_by_server(self, timeout: float = 5.0) -> bool:
+        """True once the server has closed the connection (EOF or reset)."""
+        try:
+            while True:
+                data = await asyncio.wait_for(self.reader.read(65536), timeout)
+                if not data:
+                    return True
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass

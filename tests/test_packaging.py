@@ -1,0 +1,188 @@
+"""Hub fan-out, segmenter, playlist, store window rules and TS muxing, without sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import pytest
+
+from mediacore.hub import Discontinuity, Hub, StreamBusy, Unpublished
+from mediacore.media import Frame, Kind, Track
+from mediacore.packager.playlist import MediaPlaylist, SegmentEntry, format_date_time
+from mediacore.packager.segmenter import Segmenter
+from mediacore.packager.ts import ContinuityCounters, mux_segment, probe_first_pids
+from mediacore.store import HlsStore
+from mediacore.wrap import Unwrapper, rescale, round_half_up, seq_distance
+
+VIDEO = Track(Kind.VIDEO, "h264", 90000, b"cfg", "avc1.64001f", 1280, 720)
+AUDIO = Track(Kind.AUDIO, "aac", 48000, bytes.fromhex("1190"), "mp4a.40.2", sample_rate=48000, channels=2)
+
+
+def vframe(i: int, key: bool | None = None, track: Track = VIDEO) -> Frame:
+    return Frame(track, i * 3000, i * 3000 + 6000, (i % 60 == 0) if key is None else key, b"v" * 100, 1000.0 + i / 30)
+
+
+def aframe(i: int) -> Frame:
+    return Frame(AUDIO, i * 1024, i * 1024, True, b"a" * 10, 1000.0 + i * 1024 / 48000)
+
+
+def test_round_half_up_is_not_bankers_rounding():
+    assert [round_half_up(x) for x in (2.5, 6.5, 2.4999, 0.5)] == [3, 7, 2, 1]
+    assert round(2.5) == 2  # the pitfall the helper exists for
+
+
+def test_unwrapper_and_sequence_distance():
+    u = Unwrapper(32)
+    assert [u.unwrap(v) for v in (0xFFFFFFF0, 0xFFFFFFFF, 5, 2, 0x10)] == [0xFFFFFFF0, 0xFFFFFFFF, 2**32 + 5, 2**32 + 2, 2**32 + 16]
+    assert seq_distance(65535, 1) == 2 and seq_distance(1, 65535) == -2
+    assert rescale(1024, 48000, 90000) == 1920
+
+
+# Hub ---------------------------------------------------------------------------------
+
+
+async def test_slow_subscriber_drops_to_next_keyframe_without_stalling_others():
+    hub = Hub()
+    pub = hub.publish("s")
+    stream = hub.get("s")
+    slow = stream.subscribe("slow", max_items=10)
+    fast = stream.subscribe("fast", max_items=1000)
+    for i in range(121):
+        pub.send(vframe(i))
+    got_fast = [fast.get_nowait() for _ in range(121)]
+    assert all(isinstance(f, Frame) for f in got_fast)
+    got_slow = []
+    while (item := slow.get_nowait()) is not None:
+        got_slow.append(item)
+    assert [f.dts // 3000 for f in got_slow] == list(range(10))
+    assert slow.dropped == 111
+    # After draining, delivery resumes at a keyframe, never mid-GOP.
+    for i in range(121, 181):
+        pub.send(vframe(i))
+    resumed = slow.get_nowait()
+    assert resumed.keyframe and resumed.dts == 180 * 3000
+
+
+async def test_second_publisher_is_refused_and_republish_continues_timeline():
+    hub = Hub()
+    pub = hub.publish("s")
+    with pytest.raises(StreamBusy):
+        hub.publish("s")
+    sub = hub.get("s").subscribe("t")
+    for i in range(30):
+        pub.send(vframe(i))
+    pub.close()
+    pub2 = hub.publish("s")
+    pub2.send(vframe(0, key=True))  # the new session restarts its clock at 0
+    items = []
+    while (item := sub.get_nowait()) is not None:
+        items.append(item)
+    assert isinstance(items[30], Unpublished) and isinstance(items[31], Discontinuity)
+    first_after = items[32]
+    assert first_after.dts > items[29].dts, "timeline must continue after republish"
+
+
+async def test_subscription_get_waits_for_frames():
+    hub = Hub()
+    pub = hub.publish("s")
+    sub = hub.get("s").subscribe("t")
+    waiter = asyncio.create_task(sub.get())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    pub.send(vframe(0))
+    assert (await asyncio.wait_for(waiter, 1)).dts == 0
+
+
+# Segmenter ---------------------------------------------------------------------------
+
+
+def test_segments_start_at_keyframes_after_target():
+    seg = Segmenter(2.0)
+    closed = []
+    for i in range(1, 300):  # frame 0 missing: the first decodable frame is keyframe 45
+        a = seg.push(aframe(i))
+        v = seg.push(vframe(i, key=(i % 45 == 0)))  # 1.5 s GOP: segments of 3 s
+        closed += [d for d in (a, v) if d]
+    assert [d.frames[0].dts // 3000 for d in closed] == [45, 135]
+    assert all(d.frames[0].keyframe and d.frames[0].track.kind is Kind.VIDEO for d in closed)
+    assert [d.duration for d in closed] == [3.0, 3.0]
+    tail = seg.discontinuity()
+    assert tail.frames[0].dts // 3000 == 225
+    assert tail.duration == pytest.approx((299 - 225 + 1) / 30)
+    seg.push(vframe(400, key=True))
+    assert seg.flush().discontinuity
+
+
+# Playlist and store ------------------------------------------------------------------
+
+
+def test_playlist_render_parse_roundtrip():
+    pl = MediaPlaylist(2, 5, 1, [SegmentEntry("a-5.ts", 2.0, 1_700_000_000.0, False),
+                                 SegmentEntry("a-6.ts", 1.96667, 1_700_000_002.0, True)])
+    text = pl.render()
+    assert text.startswith("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n")
+    assert "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z" in text
+    back = MediaPlaylist.parse(text)
+    assert back.segments[1].discontinuity and back.media_sequence == 5 and back.discontinuity_sequence == 1
+    assert format_date_time(0.5) == "1970-01-01T00:00:00.500Z"
+
+
+def test_store_window_sliding_and_retention():
+    store = HlsStore(window_segments=6)
+    store.target_duration = 2
+    for i in range(10):
+        store.add_segment(2.0, b"x", 1000.0 + 2 * i, discontinuity=(i == 1), now=float(i))
+    pl = MediaPlaylist.parse(store.playlist_text())
+    assert len(pl.segments) == 6 and pl.media_sequence == 4
+    assert pl.discontinuity_sequence == 1  # the removed segment 1 carried a DISCONTINUITY
+    first_uri = store.segment_uri(0)
+    assert store.get_segment(first_uri, now=10.0) is not None  # W5: still downloadable
+    assert store.get_segment(first_uri, now=100.0) is None
+    store.end()
+    assert store.playlist_text().endswith("#EXT-X-ENDLIST\n")
+
+
+def test_store_keeps_three_target_durations():
+    store = HlsStore(window_segments=6)
+    store.target_duration = 6
+    for i in range(12):
+        store.add_segment(2.0, b"x", 0.0, False, now=float(i))
+    assert sum(s.duration for s in store.segments) >= 18  # W4 wins over the 6-segment window
+
+
+# TS ----------------------------------------------------------------------------------
+
+
+def test_ts_mux_pat_pmt_first_and_counters_continue(clip, tmp_path):
+    import av
+
+    from mediacore.aac import parse_asc  # noqa: F401
+    from mediacore.h264 import parse_avcc, parse_sps
+
+    container = av.open(str(clip))
+    vs, as_ = container.streams.video[0], container.streams.audio[0]
+    avcc = bytes(vs.codec_context.extradata)
+    sps = parse_sps(parse_avcc(avcc).sps[0])
+    assert (sps.width, sps.height) == (1280, 720)
+    video = Track(Kind.VIDEO, "h264", 90000, avcc)
+    audio = Track(Kind.AUDIO, "aac", 48000, bytes(as_.codec_context.extradata))
+    frames = []
+    for packet in container.demux():
+        if packet.size == 0:
+            continue
+        if packet.stream.type == "video":
+            frames.append(Frame(video, packet.dts * 90, packet.pts * 90, packet.is_keyframe, bytes(packet)))
+        else:
+            frames.append(Frame(audio, packet.pts * 48, packet.pts * 48, True, bytes(packet)))
+    counters = ContinuityCounters()
+    first = counters.fix(mux_segment(frames[: len(frames) // 2]))
+    second = counters.fix(mux_segment(frames[len(frames) // 2 :]))
+    assert probe_first_pids(first) == [0, 0x1000] and probe_first_pids(second) == [0, 0x1000]
+    path = tmp_path / "joined.ts"
+    path.write_bytes(first + second)
+    # ffmpeg reports continuity errors ("Continuity check failed") at the default level.
+    result = subprocess.run(["ffmpeg", "-v", "warning", "-i", str(path), "-f", "null", "-"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "Continuity" not in result.stderr, result.stderr
