@@ -186,3 +186,15 @@ def test_ts_mux_pat_pmt_first_and_counters_continue(clip, tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 0
     assert "Continuity" not in result.stderr, result.stderr
+
+
+def test_millisecond_jitter_does_not_skip_a_keyframe():
+    """A 2 s GOP stamped in whole milliseconds lands at 1.995 s; it must still cut there."""
+    seg = Segmenter(2.0)
+    closed = []
+    for i in range(0, 241):
+        ms = i * 1000 // 30 - (5 if i % 60 == 0 and i else 0)
+        frame = Frame(VIDEO, ms * 90, ms * 90, i % 60 == 0, b"v", 0.0)
+        if (d := seg.push(frame)) is not None:
+            closed.append(d)
+    assert len(closed) == 4 and all(abs(d.duration - 2.0) < 0.02 for d in closed)

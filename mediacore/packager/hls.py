@@ -43,7 +43,7 @@ class HlsPackager:
         self._counters = ContinuityCounters()
         self._warned_long = False
         self.segments_made = 0
-        self.frames_dropped = 0
+        self.dts_fixups = 0
 
     async def run(self) -> None:
         try:
@@ -78,8 +78,12 @@ class HlsPackager:
             self._configs[kind] = frame.track.config
         last = self._last_dts.get(kind)
         if last is not None and frame.dts <= last:
-            self.frames_dropped += 1  # the muxer needs strictly increasing DTS per stream
-            return
+            # The muxer needs strictly increasing DTS per stream; encoders that stamp B-frame
+            # DTS in whole milliseconds repeat values. Nudge, never drop: a dropped reference
+            # frame would break decoding until the next keyframe.
+            dts = last + 1
+            frame = Frame(frame.track, dts, max(frame.pts, dts), frame.keyframe, frame.data, frame.wallclock)
+            self.dts_fixups += 1
         self._last_dts[kind] = frame.dts
         draft = self._segmenter.push(frame)
         if draft is not None:

@@ -2,7 +2,10 @@
 
 Rules:
 - With video, a segment starts only at a video keyframe (HLS E3) and closes at the first
-  keyframe at or after `segment_duration` (90 kHz ticks, by DTS). Audio frames go to the
+  keyframe whose presentation time is `segment_duration` or more after the segment's first
+  (90 kHz ticks), less a 20 ms tolerance: millisecond clocks put a 2 s keyframe interval
+  at 1.995 s, which must still cut. PTS, not DTS: encoders with B-frames jitter the DTS
+  of keyframes by tens of milliseconds while their PTS stays on the frame grid. Audio frames go to the
   segment that is open when they arrive (RTMP and RTP senders interleave by time).
 - Audio-only streams cut on any frame past the target.
 - Frames before the first keyframe are dropped: a segment must be decodable on its own.
@@ -30,9 +33,17 @@ class SegmentDraft:
         return (self.end_90k - self.start_90k) / 90000.0
 
 
+BOUNDARY_TOLERANCE_90K = 1800  # 20 ms: below one frame at up to 50 fps
+
+
 def _t90(frame: Frame) -> int:
     tb = frame.track.timebase
     return frame.dts if tb == 90000 else rescale(frame.dts, tb, 90000)
+
+
+def _pts90(frame: Frame) -> int:
+    tb = frame.track.timebase
+    return frame.pts if tb == 90000 else rescale(frame.pts, tb, 90000)
 
 
 class Segmenter:
@@ -47,20 +58,21 @@ class Segmenter:
 
     def push(self, frame: Frame) -> SegmentDraft | None:
         """Add a frame; returns the segment it closed, if any."""
-        t = _t90(frame)
         is_video = frame.track.kind is Kind.VIDEO
         if is_video:
-            if self._last_video_dts is not None and t > self._last_video_dts:
-                self._video_step = min(t - self._last_video_dts, 90000)
-            self._last_video_dts = t
+            dts = _t90(frame)
+            if self._last_video_dts is not None and dts > self._last_video_dts:
+                self._video_step = min(dts - self._last_video_dts, 90000)
+            self._last_video_dts = dts
         boundary = frame.keyframe if (is_video or not self.has_video) else False
+        t = _pts90(frame)
         current = self._open
         if current is None:
             if not boundary:
                 return None  # nothing decodable yet
             self._start(frame, t)
             return None
-        if boundary and t - current.start_90k >= self.target_90k:
+        if boundary and t - current.start_90k >= self.target_90k - BOUNDARY_TOLERANCE_90K:
             current.end_90k = t
             self._start(frame, t)
             return current
@@ -78,7 +90,7 @@ class Segmenter:
         if current is None:
             return None
         if self.has_video:
-            last = max(_t90(f) for f in current.frames if f.track.kind is Kind.VIDEO)
+            last = max(_pts90(f) for f in current.frames if f.track.kind is Kind.VIDEO)
             current.end_90k = last + self._video_step
         else:
             last_frame = current.frames[-1]

@@ -21,7 +21,7 @@ try {
            "--autoplay-policy=no-user-gesture-required"],
   });
   const page = context.pages()[0] || await context.newPage();
-  page.on("console", (msg) => { if (msg.type() === "error") result.console.push(msg.text()); });
+  page.on("console", (msg) => { if (["error", "warning"].includes(msg.type())) result.console.push(msg.text().slice(0, 300)); });
   await page.goto(pageUrl, { waitUntil: "load" });
   const read = () => page.evaluate(() => {
     const v = document.querySelector("video");
@@ -30,7 +30,8 @@ try {
     return { t: v.currentTime, width: v.videoWidth, height: v.videoHeight, paused: v.paused,
              playing: !!s.playing, stalls: s.stalls || 0, fatal: s.fatal || null,
              errors: s.errors || [], frames: q.totalVideoFrames || 0, dropped: q.droppedVideoFrames || 0,
-             latency: s.hls && s.hls.latency ? s.hls.latency : null, wall: Date.now() / 1000 };
+             latency: s.hls && s.hls.latency ? s.hls.latency : null, wall: Date.now() / 1000,
+             mediaError: v.error ? `${v.error.code}: ${v.error.message}` : null };
   });
   const deadline = Date.now() + startTimeout * 1000;
   let first = await read();
