@@ -1,0 +1,30 @@
+"""`mediacore-bench SUITE`: run a benchmark suite, print a table, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mediacore-bench", description="mediacore benchmark suites")
+    sub = parser.add_subparsers(dest="suite", required=True)
+    ingest = sub.add_parser("ingest", help="server CPU and memory per real-time RTMP stream, vs nginx-rtmp")
+    ingest.add_argument("--streams", type=int, default=4, help="concurrent ffmpeg pushes (default 4)")
+    ingest.add_argument("--seconds", type=float, default=20.0, help="measured seconds (default 20)")
+    ingest.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (default 5)")
+    ingest.add_argument("--no-peers", action="store_true", help="skip nginx-rtmp even if installed")
+    ingest.add_argument("--json", type=Path, help="where to write results (default bench-results/ingest-TIME.json)")
+    args = parser.parse_args(argv)
+    if args.suite == "ingest":
+        from benchmarks import ingest as suite
+
+        out = args.json or Path("bench-results") / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        suite.run(args.streams, args.seconds, args.warmup, out, peers=not args.no_peers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

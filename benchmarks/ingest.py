@@ -1,0 +1,168 @@
+"""`mediacore-bench ingest`: server CPU and memory per real-time RTMP stream.
+
+N ffmpeg processes push the generated 720p30 clip in real time (-re, looped, -c copy) to
+the server, which packages each to HLS. After a warm-up we sample the server process's CPU
+time (user + system) and RSS. The same pushes then go to nginx-rtmp (doing HLS too) when it
+is installed, in the same run, so the ratio compares like with like on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+from tqdm import tqdm
+
+from benchmarks.media import make_clip
+from benchmarks.peers import start_nginx
+
+
+@dataclass
+class IngestResult:
+    server: str
+    streams: int
+    seconds: float
+    cpu_seconds: float
+    cpu_per_stream_second: float
+    streams_per_core: float
+    rss_mb: float
+    rss_per_stream_mb: float  # growth over the idle server, per stream
+    streams_live: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s")
+
+
+def push(clip: Path, url: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1",
+         "-i", str(clip), "-c", "copy", "-f", "flv", url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    total = t.user + t.system
+    for child in proc.children(recursive=True):
+        try:
+            c = child.cpu_times()
+            total += c.user + c.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measure(server: str, pid: int, rtmp_port: int, clip: Path, streams: int, seconds: float,
+            warmup: float, live_count) -> IngestResult:
+    proc = psutil.Process(pid)
+    idle_rss = proc.memory_info().rss / 1e6
+    pushers = [push(clip, f"rtmp://127.0.0.1:{rtmp_port}/live/bench{i}") for i in range(streams)]
+    try:
+        time.sleep(warmup)
+        start_cpu = cpu_seconds(proc)
+        start = time.monotonic()
+        for _ in tqdm(range(int(seconds)), desc=f"{server:>9} x{streams}", unit="s", file=sys.stderr, leave=False):
+            time.sleep(1.0)
+        elapsed = time.monotonic() - start
+        used = cpu_seconds(proc) - start_cpu
+        rss = proc.memory_info().rss / 1e6
+        live = live_count()
+    finally:
+        for p in pushers:
+            p.terminate()
+        for p in pushers:
+            p.wait(5)
+    per_stream_second = used / (elapsed * streams)
+    return IngestResult(
+        server, streams, round(elapsed, 2), round(used, 3), round(per_stream_second, 5),
+        round(1 / per_stream_second, 1) if per_stream_second > 0 else float("inf"),
+        round(rss, 1), round((rss - idle_rss) / streams, 2), live,
+    )
+
+
+def run_mediacore(clip: Path, streams: int, seconds: float, warmup: float) -> IngestResult:
+    rtmp_port, http_port = free_port(), free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mediacore.cli", "serve", "--host", "127.0.0.1", "--rtmp-port", str(rtmp_port),
+         "--http-port", str(http_port), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(rtmp_port)
+        wait_port(http_port)
+
+        def live_count() -> int:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/streams", timeout=5) as r:
+                return sum(1 for s in json.load(r) if s["state"] == "live" and s["segments"] > 0)
+
+        return measure("mediacore", server.pid, rtmp_port, clip, streams, seconds, warmup, live_count)
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def run_nginx(clip: Path, streams: int, seconds: float, warmup: float) -> IngestResult | None:
+    with tempfile.TemporaryDirectory(prefix="mediacore-bench-nginx-") as tmp:
+        port = free_port()
+        nginx = start_nginx(Path(tmp), port)
+        if nginx is None:
+            return None
+        try:
+            wait_port(port)
+
+            def live_count() -> int:
+                return sum(1 for i in range(streams) if (Path(tmp) / "hls" / f"bench{i}.m3u8").exists())
+
+            return measure("nginx-rtmp", nginx.pid, port, clip, streams, seconds, warmup, live_count)
+        finally:
+            nginx.terminate()
+            nginx.wait(10)
+
+
+def run(streams: int, seconds: float, warmup: float, out: Path | None, peers: bool) -> dict:
+    clip = make_clip(10)
+    results = [run_mediacore(clip, streams, seconds, warmup)]
+    nginx = run_nginx(clip, streams, seconds, warmup) if peers else None
+    if nginx is not None:
+        results.append(nginx)
+    header = f"{'server':<11}{'streams':>8}{'live':>6}{'CPU s/stream-s':>16}{'streams/core':>14}{'RSS MB':>9}{'+RSS/stream':>12}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(f"{r.server:<11}{r.streams:>8}{r.streams_live:>6}{r.cpu_per_stream_second:>16.4f}"
+              f"{r.streams_per_core:>14.1f}{r.rss_mb:>9.1f}{r.rss_per_stream_mb:>12.2f}")
+    report: dict = {"suite": "ingest", "clip": str(clip), "results": [asdict(r) for r in results]}
+    if nginx is not None and results[0].cpu_per_stream_second > 0:
+        ratio = nginx.cpu_per_stream_second / results[0].cpu_per_stream_second
+        report["streams_per_core_vs_nginx"] = round(ratio, 3)
+        print(f"\nmediacore streams per core / nginx-rtmp streams per core = {ratio:.2f}")
+    else:
+        print("\nnginx with the RTMP module is not installed: no peer comparison")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        print(f"results written to {out}")
+    return report

@@ -1,0 +1,33 @@
+"""`mediacore-bench ingest` runs end to end and reports figures (not a speed assertion)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.peers import nginx_rtmp_module
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_ingest_suite_runs_and_writes_json(tmp_path):
+    out = tmp_path / "ingest.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cli", "ingest", "--streams", "2", "--seconds", "4", "--warmup", "3",
+         "--json", str(out)],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "CPU s/stream-s" in result.stdout
+    report = json.loads(out.read_text())
+    ours = report["results"][0]
+    assert ours["server"] == "mediacore" and ours["streams_live"] == 2
+    assert ours["cpu_per_stream_second"] > 0
+    if nginx_rtmp_module() is not None:
+        assert report["results"][1]["server"] == "nginx-rtmp"
+        assert report["results"][1]["streams_live"] == 2
+        assert "streams_per_core_vs_nginx" in report
