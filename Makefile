@@ -21,6 +21,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 
 mediacore/web/static/hls.min.js: node_modules/.package-lock.json
+	mkdir -p $(@D)
 	cp node_modules/hls.js/dist/hls.min.js $@
 
 $(DEV_STAMP): $(STAMP) requirements-dev.txt

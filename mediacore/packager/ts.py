@@ -78,22 +78,26 @@ class ContinuityCounters:
 
     def fix(self, data: bytes) -> bytes:
         """Drop SDT packets and renumber continuity counters to continue the previous segment."""
-        if len(data) % TS_PACKET:
-            raise ValueError(f"TS output of {len(data)} bytes is not a whole number of packets")
-        out = bytearray()
+        size = len(data)
+        if size % TS_PACKET:
+            raise ValueError(f"TS output of {size} bytes is not a whole number of packets")
+        buf = bytearray(data)
         last = self.last
-        for off in range(0, len(data), TS_PACKET):
-            pkt = data[off : off + TS_PACKET]
-            pid = ((pkt[1] & 0x1F) << 8) | pkt[2]
+        keep: list[int] = []
+        for off in range(0, size, TS_PACKET):
+            pid = ((buf[off + 1] & 0x1F) << 8) | buf[off + 2]
             if pid == SDT_PID:
                 continue
-            has_payload = pkt[3] & 0x10
-            if pid != NULL_PID and has_payload:
+            keep.append(off)
+            flags = buf[off + 3]
+            if pid != NULL_PID and flags & 0x10:
                 cc = (last.get(pid, 15) + 1) & 0x0F
                 last[pid] = cc
-                pkt = pkt[:3] + bytes(((pkt[3] & 0xF0) | cc,)) + pkt[4:]
-            out += pkt
-        return bytes(out)
+                buf[off + 3] = (flags & 0xF0) | cc
+        if len(keep) * TS_PACKET == size:
+            return bytes(buf)
+        view = memoryview(buf)
+        return b"".join(view[off : off + TS_PACKET] for off in keep)
 
 
 def probe_first_pids(data: bytes, count: int = 2) -> list[int]:
