@@ -157,12 +157,13 @@ def demo_command(url: str, config: DemoConfig) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mediacore.demo", description="push the demo pattern over RTMP")
+    defaults = DemoConfig()
     parser.add_argument("url")
-    parser.add_argument("--width", type=int, default=DemoConfig.width)
-    parser.add_argument("--height", type=int, default=DemoConfig.height)
-    parser.add_argument("--fps", type=int, default=DemoConfig.fps)
-    parser.add_argument("--gop", type=float, default=DemoConfig.gop_seconds)
-    parser.add_argument("--video-bitrate", type=int, default=DemoConfig.video_bitrate)
+    parser.add_argument("--width", type=int, default=defaults.width)
+    parser.add_argument("--height", type=int, default=defaults.height)
+    parser.add_argument("--fps", type=int, default=defaults.fps)
+    parser.add_argument("--gop", type=float, default=defaults.gop_seconds)
+    parser.add_argument("--video-bitrate", type=int, default=defaults.video_bitrate)
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = DemoConfig(width=args.width, height=args.height, fps=args.fps, gop_seconds=args.gop,

@@ -109,13 +109,13 @@ class Subscription:
             waiter.set_result(None)
 
     def get_nowait(self) -> Item | None:
-        return self.queue.pop()  # type: ignore[no-any-return]
+        return self.queue.pop()
 
     async def get(self) -> Item:
         while True:
             item = self.queue.pop()
             if item is not None:
-                return item  # type: ignore[no-any-return]
+                return item
             if self.closed:
                 return StreamEnded()
             self._waiter = asyncio.get_running_loop().create_future()

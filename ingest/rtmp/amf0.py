@@ -37,7 +37,7 @@ class Undefined:
 UNDEFINED_VALUE = Undefined()
 
 
-class EcmaArray(dict):  # type: ignore[type-arg]
+class EcmaArray(dict[str, Any]):
     """An associative array (type 0x08); onMetaData arrives as one."""
 
 

@@ -40,7 +40,7 @@ def mux_segment(frames: list[Frame]) -> bytes:
     """Mux one segment's frames (already in arrival order) into MPEG-TS bytes."""
     buf = io.BytesIO()
     out = av.open(buf, "w", format="mpegts")
-    streams = {}
+    streams: dict[Kind, av.stream.Stream] = {}
     try:
         for frame in frames:
             kind = frame.track.kind
