@@ -154,8 +154,10 @@ class Stream:
         self.created_at = time.time()
         self.published_at = 0.0
         self.stats = StreamStats()
-        # Timeline continuity across publishes: end of the media seen so far (seconds x
-        # 90000) and, per epoch, the offset added to each track's timestamps.
+        # Timeline continuity across publishes: the latest presentation time seen so far
+        # (90 kHz) and, per epoch, the offset added to each track's timestamps. The new
+        # session's first DTS lands one frame after the old session's last PTS, so neither
+        # decode nor presentation times of the two sessions overlap.
         self._end_90k = 0
         self._epoch_origin: tuple[int, int] | None = None  # (source time 90k, output time 90k)
         self._offsets: dict[Kind, int] = {}
@@ -224,7 +226,7 @@ class Stream:
         stats.frames[kind] += 1
         stats.bytes += len(frame.data)
         tb = frame.track.timebase
-        end = rescale(frame.dts, tb, 90000)
+        end = frame.pts if tb == 90000 else rescale(frame.pts, tb, 90000)
         if end > self._end_90k:
             self._end_90k = end
         for sub in self.subscribers:

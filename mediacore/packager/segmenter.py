@@ -8,7 +8,9 @@ Rules:
   of keyframes by tens of milliseconds while their PTS stays on the frame grid. Audio frames go to the
   segment that is open when they arrive (RTMP and RTP senders interleave by time).
 - Audio-only streams cut on any frame past the target.
-- Frames before the first keyframe are dropped: a segment must be decodable on its own.
+- Video before the first keyframe is dropped: a segment must be decodable on its own.
+  Audio that arrives ahead of the first keyframe (encoders send it first) is held, and
+  the part that presents at or after the keyframe joins the first segment.
 - A discontinuity (republish, codec change) closes the open segment and flags the next.
 """
 
@@ -54,7 +56,7 @@ class Segmenter:
         self._pending_discontinuity = False
         self._last_video_dts: int | None = None
         self._video_step = 3000  # 90 kHz ticks between video frames, learned as we go
-        self._last_end = 0
+        self._early_audio: list[Frame] = []
 
     def push(self, frame: Frame) -> SegmentDraft | None:
         """Add a frame; returns the segment it closed, if any."""
@@ -69,8 +71,14 @@ class Segmenter:
         current = self._open
         if current is None:
             if not boundary:
+                if not is_video and len(self._early_audio) < 256:
+                    self._early_audio.append(frame)
                 return None  # nothing decodable yet
             self._start(frame, t)
+            if self._early_audio:
+                early = [f for f in self._early_audio if _pts90(f) >= t - BOUNDARY_TOLERANCE_90K]
+                self._open.frames[1:1] = early  # type: ignore[union-attr]
+                self._early_audio = []
             return None
         if boundary and t - current.start_90k >= self.target_90k - BOUNDARY_TOLERANCE_90K:
             current.end_90k = t
