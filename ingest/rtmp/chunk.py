@@ -90,6 +90,18 @@ class ChunkReader:
         pos = 0
         end = len(buf)
         limits = self.limits
+        view = memoryview(buf)  # chunk bodies are copied once, straight out of the buffer
+        try:
+            pos = self._parse(buf, view, pos, end, limits, out)
+        finally:
+            view.release()
+        if pos:
+            del buf[:pos]
+        return out
+
+    def _parse(
+        self, buf: bytearray, view: memoryview, pos: int, end: int, limits: ChunkLimits, out: list[Message]
+    ) -> int:
         while pos < end:
             start = pos
             b0 = buf[pos]
@@ -188,7 +200,7 @@ class ChunkReader:
                 cs.ext_value = ts_field if extended else 0
                 cs.received = 0
                 cs.in_progress = True
-            body = bytes(buf[pos : pos + take])
+            body = bytes(view[pos : pos + take])
             pos += take
             cs.received += take
             if cs.received < cs.length:
@@ -211,9 +223,7 @@ class ChunkReader:
             elif msg.type_id == ABORT:
                 self._abort(payload)
             out.append(msg)
-        if pos:
-            del buf[:pos]
-        return out
+        return pos
 
     def _set_chunk_size(self, payload: bytes) -> None:
         if len(payload) < 4:
