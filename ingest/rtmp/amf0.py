@@ -11,7 +11,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from mediacore.config import RtmpConfig
+
 from .errors import RtmpError
+
+_DEFAULTS = RtmpConfig()  # every bound is named once, in mediacore/config.py
 
 NUMBER, BOOLEAN, STRING, OBJECT, MOVIECLIP, NULL, UNDEFINED, REFERENCE = range(8)
 ECMA_ARRAY, OBJECT_END, STRICT_ARRAY, DATE, LONG_STRING, UNSUPPORTED = range(8, 14)
@@ -43,9 +47,9 @@ class EcmaArray(dict[str, Any]):
 
 @dataclass(frozen=True, slots=True)
 class AmfLimits:
-    max_depth: int = 32
-    max_string: int = 65536
-    max_items: int = 4096
+    max_depth: int = _DEFAULTS.max_amf_depth
+    max_string: int = _DEFAULTS.max_amf_string
+    max_items: int = _DEFAULTS.max_amf_items
 
 
 class _Decoder:

@@ -12,7 +12,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from mediacore.config import RtmpConfig
+
 from .errors import RtmpError
+
+_DEFAULTS = RtmpConfig()  # every bound is named once, in mediacore/config.py
 
 # Message type ids (RTMP specification 5.4, 7.1).
 SET_CHUNK_SIZE = 1
@@ -37,10 +41,10 @@ _HEADER_SIZES = (11, 7, 3, 0)
 
 @dataclass(frozen=True, slots=True)
 class ChunkLimits:
-    max_chunk_size: int = 65536
-    max_message_size: int = 8 * 1024 * 1024
-    max_chunk_streams: int = 64
-    max_buffered_bytes: int = 16 * 1024 * 1024
+    max_chunk_size: int = _DEFAULTS.max_chunk_size
+    max_message_size: int = _DEFAULTS.max_message_size
+    max_chunk_streams: int = _DEFAULTS.max_chunk_streams
+    max_buffered_bytes: int = _DEFAULTS.max_buffered_bytes
 
 
 @dataclass(slots=True)

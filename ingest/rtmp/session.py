@@ -37,9 +37,12 @@ from .chunk import (
     WINDOW_ACK_SIZE,
     ChunkLimits,
     ChunkReader,
+    DEFAULT_CHUNK_SIZE,
     ChunkWriter,
     Message,
 )
+from mediacore.config import RtmpConfig
+
 from .errors import RtmpError
 from .flv import iter_aggregate
 from .handshake import ServerHandshake
@@ -54,6 +57,7 @@ USER_STREAM_EOF = 1
 USER_PING_REQUEST = 6
 USER_PING_RESPONSE = 7
 
+_DEFAULTS = RtmpConfig()  # every bound is named once, in mediacore/config.py
 APP_NAME = "live"
 STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -62,9 +66,9 @@ STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 class SessionLimits:
     chunk: ChunkLimits = ChunkLimits()
     amf: amf0.AmfLimits = amf0.AmfLimits()
-    max_stream_name: int = 128
-    window_ack_size: int = 2_500_000
-    out_chunk_size: int = 4096
+    max_stream_name: int = _DEFAULTS.max_stream_name
+    window_ack_size: int = _DEFAULTS.window_ack_size
+    out_chunk_size: int = _DEFAULTS.out_chunk_size
 
 
 # Events -------------------------------------------------------------------------------
@@ -123,7 +127,7 @@ class ServerSession:
         self.limits = limits
         self._handshake = ServerHandshake(epoch_ms)
         self._reader = ChunkReader(limits.chunk)
-        self._writer = ChunkWriter(DEFAULT_OUT_CHUNK)
+        self._writer = ChunkWriter(DEFAULT_CHUNK_SIZE)  # the spec's size until we announce ours
         self._out = bytearray()
         self.state = "handshake"  # handshake, connecting, connected, publishing, closed
         self.app = ""
@@ -341,5 +345,3 @@ class ServerSession:
         self.state = "closed"
         return [Unpublished("connection closed")] if was_publishing else []
 
-
-DEFAULT_OUT_CHUNK = 128
