@@ -44,11 +44,18 @@ _GLYPHS = {
 _GLYPH_ARRAYS = {c: np.array([[int(b) for b in row] for row in rows], dtype=bool) for c, rows in _GLYPHS.items()}
 
 
-def draw_text(luma: np.ndarray, text: str, x: int, y: int, scale: int) -> None:
-    """Draw white text on a black box into a Y plane, in place."""
+def draw_text(picture: np.ndarray, text: str, x: int, y: int, scale: int) -> None:
+    """Draw white text on a black box into a yuv420p picture (PyAV's (h*3/2, w) layout)."""
+    height = picture.shape[0] * 2 // 3
+    width = picture.shape[1]
+    luma = picture[:height]
     h = 7 * scale
     w = 6 * scale * len(text)
-    luma[max(0, y - scale) : y + h + scale, max(0, x - scale) : x + w] = 16
+    y0, y1, x0, x1 = max(0, y - scale), y + h + scale, max(0, x - scale), x + w
+    luma[y0:y1, x0:x1] = 16
+    quarter = height // 4
+    for plane in (picture[height : height + quarter], picture[height + quarter : height + 2 * quarter]):
+        plane.reshape(height // 2, width // 2)[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = 128
     for i, ch in enumerate(text):
         glyph = np.kron(_GLYPH_ARRAYS.get(ch, _GLYPH_ARRAYS[" "]), np.ones((scale, scale), dtype=bool))
         region = luma[y : y + h, x + i * 6 * scale : x + i * 6 * scale + 5 * scale]
