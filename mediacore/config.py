@@ -71,6 +71,17 @@ class HlsConfig:
 
 
 @dataclass(slots=True)
+class LlHlsConfig:
+    part_duration: float = 0.2
+    """Nominal seconds per part. PART-TARGET is declared 10 % above it, so timestamp jitter
+    never makes a part longer than PART-TARGET (L5) while full parts stay above 85 % of it."""
+    window_segments: int = 20
+    """Segments listed; longer than the 6 x TD skip boundary so delta updates save bytes."""
+    blocking_timeout_factor: float = 3.0
+    """A blocked playlist or part request fails with 503 after this many target durations (B8)."""
+
+
+@dataclass(slots=True)
 class HubConfig:
     subscriber_queue_frames: int = 512
     """Frames a subscriber may lag before the hub drops for it; about 8 s at 30 fps + audio."""
@@ -112,6 +123,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
     hls: HlsConfig = field(default_factory=HlsConfig)
+    llhls: LlHlsConfig = field(default_factory=LlHlsConfig)
     hub: HubConfig = field(default_factory=HubConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -160,5 +172,9 @@ def validate(config: Config) -> None:
         raise ConfigError("hls.segment_duration must be positive")
     if hls.window_segments < 6:
         raise ConfigError("hls.window_segments must be at least 6 (Apple HLS A8.11)")
+    if config.llhls.window_segments < 6:
+        raise ConfigError("llhls.window_segments must be at least 6 (Apple HLS A8.11)")
+    if not 0.05 <= config.llhls.part_duration <= 2.0:
+        raise ConfigError("llhls.part_duration must be between 0.05 and 2 seconds")
     if not 128 <= config.rtmp.max_chunk_size <= 0x7FFFFFFF:
         raise ConfigError("rtmp.max_chunk_size must be between 128 and 2^31-1")

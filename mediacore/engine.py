@@ -13,8 +13,11 @@ from aiohttp import web
 from ingest.rtmp.server import RtmpServer
 from mediacore.config import Config
 from mediacore.hub import Hub, Stream
+from mediacore.llstore import LlRendition
+from mediacore.media import Kind
 from mediacore.metrics import Metrics
 from mediacore.packager.hls import HlsPackager
+from mediacore.packager.llhls import LlHlsPackager, declared_part_target
 from mediacore.store import HlsStore
 from mediacore.viewers import ViewerTracker
 
@@ -29,6 +32,8 @@ class Engine:
         self.viewers = ViewerTracker(config.http.viewer_timeout)
         self.stores: dict[str, HlsStore] = {}
         self.packagers: dict[str, HlsPackager] = {}
+        self.ll_renditions: dict[str, dict[Kind, LlRendition]] = {}
+        self.ll_packagers: dict[str, LlHlsPackager] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.executor = ThreadPoolExecutor(config.hls.mux_threads, thread_name_prefix="mux")
@@ -72,6 +77,27 @@ class Engine:
         packager = HlsPackager(stream, store, self.config.hls, self.executor)
         self.packagers[stream.name] = packager
         self._spawn(packager.run(), f"hls-{stream.name}")
+        self._start_llhls(stream)
+
+    def _start_llhls(self, stream: Stream) -> None:
+        ll = self.config.llhls
+        old = self.ll_renditions.get(stream.name, {})
+        part_target = declared_part_target(ll.part_duration)
+        renditions = {}
+        for kind, name, prefix in ((Kind.VIDEO, "video", "v"), (Kind.AUDIO, "audio", "a")):
+            previous = old.get(kind)
+            renditions[kind] = LlRendition(
+                name, prefix, ll.window_segments, part_target,
+                media_sequence=previous.next_msn if previous else 0,
+                discontinuity_sequence=previous.discontinuity_sequence + 1 if previous else 0,
+            )
+        video, audio = renditions[Kind.VIDEO], renditions[Kind.AUDIO]
+        video.peers, audio.peers = [audio], [video]
+        audio.td_source = video
+        self.ll_renditions[stream.name] = renditions
+        packager = LlHlsPackager(stream, renditions, ll, self.config.hls)
+        self.ll_packagers[stream.name] = packager
+        self._spawn(packager.run(), f"llhls-{stream.name}")
 
     def _stream_unpublished(self, stream: Stream) -> None:
         loop = asyncio.get_running_loop()
@@ -89,6 +115,8 @@ class Engine:
                 self.hub.remove(stream.name)
                 self.stores.pop(stream.name, None)
                 self.packagers.pop(stream.name, None)
+                self.ll_renditions.pop(stream.name, None)
+                self.ll_packagers.pop(stream.name, None)
                 self.viewers.forget(stream.name)
                 log.info("stream %s: forgotten after retention", stream.name)
 

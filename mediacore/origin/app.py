@@ -147,6 +147,7 @@ def stream_summary(engine: "Engine", name: str) -> dict[str, object]:
         "target_duration": store.target_duration if store else None,
         "urls": {
             "hls": f"{base}/live/{name}/index.m3u8",
+            "ll_hls": f"{base}/live/{name}/ll.m3u8",
             "watch": f"{base}/watch/{name}",
         },
     }
@@ -203,4 +204,7 @@ def create_app(engine: "Engine") -> web.Application:
     app.router.add_get("/watch/{stream}", watch)
     app.router.add_get("/static/hls.min.js", hls_js)
     app.router.add_get("/", index)
+    from mediacore.origin import llhls
+
+    llhls.add_routes(app)
     return app

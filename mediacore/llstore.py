@@ -1,0 +1,323 @@
+"""LL-HLS renditions in memory: init segments, parent segments, parts, and their playlists.
+
+Rules (HLS-RULES.md) this module keeps:
+- EXT-X-PART lines for the parents within the last 3 x TD, and for the parent in progress
+  (G1); removed parts stay downloadable 3 x TD longer (G2); removals in order (G3).
+- The sliding window, MEDIA-SEQUENCE and DISCONTINUITY-SEQUENCE as for plain HLS (M2-M5,
+  W4, W5, W7).
+- DISCONTINUITY, MAP and PROGRAM-DATE-TIME of a parent come before its first part (L6).
+- One PRELOAD-HINT for the next part, never with ENDLIST (H2-H4).
+- EXT-X-VERSION is the lowest the playlist needs: 6 for EXT-X-MAP, 9 for EXT-X-SKIP,
+  10 for a skip of date ranges (P5, K7).
+- Delta updates replace the head segments further from the end than the skip boundary
+  (6 x TD) with one EXT-X-SKIP; MEDIA-SEQUENCE keeps its full value (K2, K3, K5).
+Time (`now`, monotonic seconds) is passed in; waiting is done by the origin on `changed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+
+from mediacore.packager.playlist import format_date_time
+from mediacore.wrap import round_half_up
+
+
+@dataclass(slots=True)
+class LlPart:
+    index: int
+    uri: str
+    duration: float
+    data: bytes
+    independent: bool
+
+
+@dataclass(slots=True)
+class LlSegment:
+    msn: int
+    uri: str
+    init_uri: str
+    program_date_time: float
+    discontinuity: bool
+    parts: list[LlPart] = field(default_factory=list)
+    samples: int = 0
+    complete: bool = False
+    completed_at: float = 0.0
+
+    @property
+    def duration(self) -> float:
+        return sum(p.duration for p in self.parts)
+
+    def data(self) -> bytes:
+        return b"".join(p.data for p in self.parts)
+
+
+class Notifier:
+    """Wakes every waiter on each change; created without a loop, waits on the running one."""
+
+    def __init__(self) -> None:
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    def notify(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def wait(self, timeout: float) -> bool:
+        """True if notified within `timeout` seconds."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._waiters.discard(waiter)
+
+
+class LlRendition:
+    def __init__(self, name: str, prefix: str, window_segments: int, part_target: float,
+                 media_sequence: int = 0, discontinuity_sequence: int = 0) -> None:
+        self.name = name  # "video" or "audio": also the playlist's file name
+        self.prefix = prefix
+        self.window_segments = window_segments
+        self.part_target = part_target
+        self.session_id = secrets.token_hex(4)
+        self.target_duration: int | None = None
+        self.media_sequence = media_sequence
+        self.discontinuity_sequence = discontinuity_sequence
+        self.next_msn = media_sequence
+        self.segments: deque[LlSegment] = deque()  # complete parents in the window
+        self.current: LlSegment | None = None  # the parent in progress
+        self.inits: dict[str, bytes] = {}
+        self.init_uri = ""
+        self._pending_discontinuity = False
+        self._by_uri: dict[str, tuple[bytes, float | None]] = {}  # uri -> (data, expires or None)
+        self.ended = False
+        self.changed = Notifier()
+        self.peers: list[LlRendition] = []  # the other renditions, for rendition reports
+        # All renditions share one TARGETDURATION (T4); the video rendition fixes it, since
+        # only its parents are bound to keyframes. None here means "I fix it myself".
+        self.td_source: LlRendition | None = None
+        self.bytes_total = 0
+
+    # Production ----------------------------------------------------------------------
+
+    def set_init(self, data: bytes) -> None:
+        uri = f"{self.prefix}-init-{self.session_id}-{len(self.inits)}.mp4"
+        self.inits[uri] = data
+        self.init_uri = uri
+
+    def mark_discontinuity(self) -> None:
+        self._pending_discontinuity = True
+
+    def add_part(self, data: bytes, duration: float, independent: bool, starts_parent: bool,
+                 ends_parent: bool, wallclock: float, now: float, samples: int = 0) -> LlPart:
+        if self.ended:
+            raise RuntimeError("part added to an ended rendition")
+        if self.current is None or starts_parent:
+            if self.current is not None:
+                self._complete_current(now)
+            msn = self.next_msn
+            self.next_msn += 1
+            self.current = LlSegment(
+                msn, f"{self.prefix}-{self.session_id}-{msn}.m4s", self.init_uri, wallclock, self._pending_discontinuity
+            )
+            self._pending_discontinuity = False
+        seg = self.current
+        index = len(seg.parts)
+        part = LlPart(index, f"{self.prefix}-{self.session_id}-{seg.msn}.{index}.m4s", duration, data, independent)
+        seg.parts.append(part)
+        seg.samples += samples
+        self._by_uri[part.uri] = (data, None)
+        self.bytes_total += len(data)
+        if ends_parent:
+            self._complete_current(now)
+        self._publish()
+        return part
+
+    def _complete_current(self, now: float) -> None:
+        seg = self.current
+        if seg is None:
+            return
+        self.current = None
+        seg.complete = True
+        seg.completed_at = now
+        self._by_uri[seg.uri] = (seg.data(), None)
+        if self.target_duration is None:
+            if self.td_source is None:
+                # Fixed once (T3): the first parent, with headroom for timestamp jitter.
+                self.target_duration = max(round_half_up(seg.duration + 0.25), 1)
+                for peer in self.peers:
+                    if peer.td_source is self and peer.target_duration is None:
+                        peer.target_duration = self.target_duration
+            else:
+                self.target_duration = self.td_source.target_duration
+        self.segments.append(seg)
+        self._slide(now)
+
+    def _slide(self, now: float) -> None:
+        td = self.target_duration or 0
+        while len(self.segments) > self.window_segments:
+            head = self.segments[0]
+            if sum(s.duration for s in self.segments) - head.duration < 3 * td:
+                break
+            self.segments.popleft()
+            self.media_sequence += 1
+            if head.discontinuity:
+                self.discontinuity_sequence += 1
+            served = sum(s.duration for s in self.segments) + head.duration
+            expires = now + head.duration + max(served, 3 * td)  # W5, and G2 for its parts
+            self._by_uri[head.uri] = (self._by_uri[head.uri][0], expires)
+            for part in head.parts:
+                self._by_uri[part.uri] = (part.data, expires)
+        for uri, (_, expires) in list(self._by_uri.items()):
+            if expires is not None and expires <= now:
+                del self._by_uri[uri]
+
+    def end(self, now: float) -> None:
+        if self.ended:
+            return
+        if self.current is not None and self.current.parts:
+            self._complete_current(now)
+        self.current = None
+        self.ended = True
+        self._publish()
+
+    def _publish(self) -> None:
+        self.changed.notify()
+        for peer in self.peers:
+            peer.changed.notify()  # their rendition reports changed too (R3)
+
+    # Queries -------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.target_duration is not None and bool(self.segments)
+
+    def last_part(self) -> tuple[int, int]:
+        """(MSN, part index) of the newest part."""
+        if self.current is not None and self.current.parts:
+            return self.current.msn, len(self.current.parts) - 1
+        last = self.segments[-1]
+        return last.msn, len(last.parts) - 1
+
+    def next_part(self) -> tuple[int, int]:
+        """The part the preload hint names."""
+        if self.current is not None:
+            return self.current.msn, len(self.current.parts)
+        return self.next_msn, 0
+
+    def part_uri(self, msn: int, index: int) -> str:
+        return f"{self.prefix}-{self.session_id}-{msn}.{index}.m4s"
+
+    def has(self, msn: int, part: int | None) -> bool:
+        """Does the playlist hold segment `msn` (complete), or part `part` of it or later (B1-B3)?"""
+        if self.ended:
+            return True
+        done_msn = self.segments[-1].msn if self.segments else self.media_sequence - 1
+        if part is None:
+            return msn <= done_msn
+        if msn <= done_msn:
+            seg = next((s for s in self.segments if s.msn == msn), None)
+            if seg is None or part < len(seg.parts):
+                return True
+            msn, part = msn + 1, 0  # B3: past the parent's last part means part 0 of the next
+            if msn <= done_msn:
+                return True
+        current = self.current
+        return current is not None and current.msn == msn and len(current.parts) > part
+
+    def resource(self, uri: str, now: float) -> bytes | None:
+        if uri in self.inits:
+            return self.inits[uri]
+        item = self._by_uri.get(uri)
+        if item is None:
+            return None
+        data, expires = item
+        if expires is not None and expires <= now:
+            return None
+        return data
+
+    def frame_rate(self) -> float:
+        complete = [s for s in self.segments if s.duration > 0]
+        return complete[-1].samples / complete[-1].duration if complete else 0.0
+
+    def bandwidth(self) -> tuple[int, int]:
+        """(peak, average) bits per second over the complete segments in the window."""
+        rates = [len(s.data()) * 8 / s.duration for s in self.segments if s.duration > 0]
+        if not rates:
+            return 0, 0
+        return int(max(rates)), int(sum(rates) / len(rates))
+
+    # Rendering -----------------------------------------------------------------------
+
+    def skip_boundary(self) -> float:
+        return 6.0 * (self.target_duration or 1)
+
+    def render(self, skip: str | None = None) -> str:
+        """The media playlist; `skip` is the _HLS_skip value (YES or v2) for a delta update."""
+        td = self.target_duration or 1
+        segments = list(self.segments)
+        skipped = 0
+        if skip in ("YES", "v2") and not self.ended:
+            remaining = sum(s.duration for s in segments)
+            for seg in segments:
+                if remaining - seg.duration < self.skip_boundary():
+                    break
+                remaining -= seg.duration
+                skipped += 1
+        version = 6 if not skipped else (10 if skip == "v2" else 9)
+        lines = [
+            "#EXTM3U",
+            f"#EXT-X-VERSION:{version}",
+            f"#EXT-X-TARGETDURATION:{td}",
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL="
+            f"{self.skip_boundary():.1f},CAN-SKIP-DATERANGES=YES,PART-HOLD-BACK={3 * self.part_target:.3f}",
+            f"#EXT-X-PART-INF:PART-TARGET={self.part_target:.3f}",
+            f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}",
+            f"#EXT-X-DISCONTINUITY-SEQUENCE:{self.discontinuity_sequence}",
+        ]
+        if skipped:
+            extra = ',RECENTLY-REMOVED-DATERANGES=""' if skip == "v2" else ""
+            lines.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}{extra}")
+        listed = segments[skipped:]
+        if self.current is not None and not self.ended:
+            listed.append(self.current)
+        # Parts are listed for the parents within 3 x TD of the end (G1).
+        part_from = len(listed)
+        tail = 0.0
+        for i in range(len(listed) - 1, -1, -1):
+            part_from = i
+            tail += listed[i].duration
+            if tail >= 3 * td:
+                break
+        map_uri = ""
+        for i, seg in enumerate(listed):
+            if seg.discontinuity:
+                lines.append("#EXT-X-DISCONTINUITY")
+            if seg.init_uri != map_uri:
+                lines.append(f'#EXT-X-MAP:URI="{seg.init_uri}"')
+                map_uri = seg.init_uri
+            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_date_time(seg.program_date_time)}")
+            if i >= part_from:
+                for part in seg.parts:
+                    flag = ",INDEPENDENT=YES" if part.independent else ""
+                    lines.append(f'#EXT-X-PART:DURATION={part.duration:.5f},URI="{part.uri}"{flag}')
+            if seg.complete:
+                lines.append(f"#EXTINF:{seg.duration:.5f},")
+                lines.append(seg.uri)
+        if self.ended:
+            lines.append("#EXT-X-ENDLIST")
+        else:
+            msn, index = self.next_part()
+            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{self.part_uri(msn, index)}"')
+        for peer in self.peers:
+            if peer.ready:
+                last_msn, last_part = peer.last_part()
+                lines.append(f'#EXT-X-RENDITION-REPORT:URI="{peer.name}.m3u8",LAST-MSN={last_msn},LAST-PART={last_part}')
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,137 @@
+"""Fragmented MP4 (CMAF) boxes, written by hand.
+
+Why not PyAV's mp4 muxer: LL-HLS parts must end at frames we choose, the moment the part is
+complete, and libavformat only fragments on its own schedule (PyAV exposes neither
+av_write_frame(NULL) flushes nor per-fragment output). The boxes needed are few and fixed:
+an init segment (ftyp + moov with mvex, avc1/mp4a sample entries; HLS E6, E8) and one
+moof + mdat per part (tfdt in every traf, default-base-is-moof addressing, trun v1 with
+signed composition offsets). A parent segment is the byte concatenation of its parts (L7).
+ISO/IEC 14496-12 and -15, ISO/IEC 23000-19 (CMAF).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from mediacore.aac import parse_asc
+from mediacore.media import Kind, Track
+
+MATRIX = struct.pack(">9I", 0x00010000, 0, 0, 0, 0x00010000, 0, 0, 0, 0x40000000)
+SYNC_SAMPLE = 0x02000000  # sample_depends_on = 2 (does not depend on others)
+NON_SYNC_SAMPLE = 0x01010000  # sample_depends_on = 1, sample_is_non_sync_sample = 1
+
+
+def box(kind: bytes, *payload: bytes) -> bytes:
+    body = b"".join(payload)
+    return struct.pack(">I", 8 + len(body)) + kind + body
+
+
+def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
+    return box(kind, struct.pack(">I", (version << 24) | flags), *payload)
+
+
+def _descriptor(tag: int, body: bytes) -> bytes:
+    length = len(body)
+    if length > 0x0FFFFFFF:
+        raise ValueError("descriptor too long")
+    size = bytes([0x80 | ((length >> 21) & 0x7F), 0x80 | ((length >> 14) & 0x7F), 0x80 | ((length >> 7) & 0x7F), length & 0x7F])
+    return bytes([tag]) + size + body
+
+
+def _esds(asc: bytes) -> bytes:
+    decoder_specific = _descriptor(0x05, asc)
+    decoder_config = _descriptor(0x04, bytes([0x40, 0x15]) + b"\x00\x00\x00" + struct.pack(">II", 0, 0) + decoder_specific)
+    sl_config = _descriptor(0x06, b"\x02")
+    return full_box(b"esds", 0, 0, _descriptor(0x03, struct.pack(">HB", 0, 0) + decoder_config + sl_config))
+
+
+def _sample_entry(track: Track) -> bytes:
+    if track.kind is Kind.VIDEO:
+        return box(
+            b"avc1",
+            b"\x00" * 6 + struct.pack(">H", 1),
+            b"\x00" * 16,
+            struct.pack(">HHIIIH", track.width, track.height, 0x00480000, 0x00480000, 0, 1),
+            b"\x00" * 32,
+            struct.pack(">Hh", 0x0018, -1),
+            box(b"avcC", track.config),
+        )
+    asc = parse_asc(track.config)
+    channels = asc.channels or 2
+    rate = track.timebase if track.timebase < 65536 else 0
+    return box(
+        b"mp4a",
+        b"\x00" * 6 + struct.pack(">H", 1),
+        b"\x00" * 8,
+        struct.pack(">HHHHI", channels, 16, 0, 0, rate << 16),
+        _esds(track.config),
+    )
+
+
+def init_segment(track: Track, track_id: int = 1) -> bytes:
+    """ftyp + moov for one track: no samples, zero durations, mvex present (HLS E6)."""
+    video = track.kind is Kind.VIDEO
+    ftyp = box(b"ftyp", b"iso6", struct.pack(">I", 0), b"iso6cmfcmp41dash")
+    mvhd = full_box(
+        b"mvhd", 0, 0,
+        struct.pack(">IIII", 0, 0, 1000, 0), struct.pack(">IH", 0x00010000, 0x0100), b"\x00" * 10,
+        MATRIX, b"\x00" * 24, struct.pack(">I", track_id + 1),
+    )
+    tkhd = full_box(
+        b"tkhd", 0, 3,
+        struct.pack(">IIIII", 0, 0, track_id, 0, 0), b"\x00" * 8,
+        struct.pack(">hhhH", 0, 0, 0 if video else 0x0100, 0), MATRIX,
+        struct.pack(">II", (track.width if video else 0) << 16, (track.height if video else 0) << 16),
+    )
+    mdhd = full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, track.timebase, 0, 0x55C4, 0))
+    handler = b"vide" if video else b"soun"
+    hdlr = full_box(b"hdlr", 0, 0, struct.pack(">I", 0), handler, b"\x00" * 12,
+                    (b"VideoHandler" if video else b"SoundHandler") + b"\x00")
+    media_header = full_box(b"vmhd", 0, 1, b"\x00" * 8) if video else full_box(b"smhd", 0, 0, b"\x00" * 4)
+    dinf = box(b"dinf", full_box(b"dref", 0, 0, struct.pack(">I", 1), full_box(b"url ", 0, 1)))
+    stbl = box(
+        b"stbl",
+        full_box(b"stsd", 0, 0, struct.pack(">I", 1), _sample_entry(track)),
+        full_box(b"stts", 0, 0, struct.pack(">I", 0)),
+        full_box(b"stsc", 0, 0, struct.pack(">I", 0)),
+        full_box(b"stsz", 0, 0, struct.pack(">II", 0, 0)),
+        full_box(b"stco", 0, 0, struct.pack(">I", 0)),
+    )
+    trak = box(b"trak", tkhd, box(b"mdia", mdhd, hdlr, box(b"minf", media_header, dinf, stbl)))
+    mvex = box(b"mvex", full_box(b"trex", 0, 0, struct.pack(">IIIII", track_id, 1, 0, 0, 0)))
+    return ftyp + box(b"moov", mvhd, trak, mvex)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    duration: int  # track timebase ticks
+    data: bytes
+    keyframe: bool
+    composition_offset: int  # pts - dts
+
+
+def fragment(samples: list[Sample], base_decode_time: int, sequence: int, track_id: int = 1) -> bytes:
+    """One moof + mdat holding `samples` (a part, or a whole segment's worth)."""
+    count = len(samples)
+    entries = b"".join(
+        struct.pack(">IIIi", s.duration, len(s.data), SYNC_SAMPLE if s.keyframe else NON_SYNC_SAMPLE, s.composition_offset)
+        for s in samples
+    )
+    trun_flags = 0x000001 | 0x000100 | 0x000200 | 0x000400 | 0x000800
+
+    def moof(data_offset: int) -> bytes:
+        return box(
+            b"moof",
+            full_box(b"mfhd", 0, 0, struct.pack(">I", sequence)),
+            box(
+                b"traf",
+                full_box(b"tfhd", 0, 0x020000, struct.pack(">I", track_id)),
+                full_box(b"tfdt", 1, 0, struct.pack(">Q", base_decode_time)),
+                full_box(b"trun", 1, trun_flags, struct.pack(">Ii", count, data_offset), entries),
+            ),
+        )
+
+    size = len(moof(0))
+    payload = b"".join(s.data for s in samples)
+    return moof(size + 8) + struct.pack(">I", 8 + len(payload)) + b"mdat" + payload

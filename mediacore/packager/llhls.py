@@ -1,0 +1,99 @@
+"""The LL-HLS packager of one stream: hub subscription -> CMAF parts in two renditions
+(video, audio), each an LlRendition. Parts are written the moment their last frame's
+duration is known (one frame after it arrives); boxes are tiny, so this runs on the loop."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from mediacore.config import HlsConfig, LlHlsConfig
+from mediacore.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
+from mediacore.llstore import LlRendition
+from mediacore.media import Frame, Kind, Track
+from mediacore.packager.fmp4 import fragment, init_segment
+from mediacore.packager.parts import ClosedPart, PartCutter
+
+log = logging.getLogger(__name__)
+
+
+def declared_part_target(part_duration: float) -> float:
+    """PART-TARGET, 10 % above the nominal part duration, in whole milliseconds."""
+    return round(part_duration * 1.1, 3)
+
+
+class _Track:
+    def __init__(self, rendition: LlRendition, track: Track, config: LlHlsConfig, hls: HlsConfig) -> None:
+        self.rendition = rendition
+        self.track = track
+        self.cutter = PartCutter(track.timebase, track.kind is Kind.VIDEO, config.part_duration, hls.segment_duration)
+        self.sequence = 0
+        self.last_dts: int | None = None
+        rendition.set_init(init_segment(track))
+
+
+class LlHlsPackager:
+    def __init__(self, stream: Stream, renditions: dict[Kind, LlRendition], config: LlHlsConfig, hls: HlsConfig) -> None:
+        self.stream = stream
+        self.renditions = renditions
+        self.config = config
+        self.hls = hls
+        self.subscription: Subscription = stream.subscribe("llhls-packager", max_items=hls.queue_frames,
+                                                           max_bytes=256 * 1024 * 1024)
+        self._tracks: dict[Kind, _Track] = {}
+        self.parts_made = 0
+
+    async def run(self) -> None:
+        try:
+            while True:
+                item = await self.subscription.get()
+                if isinstance(item, Frame):
+                    self._on_frame(item)
+                elif isinstance(item, (Discontinuity, Unpublished)):
+                    self._flush(discontinuity=True)
+                elif isinstance(item, StreamEnded):
+                    self._flush(discontinuity=False)
+                    now = time.monotonic()
+                    for rendition in self.renditions.values():
+                        rendition.end(now)
+                    return
+        finally:
+            self.subscription.close()
+
+    def _on_frame(self, frame: Frame) -> None:
+        kind = frame.track.kind
+        rendition = self.renditions.get(kind)
+        if rendition is None:
+            return
+        state = self._tracks.get(kind)
+        if kind is Kind.AUDIO and Kind.VIDEO not in self.stream.tracks:
+            rendition.td_source = None  # audio-only stream: audio fixes TARGETDURATION itself
+        if state is None or state.track.config != frame.track.config:
+            if state is not None:  # codec parameters changed: new init, discontinuity (M6)
+                self._emit(state, state.cutter.flush())
+                rendition.mark_discontinuity()
+            state = _Track(rendition, frame.track, self.config, self.hls)
+            self._tracks[kind] = state
+        if state.last_dts is not None and frame.dts <= state.last_dts:
+            dts = state.last_dts + 1  # strictly increasing decode times, never a dropped frame
+            frame = Frame(frame.track, dts, max(frame.pts, dts), frame.keyframe, frame.data, frame.wallclock)
+        state.last_dts = frame.dts
+        self._emit(state, state.cutter.push(frame))
+
+    def _emit(self, state: _Track, parts: list[ClosedPart]) -> None:
+        now = time.monotonic()
+        for part in parts:
+            state.sequence += 1
+            data = fragment(part.samples, part.base_dts, state.sequence)
+            state.rendition.add_part(
+                data, part.duration / state.track.timebase, part.independent, part.starts_parent,
+                part.ends_parent, part.wallclock, now, len(part.samples),
+            )
+            self.parts_made += 1
+
+    def _flush(self, discontinuity: bool) -> None:
+        for state in self._tracks.values():
+            self._emit(state, state.cutter.flush())
+            if discontinuity:
+                state.rendition.mark_discontinuity()
+            state.last_dts = None

@@ -1,0 +1,116 @@
+"""Where LL-HLS parts and parent segments end: a pure function of the frames.
+
+A frame's duration is only known when the next frame of its track arrives, so each
+rendition holds one frame back. Rules:
+- A part closes once it holds at least the nominal part duration less half a frame, so
+  it never exceeds PART-TARGET (declared 10 % above nominal) and full parts stay above
+  85 % of it (L5).
+- Video: a new parent starts only at a keyframe whose parent-so-far is at least the
+  segment duration (20 ms tolerance); the part before it is the parent's last and may be
+  short (L5 allows it). Audio: a parent closes at the first part boundary past the next
+  multiple of the segment duration since the rendition began, so audio parents average
+  exactly the segment duration and stay aligned with video's (I3) instead of drifting.
+- Video before the first keyframe is dropped: every parent starts with an IDR (L8, E3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mediacore.media import Frame
+from mediacore.packager.fmp4 import Sample
+
+TOLERANCE_SECONDS = 0.02
+
+
+@dataclass(slots=True)
+class ClosedPart:
+    samples: list[Sample]
+    base_dts: int  # decode time of the first sample, track ticks
+    duration: int  # ticks
+    independent: bool
+    wallclock: float  # wall-clock time of the part's first frame
+    ends_parent: bool = False
+    starts_parent: bool = False
+
+
+@dataclass(slots=True)
+class _Open:
+    samples: list[Sample] = field(default_factory=list)
+    base_dts: int = 0
+    duration: int = 0
+    wallclock: float = 0.0
+
+
+class PartCutter:
+    def __init__(self, timebase: int, video: bool, part_duration: float, segment_duration: float) -> None:
+        self.timebase = timebase
+        self.video = video
+        self.part_ticks = round(part_duration * timebase)
+        self.segment_ticks = round(segment_duration * timebase)
+        self.tolerance = round(TOLERANCE_SECONDS * timebase)
+        self._pending: Frame | None = None
+        self._part: _Open | None = None
+        self._parent_ticks = 0
+        self._parent_open = False
+        self._last_duration = 0
+        self._elapsed = 0  # ticks since the rendition (or its last discontinuity) began
+        self._parents = 0
+
+    def push(self, frame: Frame) -> list[ClosedPart]:
+        if self._pending is None:
+            if self.video and not self._parent_open and not frame.keyframe:
+                return []
+            self._pending = frame
+            return []
+        previous = self._pending
+        duration = frame.dts - previous.dts
+        if duration <= 0:
+            duration = self._last_duration or 1
+        self._last_duration = duration
+        closed = self._append(previous, duration)
+        self._pending = frame
+        # Boundaries are decided before `frame` joins a part.
+        if self.video and frame.keyframe and self._parent_ticks >= self.segment_ticks - self.tolerance:
+            closed += self._close_part(ends_parent=True)
+        elif self._part is not None and self._part.duration >= self.part_ticks - duration // 2:
+            due = (self._parents + 1) * self.segment_ticks - self.part_ticks // 2
+            ends_parent = not self.video and self._elapsed >= due
+            closed += self._close_part(ends_parent=ends_parent)
+        return closed
+
+    def _append(self, frame: Frame, duration: int) -> list[ClosedPart]:
+        if self._part is None:
+            self._part = _Open([], frame.dts, 0, frame.wallclock)
+        self._part.samples.append(Sample(duration, frame.data, frame.keyframe, frame.pts - frame.dts))
+        self._part.duration += duration
+        self._parent_ticks += duration
+        self._elapsed += duration
+        return []
+
+    def _close_part(self, ends_parent: bool) -> list[ClosedPart]:
+        part = self._part
+        if part is None or not part.samples:
+            return []
+        self._part = None
+        starts_parent = not self._parent_open
+        self._parent_open = not ends_parent
+        if ends_parent:
+            self._parent_ticks = 0
+            self._parents += 1
+        independent = part.samples[0].keyframe
+        return [ClosedPart(part.samples, part.base_dts, part.duration, independent, part.wallclock, ends_parent, starts_parent)]
+
+    def flush(self) -> list[ClosedPart]:
+        """Close everything (publisher left, discontinuity): the held frame gets the last
+        known frame duration."""
+        closed: list[ClosedPart] = []
+        if self._pending is not None:
+            closed += self._append(self._pending, self._last_duration or round(self.timebase / 30))
+            self._pending = None
+        closed += self._close_part(ends_parent=True)
+        self._parent_open = False
+        self._parent_ticks = 0
+        self._elapsed = 0
+        self._parents = 0
+        return closed
