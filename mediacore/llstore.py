@@ -175,8 +175,8 @@ class LlRendition:
             self._by_uri[head.uri] = (self._by_uri[head.uri][0], expires)
             for part in head.parts:
                 self._by_uri[part.uri] = (part.data, expires)
-        for uri, (_, expires) in list(self._by_uri.items()):
-            if expires is not None and expires <= now:
+        for uri, (_, until) in list(self._by_uri.items()):
+            if until is not None and until <= now:
                 del self._by_uri[uri]
 
     def end(self, now: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Mapping
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -36,7 +37,7 @@ class Decision:
     reason: str = ""
 
 
-def parse_directives(query: "web.MultiDictProxy[str] | dict[str, str]") -> Request:
+def parse_directives(query: Mapping[str, str]) -> Request:
     def number(name: str) -> int | None:
         value = query.get(name)
         if value is None:
