@@ -67,7 +67,9 @@ def decide(rendition: LlRendition, request: Request) -> Decision:
         # "...if the _HLS_msn is greater than the last Media Sequence Number in the Playlist
         # plus 2, the server SHOULD immediately return 400."
         return Decision(400, f"_HLS_msn {request.msn} is more than 2 past the last segment {last_msn}")
-    if request.part is not None and request.msn == last_msn:
+    completed = rendition.segments[-1].msn if rendition.segments else -1
+    if request.part is not None and request.msn == last_msn and request.msn > completed:
+        # (A part index past a *complete* parent's last part is part 0 of the next, B3.)
         limit = advance_part_limit(rendition.part_target)
         if request.part > last_part + limit:
             # "...more than the Advance Part Limit beyond the last Partial Segment: 400."
