@@ -17,12 +17,20 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (default 5)")
     ingest.add_argument("--no-peers", action="store_true", help="skip nginx-rtmp even if installed")
     ingest.add_argument("--json", type=Path, help="where to write results (default bench-results/ingest-TIME.json)")
+    latency = sub.add_parser("latency", help="LL-HLS live latency in hls.js and the player client")
+    latency.add_argument("--seconds", type=float, default=60.0, help="seconds of LL-HLS playback (default 60)")
+    latency.add_argument("--json", type=Path, help="where to write results (default bench-results/latency-TIME.json)")
     args = parser.parse_args(argv)
     if args.suite == "ingest":
         from benchmarks import ingest as suite
 
         out = args.json or Path("bench-results") / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
         suite.run(args.streams, args.seconds, args.warmup, out, peers=not args.no_peers)
+    elif args.suite == "latency":
+        from benchmarks import latency as latency_suite
+
+        out = args.json or Path("bench-results") / f"latency-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        latency_suite.run(args.seconds, out)
     return 0
 
 

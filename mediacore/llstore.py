@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -104,6 +105,7 @@ class LlRendition:
         # only its parents are bound to keyframes. None here means "I fix it myself".
         self.td_source: LlRendition | None = None
         self.bytes_total = 0
+        self.changed_at = 0.0  # monotonic time of the last change (for wake-up latency)
 
     # Production ----------------------------------------------------------------------
 
@@ -189,6 +191,7 @@ class LlRendition:
         self._publish()
 
     def _publish(self) -> None:
+        self.changed_at = time.monotonic()
         self.changed.notify()
         for peer in self.peers:
             peer.changed.notify()  # their rendition reports changed too (R3)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -29,6 +29,13 @@ class Metrics:
         )
         self.http_requests = Counter(
             "mediacore_http_requests", "HTTP requests served", ["route", "status"], registry=self.registry
+        )
+
+        self.ll_blocked_wake = Histogram(
+            "mediacore_llhls_blocked_response_seconds",
+            "From a part being complete to the response of a request blocked on it",
+            ["kind"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
         )
 
     def attach(self, engine: "Engine") -> None:

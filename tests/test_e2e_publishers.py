@@ -45,7 +45,7 @@ async def test_gstreamer_rtmp2sink_push_plays(engine):
     assert {t.codec for t in stream.tracks.values()} == {"h264", "aac"}
 
 
-async def test_demo_command_serves_a_stream_hlsjs_plays():
+async def test_demo_command_serves_a_stream_hlsjs_plays_hls_and_llhls():
     require_tool("node")
     http_port, rtmp_port = free_port(), free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -62,6 +62,7 @@ async def test_demo_command_serves_a_stream_hlsjs_plays():
         assert watch_url == f"http://127.0.0.1:{http_port}/watch/demo"
         await wait_for_playlist(http_port, "demo", segments=2, timeout=40)
         report = await play_in_browser(watch_url, seconds=12)
+        ll_report = await play_in_browser(watch_url + "?ll=1", seconds=62)
     finally:
         await stop_process(proc)
     assert report["started"], report
@@ -69,3 +70,10 @@ async def test_demo_command_serves_a_stream_hlsjs_plays():
     assert report["advanced"] >= 10.0
     assert report["fatal"] is None, report["errors"]
     assert report["stallsAfterStart"] == 0, report["samples"]
+    # LL-HLS from the same demo: 60 s in hls.js lowLatencyMode, no stall, no fatal error.
+    assert ll_report["started"], ll_report
+    assert ll_report["advanced"] >= 60.0
+    assert ll_report["fatal"] is None, ll_report["errors"]
+    assert ll_report["stallsAfterStart"] == 0, ll_report["samples"]
+    latencies = sorted(s["latency"] for s in ll_report["samples"][10:] if s["latency"] is not None)
+    assert latencies and latencies[len(latencies) // 2] < 3.0  # low latency, far below plain HLS

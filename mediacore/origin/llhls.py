@@ -165,6 +165,7 @@ async def media_playlist(request: web.Request) -> web.StreamResponse:
                     text="the requested part did not appear in time", headers={"Cache-Control": f"max-age={td}"}
                 )
             await rendition.changed.wait(remaining)
+        engine.metrics.ll_blocked_wake.labels("playlist").observe(time.monotonic() - rendition.changed_at)
     # Blocking responses are immutable for their (msn, part): cacheable for 6 x TD; the
     # directive-less playlist changes every part: short-lived (HLS-RULES 1c).
     cache = f"public, max-age={6 * td}" if blocking else "public, max-age=1"
@@ -206,6 +207,8 @@ async def media(request: web.Request) -> web.StreamResponse:
                 raise web.HTTPServiceUnavailable(headers={"Cache-Control": f"max-age={td}"})
             await rendition.changed.wait(remaining)
             data = rendition.resource(uri, time.monotonic())
+            if data is not None:
+                engine.metrics.ll_blocked_wake.labels("part").observe(time.monotonic() - rendition.changed_at)
     if data is None:
         raise web.HTTPNotFound(text="no such part or segment", headers={"Cache-Control": f"max-age={td}"})
     content_type = "video/mp4" if rendition.prefix == "v" else "audio/mp4"

@@ -1,0 +1,169 @@
+"""`mediacore-bench latency`: live latency of LL-HLS, as players see it.
+
+A generated 720p30 clip is pushed in real time with ffmpeg to `mediacore serve` (default
+settings: 0.2 s parts, PART-TARGET 0.22 s, PART-HOLD-BACK 3 x PART-TARGET). Then, at the
+same time: hls.js in lowLatencyMode in headless Chromium (its `latency`, and now minus the
+PROGRAM-DATE-TIME of the playhead), and the project's own LL-HLS client (part delay and
+modelled latency). Plain HLS in hls.js is measured after, for reference. The server's
+histogram gives the time from a part being complete to the answer of a request blocked on
+it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import statistics
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+from benchmarks.ingest import free_port, push, wait_port
+from benchmarks.media import make_clip
+from player_client.llhls import follow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def histogram_quantile(metrics: str, name: str, kind: str, q: float) -> float | None:
+    """Upper bound of the bucket holding quantile q of a Prometheus histogram."""
+    buckets = []
+    for line in metrics.splitlines():
+        m = re.match(rf'{name}_bucket{{kind="{kind}",le="([^"]+)"}} (\S+)', line)
+        if m:
+            buckets.append((float(m.group(1)), float(m.group(2))))
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    for bound, count in buckets:
+        if count >= q * total:
+            return bound
+    return None
+
+
+async def browser(url: str, seconds: float) -> dict:
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(ROOT / "tests" / "e2e" / "play.mjs"), url, str(seconds), "40",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT),
+    )
+    out, _ = await proc.communicate()
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+async def ticker(seconds: float, label: str) -> None:
+    for _ in tqdm(range(int(seconds)), desc=label, unit="s", file=sys.stderr, leave=False):
+        await asyncio.sleep(1)
+
+
+async def measure(http_port: int, seconds: float) -> dict:
+    base = f"http://127.0.0.1:{http_port}"
+    ll_page, client, _ = await asyncio.gather(
+        browser(f"{base}/watch/bench?ll=1", seconds),
+        follow(f"{base}/live/bench/ll.m3u8", seconds + 5),
+        ticker(seconds + 5, "LL-HLS"),
+    )
+    plain_page, _ = await asyncio.gather(browser(f"{base}/watch/bench", seconds / 2), ticker(seconds / 2, "HLS"))
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+
+    def settle(samples: list[dict], key: str) -> list[float]:
+        return [s[key] for s in samples[len(samples) // 4 :] if s.get(key) is not None]  # after catch-up
+
+    name = "mediacore_llhls_blocked_response_seconds"
+    return {
+        "hlsjs_ll": {
+            "latency_median_s": statistics.median(settle(ll_page["samples"], "latency") or [float("nan")]),
+            "pdt_latency_median_s": statistics.median(settle(ll_page["samples"], "pdtLatency") or [float("nan")]),
+            "stalls": ll_page.get("stallsAfterStart"),
+            "fatal": ll_page.get("fatal"),
+            "played_s": round(ll_page.get("advanced") or 0, 1),
+        },
+        "hlsjs_plain_hls": {
+            "latency_median_s": statistics.median(settle(plain_page["samples"], "latency") or [float("nan")]),
+            "pdt_latency_median_s": statistics.median(settle(plain_page["samples"], "pdtLatency") or [float("nan")]),
+            "stalls": plain_page.get("stallsAfterStart"),
+        },
+        "player_client": {
+            "part_delay_median_s": percentile(client.part_delays, 0.5),
+            "part_delay_p99_s": percentile(client.part_delays, 0.99),
+            "latency_median_s": percentile(client.latencies, 0.5),
+            "startup_s": client.startup_seconds,
+            "parts": client.parts,
+            "errors": client.errors[:5],
+        },
+        "blocked_response": {
+            "playlist_p50_s_at_most": histogram_quantile(metrics, name, "playlist", 0.5),
+            "playlist_p99_s_at_most": histogram_quantile(metrics, name, "playlist", 0.99),
+            "part_p50_s_at_most": histogram_quantile(metrics, name, "part", 0.5),
+            "part_p99_s_at_most": histogram_quantile(metrics, name, "part", 0.99),
+        },
+    }
+
+
+def run(seconds: float, out: Path | None) -> dict:
+    clip = make_clip(10)
+    rtmp_port, http_port = free_port(), free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mediacore.cli", "serve", "--host", "127.0.0.1", "--rtmp-port", str(rtmp_port),
+         "--http-port", str(http_port), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL,
+    )
+    pusher = None
+    try:
+        wait_port(rtmp_port)
+        wait_port(http_port)
+        pusher = push(clip, f"rtmp://127.0.0.1:{rtmp_port}/live/bench")
+        import time
+
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/live/bench/ll.m3u8", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        time.sleep(4)  # a few segments, as a viewer joining a running show would find
+        report = asyncio.run(measure(http_port, seconds))
+    finally:
+        if pusher is not None:
+            pusher.terminate()
+            pusher.wait(5)
+        server.terminate()
+        server.wait(10)
+
+    def fmt(v: object) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    rows = [
+        ("hls.js LL-HLS: latency (median)", report["hlsjs_ll"]["latency_median_s"]),
+        ("hls.js LL-HLS: now - PDT of playhead (median)", report["hlsjs_ll"]["pdt_latency_median_s"]),
+        ("hls.js LL-HLS: stalls after start", report["hlsjs_ll"]["stalls"]),
+        ("hls.js plain HLS: latency (median)", report["hlsjs_plain_hls"]["latency_median_s"]),
+        ("hls.js plain HLS: now - PDT of playhead (median)", report["hlsjs_plain_hls"]["pdt_latency_median_s"]),
+        ("player client: part delay after its last frame (median)", report["player_client"]["part_delay_median_s"]),
+        ("player client: part delay (p99)", report["player_client"]["part_delay_p99_s"]),
+        ("player client: modelled latency (median)", report["player_client"]["latency_median_s"]),
+        ("blocked playlist answered after part complete: p50 <=", report["blocked_response"]["playlist_p50_s_at_most"]),
+        ("blocked playlist answered after part complete: p99 <=", report["blocked_response"]["playlist_p99_s_at_most"]),
+        ("blocked part answered after part complete: p50 <=", report["blocked_response"]["part_p50_s_at_most"]),
+        ("blocked part answered after part complete: p99 <=", report["blocked_response"]["part_p99_s_at_most"]),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {fmt(value)} {'s' if isinstance(value, float) else ''}")
+    report = {"suite": "latency", "seconds": seconds, **report}
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, default=str))
+        print(f"results written to {out}")
+    return report
