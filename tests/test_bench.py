@@ -31,3 +31,17 @@ def test_ingest_suite_runs_and_writes_json(tmp_path):
         assert report["results"][1]["server"] == "nginx-rtmp"
         assert report["results"][1]["streams_live"] == 2
         assert "streams_per_core_vs_nginx" in report
+
+
+def test_latency_suite_runs_and_writes_json(tmp_path):
+    out = tmp_path / "latency.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cli", "latency", "--seconds", "12", "--json", str(out)],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "hls.js LL-HLS: latency (median)" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["hlsjs_ll"]["fatal"] is None
+    assert report["player_client"]["parts"] > 20
+    assert report["blocked_response"]["playlist_p99_s_at_most"] is not None

@@ -1,0 +1,117 @@
+"""LL-HLS pure pieces without sockets: part cutting, blocking decisions, rendition state."""
+
+from __future__ import annotations
+
+import pytest
+
+from mediacore.llstore import LlRendition
+from mediacore.media import Frame, Kind, Track
+from mediacore.origin.llhls import Request, advance_part_limit, decide, parse_directives
+from mediacore.packager.llhls import declared_part_target
+from mediacore.packager.parts import PartCutter
+
+VIDEO = Track(Kind.VIDEO, "h264", 90000, b"")
+AUDIO = Track(Kind.AUDIO, "aac", 48000, b"")
+
+
+def video_frames(n: int, fps: float = 30.0, gop: int = 60, jitter_ms: int = 0):
+    for i in range(n):
+        ms = round(i * 1000 / fps) + (jitter_ms if i % 7 == 3 else 0)
+        yield Frame(VIDEO, ms * 90, ms * 90 + 6000, i % gop == 0, b"x", float(i))
+
+
+@pytest.mark.parametrize("fps", [24.0, 25.0, 29.97, 30.0, 50.0, 60.0])
+def test_video_parts_respect_part_target_at_common_frame_rates(fps):
+    target = declared_part_target(0.2)
+    cutter = PartCutter(90000, True, 0.2, 2.0)
+    parts = []
+    for frame in video_frames(int(fps * 20), fps, gop=round(fps * 2), jitter_ms=1):
+        parts += cutter.push(frame)
+    parents = [[]]
+    for part in parts:
+        parents[-1].append(part)
+        if part.ends_parent:
+            parents.append([])
+    complete = [p for p in parents if p and p[-1].ends_parent]
+    assert len(complete) >= 8
+    for parent in complete:
+        assert parent[0].independent and parent[0].starts_parent
+        assert abs(sum(p.duration for p in parent) / 90000 - 2.0) < 0.05
+        for i, part in enumerate(parent):
+            seconds = part.duration / 90000
+            assert seconds <= target + 1e-9  # L5
+            if i < len(parent) - 1:
+                assert seconds >= 0.85 * target  # L5 (only the parent's last may be short)
+
+
+def test_audio_parents_follow_the_segment_grid():
+    cutter = PartCutter(48000, False, 0.2, 2.0)
+    parts = []
+    for i in range(48000 * 60 // 1024):
+        parts += cutter.push(Frame(AUDIO, i * 1024, i * 1024, True, b"a", 0.0))
+    ends = [p for p in parts if p.ends_parent]
+    total = 0
+    boundaries = []
+    for part in parts:
+        total += part.duration
+        if part.ends_parent:
+            boundaries.append(total / 48000)
+    # Parents average exactly 2 s: the k-th boundary stays within one part of 2k s.
+    assert all(abs(b - 2.0 * (k + 1)) < 0.2 for k, b in enumerate(boundaries))
+    assert len(ends) == len(boundaries) >= 28
+
+
+def rendition_with(parents: int, parts_in_progress: int) -> LlRendition:
+    r = LlRendition("video", "v", 20, 0.22)
+    r.set_init(b"init")
+    for msn in range(parents):
+        for i in range(10):
+            r.add_part(b"p", 0.2, i == 0, i == 0, i == 9, 1000.0 + msn * 2 + i * 0.2, now=float(msn), samples=6)
+    for i in range(parts_in_progress):
+        r.add_part(b"p", 0.2, i == 0, i == 0, False, 2000.0, now=100.0, samples=6)
+    return r
+
+
+def test_decide_covers_every_blocking_case():
+    r = rendition_with(parents=5, parts_in_progress=3)  # complete 0-4, parts 5.0-5.2
+    assert r.last_part() == (5, 2) and r.next_part() == (5, 3)
+    assert decide(r, Request(None, 1, None)).status == 400  # B6
+    assert decide(r, Request(None, None, None)).status == 200
+    assert decide(r, Request(4, None, None)).status == 200  # B1 satisfied
+    assert decide(r, Request(5, None, None)).status == 0  # B1 wait
+    assert decide(r, Request(5, 2, None)).status == 200  # B2 satisfied
+    assert decide(r, Request(5, 3, None)).status == 0  # B2 wait
+    assert decide(r, Request(4, 99, None)).status == 200  # B3: = part 0 of 5, which exists
+    assert decide(r, Request(0, 0, None)).status == 200  # B4
+    assert decide(r, Request(8, None, None)).status == 400  # B7: > last + 2
+    assert decide(r, Request(7, None, None)).status == 0
+    limit = advance_part_limit(0.22)
+    assert limit == 14
+    assert decide(r, Request(5, 2 + limit + 1, None)).status == 400  # B7 advance part limit
+    assert decide(r, Request(5, 2 + limit, None)).status == 0
+    r.end(200.0)
+    assert decide(r, Request(50, 0, None)).status == 200  # B5
+
+
+def test_parse_directives_ignores_order_and_rejects_garbage():
+    assert parse_directives({"_HLS_part": "2", "_HLS_msn": "7"}) == parse_directives({"_HLS_msn": "7", "_HLS_part": "2"})
+    assert parse_directives({"_HLS_skip": "v2"}).skip == "v2"
+    assert parse_directives({"_HLS_skip": "NO"}).skip is None
+    with pytest.raises(ValueError):
+        parse_directives({"_HLS_msn": "-1"})
+
+
+def test_rendition_window_retention_and_versions():
+    r = rendition_with(parents=30, parts_in_progress=2)
+    assert len(r.segments) == 20 and r.media_sequence == 10
+    old_part = r.part_uri(0, 3)
+    assert r.resource(old_part, now=31.0) is not None  # G2: still downloadable
+    assert r.resource(old_part, now=500.0) is None
+    full = r.render()
+    assert "#EXT-X-VERSION:6" in full and full.count("#EXT-X-MAP") == 1
+    assert full.count("#EXT-X-PART:") <= 3 * 10 + 2 + 10  # only the last 3 x TD carry parts (G1)
+    delta = r.render("YES")
+    assert "#EXT-X-VERSION:9" in delta and "#EXT-X-SKIP:SKIPPED-SEGMENTS=" in delta
+    r.end(600.0)
+    ended = r.render("YES")
+    assert ended.endswith("#EXT-X-ENDLIST\n") and "PRELOAD-HINT" not in ended and "#EXT-X-SKIP" not in ended  # H3, K6
