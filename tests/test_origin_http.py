@@ -107,3 +107,23 @@ def test_config_file_and_overrides(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="at least 6"):
         load_config(None, {"hls": {"window_segments": 3}})
+
+
+def test_example_configuration_is_complete_and_valid():
+    """mediacore.example.toml lists every setting with its default."""
+    import dataclasses
+    import tomllib
+
+    from conftest import ROOT
+    from mediacore.config import Config
+
+    path = ROOT / "mediacore.example.toml"
+    loaded = load_config(path)
+    data = tomllib.loads(path.read_text())
+    defaults = Config()
+    for section in dataclasses.fields(Config):
+        listed = set(data.get(section.name, {}))
+        known = {f.name for f in dataclasses.fields(getattr(defaults, section.name))}
+        assert known - listed <= {"publish_keys"}, (section.name, known - listed)
+        for key in listed:
+            assert getattr(getattr(loaded, section.name), key) == getattr(getattr(defaults, section.name), key)
