@@ -80,7 +80,7 @@ async def test_api_streams_metrics_health_watch(live):
         assert (await r.json()) == {"status": "ok", "live_streams": 1}
     async with session.get("/watch/shop1") as r:
         page = await r.text()
-    assert "/static/hls.min.js" in page and "/live/${encodeURIComponent(stream)}/index.m3u8" in page
+    assert "/static/hls.min.js" in page and "index.m3u8" in page and "ll.m3u8" in page
     async with session.get("/static/hls.min.js") as r:
         assert r.status == 200
 
