@@ -211,39 +211,37 @@ async def test_preload_hint_blocks_then_sends_whole_part_H5_H6_H7(live):
         assert status == 404
 
 
+def segment_blocks(text: str) -> tuple[list[str], dict[int, list[str]], list[str]]:
+    """Split a playlist into (header lines, {msn: the segment's lines}, trailing lines)."""
+    pl = parse_ll(text)
+    lines = text.splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.startswith(("#EXT-X-MAP", "#EXT-X-PROGRAM-DATE-TIME")))
+    header, body = lines[:first], lines[first:]
+    blocks: dict[int, list[str]] = {}
+    msn = pl.media_sequence + pl.skipped
+    current: list[str] = []
+    for line in body:
+        current.append(line)
+        if line and not line.startswith("#"):
+            blocks[msn] = current
+            msn, current = msn + 1, []
+    return header, blocks, current
+
+
 def merge_delta(previous: str, delta: str) -> str:
-    """Apply a delta update to the previous full playlist the way a client does (S6.3.7)."""
-    old = parse_ll(previous)
-    new = parse_ll(delta)
-    first_listed = new.media_sequence + new.skipped
-    # The skipped segments' lines come from the previous playlist.
-    old_lines = old.lines
-    start = next(i for i, ln in enumerate(old_lines) if ln.startswith("#EXT-X-MAP"))
-    uris = {s.msn: s.uri for s in old.segments}
-    end_uri = uris[first_listed - 1]
-    end = old_lines.index(end_uri)
-    skipped_lines = old_lines[start : end + 1]
-    skipped_from = old_lines.index(uris[new.media_sequence]) if new.media_sequence in uris else None
-    assert skipped_from is not None
-    # Drop the previous playlist's lines for segments before the new MEDIA-SEQUENCE.
-    first_kept = next(i for i in range(start, len(old_lines))
-                      if old_lines[i].startswith("#EXT-X-PROGRAM-DATE-TIME")
-                      and old_lines[i:].index(uris[new.media_sequence]) >= 0
-                      and all(not old_lines[j].endswith(".m4s") or old_lines[j] == uris[new.media_sequence]
-                              for j in range(i, old_lines.index(uris[new.media_sequence]) + 1)))
-    kept = [old_lines[start]] + old_lines[first_kept : end + 1]
-    out = []
-    for line in new.lines:
-        if line.startswith("#EXT-X-VERSION"):
-            out.append("#EXT-X-VERSION:6")
-        elif line.startswith("#EXT-X-SKIP"):
-            out.extend(kept)
-        elif line.startswith("#EXT-X-MAP") and kept[0] == line:
-            continue
-        else:
-            out.append(line)
-    del skipped_lines
-    return "\n".join(out) + "\n"
+    """Apply a delta update to the previous full playlist the way a client does (S6.3.7):
+    EXT-X-SKIP stands for the segments the client already has, which it takes from there."""
+    _, old_blocks, _ = segment_blocks(previous)
+    header, new_blocks, trailer = segment_blocks(delta)
+    d = parse_ll(delta)
+    header = ["#EXT-X-VERSION:6" if ln.startswith("#EXT-X-VERSION") else ln for ln in header if not ln.startswith("#EXT-X-SKIP")]
+    merged = []
+    for msn in range(d.media_sequence, d.media_sequence + d.skipped):
+        merged += [ln for ln in old_blocks[msn] if not ln.startswith("#EXT-X-MAP")]
+    first_new = d.media_sequence + d.skipped
+    map_lines = [ln for ln in new_blocks[first_new] if ln.startswith("#EXT-X-MAP")]
+    rest = [ln for msn in sorted(new_blocks) for ln in new_blocks[msn] if not (msn == first_new and ln in map_lines)]
+    return "\n".join(header + map_lines + merged + rest + trailer) + "\n"
 
 
 async def test_delta_updates_merge_to_the_full_playlist_K1_K7(live):
