@@ -24,10 +24,35 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
         if name == "demo":
             p.add_argument("--stream", help="demo stream name (default demo)")
+    edge = sub.add_parser("edge", help="run an edge node (cache + request collapsing) in front of an origin")
+    edge.add_argument("--origin", required=True, help="origin base URL, e.g. http://origin:8080")
+    edge.add_argument("--upstream", action="append", default=[],
+                      help="upstream to use instead of the origin (another edge: tiers); repeat for failover")
+    edge.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    edge.add_argument("--http-port", type=int, default=8081, help="HTTP port (default 8081)")
+    edge.add_argument("--cache-mb", type=int, default=512, help="cache budget in MiB (default 512)")
+    edge.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
 
+async def _run_edge(args: argparse.Namespace) -> None:
+    from edge.server import EdgeConfig, run_edge
+
+    config = EdgeConfig(upstreams=args.upstream or [args.origin], cache_mb=args.cache_mb)
+    runner, port = await run_edge(config, args.host, args.http_port)
+    print(f"edge serving on http://{args.host}:{port} in front of {', '.join(config.upstreams)}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Flags for serve/demo as configuration overrides (flags win over the file)."""
     server: dict[str, Any] = {}
     for flag, key in (("host", "host"), ("rtmp_port", "rtmp_port"), ("http_port", "http_port")):
         value = getattr(args, flag)
@@ -74,6 +99,14 @@ async def _run(config: Config, demo: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "edge":
+        import uvloop
+
+        try:
+            uvloop.run(_run_edge(args))
+        except KeyboardInterrupt:
+            pass
+        return 0
     try:
         config = load_config(args.config, _overrides(args))
     except (ConfigError, OSError) as e:

@@ -1,0 +1,74 @@
+"""A byte-bounded LRU cache of HTTP responses (lru-dict underneath) with HTTP freshness.
+
+Entries are immutable responses with the time they were stored and their max-age from the
+upstream's Cache-Control; `Age` is derived from that (HLS-RULES 1c: caches set Age, players
+use it). Stale entries stay until evicted so they can serve when the upstream fails
+(stale-if-error). Time (`now`, monotonic seconds) is passed in.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import lru
+
+MAX_AGE = re.compile(r"max-age=(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...]
+    stored_at: float
+    max_age: float
+    upstream_age: float = 0.0
+
+    def age(self, now: float) -> float:
+        return self.upstream_age + max(0.0, now - self.stored_at)
+
+    def fresh(self, now: float) -> bool:
+        return self.age(now) < self.max_age
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + sum(len(k) + len(v) for k, v in self.headers) + 200
+
+
+def max_age_of(cache_control: str) -> float | None:
+    """Seconds a response may be reused, or None if it must not be stored."""
+    lowered = cache_control.lower()
+    if "no-store" in lowered or "private" in lowered:
+        return None
+    if "no-cache" in lowered:
+        return 0.0
+    match = MAX_AGE.search(lowered)
+    return float(match.group(1)) if match else None
+
+
+class ResponseCache:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.evictions = 0
+        self._entries: lru.LRU = lru.LRU(1_000_000)  # bounded by bytes below, not by count
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> CachedResponse | None:
+        return self._entries.get(key)
+
+    def put(self, key: str, entry: CachedResponse) -> None:
+        if entry.size > self.max_bytes:
+            return
+        old = self._entries.get(key)
+        if old is not None:
+            self.bytes -= old.size
+        self._entries[key] = entry
+        self.bytes += entry.size
+        while self.bytes > self.max_bytes and len(self._entries):
+            _, evicted = self._entries.popitem(least_recent=True)
+            self.bytes -= evicted.size
+            self.evictions += 1

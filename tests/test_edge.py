@@ -1,0 +1,129 @@
+"""Edge nodes in front of a live origin: tiers, collapsing stampedes, playback through them."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from conftest import ffmpeg_push_cmd, free_port, make_clip, play_in_browser, start_process, stop_process
+from edge.server import EdgeConfig, run_edge
+from ll_playlist import parse_ll
+from mediacore.config import load_config
+from mediacore.engine import Engine
+from player_client.llhls import follow
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+SEGMENT_ROUTE = "/live/{stream}/{segment}.ts"
+LL_MEDIA_ROUTE = "/live/{stream}/ll/{name}.{ext}"
+
+
+def origin_count(engine: Engine, route: str) -> float:
+    value = engine.metrics.registry.get_sample_value("mediacore_http_requests_total", {"route": route, "status": "200"})
+    return value or 0.0
+
+
+class Setup:
+    def __init__(self, engine: Engine, edge_port: int, mid_port: int) -> None:
+        self.engine = engine
+        self.edge = f"http://127.0.0.1:{edge_port}"
+        self.mid = f"http://127.0.0.1:{mid_port}"
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def tiers():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 16384), hard))
+    config = load_config(None, {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "http_port": free_port()}})
+    engine = Engine(config)
+    await engine.start()
+    origin = f"http://127.0.0.1:{engine.http_port}"
+    mid_runner, mid_port = await run_edge(EdgeConfig(upstreams=[origin], cache_mb=64), "127.0.0.1", 0)
+    edge_runner, edge_port = await run_edge(EdgeConfig(upstreams=[f"http://127.0.0.1:{mid_port}"], cache_mb=64),
+                                            "127.0.0.1", 0)
+    pusher = await start_process(*ffmpeg_push_cmd(make_clip(), f"rtmp://127.0.0.1:{engine.rtmp_port}/live/tv", loop=True))
+    try:
+        for _ in range(200):
+            store = engine.stores.get("tv")
+            lls = engine.ll_renditions.get("tv")
+            if store and store.ready and len(store.segments) >= 2 and lls and all(r.ready for r in lls.values()):
+                break
+            await asyncio.sleep(0.1)
+        yield Setup(engine, edge_port, mid_port)
+    finally:
+        await stop_process(pusher)
+        await edge_runner.cleanup()
+        await mid_runner.cleanup()
+        await engine.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def stampede(url: str, n: int = 1000) -> list[tuple[int, bytes, str]]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def one() -> tuple[int, bytes, str]:
+            async with session.get(url) as r:
+                return r.status, await r.read(), r.headers.get("X-Cache", "")
+        return await asyncio.gather(*(one() for _ in range(n)))
+
+
+async def test_stampede_on_an_uncached_segment_is_one_upstream_request(tiers):
+    store = tiers.engine.stores["tv"]
+    for _ in range(50):  # a segment nobody has asked for yet
+        await asyncio.sleep(0.1)
+        if len(store.segments) >= 3:
+            break
+    uri = store.segments[-1].uri
+    before = origin_count(tiers.engine, SEGMENT_ROUTE)
+    results = await stampede(f"{tiers.edge}/live/tv/{uri}")
+    assert origin_count(tiers.engine, SEGMENT_ROUTE) - before == 1
+    assert {status for status, _, _ in results} == {200}
+    assert {body for _, body, _ in results} == {store.segments[-1].data if store.segments[-1].uri == uri
+                                                else store.get_segment(uri, 0.0).data}
+    assert {state for _, _, state in results} <= {"MISS", "HIT"}
+
+
+async def test_stampede_on_a_part_not_yet_published_is_one_upstream_request(tiers):
+    video = tiers.engine.ll_renditions["tv"][next(iter(tiers.engine.ll_renditions["tv"]))]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{tiers.edge}/live/tv/ll/video.m3u8") as r:
+            hinted = parse_ll(await r.text()).hint["URI"]
+    assert video.resource(hinted, 0.0) is None  # not published yet
+    before = origin_count(tiers.engine, LL_MEDIA_ROUTE)
+    results = await stampede(f"{tiers.edge}/live/tv/ll/{hinted}")
+    assert origin_count(tiers.engine, LL_MEDIA_ROUTE) - before == 1
+    assert {status for status, _, _ in results} == {200}
+    assert len({body for _, body, _ in results}) == 1
+
+
+async def test_blocking_playlist_requests_collapse_by_normalised_key(tiers):
+    video = tiers.engine.ll_renditions["tv"][next(iter(tiers.engine.ll_renditions["tv"]))]
+    msn, part = video.next_part()
+    route = "/live/{stream}/ll/{rendition}.m3u8"
+    before = origin_count(tiers.engine, route)
+    queries = [f"_HLS_msn={msn}&_HLS_part={part}", f"_HLS_part={part}&_HLS_msn={msn}",
+               f"_HLS_msn={msn}&_HLS_part={part}&token=viewer-specific"]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def one(q: str) -> int:
+            async with session.get(f"{tiers.edge}/live/tv/ll/video.m3u8?{q}") as r:
+                await r.read()
+                return r.status
+        statuses = await asyncio.gather(*(one(queries[i % 3]) for i in range(300)))
+    assert set(statuses) == {200}
+    assert origin_count(tiers.engine, route) - before == 1
+
+
+async def test_hlsjs_and_player_client_play_through_two_tiers(tiers):
+    hls = await play_in_browser(f"{tiers.edge}/watch/tv", seconds=10)
+    assert hls["started"] and hls["advanced"] >= 9 and hls["fatal"] is None, hls
+    ll = await play_in_browser(f"{tiers.edge}/watch/tv?ll=1", seconds=15)
+    assert ll["started"] and ll["advanced"] >= 14 and ll["fatal"] is None, ll
+    assert ll["stallsAfterStart"] == 0
+    stats = await follow(f"{tiers.edge}/live/tv/ll.m3u8", 6)
+    assert stats.parts >= 20 and not stats.errors
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{tiers.edge}/metrics") as r:
+            text = await r.text()
+    assert "mediacore_edge_hits_total" in text and "mediacore_edge_cache_bytes" in text
