@@ -247,8 +247,14 @@ class LlRendition:
         return data
 
     def frame_rate(self) -> float:
-        complete = [s for s in self.segments if s.duration > 0]
-        return complete[-1].samples / complete[-1].duration if complete else 0.0
+        """Frames per second over the window, snapped to a standard rate within 1 %: a
+        parent stretched by a late keyframe must not make 30 fps read as 29.91."""
+        duration = sum(s.duration for s in self.segments)
+        if duration <= 0:
+            return 0.0
+        measured = sum(s.samples for s in self.segments) / duration
+        nominal = min((23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0), key=lambda r: abs(r - measured))
+        return nominal if abs(measured - nominal) <= 0.01 * nominal else measured
 
     def bandwidth(self) -> tuple[int, int]:
         """(peak, average) bits per second over the complete segments in the window."""

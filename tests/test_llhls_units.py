@@ -115,3 +115,10 @@ def test_rendition_window_retention_and_versions():
     r.end(600.0)
     ended = r.render("YES")
     assert ended.endswith("#EXT-X-ENDLIST\n") and "PRELOAD-HINT" not in ended and "#EXT-X-SKIP" not in ended  # H3, K6
+
+
+def test_frame_rate_is_averaged_and_snapped():
+    r = rendition_with(parents=6, parts_in_progress=0)  # 60 samples per 2 s parent
+    assert r.frame_rate() == 30.0
+    r.segments[-1].samples = 61  # one parent stretched by a late keyframe
+    assert r.frame_rate() == 30.0
