@@ -59,3 +59,61 @@ def start_nginx(workdir: Path, port: int) -> subprocess.Popen[bytes] | None:
         ["nginx", "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+
+
+def nginx_proxy_cache_config(workdir: Path, port: int, origin: str) -> Path:
+    """nginx as a standard HTTP cache in front of the origin (docs/operator-guide.md has the
+    same configuration for production). The cache key holds the path and the normalised
+    HLS directives, so blocking requests for the same part share one entry, and
+    proxy_cache_lock collapses concurrent misses into one upstream request."""
+    (workdir / "cache").mkdir(parents=True, exist_ok=True)
+    conf = workdir / "nginx-proxy.conf"
+    conf.write_text(f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {workdir}/nginx-proxy.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {workdir}/client_temp;
+    proxy_temp_path {workdir}/proxy_temp;
+    fastcgi_temp_path {workdir}/fastcgi_temp;
+    uwsgi_temp_path {workdir}/uwsgi_temp;
+    scgi_temp_path {workdir}/scgi_temp;
+    proxy_cache_path {workdir}/cache levels=1:2 keys_zone=hls:16m max_size=512m inactive=2m use_temp_path=off;
+    upstream origin {{
+        server {origin};
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache hls;
+            proxy_cache_key "$uri|$arg__HLS_msn|$arg__HLS_part|$arg__HLS_skip";
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 15s;
+            proxy_cache_lock_age 15s;
+            proxy_cache_valid 404 1s;
+            proxy_cache_use_stale error timeout updating http_502 http_503 http_504;
+            proxy_read_timeout 15s;
+            add_header X-Cache-Status $upstream_cache_status always;
+        }}
+    }}
+}}
+""")
+    return conf
+
+
+def start_nginx_proxy(workdir: Path, port: int, origin: str) -> subprocess.Popen[bytes] | None:
+    if shutil.which("nginx") is None:
+        return None
+    conf = nginx_proxy_cache_config(workdir, port, origin)
+    return subprocess.Popen(
+        ["nginx", "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )

@@ -1,0 +1,55 @@
+"""A standard HTTP cache (nginx proxy_cache with proxy_cache_lock) in front of the origin:
+the origin's headers let it cache and collapse correctly, and players play through it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from benchmarks.ingest import wait_port
+from benchmarks.peers import start_nginx_proxy
+from conftest import ffmpeg_push_cmd, free_port, make_clip, play_in_browser, require_tool, start_process, stop_process
+from ll_playlist import parse_ll
+from test_edge import LL_MEDIA_ROUTE, origin_count, stampede
+
+pytestmark = pytest.mark.slow
+
+
+async def test_nginx_proxy_cache_in_front_of_the_origin(engine, tmp_path):
+    require_tool("nginx")
+    pusher = await start_process(*ffmpeg_push_cmd(make_clip(), f"rtmp://127.0.0.1:{engine.rtmp_port}/live/cdn", loop=True))
+    port = free_port()
+    nginx = start_nginx_proxy(tmp_path, port, f"127.0.0.1:{engine.http_port}")
+    assert nginx is not None
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, wait_port, port)
+        for _ in range(200):
+            lls = engine.ll_renditions.get("cdn")
+            if lls and all(r.ready for r in lls.values()):
+                break
+            await asyncio.sleep(0.1)
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/live/cdn/ll/video.m3u8") as r:
+                hinted = parse_ll(await r.text()).hint["URI"]
+            before = origin_count(engine, LL_MEDIA_ROUTE)
+            results = await stampede(f"{base}/live/cdn/ll/{hinted}", 300)
+            assert {status for status, _, _ in results} == {200}
+            assert origin_count(engine, LL_MEDIA_ROUTE) - before == 1  # proxy_cache_lock collapsed them
+            # A second request is a cache hit: the origin's Cache-Control allows it.
+            async with session.get(f"{base}/live/cdn/ll/{hinted}") as r:
+                assert r.headers["X-Cache-Status"] == "HIT"
+            # Directive-less playlists stay fresh (max-age=1): never served older than that.
+            async with session.get(f"{base}/live/cdn/ll/video.m3u8") as r:
+                assert r.headers["Cache-Control"] == "public, max-age=1"
+        hls = await play_in_browser(f"{base}/watch/cdn", seconds=10)
+        assert hls["started"] and hls["advanced"] >= 9 and hls["fatal"] is None, hls
+        ll = await play_in_browser(f"{base}/watch/cdn?ll=1", seconds=15)
+        assert ll["started"] and ll["advanced"] >= 14 and ll["fatal"] is None, ll
+        assert ll["stallsAfterStart"] == 0, ll["samples"]
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        await stop_process(pusher)
