@@ -1,0 +1,294 @@
+"""An asyncio HLS / LL-HLS viewer with a simulated playback buffer, and many per process.
+
+Each viewer joins like hls.js does: plain HLS three segments behind the live edge, LL-HLS
+at the newest independent part at least PART-HOLD-BACK behind the edge. It downloads media
+in order (parts with blocking playlist reloads and preload hints in LL mode), adds what it
+fetched to a buffer measured on the PROGRAM-DATE-TIME timeline, and plays it in real time:
+when the playhead reaches the end of the buffer, that is a stall, resumed once a part (or a
+segment) is buffered again. Latency is now minus the PDT at the playhead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urljoin
+
+import aiohttp
+
+from mediacore.packager.playlist import parse_date_time
+
+_ATTRS = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
+
+
+def _attrs(value: str) -> dict[str, str]:
+    return {k: v.strip('"') for k, v in _ATTRS.findall(value)}
+
+
+@dataclass
+class Media:
+    """A fetchable unit: a segment (plain HLS) or a part (LL-HLS), placed on the PDT timeline."""
+
+    key: tuple[int, int]  # (msn, part index or -1 for a whole segment)
+    uri: str
+    start: float  # PDT seconds
+    duration: float
+    independent: bool = True
+
+
+@dataclass
+class Playlist:
+    target_duration: float = 0.0
+    part_hold_back: float = 0.0
+    can_block: bool = False
+    low_latency: bool = False
+    ended: bool = False
+    segments: list[Media] = field(default_factory=list)
+    parts: list[Media] = field(default_factory=list)
+
+
+def parse_media_playlist(text: str) -> Playlist:
+    pl = Playlist()
+    msn = 0
+    pdt: float | None = None
+    offset = 0.0
+    index = 0
+    extinf = 0.0
+    for line in text.splitlines():
+        tag, _, value = line.partition(":")
+        if tag == "#EXT-X-TARGETDURATION":
+            pl.target_duration = float(value)
+        elif tag == "#EXT-X-MEDIA-SEQUENCE":
+            msn = int(value)
+        elif tag == "#EXT-X-SKIP":
+            msn += int(_attrs(value)["SKIPPED-SEGMENTS"])
+        elif tag == "#EXT-X-SERVER-CONTROL":
+            control = _attrs(value)
+            pl.part_hold_back = float(control.get("PART-HOLD-BACK", "0"))
+            pl.can_block = control.get("CAN-BLOCK-RELOAD") == "YES"
+        elif tag == "#EXT-X-PART-INF":
+            pl.low_latency = True
+        elif tag == "#EXT-X-PROGRAM-DATE-TIME":
+            pdt, offset, index = parse_date_time(value), 0.0, 0
+        elif tag == "#EXT-X-PART" and pdt is not None:
+            a = _attrs(value)
+            duration = float(a["DURATION"])
+            pl.parts.append(Media((msn, index), a["URI"], pdt + offset, duration, a.get("INDEPENDENT") == "YES"))
+            offset += duration
+            index += 1
+        elif tag == "#EXTINF":
+            extinf = float(value.split(",")[0])
+        elif tag == "#EXT-X-ENDLIST":
+            pl.ended = True
+        elif line and not line.startswith("#"):
+            if pdt is not None:
+                pl.segments.append(Media((msn, -1), line, pdt, extinf))
+            msn += 1
+            pdt = None
+    return pl
+
+
+@dataclass
+class ViewerStats:
+    startup_seconds: float | None = None
+    latencies: list[float] = field(default_factory=list)
+    stalls: int = 0
+    stall_seconds: float = 0.0
+    bytes: int = 0
+    requests: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Viewer:
+    def __init__(self, url: str, session: aiohttp.ClientSession, low_latency: bool = True) -> None:
+        self.url = url
+        self.session = session
+        self.prefer_ll = low_latency
+        self.stats = ViewerStats()
+        self._buffer_end: float | None = None  # PDT seconds
+        self._playhead: float | None = None
+        self._playing = False
+        self._last_tick = 0.0
+        self._stall_started = 0.0
+        self._media_url = ""
+
+    async def _get(self, url: str) -> tuple[int, bytes]:
+        self.stats.requests += 1
+        async with self.session.get(url) as r:
+            body = await r.read()
+            self.stats.bytes += len(body)
+            return r.status, body
+
+    async def _playlist(self, query: str = "") -> Playlist | None:
+        status, body = await self._get(self._media_url + query)
+        if status != 200:
+            self.stats.errors.append(f"playlist {status}")
+            return None
+        return parse_media_playlist(body.decode())
+
+    def _tick(self, resume_after: float) -> None:
+        """Advance the simulated playhead to now; detect stalls and resumptions."""
+        now = time.monotonic()
+        if self._buffer_end is None or self._playhead is None:
+            return
+        if self._playing:
+            self._playhead += now - self._last_tick
+            if self._playhead >= self._buffer_end:
+                self._playhead = self._buffer_end
+                self._playing = False
+                self.stats.stalls += 1
+                self._stall_started = now
+        elif self._buffer_end - self._playhead >= resume_after:
+            if self.stats.startup_seconds is not None:
+                self.stats.stall_seconds += now - self._stall_started
+            self._playing = True
+        self._last_tick = now
+        if self._playing:
+            self.stats.latencies.append(time.time() - self._playhead)
+
+    async def _fetch(self, media: Media, start: float) -> bool:
+        status, _ = await self._get(urljoin(self._media_url, media.uri))
+        if status != 200:
+            self.stats.errors.append(f"media {status}")
+            return False
+        end = media.start + media.duration
+        if self._buffer_end is None:
+            self._playhead = media.start
+            self._last_tick = time.monotonic()
+        self._buffer_end = max(self._buffer_end or end, end)
+        if self.stats.startup_seconds is None:
+            self.stats.startup_seconds = time.monotonic() - start
+            self._playing = True
+            self._last_tick = time.monotonic()
+        return True
+
+    async def run(self, seconds: float) -> ViewerStats:
+        start = time.monotonic()
+        deadline = start + seconds
+        status, body = await self._get(self.url)
+        if status != 200:
+            self.stats.errors.append(f"playlist {status}")
+            return self.stats
+        text = body.decode()
+        if "#EXT-X-STREAM-INF" in text:
+            variant = next(ln for ln in text.splitlines() if ln and not ln.startswith("#"))
+            self._media_url = urljoin(self.url, variant)
+            pl = await self._playlist()
+        else:
+            self._media_url = self.url
+            pl = parse_media_playlist(text)
+        if pl is None:
+            return self.stats
+        ticker = asyncio.create_task(self._ticks(deadline, pl))
+        try:
+            if pl.low_latency and self.prefer_ll and pl.can_block:
+                await self._follow_parts(pl, start, deadline)
+            else:
+                await self._follow_segments(pl, start, deadline)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            self.stats.errors.append(type(e).__name__)
+        finally:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+        return self.stats
+
+    async def _ticks(self, deadline: float, pl: Playlist) -> None:
+        resume = 0.2 if pl.low_latency and self.prefer_ll else min(pl.target_duration, 2.0)
+        while time.monotonic() < deadline:
+            self._tick(resume)
+            await asyncio.sleep(0.05)
+
+    async def _follow_segments(self, pl: Playlist, start: float, deadline: float) -> None:
+        queue = pl.segments[-3:]  # hls.js: three target durations behind the edge
+        done: set[tuple[int, int]] = set()
+        while time.monotonic() < deadline:
+            for media in queue:
+                if media.key not in done and time.monotonic() < deadline:
+                    if await self._fetch(media, start):
+                        done.add(media.key)
+            await asyncio.sleep(max(0.5, pl.target_duration / 2))
+            fresh = await self._playlist()
+            if fresh is not None:
+                pl = fresh
+                queue = [m for m in pl.segments if m.key not in done and m.key > max(done, default=(-1, -1))]
+
+    async def _follow_parts(self, pl: Playlist, start: float, deadline: float) -> None:
+        edge = pl.parts[-1].start + pl.parts[-1].duration
+        candidates = [p for p in pl.parts if p.independent and p.start <= edge - pl.part_hold_back]
+        first = candidates[-1] if candidates else pl.parts[0]
+        queue = [p for p in pl.parts if p.key >= first.key]
+        last = first.key
+        while time.monotonic() < deadline:
+            for media in queue:
+                if time.monotonic() >= deadline:
+                    return
+                await self._fetch(media, start)
+                last = media.key
+            msn, index = last
+            fresh = await self._playlist(f"?_HLS_msn={msn}&_HLS_part={index + 1}")
+            if fresh is None:
+                await asyncio.sleep(0.2)
+                continue
+            queue = [p for p in fresh.parts if p.key > last]
+            if not queue and fresh.parts and fresh.parts[0].key > last:
+                last = fresh.parts[-1].key  # fell out of the part window: rejoin at the edge
+
+
+async def run_viewers(url: str, viewers: int, seconds: float, low_latency: bool = True,
+                      connections: int = 0) -> list[ViewerStats]:
+    connector = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=max(20.0, seconds))
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        tasks = [Viewer(url, session, low_latency).run(seconds) for _ in range(viewers)]
+        return list(await asyncio.gather(*tasks))
+
+
+def summarize(stats: list[ViewerStats]) -> dict[str, object]:
+    latencies = sorted(x for s in stats for x in s.latencies[len(s.latencies) // 4 :])
+    startups = sorted(s.startup_seconds for s in stats if s.startup_seconds is not None)
+
+    def pct(values: list[float], q: float) -> float | None:
+        return round(values[min(len(values) - 1, int(q * (len(values) - 1)))], 3) if values else None
+
+    return {
+        "viewers": len(stats),
+        "started": len(startups),
+        "startup_p50_s": pct(startups, 0.5),
+        "latency_p50_s": pct(latencies, 0.5),
+        "latency_p99_s": pct(latencies, 0.99),
+        "stalls": sum(s.stalls for s in stats),
+        "stall_seconds": round(sum(s.stall_seconds for s in stats), 2),
+        "bytes": sum(s.bytes for s in stats),
+        "requests": sum(s.requests for s in stats),
+        "errors": sum(len(s.errors) for s in stats),
+        "mean_latency_s": round(statistics.fmean(latencies), 3) if latencies else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="mediacore-play", description="simulated HLS / LL-HLS viewers")
+    parser.add_argument("url", help="multivariant or media playlist URL (ll.m3u8 for LL-HLS)")
+    parser.add_argument("--viewers", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--no-ll", action="store_true", help="play LL-HLS playlists as plain HLS")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    stats = asyncio.run(run_viewers(args.url, args.viewers, args.seconds, not args.no_ll))
+    summary = summarize(stats)
+    if args.json:
+        print(json.dumps({"summary": summary, "viewers": [asdict(s) | {"latencies": len(s.latencies)} for s in stats]}))
+    else:
+        for key, value in summary.items():
+            print(f"{key:>16}: {value}")
+    return 0 if summary["started"] == args.viewers else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
