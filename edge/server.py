@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter as Tally
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -65,6 +66,9 @@ class EdgeNode:
         self.config = config
         self.cache = ResponseCache(config.cache_mb * 1024 * 1024)
         self.collapser: Collapser[CachedResponse] = Collapser()
+        # Upstream fetches per key (the newest few thousand keys): a herd shows up here as
+        # a key fetched more than once while it was fresh.
+        self.fetches: Tally[str] = Tally()
         self._session: aiohttp.ClientSession | None = None
         self.registry = CollectorRegistry()
         r = self.registry
@@ -153,6 +157,9 @@ class EdgeNode:
 
     async def _store(self, key: str, path_qs: str) -> CachedResponse:
         self.waiting.set(self.collapser.inflight)
+        if len(self.fetches) > 10_000:
+            self.fetches.clear()
+        self.fetches[key] += 1
         entry = await self._fetch(path_qs)
         if entry.max_age > 0 and entry.status in (200, 404):
             self.cache.put(key, entry)
@@ -200,8 +207,8 @@ class EdgeNode:
             await self._session.close()
 
 
-async def run_edge(config: EdgeConfig, host: str, port: int) -> tuple[web.AppRunner, int]:
-    node = EdgeNode(config)
+async def run_edge(config: EdgeConfig, host: str, port: int, node: EdgeNode | None = None) -> tuple[web.AppRunner, int]:
+    node = node or EdgeNode(config)
     runner = web.AppRunner(node.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)

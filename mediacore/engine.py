@@ -139,19 +139,29 @@ class Engine:
     # Start / stop ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        srv = self.config.server
+        self.rtmp_port = await self.rtmp.start(srv.host, srv.rtmp_port)
+        await self.start_http()
+        log.info("RTMP ingest on %s:%d, HTTP on %s:%d", srv.host, self.rtmp_port, srv.host, self.http_port)
+
+    async def start_http(self) -> None:
+        """Start (or restart, on the same port) the HTTP origin; ingest is unaffected."""
         from mediacore.origin.app import create_app
 
         srv = self.config.server
-        self.rtmp_port = await self.rtmp.start(srv.host, srv.rtmp_port)
-        app = create_app(self)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(create_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, srv.host, srv.http_port, reuse_address=True)
+        site = web.TCPSite(self._runner, srv.host, self.http_port or srv.http_port, reuse_address=True)
         await site.start()
         server = site._server
         assert server is not None
         self.http_port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
-        log.info("RTMP ingest on %s:%d, HTTP on %s:%d", srv.host, self.rtmp_port, srv.host, self.http_port)
+
+    async def stop_http(self) -> None:
+        """Stop serving HTTP (maintenance, failover drills) while ingest and packaging go on."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
     async def stop(self) -> None:
         await self.rtmp.stop()
@@ -162,8 +172,7 @@ class Engine:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.stop_http()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     def base_url(self) -> str:

@@ -102,6 +102,7 @@ class ViewerStats:
     bytes: int = 0
     requests: int = 0
     errors: list[str] = field(default_factory=list)
+    last_playing: float = 0.0  # monotonic time the playhead last moved
 
 
 class Viewer:
@@ -150,6 +151,7 @@ class Viewer:
         self._last_tick = now
         if self._playing:
             self.stats.latencies.append(time.time() - self._playhead)
+            self.stats.last_playing = now
 
     async def _fetch(self, media: Media, start: float) -> bool:
         status, _ = await self._get(urljoin(self._media_url, media.uri))
