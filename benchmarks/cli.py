@@ -20,12 +20,24 @@ def main(argv: list[str] | None = None) -> int:
     latency = sub.add_parser("latency", help="LL-HLS live latency in hls.js and the player client")
     latency.add_argument("--seconds", type=float, default=60.0, help="seconds of LL-HLS playback (default 60)")
     latency.add_argument("--json", type=Path, help="where to write results (default bench-results/latency-TIME.json)")
+    fanout = sub.add_parser("fanout", help="origin + edges + simulated viewers: offload, hit ratio, latency")
+    fanout.add_argument("--edges", type=int, default=2)
+    fanout.add_argument("--tiers", type=int, default=1, choices=[1, 2], help="2 puts a mid-tier edge in between")
+    fanout.add_argument("--viewers", type=int, default=200)
+    fanout.add_argument("--seconds", type=float, default=30.0)
+    fanout.add_argument("--hls", action="store_true", help="plain HLS viewers instead of LL-HLS")
+    fanout.add_argument("--json", type=Path, help="where to write results (a PNG is written beside it)")
     args = parser.parse_args(argv)
     if args.suite == "ingest":
         from benchmarks import ingest as suite
 
         out = args.json or Path("bench-results") / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
         suite.run(args.streams, args.seconds, args.warmup, out, peers=not args.no_peers)
+    elif args.suite == "fanout":
+        from benchmarks import fanout as fanout_suite
+
+        out = args.json or Path("bench-results") / f"fanout-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        fanout_suite.run(args.edges, args.tiers, args.viewers, args.seconds, not args.hls, out)
     elif args.suite == "latency":
         from benchmarks import latency as latency_suite
 

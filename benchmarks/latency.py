@@ -15,15 +15,13 @@ import asyncio
 import json
 import re
 import statistics
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmarks.ingest import free_port, push, wait_port
-from benchmarks.media import make_clip
+from benchmarks.live import live_origin
 from player_client.llhls import follow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,34 +110,8 @@ async def measure(http_port: int, seconds: float) -> dict:
 
 
 def run(seconds: float, out: Path | None) -> dict:
-    clip = make_clip(10)
-    rtmp_port, http_port = free_port(), free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mediacore.cli", "serve", "--host", "127.0.0.1", "--rtmp-port", str(rtmp_port),
-         "--http-port", str(http_port), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL,
-    )
-    pusher = None
-    try:
-        wait_port(rtmp_port)
-        wait_port(http_port)
-        pusher = push(clip, f"rtmp://127.0.0.1:{rtmp_port}/live/bench")
-        import time
-
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/live/bench/ll.m3u8", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        time.sleep(4)  # a few segments, as a viewer joining a running show would find
+    with live_origin() as (http_port, _):
         report = asyncio.run(measure(http_port, seconds))
-    finally:
-        if pusher is not None:
-            pusher.terminate()
-            pusher.wait(5)
-        server.terminate()
-        server.wait(10)
 
     def fmt(v: object) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)

@@ -30,6 +30,7 @@ class Metrics:
         self.http_requests = Counter(
             "mediacore_http_requests", "HTTP requests served", ["route", "status"], registry=self.registry
         )
+        self.http_bytes = Counter("mediacore_http_response_bytes", "Response body bytes sent", registry=self.registry)
 
         self.ll_blocked_wake = Histogram(
             "mediacore_llhls_blocked_response_seconds",

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the end-to-end tests and benchmarks drive for real:
 # ffmpeg/ffprobe (encoder and checker), chromium (hls.js playback), GStreamer (rtmp2sink),
-# nginx with the RTMP module (benchmark peer). Skips apt entirely when all are present.
+# nginx with the RTMP module (benchmark peer), wrk (HTTP load generator for the edge benchmark). Skips apt entirely when all are present.
 set -euo pipefail
 packages=(ffmpeg chromium gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
           gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-          nginx libnginx-mod-rtmp)
+          nginx libnginx-mod-rtmp wrk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -56,6 +56,8 @@ async def cors_and_metrics(request: web.Request, handler: Handler) -> web.Stream
         response.headers["Access-Control-Allow-Origin"] = cors
         response.headers["Access-Control-Expose-Headers"] = "Age, Content-Length, Date"
     engine.metrics.http_requests.labels(_route_name(request), str(response.status)).inc()
+    if isinstance(response, web.Response) and response.body is not None and isinstance(response.body, bytes):
+        engine.metrics.http_bytes.inc(len(response.body))
     if isinstance(response, web.HTTPException):
         raise response
     return response

@@ -1,0 +1,76 @@
+"""A live origin for benchmarks: `mediacore serve` in its own process, fed by a real-time
+ffmpeg push of the generated clip, with helpers to read Prometheus figures."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from typing import Iterator
+
+from benchmarks.ingest import free_port, push, wait_port
+from benchmarks.media import make_clip
+
+
+def metric_sum(text: str, name: str, labels: str = "") -> float:
+    """Sum of a Prometheus metric's samples (optionally those whose labels contain `labels`)."""
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(rf"{name}(\{{.*\}})? (\S+)$", line)
+        if m and labels in (m.group(1) or ""):
+            total += float(m.group(2))
+    return total
+
+
+def fetch_text(url: str, timeout: float = 5.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+@contextmanager
+def live_origin(stream: str = "bench") -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """Yields (http_port, server process) once HLS and LL-HLS of `stream` are being served."""
+    clip = make_clip(10)
+    rtmp_port, http_port = free_port(), free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mediacore.cli", "serve", "--host", "127.0.0.1", "--rtmp-port", str(rtmp_port),
+         "--http-port", str(http_port), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL,
+    )
+    pusher = None
+    try:
+        wait_port(rtmp_port)
+        wait_port(http_port)
+        pusher = push(clip, f"rtmp://127.0.0.1:{rtmp_port}/live/{stream}")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                fetch_text(f"http://127.0.0.1:{http_port}/live/{stream}/ll.m3u8", 2)
+                fetch_text(f"http://127.0.0.1:{http_port}/live/{stream}/index.m3u8", 2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the origin never served the stream")
+                time.sleep(0.2)
+        time.sleep(4)  # a few segments, as a viewer joining a running show would find
+        yield http_port, server
+    finally:
+        if pusher is not None:
+            pusher.terminate()
+            pusher.wait(5)
+        server.terminate()
+        server.wait(10)
+
+
+def start_edge(upstream: str, cache_mb: int = 256) -> tuple[int, subprocess.Popen[bytes]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mediacore.cli", "edge", "--origin", upstream, "--host", "127.0.0.1",
+         "--http-port", str(port), "--cache-mb", str(cache_mb), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return port, proc
