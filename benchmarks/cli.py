@@ -27,12 +27,22 @@ def main(argv: list[str] | None = None) -> int:
     fanout.add_argument("--seconds", type=float, default=30.0)
     fanout.add_argument("--hls", action="store_true", help="plain HLS viewers instead of LL-HLS")
     fanout.add_argument("--json", type=Path, help="where to write results (a PNG is written beside it)")
+    edge = sub.add_parser("edge", help="edge vs nginx on cached objects (wrk), and LL-HLS viewers on one edge")
+    edge.add_argument("--seconds", type=float, default=10.0, help="seconds per wrk run (default 10)")
+    edge.add_argument("--connections", type=int, default=50, help="wrk connections (default 50)")
+    edge.add_argument("--viewers", type=int, default=300, help="LL-HLS viewers on the edge (default 300)")
+    edge.add_argument("--json", type=Path, help="where to write results")
     args = parser.parse_args(argv)
     if args.suite == "ingest":
         from benchmarks import ingest as suite
 
         out = args.json or Path("bench-results") / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
         suite.run(args.streams, args.seconds, args.warmup, out, peers=not args.no_peers)
+    elif args.suite == "edge":
+        from benchmarks import edge as edge_suite
+
+        out = args.json or Path("bench-results") / f"edge-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        edge_suite.run(args.seconds, args.connections, args.viewers, out)
     elif args.suite == "fanout":
         from benchmarks import fanout as fanout_suite
 

@@ -45,3 +45,31 @@ def test_latency_suite_runs_and_writes_json(tmp_path):
     assert report["hlsjs_ll"]["fatal"] is None
     assert report["player_client"]["parts"] > 20
     assert report["blocked_response"]["playlist_p99_s_at_most"] is not None
+
+
+def test_fanout_suite_runs_and_writes_json_and_png(tmp_path):
+    out = tmp_path / "fanout.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cli", "fanout", "--edges", "2", "--tiers", "2", "--viewers", "20",
+         "--seconds", "8", "--json", str(out)],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["viewers"]["started"] == 20
+    assert report["origin_requests"] < report["viewer_requests"] / 5  # the edges absorbed the load
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_edge_suite_runs_and_writes_json(tmp_path):
+    out = tmp_path / "edge.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cli", "edge", "--seconds", "2", "--connections", "10", "--viewers", "20",
+         "--json", str(out)],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["segment"]["mediacore-edge"]["requests_per_s"] > 0
+    assert report["segment"]["mediacore-edge"]["non_2xx"] == 0
+    assert report["ll_viewers"]["viewers"]["started"] == 20
