@@ -46,7 +46,9 @@ class Playlist:
     target_duration: float = 0.0
     part_hold_back: float = 0.0
     can_block: bool = False
+    can_skip: bool = False
     low_latency: bool = False
+    hint: str | None = None  # EXT-X-PRELOAD-HINT URI of the next part
     ended: bool = False
     segments: list[Media] = field(default_factory=list)
     parts: list[Media] = field(default_factory=list)
@@ -71,6 +73,11 @@ def parse_media_playlist(text: str) -> Playlist:
             control = _attrs(value)
             pl.part_hold_back = float(control.get("PART-HOLD-BACK", "0"))
             pl.can_block = control.get("CAN-BLOCK-RELOAD") == "YES"
+            pl.can_skip = "CAN-SKIP-UNTIL" in control
+        elif tag == "#EXT-X-PRELOAD-HINT":
+            hint = _attrs(value)
+            if hint.get("TYPE") == "PART":
+                pl.hint = hint["URI"]
         elif tag == "#EXT-X-PART-INF":
             pl.low_latency = True
         elif tag == "#EXT-X-PROGRAM-DATE-TIME":
@@ -153,8 +160,11 @@ class Viewer:
             self.stats.latencies.append(time.time() - self._playhead)
             self.stats.last_playing = now
 
-    async def _fetch(self, media: Media, start: float) -> bool:
-        status, _ = await self._get(urljoin(self._media_url, media.uri))
+    async def _fetch(self, media: Media, start: float, prefetched: "asyncio.Task[tuple[int, bytes]] | None" = None) -> bool:
+        if prefetched is not None:
+            status, _ = await prefetched
+        else:
+            status, _ = await self._get(urljoin(self._media_url, media.uri))
         if status != 200:
             self.stats.errors.append(f"media {status}")
             return False
@@ -220,25 +230,41 @@ class Viewer:
                 queue = [m for m in pl.segments if m.key not in done and m.key > max(done, default=(-1, -1))]
 
     async def _follow_parts(self, pl: Playlist, start: float, deadline: float) -> None:
+        """Parts in order. Each reload blocks for the next part (_HLS_msn/_HLS_part) and asks
+        for a delta update (_HLS_skip=YES) when offered; meanwhile the hinted part is
+        requested at once (the server holds it until complete), so its bytes are in hand
+        when the playlist that lists it arrives."""
         edge = pl.parts[-1].start + pl.parts[-1].duration
         candidates = [p for p in pl.parts if p.independent and p.start <= edge - pl.part_hold_back]
         first = candidates[-1] if candidates else pl.parts[0]
         queue = [p for p in pl.parts if p.key >= first.key]
         last = first.key
-        while time.monotonic() < deadline:
-            for media in queue:
-                if time.monotonic() >= deadline:
-                    return
-                await self._fetch(media, start)
-                last = media.key
-            msn, index = last
-            fresh = await self._playlist(f"?_HLS_msn={msn}&_HLS_part={index + 1}")
-            if fresh is None:
-                await asyncio.sleep(0.2)
-                continue
-            queue = [p for p in fresh.parts if p.key > last]
-            if not queue and fresh.parts and fresh.parts[0].key > last:
-                last = fresh.parts[-1].key  # fell out of the part window: rejoin at the edge
+        prefetch: dict[str, asyncio.Task[tuple[int, bytes]]] = {}
+        try:
+            while time.monotonic() < deadline:
+                for media in queue:
+                    if time.monotonic() >= deadline:
+                        return
+                    await self._fetch(media, start, prefetch.pop(media.uri, None))
+                    last = media.key
+                if pl.hint and pl.hint not in prefetch and len(prefetch) < 2:
+                    prefetch[pl.hint] = asyncio.create_task(self._get(urljoin(self._media_url, pl.hint)))
+                msn, index = last
+                skip = "&_HLS_skip=YES" if pl.can_skip else ""
+                fresh = await self._playlist(f"?_HLS_msn={msn}&_HLS_part={index + 1}{skip}")
+                if fresh is None:
+                    await asyncio.sleep(0.2)
+                    continue
+                pl = fresh
+                queue = [p for p in fresh.parts if p.key > last]
+                if not queue and fresh.parts and fresh.parts[0].key > last:
+                    last = fresh.parts[-1].key  # fell out of the part window: rejoin at the edge
+                for uri in [u for u in prefetch if u not in {p.uri for p in queue} and u != pl.hint]:
+                    prefetch.pop(uri).cancel()  # a hint that was abandoned (H7)
+        finally:
+            for task in prefetch.values():
+                task.cancel()
+            await asyncio.gather(*prefetch.values(), return_exceptions=True)
 
 
 async def run_viewers(url: str, viewers: int, seconds: float, low_latency: bool = True,
