@@ -13,7 +13,10 @@ if os.environ.get("MEDIACORE_NO_EXTENSIONS") != "1":
     from Cython.Build import cythonize
 
     ext_modules = cythonize(
-        [Extension("cython_ext.packet_fifo", ["cython_ext/packet_fifo.py"])],
+        [
+            Extension("cython_ext.packet_fifo", ["cython_ext/packet_fifo.py"]),
+            Extension("cython_ext.jitter_buffer", ["cython_ext/jitter_buffer.py"]),
+        ],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False,
                            "annotation_typing": False},
         quiet=True,

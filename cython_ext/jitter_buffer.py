@@ -1,0 +1,1 @@
+../mediacore/jitter_buffer.py

@@ -1,0 +1,1 @@
+"""RTP ingest: packets, RTCP, jitter buffering and depacketizing (RTSP publish to follow)."""

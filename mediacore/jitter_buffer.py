@@ -1,0 +1,188 @@
+"""RTP jitter buffer: reorders, drops duplicates and late packets, detects losses for NACK,
+estimates jitter (RFC 3550 A.8) and adapts its playout delay to it.
+
+Packets are released in sequence order: at once when they are next in line, otherwise
+when the packet waiting behind a gap has waited the playout delay (then the gap is
+declared lost). The reorder window is bounded by packet count and by time. A sequence jump
+larger than `resync_packets`, or a new SSRC, resynchronises once instead of muting the
+stream. Time (`now`, seconds) is passed in. This one source is also compiled by Cython
+(cython_ext/jitter_buffer.pxd), so the two builds cannot drift apart.
+"""
+
+
+class JitterBuffer:
+    def __init__(self, clock_rate: int, capacity: int = 512, min_delay: float = 0.02, max_delay: float = 0.5,
+                 max_wait: float = 1.0, loss_dwell: float = 0.02, resync_packets: int = 3000) -> None:
+        if capacity < 8 or capacity & (capacity - 1):
+            raise ValueError("capacity must be a power of two, at least 8")
+        self.clock_rate = clock_rate
+        self.capacity = capacity
+        self._mask = capacity - 1
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.max_wait = max_wait
+        self.loss_dwell = loss_dwell
+        self.resync_packets = resync_packets
+        self._payloads: list = [None] * capacity
+        self._arrivals: list = [0.0] * capacity
+        self._seqs: list = [-1] * capacity
+        self._missing_since: list = [-1.0] * capacity  # when a gap at this slot was first seen
+        self._nacked: list = [False] * capacity
+        self._ready: list = []  # released early because the window overflowed
+        self._ssrc = -1
+        self._next = -1  # extended sequence number expected next
+        self._highest = -1  # highest extended sequence number received
+        self._last_transit = 0.0
+        self._have_transit = False
+        self.jitter = 0.0  # RFC 3550 interarrival jitter, timestamp units
+        self.received = 0
+        self.duplicates = 0
+        self.late = 0
+        self.lost = 0
+        self.reordered = 0
+        self.resyncs = 0
+        self.released = 0
+
+    @property
+    def delay(self) -> float:
+        """Current playout delay in seconds: four times the jitter, within the bounds."""
+        d = 4.0 * self.jitter / self.clock_rate
+        if d < self.min_delay:
+            return self.min_delay
+        if d > self.max_delay:
+            return self.max_delay
+        return d
+
+    def __len__(self) -> int:
+        if self._next < 0:
+            return 0
+        count = 0
+        for s in range(self._next, self._highest + 1):
+            if self._seqs[s & self._mask] == s:
+                count += 1
+        return count
+
+    def _extend(self, seq: int) -> int:
+        """16-bit sequence number -> extended, by the shortest distance from the expected."""
+        d = (seq - self._next) & 0xFFFF
+        if d >= 0x8000:
+            d -= 0x10000
+        return self._next + d
+
+    def _reset(self, ext: int) -> None:
+        if self._next >= 0:
+            self._skip_to(self._highest + 1)  # hand over what is buffered before starting again
+        for i in range(self.capacity):
+            self._payloads[i] = None
+            self._seqs[i] = -1
+            self._missing_since[i] = -1.0
+            self._nacked[i] = False
+        self._next = ext
+        self._highest = ext - 1
+        self._have_transit = False
+
+    def push(self, seq: int, timestamp: int, ssrc: int, payload: object, now: float) -> bool:
+        """Offer one packet; False if it was dropped (duplicate or late)."""
+        if ssrc != self._ssrc:
+            if self._ssrc != -1:
+                self.resyncs += 1
+            self._ssrc = ssrc
+            self._reset(seq)
+        ext = self._extend(seq)
+        if ext - self._next >= self.resync_packets:
+            # The sender jumped (restart, splice): resynchronise once rather than wait for,
+            # or mute, thousands of packets. A stray packet far behind is merely late.
+            self.resyncs += 1
+            self._reset(seq)
+            ext = seq
+        if ext < self._next:
+            index = ext & self._mask
+            if self._seqs[index] == ext or self._next - ext > self.capacity:
+                self.duplicates += 1  # already released (or too old to tell): treat as duplicate
+            else:
+                self.late += 1
+            return False
+        index = ext & self._mask
+        if self._seqs[index] == ext:
+            self.duplicates += 1
+            return False
+        if ext - self._next >= self.capacity:
+            self._skip_to(ext - self.capacity + 1)  # window full by count: give up the oldest gap
+        self.received += 1
+        # RFC 3550 A.8 interarrival jitter.
+        transit = now * self.clock_rate - timestamp
+        if self._have_transit:
+            d = transit - self._last_transit
+            if d < 0:
+                d = -d
+            self.jitter += (d - self.jitter) / 16.0
+        self._last_transit = transit
+        self._have_transit = True
+        if ext < self._highest:
+            self.reordered += 1
+        elif ext > self._highest + 1:
+            for s in range(self._highest + 1, ext):
+                gap = s & self._mask
+                self._missing_since[gap] = now
+                self._nacked[gap] = False
+        if ext > self._highest:
+            self._highest = ext
+        self._payloads[index] = payload
+        self._arrivals[index] = now
+        self._seqs[index] = ext
+        self._missing_since[index] = -1.0
+        return True
+
+    def _skip_to(self, ext: int) -> None:
+        """Move the window start to `ext`: packets in between are released, gaps lost."""
+        while self._next < ext:
+            index = self._next & self._mask
+            if self._seqs[index] != self._next:
+                self.lost += 1
+            else:
+                self._ready.append(self._payloads[index])
+                self._payloads[index] = None
+                self.released += 1
+            self._next += 1
+
+    def pop(self, now: float) -> list:
+        """Packets ready for the depacketizer, in sequence order."""
+        out: list[object] = self._ready
+        self._ready = []
+        if self._next < 0:
+            return out
+        delay = self.delay
+        while self._next <= self._highest:
+            index = self._next & self._mask
+            if self._seqs[index] == self._next:
+                out.append(self._payloads[index])
+                self._payloads[index] = None
+                self._next += 1
+                self.released += 1
+                continue
+            # A gap: wait for the first packet behind it to have waited the playout delay,
+            # or for the window to span more than max_wait.
+            s = self._next + 1
+            while s <= self._highest and self._seqs[s & self._mask] != s:
+                s += 1
+            waited = now - self._arrivals[s & self._mask]
+            if waited >= delay or waited >= self.max_wait:
+                self.lost += s - self._next
+                self._next = s
+                continue
+            break
+        return out
+
+    def nacks(self, now: float) -> list:
+        """Sequence numbers (16-bit) missing for longer than loss_dwell, each reported once."""
+        out: list[object] = []
+        if self._next < 0:
+            return out
+        for s in range(self._next, self._highest):
+            index = s & self._mask
+            if self._seqs[index] != s and not self._nacked[index]:
+                since = self._missing_since[index]
+                if since >= 0.0 and now - since >= self.loss_dwell:
+                    self._nacked[index] = True
+                    out.append(s & 0xFFFF)
+        return out
