@@ -32,12 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     edge.add_argument("--connections", type=int, default=50, help="wrk connections (default 50)")
     edge.add_argument("--viewers", type=int, default=300, help="LL-HLS viewers on the edge (default 300)")
     edge.add_argument("--json", type=Path, help="where to write results")
+    rtp = sub.add_parser("rtp", help="RTP parse + jitter buffer packets/s (vs aiortc when installed); queues")
+    rtp.add_argument("--packets", type=int, default=200_000)
+    rtp.add_argument("--json", type=Path, help="where to write results")
     args = parser.parse_args(argv)
     if args.suite == "ingest":
         from benchmarks import ingest as suite
 
         out = args.json or Path("bench-results") / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
         suite.run(args.streams, args.seconds, args.warmup, out, peers=not args.no_peers)
+    elif args.suite == "rtp":
+        from benchmarks import rtp as rtp_suite
+
+        out = args.json or Path("bench-results") / f"rtp-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        rtp_suite.run(args.packets, out)
     elif args.suite == "edge":
         from benchmarks import edge as edge_suite
 

@@ -73,3 +73,14 @@ def test_edge_suite_runs_and_writes_json(tmp_path):
     assert report["segment"]["mediacore-edge"]["requests_per_s"] > 0
     assert report["segment"]["mediacore-edge"]["non_2xx"] == 0
     assert report["ll_viewers"]["viewers"]["started"] == 20
+
+
+def test_rtp_suite_runs_and_writes_json(tmp_path):
+    out = tmp_path / "rtp.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cli", "rtp", "--packets", "20000", "--json", str(out)],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["packets"] > 19000 and report["parse (mediacore)"] > 0
