@@ -1,0 +1,156 @@
+"""RTP payloads -> access units: H.264 (RFC 6184) and AAC (RFC 3640, AAC-hbr).
+
+H.264: single NAL units, STAP-A (each inner length checked) and FU-A (fragments whose start
+was never seen are dropped; S and E both set is tolerated; the forbidden bit is ignored).
+An access unit is complete on the marker bit or when the timestamp changes. Output is
+length-prefixed (AVCC) with parameter sets kept for the avcC record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mediacore.h264 import NAL_IDR, NAL_PPS, NAL_SPS
+
+from .errors import RtpError
+from .packet import RtpPacket
+
+STAP_A = 24
+FU_A = 28
+MAX_ACCESS_UNIT = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AccessUnit:
+    timestamp: int  # RTP timestamp (32-bit, as sent)
+    data: bytes  # H.264: AVCC; AAC: one raw frame
+    keyframe: bool
+
+
+class H264Depacketizer:
+    def __init__(self, parameter_sets: list[bytes] | None = None) -> None:
+        self.sps: bytes | None = None
+        self.pps: bytes | None = None
+        for ps in parameter_sets or []:
+            self._parameter_set(ps)
+        self._nalus: list[bytes] = []
+        self._size = 0
+        self._timestamp: int | None = None
+        self._fragment: bytearray | None = None
+        self.dropped_fragments = 0
+        self.errors = 0
+
+    def _parameter_set(self, nal: bytes) -> None:
+        if nal and nal[0] & 0x1F == NAL_SPS:
+            self.sps = bytes(nal)
+        elif nal and nal[0] & 0x1F == NAL_PPS:
+            self.pps = bytes(nal)
+
+    def _add(self, nal: bytes) -> None:
+        if not nal:
+            return
+        self._parameter_set(nal)
+        self._size += len(nal) + 4
+        if self._size > MAX_ACCESS_UNIT:
+            raise RtpError(f"H.264 access unit larger than {MAX_ACCESS_UNIT} bytes")
+        self._nalus.append(nal)
+
+    def _flush(self) -> list[AccessUnit]:
+        if not self._nalus or self._timestamp is None:
+            self._nalus = []
+            self._size = 0
+            return []
+        keyframe = any(n[0] & 0x1F == NAL_IDR for n in self._nalus)
+        data = b"".join(len(n).to_bytes(4, "big") + n for n in self._nalus)
+        unit = AccessUnit(self._timestamp, data, keyframe)
+        self._nalus = []
+        self._size = 0
+        return [unit]
+
+    def push(self, packet: RtpPacket) -> list[AccessUnit]:
+        out: list[AccessUnit] = []
+        if self._timestamp is not None and packet.timestamp != self._timestamp:
+            out += self._flush()
+            self._fragment = None
+        self._timestamp = packet.timestamp
+        payload = packet.payload
+        if not payload:
+            return out
+        nal_type = payload[0] & 0x1F
+        if 1 <= nal_type <= 23:
+            self._add(payload)
+        elif nal_type == STAP_A:
+            pos = 1
+            while pos + 2 <= len(payload):
+                size = int.from_bytes(payload[pos : pos + 2], "big")
+                pos += 2
+                if size == 0 or pos + size > len(payload):
+                    self.errors += 1
+                    raise RtpError(f"STAP-A inner NAL unit declares {size} bytes, {len(payload) - pos} remain")
+                self._add(payload[pos : pos + size])
+                pos += size
+        elif nal_type == FU_A:
+            if len(payload) < 2:
+                raise RtpError("FU-A packet shorter than its 2-byte header")
+            start, end = payload[1] & 0x80, payload[1] & 0x40
+            if start:
+                self._fragment = bytearray([(payload[0] & 0xE0) | (payload[1] & 0x1F)])
+            if self._fragment is None:
+                self.dropped_fragments += 1  # its start was never seen
+            else:
+                self._fragment += payload[2:]
+                if len(self._fragment) > MAX_ACCESS_UNIT:
+                    raise RtpError(f"FU-A NAL unit larger than {MAX_ACCESS_UNIT} bytes")
+                if end:
+                    self._add(bytes(self._fragment))
+                    self._fragment = None
+        else:
+            self.errors += 1  # STAP-B, MTAP, FU-B: not used by packetization-mode 0/1 senders
+        if packet.marker:
+            out += self._flush()
+            self._timestamp = None
+        return out
+
+
+class AacDepacketizer:
+    """RFC 3640 AAC-hbr: AU-headers-length, then 13-bit sizes with 3-bit indices."""
+
+    def __init__(self, size_length: int = 13, index_length: int = 3, index_delta_length: int = 3,
+                 samples_per_frame: int = 1024) -> None:
+        if not 1 <= size_length <= 16 or not 0 <= index_length <= 8:
+            raise RtpError("AAC sizelength/indexlength out of range")
+        self.size_length = size_length
+        self.index_length = index_length
+        self.index_delta_length = index_delta_length
+        self.samples_per_frame = samples_per_frame
+
+    def push(self, packet: RtpPacket) -> list[AccessUnit]:
+        payload = packet.payload
+        if len(payload) < 2:
+            raise RtpError("AAC RTP payload shorter than its AU-headers-length")
+        header_bits = int.from_bytes(payload[:2], "big")
+        header_bytes = (header_bits + 7) // 8
+        if 2 + header_bytes > len(payload):
+            raise RtpError(f"AAC AU headers of {header_bits} bits run past the payload")
+        bits = int.from_bytes(payload[2 : 2 + header_bytes], "big") if header_bytes else 0
+        total = header_bytes * 8
+        sizes = []
+        used = 0
+        first = True
+        while used + self.size_length <= header_bits:
+            width = self.size_length + (self.index_length if first else self.index_delta_length)
+            if used + width > header_bits:
+                break
+            field = (bits >> (total - used - width)) & ((1 << width) - 1)
+            sizes.append(field >> (self.index_length if first else self.index_delta_length))
+            used += width
+            first = False
+        out = []
+        pos = 2 + header_bytes
+        for i, size in enumerate(sizes):
+            if pos + size > len(payload):
+                raise RtpError(f"AAC access unit declares {size} bytes past the payload")
+            out.append(AccessUnit((packet.timestamp + i * self.samples_per_frame) & 0xFFFFFFFF,
+                                  bytes(payload[pos : pos + size]), True))
+            pos += size
+        return out

@@ -1,0 +1,102 @@
+"""SDP (RFC 8866) for RTSP ANNOUNCE and raw RTP inputs: the media sections mediacore
+ingests, with clear errors for what it does not. Sizes are bounded before parsing."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+
+from .errors import RtpError
+
+MAX_SDP_BYTES = 16384
+MAX_MEDIA = 8
+
+
+@dataclass(slots=True)
+class MediaDescription:
+    kind: str  # "video" or "audio"
+    payload_type: int
+    encoding: str  # upper case: H264, MPEG4-GENERIC, OPUS
+    clock_rate: int
+    channels: int = 1
+    fmtp: dict[str, str] = field(default_factory=dict)
+    control: str = ""
+
+    @property
+    def sprop_parameter_sets(self) -> list[bytes]:
+        sets = []
+        for item in self.fmtp.get("sprop-parameter-sets", "").split(","):
+            if item:
+                try:
+                    sets.append(base64.b64decode(item, validate=True))
+                except (binascii.Error, ValueError) as e:
+                    raise RtpError(f"sprop-parameter-sets is not base64: {e}") from e
+        return sets
+
+    @property
+    def aac_config(self) -> bytes:
+        try:
+            return bytes.fromhex(self.fmtp.get("config", ""))
+        except ValueError as e:
+            raise RtpError("AAC config in fmtp is not hex") from e
+
+
+@dataclass(slots=True)
+class SessionDescription:
+    media: list[MediaDescription] = field(default_factory=list)
+
+
+def parse_sdp(text: str) -> SessionDescription:
+    if len(text) > MAX_SDP_BYTES:
+        raise RtpError(f"SDP of {len(text)} bytes exceeds the limit of {MAX_SDP_BYTES}")
+    sdp = SessionDescription()
+    current: MediaDescription | None = None
+    rtpmaps: dict[int, tuple[str, int, int]] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if len(line) < 2 or line[1] != "=":
+            continue
+        kind, value = line[0], line[2:]
+        if kind == "m":
+            parts = value.split()
+            if len(parts) < 4:
+                raise RtpError(f"SDP media line {value!r} is incomplete")
+            if len(sdp.media) >= MAX_MEDIA:
+                raise RtpError(f"SDP declares more than {MAX_MEDIA} media sections")
+            try:
+                payload_type = int(parts[3])
+            except ValueError as e:
+                raise RtpError(f"SDP payload type {parts[3]!r} is not a number") from e
+            if not 0 <= payload_type <= 127:
+                raise RtpError(f"SDP payload type {payload_type} is out of range")
+            current = MediaDescription(parts[0], payload_type, "", 0)
+            sdp.media.append(current)
+        elif kind == "a" and current is not None:
+            name, _, attr = value.partition(":")
+            if name == "rtpmap":
+                pt_text, _, encoding = attr.partition(" ")
+                enc_parts = encoding.split("/")
+                try:
+                    pt = int(pt_text)
+                    rate = int(enc_parts[1])
+                    channels = int(enc_parts[2]) if len(enc_parts) > 2 else 1
+                except (ValueError, IndexError) as e:
+                    raise RtpError(f"SDP rtpmap {attr!r} is malformed") from e
+                if not 1000 <= rate <= 192000 or not 1 <= channels <= 8:
+                    raise RtpError(f"SDP rtpmap {attr!r} has an absurd clock rate or channel count")
+                rtpmaps[pt] = (enc_parts[0].upper(), rate, channels)
+                if pt == current.payload_type:
+                    current.encoding, current.clock_rate, current.channels = rtpmaps[pt]
+            elif name == "fmtp":
+                _, _, params = attr.partition(" ")
+                for item in params.split(";"):
+                    key, _, val = item.strip().partition("=")
+                    if key:
+                        current.fmtp[key.lower()] = val.strip()
+            elif name == "control":
+                current.control = attr
+    for media in sdp.media:
+        if not media.encoding:
+            raise RtpError(f"SDP {media.kind} payload type {media.payload_type} has no rtpmap")
+    return sdp

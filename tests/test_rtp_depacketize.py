@@ -1,0 +1,160 @@
+"""SDP and depacketizers: crafted edge cases, and real RTP from ffmpeg's rtp muxer."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import av
+import pytest
+
+from conftest import free_port, make_clip, require_tool
+from ingest.rtp.depacketize import AacDepacketizer, H264Depacketizer
+from ingest.rtp.errors import RtpError
+from ingest.rtp.packet import RtpPacket
+from ingest.rtp.sdp import parse_sdp
+from mediacore.h264 import iter_nalus
+
+FFMPEG_SDP = """v=0
+o=- 0 0 IN IP4 127.0.0.1
+s=No Name
+t=0 0
+a=tool:libavformat
+m=video 0 RTP/AVP 96
+a=rtpmap:96 H264/90000
+a=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z2QAH6zZQFAFuwEQAAADABAAAAMDIPGDGWA=,aOvssiw=; profile-level-id=64001F
+a=control:streamid=0
+m=audio 0 RTP/AVP 97
+b=AS:128
+a=rtpmap:97 MPEG4-GENERIC/48000/2
+a=fmtp:97 profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3; config=1190
+a=control:streamid=1
+"""
+
+
+def test_sdp_from_ffmpeg():
+    sdp = parse_sdp(FFMPEG_SDP)
+    video, audio = sdp.media
+    assert (video.kind, video.payload_type, video.encoding, video.clock_rate) == ("video", 96, "H264", 90000)
+    assert [ps[0] & 0x1F for ps in video.sprop_parameter_sets] == [7, 8]
+    assert video.control == "streamid=0"
+    assert (audio.encoding, audio.clock_rate, audio.channels, audio.aac_config) == ("MPEG4-GENERIC", 48000, 2, b"\x11\x90")
+    opus = parse_sdp("m=audio 0 RTP/AVP 111\na=rtpmap:111 opus/48000/2\n").media[0]
+    assert (opus.encoding, opus.channels) == ("OPUS", 2)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("m=video 0 RTP/AVP 96\na=rtpmap:96 H264/90000000\n", "absurd clock rate"),
+    ("m=audio 0 RTP/AVP 97\na=rtpmap:97 opus/48000/200\n", "absurd"),
+    ("m=video 0 RTP/AVP 300\n", "out of range"),
+    ("m=video 0 RTP/AVP 96\n", "has no rtpmap"),
+    ("m=video 0\n", "incomplete"),
+    ("v=0\n" + "a=x\n" * 5000, "exceeds the limit"),
+    ("m=video 0 RTP/AVP 96\na=rtpmap:96 H264/90000\na=fmtp:96 sprop-parameter-sets=!!!\n", None),
+])
+def test_sdp_rejects_absurd_values(text, message):
+    if message is None:
+        with pytest.raises(RtpError, match="not base64"):
+            parse_sdp(text).media[0].sprop_parameter_sets
+        return
+    with pytest.raises(RtpError, match=message):
+        parse_sdp(text)
+
+
+def rtp(payload: bytes, ts: int = 1000, marker: bool = False, seq: int = 1) -> RtpPacket:
+    return RtpPacket(96, seq, ts, 1, payload, marker)
+
+
+def test_h264_single_stap_and_fu_a():
+    d = H264Depacketizer()
+    sps, pps, idr = b"\x67\x64\x00\x1f", b"\x68\xeb", b"\x65" + bytes(range(200))
+    stap = b"\x18" + len(sps).to_bytes(2, "big") + sps + len(pps).to_bytes(2, "big") + pps
+    assert d.push(rtp(stap)) == []
+    fu = [b"\x7c" + bytes([0x85]) + idr[1:80], b"\x7c" + bytes([0x05]) + idr[80:150],
+          b"\x7c" + bytes([0x45]) + idr[150:]]
+    assert d.push(rtp(fu[0])) == [] and d.push(rtp(fu[1])) == []
+    (unit,) = d.push(rtp(fu[2], marker=True))
+    assert unit.keyframe and iter_nalus(unit.data) == [sps, pps, idr]
+    assert d.sps == sps and d.pps == pps
+    (p_frame,) = d.push(rtp(b"\x41abc", ts=4000, marker=True))
+    assert not p_frame.keyframe and iter_nalus(p_frame.data) == [b"\x41abc"]
+
+
+def test_h264_fragments_without_start_are_dropped_and_s_e_together_tolerated():
+    d = H264Depacketizer()
+    assert d.push(rtp(b"\x7c\x05middle")) == [] and d.push(rtp(b"\x7c\x45end", marker=True)) == []
+    assert d.dropped_fragments == 2
+    (unit,) = d.push(rtp(b"\x7c\xc5whole", ts=2000, marker=True))  # S and E both set
+    assert iter_nalus(unit.data) == [b"\x65whole"]
+
+
+def test_h264_timestamp_change_completes_an_access_unit_without_marker():
+    d = H264Depacketizer()
+    d.push(rtp(b"\x41one", ts=1))
+    (unit,) = d.push(rtp(b"\x41two", ts=2))
+    assert unit.timestamp == 1 and iter_nalus(unit.data) == [b"\x41one"]
+
+
+def test_stap_a_with_truncated_inner_length():
+    with pytest.raises(RtpError, match="STAP-A inner NAL unit declares 500 bytes"):
+        H264Depacketizer().push(rtp(b"\x18" + (500).to_bytes(2, "big") + b"short"))
+
+
+def test_aac_au_headers():
+    d = AacDepacketizer()
+    frames = [b"a" * 100, b"b" * 7]
+    headers = b"".join(((len(f) << 3) | 0).to_bytes(2, "big") for f in frames)
+    units = d.push(rtp((len(headers) * 8).to_bytes(2, "big") + headers + b"".join(frames), ts=2**32 - 10))
+    assert [u.data for u in units] == frames and units[1].timestamp == (2**32 - 10 + 1024) & 0xFFFFFFFF
+    with pytest.raises(RtpError, match="past the payload"):
+        d.push(rtp((16).to_bytes(2, "big") + ((900 << 3).to_bytes(2, "big")) + b"tiny"))
+
+
+async def capture_rtp(cmd: list[str], port: int, seconds: float) -> list[bytes]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+    sock.bind(("127.0.0.1", port))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    datagrams = []
+    deadline = loop.time() + seconds
+    try:
+        while loop.time() < deadline:
+            try:
+                datagrams.append(await asyncio.wait_for(loop.sock_recv(sock, 65536), 0.5))
+            except asyncio.TimeoutError:
+                if proc.returncode is not None:
+                    break
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        sock.close()
+    return datagrams
+
+
+async def test_real_ffmpeg_rtp_depacketizes_to_the_original_frames():
+    require_tool("ffmpeg")
+    clip = make_clip()
+    vport, aport = free_port(), free_port()
+    base = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-t", "3", "-i", str(clip)]
+    video_packets, audio_packets = await asyncio.gather(
+        capture_rtp(base + ["-an", "-c", "copy", "-f", "rtp", f"rtp://127.0.0.1:{vport}?pkt_size=1200"], vport, 8),
+        capture_rtp(base + ["-vn", "-c", "copy", "-f", "rtp", f"rtp://127.0.0.1:{aport}"], aport, 8),
+    )
+    originals = {"video": [], "audio": []}
+    with av.open(str(clip)) as container:
+        for packet in container.demux():
+            if packet.size and packet.pts is not None and packet.pts < 3000:
+                originals[packet.stream.type].append(bytes(packet))
+    video = H264Depacketizer()
+    units = [u for p in video_packets for u in video.push(RtpPacket.parse(p))]
+    assert len(units) >= len(originals["video"]) - 1
+    # ffmpeg sends the AVCC NAL units unchanged: every frame comes back byte for byte.
+    for unit, original in zip(units, originals["video"]):
+        assert iter_nalus(unit.data) == iter_nalus(original)
+    assert units[0].keyframe  # (ffmpeg sends SPS/PPS in the SDP's sprop-parameter-sets, not in band)
+    audio = AacDepacketizer()
+    aunits = [u for p in audio_packets for u in audio.push(RtpPacket.parse(p))]
+    assert [u.data for u in aunits][: len(originals["audio"]) - 2] == originals["audio"][: len(originals["audio"]) - 2]
