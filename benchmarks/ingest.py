@@ -107,7 +107,7 @@ def run_mediacore(clip: Path, streams: int, seconds: float, warmup: float) -> In
     rtmp_port, http_port = free_port(), free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mediacore.cli", "serve", "--host", "127.0.0.1", "--rtmp-port", str(rtmp_port),
-         "--http-port", str(http_port), "--log-level", "warning"],
+         "--http-port", str(http_port), "--rtsp-port", str(free_port()), "--log-level", "warning"],
         stdout=subprocess.DEVNULL,
     )
     try:

@@ -37,7 +37,7 @@ def live_origin(stream: str = "bench") -> Iterator[tuple[int, subprocess.Popen[b
     rtmp_port, http_port = free_port(), free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mediacore.cli", "serve", "--host", "127.0.0.1", "--rtmp-port", str(rtmp_port),
-         "--http-port", str(http_port), "--log-level", "warning"],
+         "--http-port", str(http_port), "--rtsp-port", str(free_port()), "--log-level", "warning"],
         stdout=subprocess.DEVNULL,
     )
     pusher = None

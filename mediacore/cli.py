@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="TOML configuration file")
         p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
         p.add_argument("--rtmp-port", type=int, help="RTMP ingest port (default 1935)")
+        p.add_argument("--rtsp-port", type=int, help="RTSP ingest port (default 8554)")
         p.add_argument("--http-port", type=int, help="HTTP origin port (default 8080)")
         p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
         if name == "demo":
@@ -54,7 +55,7 @@ async def _run_edge(args: argparse.Namespace) -> None:
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Flags for serve/demo as configuration overrides (flags win over the file)."""
     server: dict[str, Any] = {}
-    for flag, key in (("host", "host"), ("rtmp_port", "rtmp_port"), ("http_port", "http_port")):
+    for flag, key in (("host", "host"), ("rtmp_port", "rtmp_port"), ("rtsp_port", "rtsp_port"), ("http_port", "http_port")):
         value = getattr(args, flag)
         if value is not None:
             server[key] = value

@@ -21,6 +21,7 @@ class ConfigError(ValueError):
 class ServerConfig:
     host: str = "0.0.0.0"
     rtmp_port: int = 1935
+    rtsp_port: int = 8554
     http_port: int = 8080
     public_url: str = ""
     """Base URL printed for viewers (the watch page link); derived from host/port if empty."""
@@ -52,6 +53,18 @@ class RtmpConfig:
     """Acknowledgement window we announce (bytes); the same figure ffmpeg and nginx-rtmp use."""
     out_chunk_size: int = 4096
     """Chunk size for what we send; replies are small, 4096 keeps them in one chunk."""
+
+
+@dataclass(slots=True)
+class RtspConfig:
+    udp_port_min: int = 30000
+    """First server UDP port for RTP/RTCP pairs (RTP even, RTCP the next one)."""
+    udp_port_max: int = 30999
+    """Last server UDP port; 500 pairs, two per published track."""
+    record_timeout: float = 10.0
+    """Seconds a connection may take from connecting to RECORD before it is closed."""
+    session_timeout: float = 30.0
+    """Seconds without RTSP or RTP data before a publishing session is closed."""
 
 
 @dataclass(slots=True)
@@ -122,6 +135,7 @@ class DemoConfig:
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
+    rtsp: RtspConfig = field(default_factory=RtspConfig)
     hls: HlsConfig = field(default_factory=HlsConfig)
     llhls: LlHlsConfig = field(default_factory=LlHlsConfig)
     hub: HubConfig = field(default_factory=HubConfig)

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from ingest.rtmp.server import RtmpServer
+from ingest.rtp.server import RtspServer
 from mediacore.config import Config
 from mediacore.hub import Hub, Stream
 from mediacore.llstore import LlRendition
@@ -45,11 +46,14 @@ class Engine:
             on_disconnect=self.metrics.rtmp_active.dec,
             on_error=self.metrics.ingest_errors.labels("rtmp").inc,
         )
+        self.rtsp = RtspServer(self.hub, config.rtsp, self.authorize_publish, config.rtmp.max_stream_name,
+                               on_error=self.metrics.ingest_errors.labels("rtsp").inc)
         self.hub.on_stream_started.append(self._stream_started)
         self.hub.on_stream_unpublished.append(self._stream_unpublished)
         self.metrics.attach(self)
         self._runner: web.AppRunner | None = None
         self.rtmp_port = 0
+        self.rtsp_port = 0
         self.http_port = 0
 
     def _rtmp_connected(self) -> None:
@@ -141,8 +145,10 @@ class Engine:
     async def start(self) -> None:
         srv = self.config.server
         self.rtmp_port = await self.rtmp.start(srv.host, srv.rtmp_port)
+        self.rtsp_port = await self.rtsp.start(srv.host, srv.rtsp_port)
         await self.start_http()
-        log.info("RTMP ingest on %s:%d, HTTP on %s:%d", srv.host, self.rtmp_port, srv.host, self.http_port)
+        log.info("RTMP ingest on %s:%d, RTSP on %s:%d, HTTP on %s:%d", srv.host, self.rtmp_port, srv.host,
+                 self.rtsp_port, srv.host, self.http_port)
 
     async def start_http(self) -> None:
         """Start (or restart, on the same port) the HTTP origin; ingest is unaffected."""
@@ -165,6 +171,7 @@ class Engine:
 
     async def stop(self) -> None:
         await self.rtmp.stop()
+        await self.rtsp.stop()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()

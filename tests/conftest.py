@@ -36,7 +36,8 @@ def clip() -> Path:
 
 @pytest.fixture
 def config() -> Config:
-    cfg = load_config(None, {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "http_port": free_port()}})
+    cfg = load_config(None, {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(),
+                                        "http_port": free_port()}})
     cfg.hls.end_grace = 3.0
     return cfg
 

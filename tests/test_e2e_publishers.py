@@ -51,7 +51,7 @@ async def test_demo_command_serves_a_stream_hlsjs_plays_hls_and_llhls():
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mediacore.cli", "demo", "--host", "127.0.0.1",
-        "--http-port", str(http_port), "--rtmp-port", str(rtmp_port),
+        "--http-port", str(http_port), "--rtmp-port", str(rtmp_port), "--rtsp-port", str(free_port()),
         cwd=str(ROOT), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     try:

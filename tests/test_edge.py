@@ -37,7 +37,8 @@ class Setup:
 async def tiers():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 16384), hard))
-    config = load_config(None, {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "http_port": free_port()}})
+    config = load_config(None, {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(),
+                                           "http_port": free_port()}})
     engine = Engine(config)
     await engine.start()
     origin = f"http://127.0.0.1:{engine.http_port}"

@@ -46,7 +46,8 @@ class Live:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def live():
-    config = load_config(None, {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "http_port": free_port()}})
+    config = load_config(None, {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(),
+                                           "http_port": free_port()}})
     config.hls.end_grace = 8.0
     engine = Engine(config)
     await engine.start()

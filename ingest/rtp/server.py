@@ -1,0 +1,324 @@
+"""The asyncio shell around the RTSP/RTP core: the RTSP TCP connection (with interleaved
+RTP), the UDP sockets of each track, and the hand-off of frames to the hub. Protocol
+decisions live in rtsp.py, session.py, packet.py, depacketize.py and to_stream.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import Callable
+
+from mediacore.compiled import JitterBuffer
+from mediacore.config import RtspConfig
+from mediacore.h264 import H264Error
+from mediacore.hub import Hub, StreamBusy, StreamPublisher
+from mediacore.media import Track
+
+from .depacketize import AacDepacketizer, H264Depacketizer
+from .errors import RtpError
+from .packet import Nack, RtpPacket
+from .rtsp import Interleaved, RtspParser, response
+from .sdp import MediaDescription
+from .session import RtspSession
+from .to_stream import RtpToFrames, SessionClock, audio_track, video_track
+
+log = logging.getLogger("mediacore.rtsp")
+
+
+class TrackReceiver:
+    """One announced media: RTP -> jitter buffer -> depacketizer -> frames -> hub."""
+
+    def __init__(self, media: MediaDescription, publisher: StreamPublisher, peer: str, clock: SessionClock) -> None:
+        self.media = media
+        self.publisher = publisher
+        self.peer = peer
+        self.jitter = JitterBuffer(media.clock_rate, capacity=2048)
+        self.frames = RtpToFrames(media.clock_rate, clock)
+        self.track: Track | None = None
+        self.bad_packets = 0
+        self.depacketizer: H264Depacketizer | AacDepacketizer
+        if media.encoding == "H264":
+            self.depacketizer = H264Depacketizer(media.sprop_parameter_sets)
+        else:
+            self.depacketizer = AacDepacketizer(int(media.fmtp.get("sizelength", "13")),
+                                                int(media.fmtp.get("indexlength", "3")),
+                                                int(media.fmtp.get("indexdeltalength", "3")))
+            self.track = audio_track(media)
+            publisher.update_track(self.track)
+        self.ssrc = 0
+
+    def on_rtp(self, data: bytes, now: float) -> None:
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpError as e:
+            self.bad_packets += 1
+            if self.bad_packets & (self.bad_packets - 1) == 0:
+                log.warning("rtsp %s: dropped a bad RTP packet (%d so far): %s", self.peer, self.bad_packets, e)
+            return
+        if packet.payload_type != self.media.payload_type:
+            return
+        self.ssrc = packet.ssrc
+        self.jitter.push(packet.sequence, packet.timestamp, packet.ssrc, packet, now)
+        self.drain(now)
+
+    def drain(self, now: float) -> None:
+        for packet in self.jitter.pop(now):
+            try:
+                units = self.depacketizer.push(packet)
+            except RtpError as e:
+                self.bad_packets += 1
+                log.warning("rtsp %s: %s", self.peer, e)
+                continue
+            wall = time.time()
+            for unit in units:
+                track = self._track()
+                if track is None:
+                    continue
+                for frame in self.frames.push(track, unit, wall):
+                    self.publisher.send(frame)
+
+    def finish(self, now: float) -> None:
+        """The session ended: release everything buffered, gaps and reorder window included."""
+        self.drain(now + 3600.0)
+        if self.track is not None:
+            for frame in self.frames.flush(self.track, time.time()):
+                self.publisher.send(frame)
+
+    def _track(self) -> Track | None:
+        if self.track is None and isinstance(self.depacketizer, H264Depacketizer):
+            sps, pps = self.depacketizer.sps, self.depacketizer.pps
+            if sps is None or pps is None:
+                return None
+            try:
+                self.track = video_track(sps, pps)
+            except H264Error as e:
+                raise RtpError(f"bad H.264 parameter sets: {e}") from e
+            self.publisher.update_track(self.track)
+        return self.track
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, on_data: Callable[[bytes, tuple[str, int]], None]) -> None:
+        self.on_data = on_data
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.on_data(data, addr)
+
+
+class RtspConnection(asyncio.Protocol):
+    def __init__(self, server: "RtspServer") -> None:
+        self.server = server
+        self.parser = RtspParser()
+        self.session = RtspSession(server.check_publish, self._allocate_ports, server.max_stream_name)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.publisher: StreamPublisher | None = None
+        self.receivers: dict[int, TrackReceiver] = {}
+        self._sockets: list[tuple[socket.socket, socket.socket]] = []
+        self._udp: list[asyncio.BaseTransport] = []
+        self._rtcp_out: dict[int, tuple[asyncio.DatagramTransport, tuple[str, int]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._created = 0.0
+        self._last_rx = 0.0
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self._created = self._last_rx = time.monotonic()
+        self._tick()
+
+    def _allocate_ports(self) -> tuple[int, int]:
+        pair = self.server.bind_udp_pair()
+        self._sockets.append(pair)
+        return pair[0].getsockname()[1], pair[1].getsockname()[1]
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self._last_rx = time.monotonic()
+        try:
+            for item in self.parser.feed(data):
+                if isinstance(item, Interleaved):
+                    self._interleaved(item)
+                    continue
+                was_recording = self.session.recording
+                reply = self.session.handle(item)
+                if self.transport is not None:
+                    self.transport.write(reply)
+                if self._sockets and item.method == "SETUP":
+                    asyncio.get_running_loop().create_task(self._open_udp(len(self.session.tracks) - 1))
+                if self.session.recording and not was_recording:
+                    self._start_publishing()
+                if self.session.closed:
+                    # UDP datagrams sent just before TEARDOWN may still be in flight: collect
+                    # them for a moment before releasing the buffers and closing.
+                    asyncio.get_running_loop().call_later(0.3, self.close, "teardown")
+                    return
+        except (RtpError, H264Error) as e:
+            self.fail(str(e))
+
+    def _interleaved(self, item: Interleaved) -> None:
+        for index, setup in self.session.tracks.items():
+            if setup.tcp and item.channel == setup.channels[0] and index in self.receivers:
+                self.receivers[index].on_rtp(item.data, time.monotonic())
+
+    async def _open_udp(self, track_index: int) -> None:
+        loop = asyncio.get_running_loop()
+        while self._sockets:
+            rtp_sock, rtcp_sock = self._sockets.pop(0)
+            index = next(i for i, s in self.session.tracks.items() if s.server_ports[0] == rtp_sock.getsockname()[1])
+
+            def on_rtp(data: bytes, addr: tuple[str, int], index: int = index) -> None:
+                receiver = self.receivers.get(index)
+                if receiver is not None:
+                    self._last_rx = time.monotonic()
+                    receiver.on_rtp(data, self._last_rx)
+
+            rtp_transport, _protocol = await loop.create_datagram_endpoint(lambda: _Datagrams(on_rtp), sock=rtp_sock)
+            rtcp_transport, _protocol = await loop.create_datagram_endpoint(
+                lambda: _Datagrams(lambda d, a: None), sock=rtcp_sock)
+            self._udp += [rtp_transport, rtcp_transport]
+            host = self.peer.rsplit(":", 1)[0]
+            setup = self.session.tracks[index]
+            self._rtcp_out[index] = (rtcp_transport, (host, setup.client_ports[1]))
+
+    def _start_publishing(self) -> None:
+        assert self.session.sdp is not None
+        try:
+            self.publisher = self.server.hub.publish(self.session.stream_name)
+        except StreamBusy as e:
+            raise RtpError(str(e)) from e
+        clock = SessionClock()
+        for index, media in enumerate(self.session.sdp.media):
+            self.receivers[index] = TrackReceiver(media, self.publisher, self.peer, clock)
+        log.info("rtsp %s: publishing stream %s (%s)", self.peer, self.session.stream_name,
+                 ", ".join("TCP" if s.tcp else "UDP" for s in self.session.tracks.values()))
+
+    def _tick(self) -> None:
+        """Every 20 ms: release packets whose playout deadline passed, send NACKs, time out."""
+        if self.closed:
+            return
+        now = time.monotonic()
+        config = self.server.config
+        if not self.session.recording and now - self._created > config.record_timeout:
+            self.fail(f"no RECORD within {config.record_timeout:g} s")
+            return
+        if now - self._last_rx > config.session_timeout:
+            self.fail(f"no data for {config.session_timeout:g} s")
+            return
+        try:
+            for index, receiver in self.receivers.items():
+                receiver.drain(now)
+                lost = receiver.jitter.nacks(now)
+                if lost and index in self._rtcp_out:
+                    transport, addr = self._rtcp_out[index]
+                    transport.sendto(Nack(0, receiver.ssrc, lost).serialize(), addr)
+        except (RtpError, H264Error) as e:
+            self.fail(str(e))
+            return
+        self._timer = asyncio.get_running_loop().call_later(0.02, self._tick)
+
+    def fail(self, reason: str) -> None:
+        if self.closed:
+            return
+        log.warning("rtsp %s [%s]: closed: %s", self.peer, self.session.stream_name or "-", reason)
+        self.server.on_error()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(response("0", 400, "Bad Request"))
+        self.close(reason)
+
+    def close(self, reason: str) -> None:
+        if self.closed and self.publisher is None and not self._udp:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.publisher is not None:
+            for receiver in self.receivers.values():
+                try:
+                    receiver.finish(time.monotonic())
+                except (RtpError, H264Error):
+                    pass
+            log.info("rtsp %s: stream %s unpublished (%s)", self.peer, self.session.stream_name, reason)
+            self.publisher.close()
+            self.publisher = None
+        for transport in self._udp:
+            transport.close()
+        for pair in self._sockets:
+            for sock in pair:
+                sock.close()
+        self._sockets.clear()
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.close("connection closed")
+        self.server.connections.discard(self)
+
+
+class RtspServer:
+    def __init__(self, hub: Hub, config: RtspConfig, authorize: Callable[[str, str], bool],
+                 max_stream_name: int = 128, on_error: Callable[[], None] = lambda: None) -> None:
+        self.hub = hub
+        self.config = config
+        self.authorize = authorize
+        self.max_stream_name = max_stream_name
+        self.on_error = on_error
+        self.connections: set[RtspConnection] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._next_port = config.udp_port_min
+        self.host = "0.0.0.0"
+
+    def check_publish(self, name: str, key: str) -> str | None:
+        if not self.authorize(name, key):
+            return "Unauthorized: publish key is missing or wrong"
+        stream = self.hub.get(name)
+        if stream is not None and stream.publishing:
+            return "Invalid Range: stream is already being published"
+        return None
+
+    def bind_udp_pair(self) -> tuple[socket.socket, socket.socket]:
+        """An even RTP port and the RTCP port after it, from the configured range."""
+        span = self.config.udp_port_max - self.config.udp_port_min
+        for _ in range(span // 2 + 1):
+            port = self._next_port
+            self._next_port += 2
+            if self._next_port + 1 > self.config.udp_port_max:
+                self._next_port = self.config.udp_port_min
+            rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                rtp.bind((self.host, port))
+                rtcp.bind((self.host, port + 1))
+            except OSError:
+                rtp.close()
+                rtcp.close()
+                continue
+            rtp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+            return rtp, rtcp
+        raise RtpError("no free UDP port pair in the configured RTP range")
+
+    async def start(self, host: str, port: int) -> int:
+        self.host = host
+        loop = asyncio.get_running_loop()
+
+        def factory() -> RtspConnection:
+            conn = RtspConnection(self)
+            self.connections.add(conn)
+            return conn
+
+        self._server = await loop.create_server(factory, host, port, reuse_address=True)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close("server stopping")
+        if self._server is not None:
+            await self._server.wait_closed()

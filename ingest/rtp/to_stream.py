@@ -1,0 +1,101 @@
+"""RTP access units -> mediacore Frames, per track.
+
+RTP timestamps (32-bit) are unwrapped to 64 bits here. Each track's RTP clock starts at
+a random value, so tracks are placed on one session timeline: a track's first timestamp
+maps to the wall-clock time its first packet arrived, relative to the session's first
+packet (within network jitter; RTCP sender reports can refine this). RTP carries presentation times
+only; H.264 with B-frames also needs decode times, so video frames wait in a small reorder
+window (`reorder` frames) and each gets as DTS the n-th smallest PTS seen, less the
+window: increasing, never after its PTS, for any GOP whose reordering fits the window.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from mediacore.aac import parse_asc
+from mediacore.h264 import build_avcc, parse_avcc, parse_sps
+from mediacore.media import VIDEO_TIMEBASE, Frame, Kind, Track
+from mediacore.wrap import Unwrapper
+
+from .depacketize import AccessUnit
+from .errors import RtpError
+from .sdp import MediaDescription
+
+
+def video_track(sps: bytes, pps: bytes) -> Track:
+    record = build_avcc(sps, pps)
+    info = parse_sps(sps)
+    return Track(Kind.VIDEO, "h264", VIDEO_TIMEBASE, record, parse_avcc(record).codec_string, info.width, info.height)
+
+
+def audio_track(media: MediaDescription) -> Track:
+    config = media.aac_config
+    if not config:
+        raise RtpError("AAC media without config= in its fmtp")
+    asc = parse_asc(config)
+    return Track(Kind.AUDIO, "aac", asc.sample_rate, config, asc.codec_string, sample_rate=asc.sample_rate,
+                 channels=asc.channels)
+
+
+class SessionClock:
+    """The wall-clock time of a session's first packet, shared by its tracks."""
+
+    START_SECONDS = 10  # every timeline starts here, so decode times before the first frame stay positive
+
+    def __init__(self) -> None:
+        self.t0: float | None = None
+
+
+class RtpToFrames:
+    def __init__(self, timebase: int, clock: SessionClock | None = None, reorder: int = 3) -> None:
+        self.timebase = timebase
+        self.session = clock or SessionClock()
+        self._offset: int | None = None
+        self.reorder = reorder
+        self._clock = Unwrapper(32)
+        self._pending: list[tuple[int, AccessUnit]] = []
+        self._pts_heap: list[int] = []
+        self._step = timebase // 30
+        self._last_pts: int | None = None
+        self._last_dts: int | None = None
+        self._anchor: tuple[int, float] | None = None
+
+    def _wall(self, pts: int, now: float) -> float:
+        if self._anchor is None:
+            self._anchor = (pts, now)
+        return self._anchor[1] + (pts - self._anchor[0]) / self.timebase
+
+    def push(self, track: Track, unit: AccessUnit, now: float) -> list[Frame]:
+        """`now` is wall-clock time (seconds since the epoch): it anchors PROGRAM-DATE-TIME."""
+        pts = self._clock.unwrap(unit.timestamp)
+        if self._offset is None:
+            if self.session.t0 is None:
+                self.session.t0 = now
+            start = round((now - self.session.t0 + SessionClock.START_SECONDS) * self.timebase)
+            self._offset = start - pts
+        pts += self._offset
+        if track.kind is Kind.AUDIO:
+            return [Frame(track, pts, pts, True, unit.data, self._wall(pts, now))]
+        if self._last_pts is not None and 0 < abs(pts - self._last_pts) < self._step:
+            self._step = abs(pts - self._last_pts)
+        self._last_pts = pts
+        self._pending.append((pts, unit))
+        heapq.heappush(self._pts_heap, pts)
+        return self._emit(track, self.reorder, now)
+
+    def flush(self, track: Track, now: float) -> list[Frame]:
+        """The publisher left: the frames held for reordering go out too."""
+        return self._emit(track, 0, now)
+
+    def _emit(self, track: Track, keep: int, now: float) -> list[Frame]:
+        out = []
+        while len(self._pending) > keep:
+            pts0, unit0 = self._pending.pop(0)
+            dts = heapq.heappop(self._pts_heap) - self.reorder * self._step
+            if self._last_dts is not None and dts <= self._last_dts:
+                dts = self._last_dts + 1
+            dts = min(dts, pts0)
+            self._last_dts = dts
+            out.append(Frame(track, dts, pts0, unit0.keyframe, unit0.data, self._wall(pts0, now)))
+        return out
