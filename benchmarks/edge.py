@@ -18,13 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from benchmarks.ingest import free_port, wait_port
 from benchmarks.live import fetch_text, live_origin, metric_sum, start_edge
 from benchmarks.peers import start_nginx_proxy
 from player_client.llhls import follow
-from player_client.player import run_viewers, summarize
+from player_client.player import percentile, run_viewers, summarize
 
 UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "B": 1}
 
@@ -41,10 +42,6 @@ def wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
         "non_2xx": float(errors.group(1)) if errors else 0.0,
     }
 
-
-def percentile(values: list[float], q: float) -> float | None:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * (len(values) - 1)))] if values else None
 
 
 def run(seconds: float, connections: int, viewers: int, out: Path | None) -> dict:
@@ -64,10 +61,10 @@ def run(seconds: float, connections: int, viewers: int, out: Path | None) -> dic
             playlist = fetch_text(f"{origin}/live/bench/index.m3u8")
             segment = [ln for ln in playlist.splitlines() if ln.endswith(".ts")][-2]
             objects = {"segment": f"/live/bench/{segment}", "playlist": "/live/bench/index.m3u8"}
-            for base in targets.values():
+            for base in targets.values():  # warm both caches with the same objects
                 for path in objects.values():
-                    fetch_text(base + path) if path.endswith(".m3u8") else None
-                    subprocess.run(["curl", "-s", "-o", "/dev/null", base + path], check=False)
+                    with urllib.request.urlopen(base + path, timeout=10) as r:
+                        r.read()
             for kind, path in objects.items():
                 for name, base in targets.items():
                     print(f"wrk {kind} on {name} ...", file=sys.stderr)

@@ -23,15 +23,10 @@ from tqdm import tqdm
 
 from benchmarks.live import live_origin
 from player_client.llhls import follow
+from player_client.player import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
 def histogram_quantile(metrics: str, name: str, kind: str, q: float) -> float | None:

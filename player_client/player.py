@@ -276,12 +276,21 @@ async def run_viewers(url: str, viewers: int, seconds: float, low_latency: bool 
         return list(await asyncio.gather(*tasks))
 
 
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-quantile (0..1) of the values by rank, or None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
 def summarize(stats: list[ViewerStats]) -> dict[str, object]:
     latencies = sorted(x for s in stats for x in s.latencies[len(s.latencies) // 4 :])
     startups = sorted(s.startup_seconds for s in stats if s.startup_seconds is not None)
 
     def pct(values: list[float], q: float) -> float | None:
-        return round(values[min(len(values) - 1, int(q * (len(values) - 1)))], 3) if values else None
+        value = percentile(values, q)
+        return None if value is None else round(value, 3)
 
     return {
         "viewers": len(stats),

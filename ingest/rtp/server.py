@@ -150,7 +150,7 @@ class RtspConnection(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.write(reply)
                 if self._sockets and item.method == "SETUP":
-                    asyncio.get_running_loop().create_task(self._open_udp(len(self.session.tracks) - 1))
+                    asyncio.get_running_loop().create_task(self._open_udp())
                 if self.session.recording and not was_recording:
                     self._start_publishing()
                 if self.session.closed:
@@ -166,7 +166,7 @@ class RtspConnection(asyncio.Protocol):
             if setup.tcp and item.channel == setup.channels[0] and index in self.receivers:
                 self.receivers[index].on_rtp(item.data, time.monotonic())
 
-    async def _open_udp(self, track_index: int) -> None:
+    async def _open_udp(self) -> None:
         loop = asyncio.get_running_loop()
         while self._sockets:
             rtp_sock, rtcp_sock = self._sockets.pop(0)

@@ -206,7 +206,7 @@ def create_app(engine: "Engine") -> web.Application:
     app.router.add_get("/watch/{stream}", watch)
     app.router.add_get("/static/hls.min.js", hls_js)
     app.router.add_get("/", index)
-    from mediacore.origin import llhls
+    from mediacore.origin import llhls  # here, not at the top: llhls imports this module
 
     llhls.add_routes(app)
     return app

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from mediacore.llstore import LlRendition
+from mediacore.origin.app import ENGINE_KEY, _client_key, _not_found, _stream_name
 from mediacore.media import Kind
 
 if TYPE_CHECKING:
@@ -82,8 +83,6 @@ def decide(rendition: LlRendition, request: Request) -> Decision:
 
 
 def _renditions(request: web.Request) -> tuple["Engine", dict[Kind, LlRendition]]:
-    from mediacore.origin.app import ENGINE_KEY, _not_found, _stream_name
-
     engine = request.app[ENGINE_KEY]
     name = _stream_name(request)
     renditions = engine.ll_renditions.get(name)
@@ -91,12 +90,6 @@ def _renditions(request: web.Request) -> tuple["Engine", dict[Kind, LlRendition]
         raise _not_found(f"stream {name} is not live (yet)")
     engine.viewers.record(name, _client_key(request))
     return engine, renditions
-
-
-def _client_key(request: web.Request) -> str:
-    from mediacore.origin.app import _client_key as key
-
-    return key(request)
 
 
 def _playlist_response(request: web.Request, text: str, cache: str) -> web.Response:
