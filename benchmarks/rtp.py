@@ -3,21 +3,26 @@
 The trace: 1000-byte packets whose sequence numbers and timestamps wrap, with 5 % adjacent
 reordering, 1 % loss and 1 % duplicates (seeded). Our parser and jitter buffer (compiled
 and pure twins) against aiortc's RtpPacket.parse and JitterBuffer on the same trace, when
-aiortc is installed. The queue suite compares the hub's PacketFifo with collections.deque.
+aiortc is installed. The queue suite compares the hub's PriorityPacketQueue and PacketFifo with heapq and
+collections.deque.
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
 import json
 import random
 import time
 from pathlib import Path
 
 from ingest.rtp.packet import RtpPacket
-from mediacore.compiled import JITTER_COMPILED, FIFO_COMPILED, JitterBuffer, PacketFifo
+from mediacore.compiled import (FIFO_COMPILED, JITTER_COMPILED, QUEUE_COMPILED, JitterBuffer, PacketFifo,
+                                PriorityPacketQueue)
 from mediacore.jitter_buffer import JitterBuffer as PureJitterBuffer
 from mediacore.packet_fifo import PacketFifo as PurePacketFifo
+from mediacore.priority_queue import AUDIO, KEY, NONREF, REF
+from mediacore.priority_queue import PriorityPacketQueue as PurePriorityPacketQueue
 
 
 def make_trace(count: int, seed: int = 7) -> list[bytes]:
@@ -80,8 +85,26 @@ def bench_aiortc(trace: list[bytes]) -> tuple[float, float] | None:
     return parse_rate, rate(len(trace), time.perf_counter() - start)
 
 
+QUEUE_PATTERN = (KEY, AUDIO, REF, NONREF, AUDIO, NONREF, REF, AUDIO, NONREF, REF)
+
+
 def bench_queues(operations: int) -> dict[str, float]:
+    """push/pop operations/s: push every step, pop every other step (so the queue fills and,
+    for the bounded queues, drops), the same pattern for each queue."""
     results = {}
+    pattern = QUEUE_PATTERN
+    n = len(pattern)
+    for name, pq_factory in (
+        ("PriorityPacketQueue (compiled)" if QUEUE_COMPILED else "PriorityPacketQueue", lambda: PriorityPacketQueue(4096, 1 << 30)),
+        ("PriorityPacketQueue (pure)", lambda: PurePriorityPacketQueue(4096, 1 << 30)),
+    ):
+        pq = pq_factory()
+        start = time.perf_counter()
+        for i in range(operations):
+            pq.push(i, 1000, pattern[i % n])
+            if i & 1:
+                pq.pop()
+        results[name] = rate(operations, time.perf_counter() - start)
     for name, factory in (("PacketFifo (compiled)" if FIFO_COMPILED else "PacketFifo", lambda: PacketFifo(4096, 1 << 30)),
                           ("PacketFifo (pure)", lambda: PurePacketFifo(4096, 1 << 30))):
         q = factory()
@@ -91,6 +114,13 @@ def bench_queues(operations: int) -> dict[str, float]:
             if i & 1:
                 q.pop()
         results[name] = rate(operations, time.perf_counter() - start)
+    heap: list[tuple[int, int, int]] = []
+    start = time.perf_counter()
+    for i in range(operations):
+        heapq.heappush(heap, (pattern[i % n], i, i))
+        if i & 1:
+            heapq.heappop(heap)
+    results["heapq (unbounded)"] = rate(operations, time.perf_counter() - start)
     dq: collections.deque[int] = collections.deque(maxlen=4096)
     start = time.perf_counter()
     for i in range(operations):

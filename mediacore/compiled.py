@@ -9,6 +9,7 @@ import os
 
 from mediacore.jitter_buffer import JitterBuffer as PureJitterBuffer
 from mediacore.packet_fifo import PacketFifo as PurePacketFifo
+from mediacore.priority_queue import PriorityPacketQueue as PurePriorityPacketQueue
 
 
 def pick(module: str, name: str, pure: type) -> tuple[type, bool]:
@@ -25,3 +26,5 @@ def pick(module: str, name: str, pure: type) -> tuple[type, bool]:
 
 PacketFifo, FIFO_COMPILED = pick("cython_ext.packet_fifo", "PacketFifo", PurePacketFifo)
 JitterBuffer, JITTER_COMPILED = pick("cython_ext.jitter_buffer", "JitterBuffer", PureJitterBuffer)
+PriorityPacketQueue, QUEUE_COMPILED = pick("cython_ext.priority_queue", "PriorityPacketQueue",
+                                           PurePriorityPacketQueue)

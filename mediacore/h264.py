@@ -112,6 +112,28 @@ def avcc_to_annexb(data: bytes, config: AvcConfig, keyframe: bool) -> bytes:
     return b"".join(parts)
 
 
+def is_reference(data: bytes, length_size: int = 4) -> bool:
+    """Whether any slice of this access unit is used for reference (nal_ref_idc != 0).
+
+    Frames that are not can be dropped without breaking the decoding of any other frame.
+    Malformed units count as reference: only a frame known to be disposable is treated so."""
+    pos = 0
+    end = len(data)
+    seen_slice = False
+    while pos + length_size < end:
+        length = int.from_bytes(data[pos : pos + length_size], "big")
+        pos += length_size
+        if length == 0 or pos + length > end:
+            return True
+        header = data[pos]
+        if 1 <= header & 0x1F <= 5:
+            if header & 0x60:
+                return True
+            seen_slice = True
+        pos += length
+    return not seen_slice
+
+
 def contains_idr(data: bytes, length_size: int = 4) -> bool:
     try:
         return any((n[0] & 0x1F) == NAL_IDR for n in iter_nalus(data, length_size))

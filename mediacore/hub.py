@@ -1,8 +1,9 @@
 """The hub: one Stream per name, fanning frames out to subscribers.
 
-Fan-out never awaits the slowest reader: each subscriber has a bounded PacketFifo. When a
-subscriber's queue is full the frame is dropped and counted, and that subscriber skips
-video until the next keyframe so it never receives a GOP with a hole in it.
+Fan-out never awaits the slowest reader: each subscriber has a bounded PriorityPacketQueue.
+When a subscriber falls behind, non-reference video frames go first, then whole GOP tails
+(that subscriber then skips video until the next keyframe, so it never receives a GOP with
+a hole in it), and audio last; every drop is counted (mediacore/priority_queue.py).
 
 A publisher that leaves and comes back within the grace period continues the same Stream:
 the new session's timestamps are rebased to continue after the old ones (so every consumer
@@ -19,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from mediacore.config import HubConfig
-from mediacore.fifo import PacketFifo
+from mediacore.compiled import PriorityPacketQueue
+from mediacore.h264 import H264Error, is_reference, parse_avcc
 from mediacore.media import Frame, Kind, Track
+from mediacore.priority_queue import AUDIO, KEY, NONREF, REF
 from mediacore.wrap import rescale
 
 log = logging.getLogger(__name__)
@@ -71,33 +74,27 @@ class Subscription:
     def __init__(self, stream: "Stream", max_items: int, max_bytes: int, name: str) -> None:
         self.stream = stream
         self.name = name
-        self.queue = PacketFifo(max_items, max_bytes)
+        self.queue = PriorityPacketQueue(max_items, max_bytes)
+        self._next_drop_log = 1
         self._waiter: asyncio.Future[None] | None = None
-        self._skip_video = False
         self.closed = False
 
     @property
     def dropped(self) -> int:
         return int(self.queue.dropped)
 
-    def offer(self, frame: Frame) -> None:
-        if frame.track.kind is Kind.VIDEO:
-            if self._skip_video:
-                if not frame.keyframe:
-                    self.queue.dropped += 1
-                    return
-                self._skip_video = False
-            if not self.queue.push(frame, len(frame.data)):
-                self._skip_video = True
-                self._log_drop()
-        elif not self.queue.push(frame, len(frame.data)):
+    def offer(self, frame: Frame, priority: int) -> None:
+        self.queue.push(frame, len(frame.data), priority)
+        if self.queue.dropped >= self._next_drop_log:
             self._log_drop()
         self._wake()
 
     def _log_drop(self) -> None:
         dropped = self.queue.dropped
-        if dropped & (dropped - 1) == 0:  # log at 1, 2, 4, 8 ... drops
-            log.warning("subscriber %s of %s is too slow: %d frames dropped", self.name, self.stream.name, dropped)
+        self._next_drop_log = dropped * 2  # log at about 1, 2, 4, 8 ... drops
+        by = self.queue.dropped_by_priority
+        log.warning("subscriber %s of %s is too slow: %d frames dropped (audio %d, keyframes %d, reference %d, "
+                    "non-reference %d)", self.name, self.stream.name, dropped, by[AUDIO], by[KEY], by[REF], by[NONREF])
 
     def offer_event(self, event: Discontinuity | Unpublished | StreamEnded) -> None:
         self.queue.push_force(event, 0)
@@ -162,6 +159,8 @@ class Stream:
         self._epoch_origin: tuple[int, int] | None = None  # (source time 90k, output time 90k)
         self._offsets: dict[Kind, int] = {}
         self._last_dts: dict[Kind, tuple[int, int]] = {}  # kind -> (dts, timebase)
+        self._video_track: Track | None = None
+        self._nal_length_size = 4
 
     def subscribe(self, name: str, max_items: int | None = None, max_bytes: int | None = None) -> Subscription:
         cfg = self.hub.config
@@ -229,8 +228,23 @@ class Stream:
         end = frame.pts if tb == 90000 else rescale(frame.pts, tb, 90000)
         if end > self._end_90k:
             self._end_90k = end
+        priority = self._priority(frame)
         for sub in self.subscribers:
-            sub.offer(frame)
+            sub.offer(frame, priority)
+
+    def _priority(self, frame: Frame) -> int:
+        track = frame.track
+        if track.kind is not Kind.VIDEO:
+            return AUDIO
+        if frame.keyframe:
+            return KEY
+        if track is not self._video_track:
+            self._video_track = track
+            try:
+                self._nal_length_size = parse_avcc(track.config).nal_length_size
+            except H264Error:
+                self._nal_length_size = 4
+        return REF if is_reference(frame.data, self._nal_length_size) else NONREF
 
     def bitrate(self, now: float | None = None) -> float:
         """Bits per second over the last ~10 s of ingest."""

@@ -12,8 +12,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from mediacore.priority_queue import AUDIO, KEY, NONREF, REF
+
 if TYPE_CHECKING:
     from mediacore.engine import Engine
+
+
+DROP_LABELS = {AUDIO: "audio", KEY: "keyframe", REF: "reference", NONREF: "non_reference"}
 
 
 class Metrics:
@@ -56,7 +61,8 @@ class _EngineCollector(Collector):
         in_bytes = CounterMetricFamily("mediacore_ingest_bytes", "Media payload bytes received", labels=["stream"])
         segments = CounterMetricFamily("mediacore_hls_segments", "HLS segments produced", labels=["stream"])
         drops = CounterMetricFamily(
-            "mediacore_subscriber_dropped_frames", "Frames dropped for slow subscribers", labels=["stream"]
+            "mediacore_subscriber_dropped_frames", "Frames dropped for slow subscribers, by what was dropped",
+            labels=["stream", "priority"],
         )
         viewers = GaugeMetricFamily("mediacore_viewers", "Viewers seen recently", labels=["stream"])
         counts = {"live": 0, "idle": 0, "ended": 0}
@@ -65,7 +71,8 @@ class _EngineCollector(Collector):
             for kind, n in stream.stats.frames.items():
                 frames.add_metric([name, kind.value], n)
             in_bytes.add_metric([name], stream.stats.bytes)
-            drops.add_metric([name], sum(s.dropped for s in stream.subscribers))
+            for level, label in DROP_LABELS.items():
+                drops.add_metric([name, label], sum(s.queue.dropped_by_priority[level] for s in stream.subscribers))
             packager = self.engine.packagers.get(name)
             segments.add_metric([name], packager.segments_made if packager else 0)
             viewers.add_metric([name], self.engine.viewers.count(name))

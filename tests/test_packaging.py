@@ -9,6 +9,7 @@ import pytest
 
 from mediacore.hub import Discontinuity, Hub, StreamBusy, Unpublished
 from mediacore.media import Frame, Kind, Track
+from mediacore.priority_queue import NONREF, REF
 from mediacore.packager.playlist import MediaPlaylist, SegmentEntry, format_date_time
 from mediacore.packager.segmenter import Segmenter
 from mediacore.packager.ts import ContinuityCounters, mux_segment, probe_first_pids
@@ -42,7 +43,7 @@ def test_unwrapper_and_sequence_distance():
 # Hub ---------------------------------------------------------------------------------
 
 
-async def test_slow_subscriber_drops_to_next_keyframe_without_stalling_others():
+async def test_slow_subscriber_drops_whole_gop_tails_without_stalling_others():
     hub = Hub()
     pub = hub.publish("s")
     stream = hub.get("s")
@@ -55,13 +56,33 @@ async def test_slow_subscriber_drops_to_next_keyframe_without_stalling_others():
     got_slow = []
     while (item := slow.get_nowait()) is not None:
         got_slow.append(item)
-    assert [f.dts // 3000 for f in got_slow] == list(range(10))
-    assert slow.dropped == 111
-    # After draining, delivery resumes at a keyframe, never mid-GOP.
-    for i in range(121, 181):
-        pub.send(vframe(i))
-    resumed = slow.get_nowait()
-    assert resumed.keyframe and resumed.dts == 180 * 3000
+    # Each new keyframe evicted the stale GOP's tail; no GOP is delivered with a hole.
+    assert [f.dts // 3000 for f in got_slow] == [0, 60, 120]
+    assert slow.dropped == 118 and slow.queue.dropped_by_priority[REF] == 118
+    assert fast.dropped == 0
+    # Keyframe 120 was delivered, so its GOP continues.
+    pub.send(vframe(121))
+    assert slow.get_nowait().dts == 121 * 3000
+
+
+async def test_slow_subscriber_keeps_audio_and_loses_disposable_frames_first():
+    hub = Hub()
+    pub = hub.publish("s")
+    sub = hub.get("s").subscribe("slow", max_items=8)
+    nonref = b"\x00\x00\x00\x02\x01\x88"  # one slice NAL with nal_ref_idc 0
+    ref = b"\x00\x00\x00\x02\x41\x9a"
+    pub.send(Frame(VIDEO, 0, 0, True, b"\x00\x00\x00\x02\x65\x88", 1000.0))
+    for i in range(1, 6):
+        pub.send(Frame(VIDEO, i * 3000, i * 3000, False, ref if i == 1 else nonref, 1000.0))
+    for i in range(4):
+        pub.send(aframe(i))
+    items = [sub.get_nowait() for _ in range(8)]
+    assert sub.get_nowait() is None
+    kinds = [(f.track.kind.value, f.dts) for f in items]
+    # Two disposable frames made room for audio; the keyframe and reference frame stayed.
+    assert kinds[:2] == [("video", 0), ("video", 3000)]
+    assert [k for k in kinds if k[0] == "audio"] == [("audio", i * 1024) for i in range(4)]
+    assert sub.queue.dropped_by_priority[NONREF] == 2 and sub.dropped == 2
 
 
 async def test_second_publisher_is_refused_and_republish_continues_timeline():

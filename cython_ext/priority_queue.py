@@ -1,0 +1,1 @@
+../mediacore/priority_queue.py
