@@ -1,10 +1,14 @@
-"""RTSP publish from the real ffmpeg, over UDP and over TCP (interleaved), into the same hub:
-the HLS output plays in hls.js and every frame arrives."""
+"""RTSP publish from real encoders into the same hub: ffmpeg over UDP and over TCP
+(interleaved), ffmpeg with Opus audio (transcoded to AAC), and GStreamer's rtspclientsink.
+Each output plays in hls.js for at least 20 s."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 
+import aiohttp
 import pytest
 
 from conftest import count_packets, make_clip, play_in_browser, require_tool, start_process, stop_process, wait_for_playlist
@@ -12,27 +16,106 @@ from mediacore.media import Kind
 
 pytestmark = pytest.mark.slow
 
+PLAY_SECONDS = 21
+LOOPS = 3  # 30 s of a 10 s clip: enough to join and play 21 s
+
+
+async def push_and_play(engine, name: str, pusher_args: list[str], wait_exit: bool = True) -> dict:
+    pusher = await start_process(*pusher_args)
+    try:
+        await wait_for_playlist(engine.http_port, name, segments=2, timeout=40)
+        report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/{name}", seconds=PLAY_SECONDS)
+        if wait_exit:
+            assert await asyncio.wait_for(pusher.wait(), 40) == 0
+    finally:
+        await stop_process(pusher)
+    assert report["started"] and report["fatal"] is None, report
+    assert (report["end"]["width"], report["end"]["height"]) == (1280, 720)
+    assert report["advanced"] >= 20.0, report
+    return report
+
+
+def ffmpeg_rtsp(clip, url: str, transport: str, audio: list[str]) -> list[str]:
+    return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", str(LOOPS - 1),
+            "-i", str(clip), "-c:v", "copy", *audio, "-f", "rtsp", "-rtsp_transport", transport, url]
+
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_ffmpeg_rtsp_publish_plays(engine, transport):
     require_tool("ffmpeg")
     clip = make_clip()
-    url = f"rtsp://127.0.0.1:{engine.rtsp_port}/live/cam-{transport}"
-    pusher = await start_process("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "1",
-                                 "-i", str(clip), "-c", "copy", "-f", "rtsp", "-rtsp_transport", transport, url)
+    name = f"cam-{transport}"
+    url = f"rtsp://127.0.0.1:{engine.rtsp_port}/live/{name}"
+    await push_and_play(engine, name, ffmpeg_rtsp(clip, url, transport, ["-c:a", "copy"]))
+    stream = engine.hub.get(name)
+    expected = count_packets(clip)
+    # Every video frame arrives over loopback (the reorder window is flushed at TEARDOWN).
+    # ffmpeg's AAC RTP packetizer aggregates frames and may end the session before sending
+    # its last one, so audio may be one short per pass.
+    assert stream.stats.frames[Kind.VIDEO] == LOOPS * expected["video"]
+    assert LOOPS * (expected["audio"] - 1) <= stream.stats.frames[Kind.AUDIO] <= LOOPS * expected["audio"]
+
+
+async def segment_audio(engine, name: str) -> dict:
+    async with aiohttp.ClientSession() as session:
+        base = f"http://127.0.0.1:{engine.http_port}/live/{name}/"
+        async with session.get(base + "index.m3u8") as resp:
+            playlist = await resp.text()
+        uri = [line for line in playlist.splitlines() if line and not line.startswith("#")][-1]
+        async with session.get(base + uri) as resp:
+            data = await resp.read()
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", "-"], input=data,
+                           capture_output=True, check=True)
+    return next(s for s in json.loads(probe.stdout)["streams"] if s["codec_type"] == "audio")
+
+
+async def test_ffmpeg_rtsp_opus_is_transcoded_to_aac_and_plays(engine):
+    require_tool("ffmpeg")
+    clip = make_clip()
+    name = "cam-opus"
+    url = f"rtsp://127.0.0.1:{engine.rtsp_port}/live/{name}"
+    args = ffmpeg_rtsp(clip, url, "udp", ["-c:a", "libopus", "-b:a", "96k", "-ar", "48000"])
+    pusher = await start_process(*args)
     try:
-        await wait_for_playlist(engine.http_port, f"cam-{transport}", segments=2, timeout=40)
-        report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/cam-{transport}", seconds=10)
+        await wait_for_playlist(engine.http_port, name, segments=2, timeout=40)
+        audio = await segment_audio(engine, name)
+        report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/{name}", seconds=PLAY_SECONDS)
         assert await asyncio.wait_for(pusher.wait(), 40) == 0
     finally:
         await stop_process(pusher)
     assert report["started"] and report["fatal"] is None, report
     assert (report["end"]["width"], report["end"]["height"]) == (1280, 720)
-    assert report["advanced"] >= 9.0
-    stream = engine.hub.get(f"cam-{transport}")
-    expected = count_packets(clip)
-    # Two passes of the clip over loopback: every video frame arrives (the reorder window is
-    # flushed at TEARDOWN). ffmpeg's AAC RTP packetizer aggregates frames and may end the
-    # session before sending its last one, so audio may be one short.
-    assert stream.stats.frames[Kind.VIDEO] == 2 * expected["video"]
-    assert 2 * expected["audio"] - 2 <= stream.stats.frames[Kind.AUDIO] <= 2 * expected["audio"]
+    assert report["advanced"] >= 20.0, report
+    assert (audio["codec_name"], int(audio["sample_rate"]), audio["channels"]) == ("aac", 48000, 2)
+    stream = engine.hub.get(name)
+    assert stream.tracks[Kind.AUDIO].codec == "aac"
+    # Opus 20 ms packets in, AAC 1024-sample frames out: as many as the audio lasts.
+    seconds = LOOPS * count_packets(clip)["video"] / 30
+    aac_frames = stream.stats.frames[Kind.AUDIO]
+    assert abs(aac_frames - seconds * 48000 / 1024) <= 0.02 * seconds * 48000 / 1024, aac_frames
+
+
+def gstreamer_rtsp_pipeline(url: str) -> list[str]:
+    return [
+        "gst-launch-1.0", "-q",
+        "rtspclientsink", "name=sink", f"location={url}", "protocols=udp",
+        "videotestsrc", "is-live=true", "pattern=ball", "!",
+        "video/x-raw,width=1280,height=720,framerate=30/1", "!",
+        "x264enc", "speed-preset=ultrafast", "tune=zerolatency", "key-int-max=60", "bitrate=2000", "!",
+        "video/x-h264,profile=high", "!", "h264parse", "!", "queue", "!", "sink.sink_0",
+        "audiotestsrc", "is-live=true", "wave=sine", "!", "audioconvert", "!", "audioresample", "!",
+        "audio/x-raw,rate=48000,channels=2", "!", "opusenc", "!", "queue", "!", "sink.sink_1",
+    ]
+
+
+async def test_gstreamer_rtspclientsink_publish_plays(engine):
+    require_tool("gst-launch-1.0")
+    probe = subprocess.run(["gst-inspect-1.0", "rtspclientsink"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.fail("GStreamer's rtspclientsink is missing (Debian package gstreamer1.0-rtsp)")
+    name = "gst-rtsp"
+    url = f"rtsp://127.0.0.1:{engine.rtsp_port}/live/{name}"
+    await push_and_play(engine, name, gstreamer_rtsp_pipeline(url), wait_exit=False)
+    stream = engine.hub.get(name)
+    assert {t.codec for t in stream.tracks.values()} == {"h264", "aac"}
+    assert stream.stats.frames[Kind.VIDEO] >= 30 * 25

@@ -1,4 +1,4 @@
-"""RTP payloads -> access units: H.264 (RFC 6184) and AAC (RFC 3640, AAC-hbr).
+"""RTP payloads -> access units: H.264 (RFC 6184), AAC (RFC 3640, AAC-hbr) and Opus (RFC 7587).
 
 H.264: single NAL units, STAP-A (each inner length checked) and FU-A (fragments whose start
 was never seen are dropped; S and E both set is tolerated; the forbidden bit is ignored).
@@ -154,3 +154,44 @@ class AacDepacketizer:
                                   bytes(payload[pos : pos + size]), True))
             pos += size
         return out
+
+
+# Opus frame durations (in 48 kHz samples) by TOC config number, RFC 6716 section 3.1.
+_OPUS_FRAME_SAMPLES = (
+    [480, 960, 1920, 2880] * 3  # SILK-only: 10, 20, 40, 60 ms (NB, MB, WB)
+    + [480, 960] * 2  # Hybrid: 10, 20 ms (SWB, FB)
+    + [120, 240, 480, 960] * 4  # CELT-only: 2.5, 5, 10, 20 ms (NB, WB, SWB, FB)
+)
+MAX_OPUS_PACKET_SAMPLES = 5760  # 120 ms, RFC 6716 section 3.2.5
+
+
+def opus_packet_samples(packet: bytes) -> int:
+    """Duration of one Opus packet in 48 kHz samples, checked against RFC 6716's limits."""
+    if not packet:
+        raise RtpError("empty Opus packet")
+    toc = packet[0]
+    code = toc & 0x03
+    if code == 0:
+        frames = 1
+    elif code in (1, 2):
+        frames = 2
+    else:
+        if len(packet) < 2:
+            raise RtpError("Opus code-3 packet without its frame count byte")
+        frames = packet[1] & 0x3F
+        if frames == 0:
+            raise RtpError("Opus code-3 packet declares zero frames")
+    samples = frames * _OPUS_FRAME_SAMPLES[toc >> 3]
+    if samples > MAX_OPUS_PACKET_SAMPLES:
+        raise RtpError(f"Opus packet of {samples / 48:g} ms exceeds the 120 ms limit")
+    return samples
+
+
+class OpusDepacketizer:
+    """RFC 7587: one Opus packet per RTP payload, timestamps at 48 kHz whatever the SDP says
+    about the audio bandwidth. Each packet's TOC is checked before it goes on."""
+
+    def push(self, packet: RtpPacket) -> list[AccessUnit]:
+        payload = packet.payload
+        opus_packet_samples(payload)
+        return [AccessUnit(packet.timestamp, bytes(payload), True)]

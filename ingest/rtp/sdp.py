@@ -100,3 +100,21 @@ def parse_sdp(text: str) -> SessionDescription:
         if not media.encoding:
             raise RtpError(f"SDP {media.kind} payload type {media.payload_type} has no rtpmap")
     return sdp
+
+
+SUPPORTED = {"video": ("H264",), "audio": ("MPEG4-GENERIC", "OPUS")}
+
+
+def check_ingestible(sdp: SessionDescription) -> None:
+    """What the hub can take: one H.264 video and/or one AAC or Opus audio media."""
+    if not sdp.media:
+        raise RtpError("the SDP has no media")
+    seen: set[str] = set()
+    for media in sdp.media:
+        if media.encoding not in SUPPORTED.get(media.kind, ()):
+            raise RtpError(f"{media.kind} codec {media.encoding} is not supported (H.264 video; AAC or Opus audio)")
+        if media.kind in seen:
+            raise RtpError(f"the SDP has more than one {media.kind} media")
+        seen.add(media.kind)
+        if media.encoding == "OPUS" and media.clock_rate != 48000:
+            raise RtpError(f"Opus RTP clock rate must be 48000 (RFC 7587), the SDP says {media.clock_rate}")

@@ -14,15 +14,16 @@ from mediacore.compiled import JitterBuffer
 from mediacore.config import RtspConfig
 from mediacore.h264 import H264Error
 from mediacore.hub import Hub, StreamBusy, StreamPublisher
-from mediacore.media import Track
+from mediacore.media import Frame, Kind, Track
+from mediacore.transcode import OpusToAac, ThreadedTranscoder
 
-from .depacketize import AacDepacketizer, H264Depacketizer
+from .depacketize import AacDepacketizer, H264Depacketizer, OpusDepacketizer
 from .errors import RtpError
 from .packet import Nack, RtpPacket
 from .rtsp import Interleaved, RtspParser, response
 from .sdp import MediaDescription
 from .session import RtspSession
-from .to_stream import RtpToFrames, SessionClock, audio_track, video_track
+from .to_stream import RtpToFrames, SessionClock, aac_track, audio_track, video_track
 
 log = logging.getLogger("mediacore.rtsp")
 
@@ -38,9 +39,19 @@ class TrackReceiver:
         self.frames = RtpToFrames(media.clock_rate, clock)
         self.track: Track | None = None
         self.bad_packets = 0
-        self.depacketizer: H264Depacketizer | AacDepacketizer
+        self.depacketizer: H264Depacketizer | AacDepacketizer | OpusDepacketizer
+        self.transcoder: ThreadedTranscoder | None = None
+        self._frames_track: Track | None = None  # the track RtpToFrames stamps (Opus: not published)
         if media.encoding == "H264":
             self.depacketizer = H264Depacketizer(media.sprop_parameter_sets)
+        elif media.encoding == "OPUS":
+            self.depacketizer = OpusDepacketizer()
+            core = OpusToAac()
+            self.track = aac_track(core.config)
+            self._frames_track = Track(Kind.AUDIO, "opus", 48000, b"", "opus", sample_rate=48000, channels=2)
+            self.transcoder = ThreadedTranscoder(core, self._on_aac)
+            self._wall_anchor: tuple[int, float] | None = None
+            publisher.update_track(self.track)
         else:
             self.depacketizer = AacDepacketizer(int(media.fmtp.get("sizelength", "13")),
                                                 int(media.fmtp.get("indexlength", "3")),
@@ -48,6 +59,12 @@ class TrackReceiver:
             self.track = audio_track(media)
             publisher.update_track(self.track)
         self.ssrc = 0
+
+    def _on_aac(self, frames: list[tuple[int, bytes]]) -> None:
+        assert self.track is not None and self._wall_anchor is not None
+        pts0, wall0 = self._wall_anchor
+        for pts, data in frames:
+            self.publisher.send(Frame(self.track, pts, pts, True, data, wall0 + (pts - pts0) / 48000))
 
     def on_rtp(self, data: bytes, now: float) -> None:
         try:
@@ -73,18 +90,29 @@ class TrackReceiver:
                 continue
             wall = time.time()
             for unit in units:
-                track = self._track()
+                track = self._frames_track or self._track()
                 if track is None:
                     continue
                 for frame in self.frames.push(track, unit, wall):
-                    self.publisher.send(frame)
+                    self._send(frame)
+
+    def _send(self, frame: Frame) -> None:
+        if self.transcoder is None:
+            self.publisher.send(frame)
+            return
+        if self._wall_anchor is None:
+            self._wall_anchor = (frame.pts, frame.wallclock)
+        self.transcoder.submit(frame.pts, frame.data)
 
     def finish(self, now: float) -> None:
         """The session ended: release everything buffered, gaps and reorder window included."""
         self.drain(now + 3600.0)
-        if self.track is not None:
-            for frame in self.frames.flush(self.track, time.time()):
-                self.publisher.send(frame)
+        track = self._frames_track or self.track
+        if track is not None:
+            for frame in self.frames.flush(track, time.time()):
+                self._send(frame)
+        if self.transcoder is not None:
+            self.transcoder.close()
 
     def _track(self) -> Track | None:
         if self.track is None and isinstance(self.depacketizer, H264Depacketizer):

@@ -20,7 +20,7 @@ from ingest.rtmp.errors import RtmpError
 
 from .errors import RtpError
 from .rtsp import Request, response
-from .sdp import SessionDescription, parse_sdp
+from .sdp import SessionDescription, check_ingestible, parse_sdp
 
 PUBLIC = "OPTIONS, ANNOUNCE, SETUP, RECORD, TEARDOWN, GET_PARAMETER, SET_PARAMETER"
 
@@ -85,11 +85,7 @@ class RtspSession:
         except RtmpError as e:
             raise RtpError(str(e)) from e
         sdp = parse_sdp(req.body.decode("utf-8", errors="replace"))
-        if not sdp.media:
-            raise RtpError("ANNOUNCE with an SDP that has no media")
-        for media in sdp.media:
-            if media.encoding not in ("H264", "MPEG4-GENERIC"):
-                raise RtpError(f"{media.kind} codec {media.encoding} is not supported (H.264 and AAC)")
+        check_ingestible(sdp)
         refusal = self.authorize(name, params.get("key", ""))
         if refusal is not None:
             self.closed = True

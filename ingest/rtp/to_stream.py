@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 
-from mediacore.aac import parse_asc
+from mediacore.aac import AacError, parse_asc
 from mediacore.h264 import build_avcc, parse_avcc, parse_sps
 from mediacore.media import VIDEO_TIMEBASE, Frame, Kind, Track
 from mediacore.wrap import Unwrapper
@@ -33,7 +33,14 @@ def audio_track(media: MediaDescription) -> Track:
     config = media.aac_config
     if not config:
         raise RtpError("AAC media without config= in its fmtp")
-    asc = parse_asc(config)
+    return aac_track(config)
+
+
+def aac_track(config: bytes) -> Track:
+    try:
+        asc = parse_asc(config)
+    except AacError as e:
+        raise RtpError(f"bad AAC config: {e}") from e
     return Track(Kind.AUDIO, "aac", asc.sample_rate, config, asc.codec_string, sample_rate=asc.sample_rate,
                  channels=asc.channels)
 
