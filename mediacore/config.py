@@ -68,6 +68,24 @@ class RtspConfig:
 
 
 @dataclass(slots=True)
+class RtpInputConfig:
+    stream: str = ""
+    """Stream name the input publishes as (rtmp and RTSP publishers cannot take it)."""
+    sdp: str = ""
+    """Path of the SDP file describing the input: its m= ports are the UDP ports listened on
+    (RTCP on the next port), its rtpmap/fmtp lines the codecs (what `ffmpeg -sdp_file` writes)."""
+
+
+@dataclass(slots=True)
+class RtpConfig:
+    inputs: list[RtpInputConfig] = field(default_factory=list)
+    """Raw RTP/UDP inputs, one [[rtp.inputs]] table each."""
+    input_timeout: float = 10.0
+    """Seconds without RTP on a raw input before its stream is unpublished (it republishes
+    when packets come back)."""
+
+
+@dataclass(slots=True)
 class HlsConfig:
     segment_duration: float = 2.0
     """Target seconds per segment; a segment closes at the first keyframe after this."""
@@ -136,6 +154,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
     rtsp: RtspConfig = field(default_factory=RtspConfig)
+    rtp: RtpConfig = field(default_factory=RtpConfig)
     hls: HlsConfig = field(default_factory=HlsConfig)
     llhls: LlHlsConfig = field(default_factory=LlHlsConfig)
     hub: HubConfig = field(default_factory=HubConfig)
@@ -150,6 +169,8 @@ def _apply(section: Any, values: dict[str, Any], where: str) -> None:
         if key not in known:
             raise ConfigError(f"unknown setting {where}.{key}")
         current = getattr(section, key)
+        if isinstance(section, RtpConfig) and key == "inputs":
+            value = _rtp_inputs(value, f"{where}.{key}")
         if isinstance(current, bool) != isinstance(value, bool):
             raise ConfigError(f"{where}.{key} must be {type(current).__name__}")
         if isinstance(current, float) and isinstance(value, int):
@@ -157,6 +178,19 @@ def _apply(section: Any, values: dict[str, Any], where: str) -> None:
         if not isinstance(value, type(current)):
             raise ConfigError(f"{where}.{key} must be {type(current).__name__}, not {type(value).__name__}")
         setattr(section, key, value)
+
+
+def _rtp_inputs(value: Any, where: str) -> list[RtpInputConfig]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{where} must be a list of tables ([[rtp.inputs]])")
+    inputs = []
+    for i, table in enumerate(value):
+        item = RtpInputConfig()
+        _apply(item, table, f"{where}[{i}]")
+        if not item.stream or not item.sdp:
+            raise ConfigError(f"{where}[{i}] needs both stream and sdp")
+        inputs.append(item)
+    return inputs
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:

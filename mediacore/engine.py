@@ -7,12 +7,16 @@ import asyncio
 import hmac
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from aiohttp import web
 
 from ingest.rtmp.server import RtmpServer
+from ingest.rtp.errors import RtpError
+from ingest.rtp.raw import RawRtpInput
+from ingest.rtp.sdp import SessionDescription, parse_sdp
 from ingest.rtp.server import RtspServer
-from mediacore.config import Config
+from mediacore.config import Config, ConfigError
 from mediacore.hub import Hub, Stream
 from mediacore.llstore import LlRendition
 from mediacore.media import Kind
@@ -52,6 +56,7 @@ class Engine:
         self.hub.on_stream_unpublished.append(self._stream_unpublished)
         self.metrics.attach(self)
         self._runner: web.AppRunner | None = None
+        self.rtp_inputs: list[RawRtpInput] = []
         self.rtmp_port = 0
         self.rtsp_port = 0
         self.http_port = 0
@@ -146,9 +151,23 @@ class Engine:
         srv = self.config.server
         self.rtmp_port = await self.rtmp.start(srv.host, srv.rtmp_port)
         self.rtsp_port = await self.rtsp.start(srv.host, srv.rtsp_port)
+        for item in self.config.rtp.inputs:
+            try:
+                sdp = parse_sdp(Path(item.sdp).read_text())
+            except (OSError, RtpError) as e:
+                raise ConfigError(f"rtp input {item.stream}: {item.sdp}: {e}") from e
+            await self.add_rtp_input(item.stream, sdp)
         await self.start_http()
         log.info("RTMP ingest on %s:%d, RTSP on %s:%d, HTTP on %s:%d", srv.host, self.rtmp_port, srv.host,
                  self.rtsp_port, srv.host, self.http_port)
+
+    async def add_rtp_input(self, name: str, sdp: SessionDescription) -> RawRtpInput:
+        """Listen for raw RTP described by `sdp`, published as stream `name`."""
+        rtp_input = RawRtpInput(self.hub, name, sdp, self.config.server.host, self.config.rtp.input_timeout,
+                                on_error=self.metrics.ingest_errors.labels("rtp").inc)
+        await rtp_input.start()
+        self.rtp_inputs.append(rtp_input)
+        return rtp_input
 
     async def start_http(self) -> None:
         """Start (or restart, on the same port) the HTTP origin; ingest is unaffected."""
@@ -172,6 +191,8 @@ class Engine:
     async def stop(self) -> None:
         await self.rtmp.stop()
         await self.rtsp.stop()
+        for rtp_input in self.rtp_inputs:
+            await rtp_input.stop()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()

@@ -53,6 +53,11 @@ class JitterBuffer:
             return self.max_delay
         return d
 
+    @property
+    def highest_sequence(self) -> int:
+        """Highest extended sequence number received (-1 before the first packet)."""
+        return self._highest
+
     def __len__(self) -> int:
         if self._next < 0:
             return 0

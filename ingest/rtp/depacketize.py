@@ -37,8 +37,25 @@ class H264Depacketizer:
         self._size = 0
         self._timestamp: int | None = None
         self._fragment: bytearray | None = None
+        self._damaged = False  # the access unit in progress lost a packet
+        self._next_damaged = False  # a gap came before the next packet: its unit may be incomplete
+        self._need_keyframe = False
         self.dropped_fragments = 0
+        self.damaged_units = 0  # dropped because a packet of theirs was lost
+        self.skipped_units = 0  # dropped while waiting for a keyframe after a damaged one
         self.errors = 0
+
+    def lost(self) -> None:
+        """Packets were lost just before the next one pushed. The unit in progress and the
+        unit of the next packet may both be incomplete: neither is passed on, and nothing
+        after them until the next keyframe either. Browsers' decoders (Chromium's among
+        them) fail outright on a truncated slice or a frame whose reference is missing,
+        so the picture freezes until a keyframe instead (`wants_keyframe` asks the sender
+        for one early, with an RTCP PLI)."""
+        if self._timestamp is not None:
+            self._damaged = True
+        self._next_damaged = True
+        self._fragment = None
 
     def _parameter_set(self, nal: bytes) -> None:
         if nal and nal[0] & 0x1F == NAL_SPS:
@@ -55,12 +72,27 @@ class H264Depacketizer:
             raise RtpError(f"H.264 access unit larger than {MAX_ACCESS_UNIT} bytes")
         self._nalus.append(nal)
 
+    @property
+    def wants_keyframe(self) -> bool:
+        return self._need_keyframe
+
     def _flush(self) -> list[AccessUnit]:
-        if not self._nalus or self._timestamp is None:
+        damaged, self._damaged = self._damaged, False
+        if (not self._nalus and not damaged) or self._timestamp is None:
             self._nalus = []
             self._size = 0
             return []
         keyframe = any(n[0] & 0x1F == NAL_IDR for n in self._nalus)
+        if damaged or (self._need_keyframe and not keyframe):
+            if damaged:
+                self.damaged_units += 1
+                self._need_keyframe = True
+            else:
+                self.skipped_units += 1
+            self._nalus = []
+            self._size = 0
+            return []
+        self._need_keyframe = False
         data = b"".join(len(n).to_bytes(4, "big") + n for n in self._nalus)
         unit = AccessUnit(self._timestamp, data, keyframe)
         self._nalus = []
@@ -72,6 +104,10 @@ class H264Depacketizer:
         if self._timestamp is not None and packet.timestamp != self._timestamp:
             out += self._flush()
             self._fragment = None
+            self._timestamp = None
+        if self._next_damaged:
+            self._damaged = True  # the unit this packet starts or continues
+            self._next_damaged = False
         self._timestamp = packet.timestamp
         payload = packet.payload
         if not payload:
@@ -123,6 +159,9 @@ class AacDepacketizer:
         self.index_length = index_length
         self.index_delta_length = index_delta_length
         self.samples_per_frame = samples_per_frame
+
+    def lost(self) -> None:
+        """Each AAC access unit is whole in its packet: a loss takes nothing else with it."""
 
     def push(self, packet: RtpPacket) -> list[AccessUnit]:
         payload = packet.payload
@@ -190,6 +229,9 @@ def opus_packet_samples(packet: bytes) -> int:
 class OpusDepacketizer:
     """RFC 7587: one Opus packet per RTP payload, timestamps at 48 kHz whatever the SDP says
     about the audio bandwidth. Each packet's TOC is checked before it goes on."""
+
+    def lost(self) -> None:
+        """The transcoder fills the hole with silence."""
 
     def push(self, packet: RtpPacket) -> list[AccessUnit]:
         payload = packet.payload

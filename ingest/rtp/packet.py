@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from .errors import RtpError
 
 RTP_VERSION = 2
-RTCP_SR, RTCP_RR, RTCP_SDES, RTCP_BYE, RTCP_RTPFB = 200, 201, 202, 203, 205
+RTCP_SR, RTCP_RR, RTCP_SDES, RTCP_BYE, RTCP_RTPFB, RTCP_PSFB = 200, 201, 202, 203, 205, 206
 NACK_FMT = 1
+PLI_FMT = 1
 
 
 @dataclass(slots=True)
@@ -142,7 +143,19 @@ def _rtcp_header(count: int, packet_type: int, body: bytes) -> bytes:
     return struct.pack(">BBH", (RTP_VERSION << 6) | count, packet_type, len(body) // 4)
 
 
-RtcpPacket = SenderReport | ReceiverReport | Nack
+@dataclass(slots=True)
+class Pli:
+    """Picture Loss Indication (RFC 4585 6.3.1): asks the sender for a keyframe."""
+
+    sender_ssrc: int
+    media_ssrc: int
+
+    def serialize(self) -> bytes:
+        body = struct.pack(">II", self.sender_ssrc, self.media_ssrc)
+        return _rtcp_header(PLI_FMT, RTCP_PSFB, body) + body
+
+
+RtcpPacket = SenderReport | ReceiverReport | Nack | Pli
 
 
 def parse_rtcp(data: bytes) -> list[RtcpPacket]:
@@ -186,5 +199,9 @@ def parse_rtcp(data: bytes) -> list[RtcpPacket]:
                 lost.append(pid)
                 lost += [(pid + i + 1) & 0xFFFF for i in range(16) if mask >> i & 1]
             out.append(Nack(sender, media, lost))
+        elif packet_type == RTCP_PSFB and count == PLI_FMT:
+            if len(body) < 8:
+                raise RtpError("RTCP PLI shorter than 8 bytes")
+            out.append(Pli(*struct.unpack_from(">II", body)))
         pos += length
     return out

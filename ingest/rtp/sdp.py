@@ -22,6 +22,8 @@ class MediaDescription:
     channels: int = 1
     fmtp: dict[str, str] = field(default_factory=dict)
     control: str = ""
+    port: int = 0  # from the m= line: where a raw RTP input listens
+    rtcp_port: int = 0  # a=rtcp (RFC 3605); 0 means port + 1
 
     @property
     def sprop_parameter_sets(self) -> list[bytes]:
@@ -70,7 +72,13 @@ def parse_sdp(text: str) -> SessionDescription:
                 raise RtpError(f"SDP payload type {parts[3]!r} is not a number") from e
             if not 0 <= payload_type <= 127:
                 raise RtpError(f"SDP payload type {payload_type} is out of range")
-            current = MediaDescription(parts[0], payload_type, "", 0)
+            try:
+                port = int(parts[1].split("/")[0])
+            except ValueError as e:
+                raise RtpError(f"SDP media port {parts[1]!r} is not a number") from e
+            if not 0 <= port <= 65535:
+                raise RtpError(f"SDP media port {port} is out of range")
+            current = MediaDescription(parts[0], payload_type, "", 0, port=port)
             sdp.media.append(current)
         elif kind == "a" and current is not None:
             name, _, attr = value.partition(":")
@@ -96,6 +104,13 @@ def parse_sdp(text: str) -> SessionDescription:
                         current.fmtp[key.lower()] = val.strip()
             elif name == "control":
                 current.control = attr
+            elif name == "rtcp":
+                try:
+                    current.rtcp_port = int(attr.split()[0])
+                except (ValueError, IndexError) as e:
+                    raise RtpError(f"SDP rtcp attribute {attr!r} is malformed") from e
+                if not 0 < current.rtcp_port <= 65535:
+                    raise RtpError(f"SDP rtcp port {current.rtcp_port} is out of range")
     for media in sdp.media:
         if not media.encoding:
             raise RtpError(f"SDP {media.kind} payload type {media.payload_type} has no rtpmap")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import socket
 import time
 from typing import Callable
@@ -19,7 +20,7 @@ from mediacore.transcode import OpusToAac, ThreadedTranscoder
 
 from .depacketize import AacDepacketizer, H264Depacketizer, OpusDepacketizer
 from .errors import RtpError
-from .packet import Nack, RtpPacket
+from .packet import Nack, Pli, ReceiverReport, ReportBlock, RtpPacket, SenderReport, parse_rtcp
 from .rtsp import Interleaved, RtspParser, response
 from .sdp import MediaDescription
 from .session import RtspSession
@@ -31,7 +32,10 @@ log = logging.getLogger("mediacore.rtsp")
 class TrackReceiver:
     """One announced media: RTP -> jitter buffer -> depacketizer -> frames -> hub."""
 
-    def __init__(self, media: MediaDescription, publisher: StreamPublisher, peer: str, clock: SessionClock) -> None:
+    report_interval = 1.0  # seconds between receiver reports (RFC 3550 allows 5 s; viewers of the stats want fresher)
+
+    def __init__(self, media: MediaDescription, publisher: StreamPublisher, peer: str, clock: SessionClock,
+                 receiver_ssrc: int = 0) -> None:
         self.media = media
         self.publisher = publisher
         self.peer = peer
@@ -59,6 +63,65 @@ class TrackReceiver:
             self.track = audio_track(media)
             publisher.update_track(self.track)
         self.ssrc = 0
+        self._last_seq = -1  # sequence number of the last packet released by the jitter buffer
+        self.receiver_ssrc = receiver_ssrc
+        self.bad_rtcp = 0
+        self.sender_reports = 0
+        self._last_sr: tuple[int, float] | None = None  # (middle 32 bits of its NTP time, arrival)
+        self._next_report = 0.0
+        self._next_pli = 0.0
+        self.plis = 0
+        self._reported = (0, 0)  # (expected, received) at the previous receiver report
+
+    def on_rtcp(self, data: bytes, now: float) -> None:
+        try:
+            packets = parse_rtcp(data)
+        except RtpError as e:
+            self.bad_rtcp += 1
+            if self.bad_rtcp & (self.bad_rtcp - 1) == 0:
+                log.warning("rtp %s: dropped a bad RTCP packet (%d so far): %s", self.peer, self.bad_rtcp, e)
+            return
+        for packet in packets:
+            if isinstance(packet, SenderReport) and (self.ssrc in (0, packet.ssrc)):
+                self.sender_reports += 1
+                self._last_sr = (int(packet.ntp_seconds * 65536) & 0xFFFFFFFF, now)
+                self.frames.sender_report(packet.rtp_timestamp, packet.unix_time)
+
+    def tick(self, now: float) -> list[bytes]:
+        """Periodic work: release packets whose deadline passed; RTCP to send back (generic
+        NACK for losses past their dwell, PLI while video waits for a keyframe after a loss,
+        at most every 0.5 s; a receiver report every `report_interval`)."""
+        self.drain(now)
+        out = []
+        lost = self.jitter.nacks(now)
+        if lost and self.ssrc:
+            out.append(Nack(self.receiver_ssrc, self.ssrc, lost).serialize())
+        if (isinstance(self.depacketizer, H264Depacketizer) and self.depacketizer.wants_keyframe and self.ssrc
+                and now >= self._next_pli):
+            self._next_pli = now + 0.5
+            self.plis += 1
+            out.append(Pli(self.receiver_ssrc, self.ssrc).serialize())
+        if self.ssrc and now >= self._next_report:
+            self._next_report = now + self.report_interval
+            out.append(self.receiver_report(now).serialize())
+        return out
+
+    def receiver_report(self, now: float) -> ReceiverReport:
+        """RFC 3550 6.4.2 report block for the one source of this track."""
+        jb = self.jitter
+        expected = jb.received + jb.lost
+        prev_expected, prev_received = self._reported
+        interval_expected = expected - prev_expected
+        interval_lost = interval_expected - (jb.received - prev_received)
+        fraction = (interval_lost << 8) // interval_expected if interval_expected > 0 and interval_lost > 0 else 0
+        self._reported = (expected, jb.received)
+        lsr, dlsr = 0, 0
+        if self._last_sr is not None:
+            lsr = self._last_sr[0]
+            dlsr = int((now - self._last_sr[1]) * 65536)
+        block = ReportBlock(self.ssrc, min(fraction, 255), min(jb.lost, 0x7FFFFF), max(jb.highest_sequence, 0) & 0xFFFFFFFF,
+                            int(jb.jitter), lsr, dlsr)
+        return ReceiverReport(self.receiver_ssrc, [block])
 
     def _on_aac(self, frames: list[tuple[int, bytes]]) -> None:
         assert self.track is not None and self._wall_anchor is not None
@@ -82,6 +145,9 @@ class TrackReceiver:
 
     def drain(self, now: float) -> None:
         for packet in self.jitter.pop(now):
+            if self._last_seq >= 0 and packet.sequence != (self._last_seq + 1) & 0xFFFF:
+                self.depacketizer.lost()
+            self._last_seq = packet.sequence
             try:
                 units = self.depacketizer.push(packet)
             except RtpError as e:
@@ -127,7 +193,7 @@ class TrackReceiver:
         return self.track
 
 
-class _Datagrams(asyncio.DatagramProtocol):
+class Datagrams(asyncio.DatagramProtocol):
     def __init__(self, on_data: Callable[[bytes, tuple[str, int]], None]) -> None:
         self.on_data = on_data
 
@@ -191,8 +257,11 @@ class RtspConnection(asyncio.Protocol):
 
     def _interleaved(self, item: Interleaved) -> None:
         for index, setup in self.session.tracks.items():
-            if setup.tcp and item.channel == setup.channels[0] and index in self.receivers:
-                self.receivers[index].on_rtp(item.data, time.monotonic())
+            if setup.tcp and index in self.receivers:
+                if item.channel == setup.channels[0]:
+                    self.receivers[index].on_rtp(item.data, time.monotonic())
+                elif item.channel == setup.channels[1]:
+                    self.receivers[index].on_rtcp(item.data, time.monotonic())
 
     async def _open_udp(self) -> None:
         loop = asyncio.get_running_loop()
@@ -206,9 +275,13 @@ class RtspConnection(asyncio.Protocol):
                     self._last_rx = time.monotonic()
                     receiver.on_rtp(data, self._last_rx)
 
-            rtp_transport, _protocol = await loop.create_datagram_endpoint(lambda: _Datagrams(on_rtp), sock=rtp_sock)
-            rtcp_transport, _protocol = await loop.create_datagram_endpoint(
-                lambda: _Datagrams(lambda d, a: None), sock=rtcp_sock)
+            rtp_transport, _protocol = await loop.create_datagram_endpoint(lambda: Datagrams(on_rtp), sock=rtp_sock)
+            def on_rtcp(data: bytes, addr: tuple[str, int], index: int = index) -> None:
+                receiver = self.receivers.get(index)
+                if receiver is not None:
+                    receiver.on_rtcp(data, time.monotonic())
+
+            rtcp_transport, _protocol = await loop.create_datagram_endpoint(lambda: Datagrams(on_rtcp), sock=rtcp_sock)
             self._udp += [rtp_transport, rtcp_transport]
             host = self.peer.rsplit(":", 1)[0]
             setup = self.session.tracks[index]
@@ -221,8 +294,9 @@ class RtspConnection(asyncio.Protocol):
         except StreamBusy as e:
             raise RtpError(str(e)) from e
         clock = SessionClock()
+        ssrc = secrets.randbits(32) | 1
         for index, media in enumerate(self.session.sdp.media):
-            self.receivers[index] = TrackReceiver(media, self.publisher, self.peer, clock)
+            self.receivers[index] = TrackReceiver(media, self.publisher, self.peer, clock, ssrc)
         log.info("rtsp %s: publishing stream %s (%s)", self.peer, self.session.stream_name,
                  ", ".join("TCP" if s.tcp else "UDP" for s in self.session.tracks.values()))
 
@@ -240,15 +314,21 @@ class RtspConnection(asyncio.Protocol):
             return
         try:
             for index, receiver in self.receivers.items():
-                receiver.drain(now)
-                lost = receiver.jitter.nacks(now)
-                if lost and index in self._rtcp_out:
-                    transport, addr = self._rtcp_out[index]
-                    transport.sendto(Nack(0, receiver.ssrc, lost).serialize(), addr)
+                for rtcp in receiver.tick(now):
+                    self._send_rtcp(index, rtcp)
         except (RtpError, H264Error) as e:
             self.fail(str(e))
             return
         self._timer = asyncio.get_running_loop().call_later(0.02, self._tick)
+
+    def _send_rtcp(self, index: int, data: bytes) -> None:
+        setup = self.session.tracks.get(index)
+        if setup is not None and setup.tcp:
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(b"$" + bytes([setup.channels[1]]) + len(data).to_bytes(2, "big") + data)
+        elif index in self._rtcp_out:
+            transport, addr = self._rtcp_out[index]
+            transport.sendto(data, addr)
 
     def fail(self, reason: str) -> None:
         if self.closed:

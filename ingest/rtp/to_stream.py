@@ -2,8 +2,9 @@
 
 RTP timestamps (32-bit) are unwrapped to 64 bits here. Each track's RTP clock starts at
 a random value, so tracks are placed on one session timeline: a track's first timestamp
-maps to the wall-clock time its first packet arrived, relative to the session's first
-packet (within network jitter; RTCP sender reports can refine this). RTP carries presentation times
+maps to its wall-clock time relative to the session's first frame. That wall-clock time
+comes from the sender's RTCP SR (RTP timestamp <-> NTP time) when one has arrived, else
+from the packet's arrival (then within network jitter). RTP carries presentation times
 only; H.264 with B-frames also needs decode times, so video frames wait in a small reorder
 window (`reorder` frames) and each gets as DTS the n-th smallest PTS seen, less the
 window: increasing, never after its PTS, for any GOP whose reordering fits the window.
@@ -67,6 +68,18 @@ class RtpToFrames:
         self._last_pts: int | None = None
         self._last_dts: int | None = None
         self._anchor: tuple[int, float] | None = None
+        self._sender_clock: tuple[int, float] | None = None  # (RTP timestamp, unix time) from an SR
+
+    def sender_report(self, rtp_timestamp: int, unix_time: float) -> None:
+        """An RTCP SR maps the sender's RTP clock to its wall clock."""
+        self._sender_clock = (rtp_timestamp, unix_time)
+
+    def _sender_wall(self, timestamp: int) -> float | None:
+        if self._sender_clock is None:
+            return None
+        sr_ts, sr_wall = self._sender_clock
+        delta = ((timestamp - sr_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        return sr_wall + delta / self.timebase
 
     def _wall(self, pts: int, now: float) -> float:
         if self._anchor is None:
@@ -74,7 +87,12 @@ class RtpToFrames:
         return self._anchor[1] + (pts - self._anchor[0]) / self.timebase
 
     def push(self, track: Track, unit: AccessUnit, now: float) -> list[Frame]:
-        """`now` is wall-clock time (seconds since the epoch): it anchors PROGRAM-DATE-TIME."""
+        """`now` is the arrival wall-clock time (seconds since the epoch). The sender's clock
+        from an RTCP SR, when one came, is preferred: it anchors PROGRAM-DATE-TIME and places
+        the tracks on one timeline as the sender captured them, whatever the network did."""
+        sender_wall = self._sender_wall(unit.timestamp)
+        if sender_wall is not None:
+            now = sender_wall
         pts = self._clock.unwrap(unit.timestamp)
         if self._offset is None:
             if self.session.t0 is None:

@@ -1,0 +1,156 @@
+"""Raw RTP/UDP inputs described by an SDP file ([[rtp.inputs]] in the config): the way
+cameras, encoders and gateways without RTSP push (`ffmpeg -f rtp -sdp_file ...`).
+
+Each media of the SDP listens on its m= port (RTCP on the next port, or a=rtcp). The input
+publishes its stream when packets arrive and unpublishes after `timeout` seconds without
+any, so a sender that stops and starts again republishes like an RTMP or RTSP publisher
+would. RTCP goes back (generic NACK, receiver reports) to wherever the sender's RTCP came
+from. The per-track pipeline is the RTSP server's TrackReceiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+import time
+from typing import Callable
+
+from mediacore.h264 import H264Error
+from mediacore.hub import Hub, StreamBusy, StreamPublisher
+
+from .errors import RtpError
+from .sdp import SessionDescription, check_ingestible
+from .server import Datagrams, TrackReceiver
+from .to_stream import SessionClock
+
+log = logging.getLogger("mediacore.rtp")
+
+TICK_SECONDS = 0.02
+
+
+class RawRtpInput:
+    def __init__(self, hub: Hub, name: str, sdp: SessionDescription, host: str = "0.0.0.0", timeout: float = 10.0,
+                 on_error: Callable[[], None] = lambda: None) -> None:
+        check_ingestible(sdp)
+        self.hub = hub
+        self.name = name
+        self.sdp = sdp
+        self.host = host
+        self.timeout = timeout
+        self.on_error = on_error
+        self.publisher: StreamPublisher | None = None
+        self.receivers: dict[int, TrackReceiver] = {}
+        self.ports: dict[int, tuple[int, int]] = {}  # media index -> bound (RTP, RTCP) ports
+        self._transports: dict[int, tuple[asyncio.DatagramTransport, asyncio.DatagramTransport]] = {}
+        self._rtcp_peer: dict[int, tuple[str, int]] = {}
+        self._last_rx = 0.0
+        self._retry_at = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.sessions = 0
+        self.closed = False
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for index, media in enumerate(self.sdp.media):
+                rtp_port = media.port
+                rtcp_port = media.rtcp_port or (media.port + 1 if media.port else 0)
+                rtp, _ = await loop.create_datagram_endpoint(self._protocol(index, rtcp=False),
+                                                             local_addr=(self.host, rtp_port))
+                rtcp, _ = await loop.create_datagram_endpoint(self._protocol(index, rtcp=True),
+                                                              local_addr=(self.host, rtcp_port))
+                self._transports[index] = (rtp, rtcp)
+                self.ports[index] = (rtp.get_extra_info("sockname")[1], rtcp.get_extra_info("sockname")[1])
+                rtp.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        except OSError:
+            await self.stop()
+            raise
+        log.info("rtp input %s: listening on %s", self.name,
+                 ", ".join(f"{m.kind} {self.ports[i][0]}/{self.ports[i][1]}" for i, m in enumerate(self.sdp.media)))
+        self._timer = loop.call_later(TICK_SECONDS, self._tick)
+
+    def _protocol(self, index: int, rtcp: bool) -> Callable[[], Datagrams]:
+        if rtcp:
+            return lambda: Datagrams(lambda data, addr: self._on_rtcp(index, data, addr))
+        return lambda: Datagrams(lambda data, addr: self._on_rtp(index, data))
+
+    def _publish(self, now: float) -> bool:
+        if now < self._retry_at:
+            return False
+        try:
+            self.publisher = self.hub.publish(self.name)
+        except StreamBusy as e:
+            log.warning("rtp input %s: %s; packets are dropped until it is free", self.name, e)
+            self._retry_at = now + 1.0
+            return False
+        self.sessions += 1
+        clock = SessionClock()
+        ssrc = secrets.randbits(32) | 1
+        self.receivers = {i: TrackReceiver(m, self.publisher, f"input {self.name}", clock, ssrc)
+                          for i, m in enumerate(self.sdp.media)}
+        log.info("rtp input %s: packets arriving, stream published", self.name)
+        return True
+
+    def _on_rtp(self, index: int, data: bytes) -> None:
+        now = time.monotonic()
+        self._last_rx = now
+        if self.publisher is None and not self._publish(now):
+            return
+        try:
+            self.receivers[index].on_rtp(data, now)
+        except (RtpError, H264Error) as e:
+            self._fail(str(e))
+
+    def _on_rtcp(self, index: int, data: bytes, addr: tuple[str, int]) -> None:
+        self._rtcp_peer[index] = addr
+        receiver = self.receivers.get(index)
+        if receiver is not None:
+            receiver.on_rtcp(data, time.monotonic())
+
+    def _tick(self) -> None:
+        if self.closed:
+            return
+        now = time.monotonic()
+        if self.publisher is not None:
+            if now - self._last_rx > self.timeout:
+                self._unpublish(f"no RTP for {self.timeout:g} s")
+            else:
+                try:
+                    for index, receiver in self.receivers.items():
+                        for rtcp in receiver.tick(now):
+                            peer = self._rtcp_peer.get(index)
+                            if peer is not None:
+                                self._transports[index][1].sendto(rtcp, peer)
+                except (RtpError, H264Error) as e:
+                    self._fail(str(e))
+        self._timer = asyncio.get_running_loop().call_later(TICK_SECONDS, self._tick)
+
+    def _fail(self, reason: str) -> None:
+        log.warning("rtp input %s: session reset: %s", self.name, reason)
+        self.on_error()
+        self._unpublish(reason)
+
+    def _unpublish(self, reason: str) -> None:
+        publisher, self.publisher = self.publisher, None
+        if publisher is None:
+            return
+        for receiver in self.receivers.values():
+            try:
+                receiver.finish(time.monotonic())
+            except (RtpError, H264Error):
+                pass
+        self.receivers = {}
+        publisher.close()
+        log.info("rtp input %s: stream unpublished (%s)", self.name, reason)
+
+    async def stop(self) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._unpublish("server stopping")
+        for rtp, rtcp in self._transports.values():
+            rtp.close()
+            rtcp.close()
+        self._transports.clear()

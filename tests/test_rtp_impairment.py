@@ -1,0 +1,113 @@
+"""Raw RTP from the real ffmpeg (`-f rtp` + `-sdp_file`, the SDP given to a raw RTP input)
+through a UDP impairment relay: 5 % reorder, 2 % loss, 1 % duplicates, 30 ms jitter. The HLS
+output still plays in hls.js, the jitter buffers count exactly what the relay did, and
+NACKs and receiver reports come back to the sender's side."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import subprocess
+
+import pytest
+
+from conftest import make_clip, play_in_browser, require_tool, start_process, stop_process, wait_for_playlist
+from impair import RtcpRelay, RtpImpairmentRelay
+from ingest.rtp.packet import Nack, ReceiverReport, parse_rtcp
+from ingest.rtp.sdp import parse_sdp
+
+pytestmark = pytest.mark.slow
+
+
+def free_udp_pair() -> int:
+    """An even port whose successor is free too (RTP + RTCP)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1] & ~1
+        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            a.bind(("127.0.0.1", port))
+            b.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+        finally:
+            a.close()
+            b.close()
+    raise RuntimeError("no free UDP port pair")
+
+
+def ffmpeg_sdp(clip, tmp_path) -> str:
+    """The SDP ffmpeg writes for this clip (a short dry run to the discard port)."""
+    path = tmp_path / "probe.sdp"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip), "-t", "0.2",
+                    "-map", "0:v", "-c", "copy", "-f", "rtp", "rtp://127.0.0.1:9",
+                    "-map", "0:a", "-c", "copy", "-f", "rtp", "rtp://127.0.0.1:9", "-sdp_file", str(path)],
+                   check=True, timeout=30)
+    return path.read_text()
+
+
+async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engine, tmp_path):
+    require_tool("ffmpeg")
+    clip = make_clip()
+    loop = asyncio.get_running_loop()
+    ports = {"video": free_udp_pair(), "audio": free_udp_pair()}
+    text = ffmpeg_sdp(clip, tmp_path)
+    text = re.sub(r"^m=(video|audio) \d+", lambda m: f"m={m.group(1)} {ports[m.group(1)]}", text, flags=re.M)
+    rtp_input = await engine.add_rtp_input("impaired", parse_sdp(text))
+    relays: dict[str, RtpImpairmentRelay] = {}
+    rtcp_relays: dict[str, RtcpRelay] = {}
+    relay_ports = {}
+    transports = []
+    for seed, kind in enumerate(("video", "audio")):
+        relay = RtpImpairmentRelay(("127.0.0.1", ports[kind]), seed=seed + 1)
+        t, _ = await loop.create_datagram_endpoint(lambda r=relay: r, local_addr=("127.0.0.1", 0))
+        rtcp = RtcpRelay(("127.0.0.1", ports[kind] + 1))
+        t2, _ = await loop.create_datagram_endpoint(lambda r=rtcp: r, local_addr=("127.0.0.1", 0))
+        transports += [t, t2]
+        relays[kind], rtcp_relays[kind] = relay, rtcp
+        relay_ports[kind] = (t.get_extra_info("sockname")[1], t2.get_extra_info("sockname")[1])
+    outputs = []
+    for kind, stream in (("video", "0:v"), ("audio", "0:a")):
+        rtp_port, rtcp_port = relay_ports[kind]
+        outputs += ["-map", stream, "-c", "copy", "-f", "rtp", f"rtp://127.0.0.1:{rtp_port}?rtcpport={rtcp_port}"]
+    pusher = await start_process("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "2",
+                                 "-i", str(clip), *outputs)
+    try:
+        await wait_for_playlist(engine.http_port, "impaired", segments=2, timeout=40)
+        report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/impaired", seconds=21)
+        assert await asyncio.wait_for(pusher.wait(), 40) == 0
+        await asyncio.sleep(1.5)  # every gap is declared lost by now (playout delay <= 0.5 s)
+        receivers = {rtp_input.sdp.media[i].kind: r for i, r in rtp_input.receivers.items()}
+        counters = {kind: r.jitter for kind, r in receivers.items()}
+    finally:
+        await stop_process(pusher)
+        for t in transports:
+            t.close()
+    assert report["started"] and report["fatal"] is None, report
+    assert (report["end"]["width"], report["end"]["height"]) == (1280, 720)
+    # Video freezes from a damaged frame to the next keyframe (browsers' decoders fail on
+    # frames whose references are missing), so playback skips holes, but it goes on.
+    assert report["advanced"] >= 10.0, report
+    for kind, relay in relays.items():
+        expected = relay.expected()
+        jb = counters[kind]
+        assert relay.dropped and relay.duplicated and relay.swapped, kind
+        got = {"lost": jb.lost, "duplicates": jb.duplicates, "reordered": jb.reordered, "late": jb.late,
+               "released": jb.released}
+        want = {"lost": expected.lost, "duplicates": expected.duplicates, "reordered": expected.reordered, "late": 0,
+                "released": expected.delivered}
+        assert got == want, (kind, got, want)
+        assert receivers[kind].sender_reports > 0  # the sender's clock maps RTP time to wall-clock time
+        # What came back to the sender's side: NACKs naming lost packets, receiver reports.
+        feedback = [p for data in rtcp_relays[kind].from_receiver for p in parse_rtcp(data)]
+        nacked = {s for p in feedback if isinstance(p, Nack) for s in p.lost}
+        assert len(nacked & expected.lost_sequences) >= len(expected.lost_sequences) // 2, (kind, len(nacked))
+        reports = [p for p in feedback if isinstance(p, ReceiverReport)]
+        assert len(reports) >= 15
+        block = reports[-1].blocks[0]
+        assert block.ssrc == receivers[kind].ssrc
+        assert 0 < block.cumulative_lost <= expected.lost
