@@ -95,6 +95,28 @@ def test_h264_timestamp_change_completes_an_access_unit_without_marker():
     assert unit.timestamp == 1 and iter_nalus(unit.data) == [b"\x41one"]
 
 
+def test_loss_drops_the_damaged_frame_and_freezes_until_the_next_keyframe():
+    d = H264Depacketizer()
+    idr, p_slice = bytes([0x65, 0x88, 1, 2]), bytes([0x41, 0x9A, 3, 4])
+    fu = lambda nal, start, end: bytes([0x7C, (0x80 if start else 0) | (0x40 if end else 0) | (nal[0] & 0x1F)])  # noqa: E731
+    assert [u.keyframe for u in d.push(rtp(idr, ts=0, marker=True))] == [True]
+    # Frame 1: its first fragment (with the slice start) is lost; only the rest arrives.
+    d.lost()
+    assert d.push(rtp(fu(p_slice, False, True) + p_slice[1:], ts=3000, marker=True)) == []
+    assert d.damaged_units == 1 and d.wants_keyframe
+    # Frame 2 is whole but refers to frame 1: dropped too, until a keyframe.
+    assert d.push(rtp(p_slice, ts=6000, marker=True)) == []
+    assert d.skipped_units == 1
+    assert [u.keyframe for u in d.push(rtp(idr, ts=9000, marker=True))] == [True]
+    assert not d.wants_keyframe
+    assert len(d.push(rtp(p_slice, ts=12000, marker=True))) == 1
+    # A loss while a frame is in progress damages that frame, even if the next packet continues it.
+    d.push(rtp(fu(p_slice, True, False) + p_slice[1:], ts=15000))
+    d.lost()
+    assert d.push(rtp(fu(p_slice, False, True) + b"x", ts=15000, marker=True)) == []
+    assert d.damaged_units == 2
+
+
 def test_stap_a_with_truncated_inner_length():
     with pytest.raises(RtpError, match="STAP-A inner NAL unit declares 500 bytes"):
         H264Depacketizer().push(rtp(b"\x18" + (500).to_bytes(2, "big") + b"short"))

@@ -1,0 +1,48 @@
+"""[[rtp.inputs]] in the config: the engine listens on the SDP's ports at start; bad entries
+are refused with a clear error."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import free_port
+from mediacore.config import ConfigError, load_config
+from mediacore.engine import Engine
+from test_rtp_depacketize import FFMPEG_SDP
+from test_rtp_impairment import free_udp_pair
+
+
+async def test_configured_raw_input_listens_on_the_sdp_ports(tmp_path):
+    video, audio = free_udp_pair(), free_udp_pair()
+    sdp = tmp_path / "cam.sdp"
+    sdp.write_text(FFMPEG_SDP.replace("m=video 0", f"m=video {video}").replace("m=audio 0", f"m=audio {audio}"))
+    config = load_config(None, {
+        "server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(), "http_port": free_port()},
+        "rtp": {"inputs": [{"stream": "cam", "sdp": str(sdp)}]},
+    })
+    engine = Engine(config)
+    await engine.start()
+    try:
+        [rtp_input] = engine.rtp_inputs
+        assert set(rtp_input.ports.values()) == {(video, video + 1), (audio, audio + 1)}
+        assert rtp_input.publisher is None  # publishes when packets arrive
+    finally:
+        await engine.stop()
+
+
+def test_bad_input_entries_are_refused():
+    with pytest.raises(ConfigError, match="needs both stream and sdp"):
+        load_config(None, {"rtp": {"inputs": [{"stream": "cam"}]}})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_config(None, {"rtp": {"inputs": [{"stream": "cam", "sdp": "x", "port": 1}]}})
+
+
+async def test_missing_sdp_file_fails_start(tmp_path):
+    config = load_config(None, {
+        "server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(), "http_port": free_port()},
+        "rtp": {"inputs": [{"stream": "cam", "sdp": str(tmp_path / "missing.sdp")}]},
+    })
+    engine = Engine(config)
+    with pytest.raises(ConfigError, match="missing.sdp"):
+        await engine.start()
+    await engine.stop()
