@@ -79,3 +79,27 @@ class _EngineCollector(Collector):
         for state, n in counts.items():
             live.add_metric([state], n)
         yield from (live, frames, in_bytes, segments, drops, viewers)
+        yield from self._rtp()
+
+    def _rtp(self) -> Iterator[Metric]:
+        """Per-track RTP counters of live RTSP sessions and raw RTP inputs (they restart with
+        each session, as Prometheus counters may)."""
+        packets = CounterMetricFamily(
+            "mediacore_rtp_packets", "RTP packets by what became of them (received, lost, late, duplicate, "
+            "reordered, bad, bad_rtcp, orphan_fragment)", labels=["stream", "media", "event"])
+        dropped = CounterMetricFamily(
+            "mediacore_rtp_dropped_frames", "Video frames dropped after loss: damaged, or skipped until a keyframe",
+            labels=["stream", "media", "reason"])
+        jitter = GaugeMetricFamily("mediacore_rtp_jitter_seconds", "RFC 3550 interarrival jitter",
+                                   labels=["stream", "media"])
+        receivers = list(self.engine.rtsp.track_receivers())
+        receivers += [(i.name, r) for i in self.engine.rtp_inputs for r in i.receivers.values()]
+        for stream, receiver in receivers:
+            media = receiver.media.kind
+            for event, n in receiver.counters().items():
+                if event.endswith("_frames"):
+                    dropped.add_metric([stream, media, event.removesuffix("_frames")], n)
+                else:
+                    packets.add_metric([stream, media, event], n)
+            jitter.add_metric([stream, media], receiver.jitter.jitter / receiver.media.clock_rate)
+        yield from (packets, dropped, jitter)

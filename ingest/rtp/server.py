@@ -9,7 +9,7 @@ import logging
 import secrets
 import socket
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from mediacore.compiled import JitterBuffer
 from mediacore.config import RtspConfig
@@ -27,6 +27,12 @@ from .session import RtspSession
 from .to_stream import RtpToFrames, SessionClock, aac_track, audio_track, video_track
 
 log = logging.getLogger("mediacore.rtsp")
+
+
+def worth_logging(count: int) -> bool:
+    """The first ten of a kind of bad packet are logged, then the 16th, 32nd, 64th...: a
+    hostile or broken sender cannot flood the log, and an operator still sees it go on."""
+    return count <= 10 or count & (count - 1) == 0
 
 
 class TrackReceiver:
@@ -78,7 +84,7 @@ class TrackReceiver:
             packets = parse_rtcp(data)
         except RtpError as e:
             self.bad_rtcp += 1
-            if self.bad_rtcp & (self.bad_rtcp - 1) == 0:
+            if worth_logging(self.bad_rtcp):
                 log.warning("rtp %s: dropped a bad RTCP packet (%d so far): %s", self.peer, self.bad_rtcp, e)
             return
         for packet in packets:
@@ -123,6 +129,15 @@ class TrackReceiver:
                             int(jb.jitter), lsr, dlsr)
         return ReceiverReport(self.receiver_ssrc, [block])
 
+    def counters(self) -> dict[str, int]:
+        """What happened to this track's packets and frames (exported as metrics)."""
+        jb = self.jitter
+        d = self.depacketizer
+        return {"received": jb.received, "lost": jb.lost, "late": jb.late, "duplicate": jb.duplicates,
+                "reordered": jb.reordered, "bad": self.bad_packets, "bad_rtcp": self.bad_rtcp,
+                "orphan_fragment": getattr(d, "dropped_fragments", 0),
+                "damaged_frames": getattr(d, "damaged_units", 0), "skipped_frames": getattr(d, "skipped_units", 0)}
+
     def _on_aac(self, frames: list[tuple[int, bytes]]) -> None:
         assert self.track is not None and self._wall_anchor is not None
         pts0, wall0 = self._wall_anchor
@@ -134,8 +149,8 @@ class TrackReceiver:
             packet = RtpPacket.parse(data)
         except RtpError as e:
             self.bad_packets += 1
-            if self.bad_packets & (self.bad_packets - 1) == 0:
-                log.warning("rtsp %s: dropped a bad RTP packet (%d so far): %s", self.peer, self.bad_packets, e)
+            if worth_logging(self.bad_packets):
+                log.warning("rtp %s: dropped a bad RTP packet (%d so far): %s", self.peer, self.bad_packets, e)
             return
         if packet.payload_type != self.media.payload_type:
             return
@@ -148,12 +163,19 @@ class TrackReceiver:
             if self._last_seq >= 0 and packet.sequence != (self._last_seq + 1) & 0xFFFF:
                 self.depacketizer.lost()
             self._last_seq = packet.sequence
+            orphans = getattr(self.depacketizer, "dropped_fragments", 0)
             try:
                 units = self.depacketizer.push(packet)
             except RtpError as e:
                 self.bad_packets += 1
-                log.warning("rtsp %s: %s", self.peer, e)
+                if worth_logging(self.bad_packets):
+                    log.warning("rtp %s: dropped a bad RTP payload (%d bad packets so far): %s", self.peer,
+                                self.bad_packets, e)
                 continue
+            orphans_now = getattr(self.depacketizer, "dropped_fragments", 0)
+            if orphans_now != orphans and worth_logging(orphans_now):
+                log.warning("rtp %s: dropped an FU-A fragment whose start was never seen (%d so far)", self.peer,
+                            orphans_now)
             wall = time.time()
             for unit in units:
                 track = self._frames_track or self._track()
@@ -381,6 +403,12 @@ class RtspServer:
         self._server: asyncio.base_events.Server | None = None
         self._next_port = config.udp_port_min
         self.host = "0.0.0.0"
+
+    def track_receivers(self) -> Iterator[tuple[str, TrackReceiver]]:
+        """(stream name, receiver) for every track of every publishing session."""
+        for conn in list(self.connections):
+            for receiver in conn.receivers.values():
+                yield conn.session.stream_name, receiver
 
     def check_publish(self, name: str, key: str) -> str | None:
         if not self.authorize(name, key):
