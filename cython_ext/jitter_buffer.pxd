@@ -1,18 +1,20 @@
 # Augments mediacore/jitter_buffer.py (linked here as jitter_buffer.py) for the compiled twin.
+cimport cython
+
 cdef class JitterBuffer:
     cdef public long clock_rate
     cdef public long capacity
-    cdef long _mask
+    cdef long long _mask
     cdef public double min_delay
     cdef public double max_delay
     cdef public double max_wait
     cdef public double loss_dwell
     cdef public long resync_packets
     cdef list _payloads
-    cdef list _arrivals
-    cdef list _seqs
-    cdef list _missing_since
-    cdef list _nacked
+    cdef double[::1] _arrivals
+    cdef long long[::1] _seqs
+    cdef double[::1] _missing_since
+    cdef signed char[::1] _nacked
     cdef list _ready
     cdef long long _ssrc
     cdef long long _next
@@ -28,9 +30,16 @@ cdef class JitterBuffer:
     cdef public long long resyncs
     cdef public long long released
 
+    cdef double _delay(self)
     cdef long long _extend(self, long long seq)
+    @cython.locals(i=Py_ssize_t)
     cdef void _reset(self, long long ext)
+    @cython.locals(ext=cython.longlong, index=cython.longlong, s=cython.longlong, gap=cython.longlong,
+                   transit=cython.double, d=cython.double)
     cpdef bint push(self, long long seq, long long timestamp, long long ssrc, object payload, double now)
+    @cython.locals(index=cython.longlong)
     cdef void _skip_to(self, long long ext)
+    @cython.locals(out=list, index=cython.longlong, s=cython.longlong, delay=cython.double, waited=cython.double)
     cpdef list pop(self, double now)
+    @cython.locals(out=list, index=cython.longlong, s=cython.longlong, since=cython.double)
     cpdef list nacks(self, double now)

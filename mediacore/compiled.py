@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+from types import ModuleType
+from typing import Callable
 
+from ingest.rtp import rtp_packet as pure_rtp_packet
 from mediacore.jitter_buffer import JitterBuffer as PureJitterBuffer
 from mediacore.packet_fifo import PacketFifo as PurePacketFifo
 from mediacore.priority_queue import PriorityPacketQueue as PurePriorityPacketQueue
 
 
-def pick(module: str, name: str, pure: type) -> tuple[type, bool]:
+def pick_module(module: str, pure: ModuleType) -> tuple[ModuleType, bool]:
     if os.environ.get("MEDIACORE_NO_EXTENSIONS") == "1":
         return pure, False
     try:
@@ -21,10 +25,18 @@ def pick(module: str, name: str, pure: type) -> tuple[type, bool]:
         return pure, False
     if compiled.__file__ is None or compiled.__file__.endswith(".py"):
         return pure, False
-    return getattr(compiled, name), True
+    return compiled, True
+
+
+def pick(module: str, name: str, pure: type) -> tuple[type, bool]:
+    chosen, compiled = pick_module(module, sys.modules[pure.__module__])
+    return getattr(chosen, name), compiled
 
 
 PacketFifo, FIFO_COMPILED = pick("cython_ext.packet_fifo", "PacketFifo", PurePacketFifo)
 JitterBuffer, JITTER_COMPILED = pick("cython_ext.jitter_buffer", "JitterBuffer", PureJitterBuffer)
 PriorityPacketQueue, QUEUE_COMPILED = pick("cython_ext.priority_queue", "PriorityPacketQueue",
                                            PurePriorityPacketQueue)
+_rtp, RTP_COMPILED = pick_module("cython_ext.rtp_packet", pure_rtp_packet)
+RtpPacket: type[pure_rtp_packet.RtpPacket] = _rtp.RtpPacket
+parse_rtp: Callable[[bytes], pure_rtp_packet.RtpPacket] = _rtp.parse_rtp

@@ -6,8 +6,11 @@ when the packet waiting behind a gap has waited the playout delay (then the gap 
 declared lost). The reorder window is bounded by packet count and by time. A sequence jump
 larger than `resync_packets`, or a new SSRC, resynchronises once instead of muting the
 stream. Time (`now`, seconds) is passed in. This one source is also compiled by Cython
-(cython_ext/jitter_buffer.pxd), so the two builds cannot drift apart.
+(cython_ext/jitter_buffer.pxd), so the two builds cannot drift apart; the per-slot state
+lives in typed arrays, which the compiled build reads as C arrays.
 """
+
+from array import array
 
 
 class JitterBuffer:
@@ -24,10 +27,10 @@ class JitterBuffer:
         self.loss_dwell = loss_dwell
         self.resync_packets = resync_packets
         self._payloads: list = [None] * capacity
-        self._arrivals: list = [0.0] * capacity
-        self._seqs: list = [-1] * capacity
-        self._missing_since: list = [-1.0] * capacity  # when a gap at this slot was first seen
-        self._nacked: list = [False] * capacity
+        self._arrivals = array("d", [0.0]) * capacity
+        self._seqs = array("q", [-1]) * capacity
+        self._missing_since = array("d", [-1.0]) * capacity  # when a gap at this slot was first seen
+        self._nacked = array("b", [0]) * capacity
         self._ready: list = []  # released early because the window overflowed
         self._ssrc = -1
         self._next = -1  # extended sequence number expected next
@@ -46,6 +49,9 @@ class JitterBuffer:
     @property
     def delay(self) -> float:
         """Current playout delay in seconds: four times the jitter, within the bounds."""
+        return self._delay()
+
+    def _delay(self) -> float:
         d = 4.0 * self.jitter / self.clock_rate
         if d < self.min_delay:
             return self.min_delay
@@ -81,7 +87,7 @@ class JitterBuffer:
             self._payloads[i] = None
             self._seqs[i] = -1
             self._missing_since[i] = -1.0
-            self._nacked[i] = False
+            self._nacked[i] = 0
         self._next = ext
         self._highest = ext - 1
         self._have_transit = False
@@ -129,7 +135,7 @@ class JitterBuffer:
             for s in range(self._highest + 1, ext):
                 gap = s & self._mask
                 self._missing_since[gap] = now
-                self._nacked[gap] = False
+                self._nacked[gap] = 0
         if ext > self._highest:
             self._highest = ext
         self._payloads[index] = payload
@@ -156,7 +162,7 @@ class JitterBuffer:
         self._ready = []
         if self._next < 0:
             return out
-        delay = self.delay
+        delay = self._delay()
         while self._next <= self._highest:
             index = self._next & self._mask
             if self._seqs[index] == self._next:
@@ -188,6 +194,6 @@ class JitterBuffer:
             if self._seqs[index] != s and not self._nacked[index]:
                 since = self._missing_since[index]
                 if since >= 0.0 and now - since >= self.loss_dwell:
-                    self._nacked[index] = True
+                    self._nacked[index] = 1
                     out.append(s & 0xFFFF)
         return out

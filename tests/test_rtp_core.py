@@ -8,27 +8,51 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingest.rtp import rtp_packet as pure_rtp
 from ingest.rtp.errors import RtpError
 from ingest.rtp.packet import Nack, ReceiverReport, ReportBlock, RtpPacket, parse_rtcp
 from mediacore import compiled
 from mediacore.jitter_buffer import JitterBuffer as PureJitterBuffer
 
 BUILDS = [PureJitterBuffer] + ([compiled.JitterBuffer] if compiled.JITTER_COMPILED else [])
+PARSERS = [pure_rtp.parse_rtp] + ([compiled.parse_rtp] if compiled.RTP_COMPILED else [])
 
 
-def test_compiled_jitter_buffer_is_built():
+def test_compiled_twins_are_built():
     assert compiled.JITTER_COMPILED and compiled.JitterBuffer is not PureJitterBuffer
+    assert compiled.RTP_COMPILED and compiled.parse_rtp is not pure_rtp.parse_rtp
 
 
 # RTP / RTCP ---------------------------------------------------------------------------
 
 
-def test_rtp_roundtrip():
+@pytest.mark.parametrize("parse", PARSERS, ids=lambda f: f.__module__)
+def test_rtp_roundtrip(parse):
     for packet in (RtpPacket(96, 1, 2, 3, b"x"), RtpPacket(97, 65535, 2**32 - 1, 7, b"abc", True, [1, 2, 3],
                                                           0xBEDE, b"\x10\x01\x00\x00", 4)):
         data = packet.serialize()
-        assert RtpPacket.parse(data) == packet
-        assert RtpPacket.parse(data).serialize() == data
+        parsed = parse(data)
+        assert parsed.fields() == packet.fields()
+        assert parsed.payload == packet.payload and parsed.payload_size == len(packet.payload)
+        assert parsed.serialize() == data
+        assert parsed.data is data  # parsing copies nothing
+
+
+def outcome(parse, data: bytes) -> tuple:
+    try:
+        return ("ok", parse(data).fields())
+    except RtpError as e:
+        return ("error", str(e))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.integers(0, 255), st.integers(0, 255), st.binary(min_size=0, max_size=120))
+def test_rtp_parser_twins_agree(b0, b1, rest):
+    """Same fields or the same error from both builds, on headers of every shape (the
+    first byte decides version, padding, extension and CSRC count)."""
+    data = bytes(((b0 & 0x3F) | 0x80 if b0 & 1 else b0, b1)) + rest  # half of them version 2
+    outcomes = {outcome(parse, data) for parse in PARSERS}
+    assert len(outcomes) == 1, outcomes
 
 
 @pytest.mark.parametrize("data,message", [
@@ -40,8 +64,9 @@ def test_rtp_roundtrip():
     (bytes(11), "shorter than its 12-byte header"),
 ])
 def test_rtp_bad_headers(data, message):
-    with pytest.raises(RtpError, match=message):
-        RtpPacket.parse(data)
+    for parse in PARSERS:
+        with pytest.raises(RtpError, match=message):
+            parse(data)
 
 
 def test_rtcp_roundtrips_and_bad_length():
@@ -60,7 +85,7 @@ def test_rtcp_roundtrips_and_bad_length():
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=256))
 def test_fuzz_rtp_and_rtcp_parsers(data):
-    for parse in (RtpPacket.parse, parse_rtcp):
+    for parse in (*PARSERS, parse_rtcp):
         try:
             parse(data)
         except RtpError:

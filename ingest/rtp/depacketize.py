@@ -36,7 +36,8 @@ class H264Depacketizer:
         self._nalus: list[bytes] = []
         self._size = 0
         self._timestamp: int | None = None
-        self._fragment: bytearray | None = None
+        self._fragment: list[bytes] | None = None  # the FU-A NAL unit in progress, in pieces
+        self._fragment_size = 0
         self._damaged = False  # the access unit in progress lost a packet
         self._next_damaged = False  # a gap came before the next packet: its unit may be incomplete
         self._need_keyframe = False
@@ -93,7 +94,11 @@ class H264Depacketizer:
             self._size = 0
             return []
         self._need_keyframe = False
-        data = b"".join(len(n).to_bytes(4, "big") + n for n in self._nalus)
+        parts = []
+        for nal in self._nalus:
+            parts.append(len(nal).to_bytes(4, "big"))
+            parts.append(nal)
+        data = b"".join(parts)
         unit = AccessUnit(self._timestamp, data, keyframe)
         self._nalus = []
         self._size = 0
@@ -109,36 +114,39 @@ class H264Depacketizer:
             self._damaged = True  # the unit this packet starts or continues
             self._next_damaged = False
         self._timestamp = packet.timestamp
-        payload = packet.payload
-        if not payload:
+        # Read the datagram in place: the only copies are the NAL units themselves.
+        data, pos, stop = packet.data, packet.payload_start, packet.payload_end
+        if pos >= stop:
             return out
-        nal_type = payload[0] & 0x1F
+        nal_type = data[pos] & 0x1F
         if 1 <= nal_type <= 23:
-            self._add(payload)
+            self._add(data[pos:stop])
         elif nal_type == STAP_A:
-            pos = 1
-            while pos + 2 <= len(payload):
-                size = int.from_bytes(payload[pos : pos + 2], "big")
+            pos += 1
+            while pos + 2 <= stop:
+                size = data[pos] << 8 | data[pos + 1]
                 pos += 2
-                if size == 0 or pos + size > len(payload):
+                if size == 0 or pos + size > stop:
                     self.errors += 1
-                    raise RtpError(f"STAP-A inner NAL unit declares {size} bytes, {len(payload) - pos} remain")
-                self._add(payload[pos : pos + size])
+                    raise RtpError(f"STAP-A inner NAL unit declares {size} bytes, {stop - pos} remain")
+                self._add(data[pos : pos + size])
                 pos += size
         elif nal_type == FU_A:
-            if len(payload) < 2:
+            if stop - pos < 2:
                 raise RtpError("FU-A packet shorter than its 2-byte header")
-            start, end = payload[1] & 0x80, payload[1] & 0x40
-            if start:
-                self._fragment = bytearray([(payload[0] & 0xE0) | (payload[1] & 0x1F)])
+            indicator, header = data[pos], data[pos + 1]
+            if header & 0x80:
+                self._fragment = [bytes(((indicator & 0xE0) | (header & 0x1F),))]
+                self._fragment_size = 1
             if self._fragment is None:
                 self.dropped_fragments += 1  # its start was never seen
             else:
-                self._fragment += payload[2:]
-                if len(self._fragment) > MAX_ACCESS_UNIT:
+                self._fragment_size += stop - pos - 2
+                if self._fragment_size > MAX_ACCESS_UNIT:
                     raise RtpError(f"FU-A NAL unit larger than {MAX_ACCESS_UNIT} bytes")
-                if end:
-                    self._add(bytes(self._fragment))
+                self._fragment.append(data[pos + 2 : stop])
+                if header & 0x40:
+                    self._add(b"".join(self._fragment))
                     self._fragment = None
         else:
             self.errors += 1  # STAP-B, MTAP, FU-B: not used by packetization-mode 0/1 senders

@@ -1,83 +1,27 @@
-"""RTP and RTCP packets (RFC 3550, RFC 4585 generic NACK): parse() and serialize().
+"""RTCP packets (RFC 3550, RFC 4585 generic NACK and PLI): parse_rtcp() and serialize().
+RTP data packets live in rtp_packet.py (compiled twin); they are re-exported here.
 
-Every header field is checked against the datagram length before it is used: version,
-padding (its count must fit in the payload), extension (its declared length must fit),
-CSRC count (15 CSRCs need 72 bytes). Parsing never allocates more than the datagram.
+Every header field is checked against the datagram length before it is used. Parsing
+never allocates more than the datagram.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import RtpError
+from .rtp_packet import RTP_VERSION
 
-RTP_VERSION = 2
+if TYPE_CHECKING:  # both builds have the same interface; the checker reads the Python source
+    from .rtp_packet import RtpPacket, parse_rtp
+else:
+    from mediacore.compiled import RtpPacket, parse_rtp
+
 RTCP_SR, RTCP_RR, RTCP_SDES, RTCP_BYE, RTCP_RTPFB, RTCP_PSFB = 200, 201, 202, 203, 205, 206
 NACK_FMT = 1
 PLI_FMT = 1
-
-
-@dataclass(slots=True)
-class RtpPacket:
-    payload_type: int
-    sequence: int
-    timestamp: int
-    ssrc: int
-    payload: bytes
-    marker: bool = False
-    csrcs: list[int] = field(default_factory=list)
-    extension_profile: int | None = None
-    extension: bytes = b""
-    padding: int = 0
-
-    @classmethod
-    def parse(cls, data: bytes) -> "RtpPacket":
-        size = len(data)
-        if size < 12:
-            raise RtpError(f"RTP packet of {size} bytes is shorter than its 12-byte header")
-        b0, b1, sequence, timestamp, ssrc = struct.unpack_from(">BBHII", data)
-        if b0 >> 6 != RTP_VERSION:
-            raise RtpError(f"RTP version {b0 >> 6}, not 2")
-        cc = b0 & 0x0F
-        pos = 12 + 4 * cc
-        if pos > size:
-            raise RtpError(f"CSRC count {cc} needs {pos} bytes, the packet has {size}")
-        csrcs = list(struct.unpack_from(f">{cc}I", data, 12)) if cc else []
-        profile = None
-        extension = b""
-        if b0 & 0x10:
-            if pos + 4 > size:
-                raise RtpError("RTP extension header past the end of the packet")
-            profile, words = struct.unpack_from(">HH", data, pos)
-            end = pos + 4 + 4 * words
-            if end > size:
-                raise RtpError(f"RTP extension of {4 * words} bytes runs past the packet ({size} bytes)")
-            extension = bytes(data[pos + 4 : end])
-            pos = end
-        padding = 0
-        end = size
-        if b0 & 0x20:
-            padding = data[-1]
-            if padding == 0 or pos + padding > size:
-                raise RtpError(f"RTP padding of {padding} bytes is longer than the payload")
-            end -= padding
-        return cls(b1 & 0x7F, sequence, timestamp, ssrc, bytes(data[pos:end]), bool(b1 & 0x80), csrcs,
-                   profile, extension, padding)
-
-    def serialize(self) -> bytes:
-        b0 = (RTP_VERSION << 6) | len(self.csrcs)
-        ext = b""
-        if self.extension_profile is not None:
-            b0 |= 0x10
-            ext = struct.pack(">HH", self.extension_profile, len(self.extension) // 4) + self.extension
-        pad = b""
-        if self.padding:
-            b0 |= 0x20
-            pad = b"\x00" * (self.padding - 1) + bytes((self.padding,))
-        header = struct.pack(">BBHII", b0, (0x80 if self.marker else 0) | self.payload_type,
-                             self.sequence, self.timestamp, self.ssrc)
-        return header + b"".join(struct.pack(">I", c) for c in self.csrcs) + ext + self.payload + pad
 
 
 @dataclass(slots=True)
@@ -154,6 +98,9 @@ class Pli:
         body = struct.pack(">II", self.sender_ssrc, self.media_ssrc)
         return _rtcp_header(PLI_FMT, RTCP_PSFB, body) + body
 
+
+__all__ = ["RtpPacket", "parse_rtp", "RtpError", "SenderReport", "ReportBlock", "ReceiverReport", "Nack", "Pli",
+           "parse_rtcp", "RTP_VERSION"]
 
 RtcpPacket = SenderReport | ReceiverReport | Nack | Pli
 

@@ -20,7 +20,7 @@ from mediacore.transcode import OpusToAac, ThreadedTranscoder
 
 from .depacketize import AacDepacketizer, H264Depacketizer, OpusDepacketizer
 from .errors import RtpError
-from .packet import Nack, Pli, ReceiverReport, ReportBlock, RtpPacket, SenderReport, parse_rtcp
+from .packet import Nack, Pli, ReceiverReport, ReportBlock, SenderReport, parse_rtcp, parse_rtp
 from .rtsp import Interleaved, RtspParser, response
 from .sdp import MediaDescription
 from .session import RtspSession
@@ -146,7 +146,7 @@ class TrackReceiver:
 
     def on_rtp(self, data: bytes, now: float) -> None:
         try:
-            packet = RtpPacket.parse(data)
+            packet = parse_rtp(data)
         except RtpError as e:
             self.bad_packets += 1
             if worth_logging(self.bad_packets):

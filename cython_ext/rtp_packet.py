@@ -1,0 +1,1 @@
+../ingest/rtp/rtp_packet.py
