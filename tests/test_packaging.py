@@ -122,9 +122,8 @@ def test_segments_start_at_keyframes_after_target():
     seg = Segmenter(2.0)
     closed = []
     for i in range(1, 300):  # frame 0 missing: the first decodable frame is keyframe 45
-        a = seg.push(aframe(i))
-        v = seg.push(vframe(i, key=(i % 45 == 0)))  # 1.5 s GOP: segments of 3 s
-        closed += [d for d in (a, v) if d]
+        closed += seg.push(aframe(i))
+        closed += seg.push(vframe(i, key=(i % 45 == 0)))  # 1.5 s GOP: segments of 3 s
     assert [d.frames[0].dts // 3000 for d in closed] == [45, 135]
     assert all(d.frames[0].keyframe and d.frames[0].track.kind is Kind.VIDEO for d in closed)
     assert [d.duration for d in closed] == [3.0, 3.0]
@@ -133,6 +132,69 @@ def test_segments_start_at_keyframes_after_target():
     assert tail.duration == pytest.approx((299 - 225 + 1) / 30)
     seg.push(vframe(400, key=True))
     assert seg.flush().discontinuity
+
+
+def interleaved_push(seg: Segmenter, video: list[int], seconds: float) -> list:
+    """Audio and the given video frame numbers (2 s GOPs), pushed in DTS order."""
+    frames = [aframe(i) for i in range(int(seconds * 48000 / 1024))] + [vframe(i) for i in video]
+    frames.sort(key=lambda f: f.dts / f.track.timebase)
+    return [d for f in frames for d in seg.push(f)]
+
+
+def video_keyframe_first(draft) -> bool:
+    video = [f for f in draft.frames if f.track.kind is Kind.VIDEO]
+    return not video or video[0].keyframe
+
+
+def test_lost_keyframe_cuts_on_audio_within_target_duration():
+    """RTP loss took keyframe 120 and the depacketizer dropped its whole GOP: once video
+    has stalled 1 s, the segment is cut where its video ended, the audio after it gets a
+    segment of its own, and keyframe 180 closes that (every segment within round-half-up 2 s)."""
+    seg = Segmenter(2.0)
+    closed = interleaved_push(seg, [i for i in range(300) if not 120 <= i < 180], 10.0)
+    durations = [round(d.duration, 3) for d in closed]
+    assert len(closed) == 4 and all(round_half_up(d) <= 2 for d in durations), durations
+    assert durations[0] == 2.0 and 2.0 <= durations[1] <= 2.03  # to the first audio frame after frame 119
+    assert closed[2].audio_start and all(f.track.kind is Kind.AUDIO for f in closed[2].frames)
+    assert closed[1].end_90k == closed[2].start_90k and closed[3].start_90k == 180 * 3000 + 6000
+    assert all(video_keyframe_first(d) for d in closed) and seg.stall_cuts == 1 and seg.dropped_video == 0
+
+
+def test_video_resuming_mid_gop_is_dropped_until_a_keyframe():
+    seg = Segmenter(2.0)
+    closed = interleaved_push(seg, [i for i in range(300) if not 120 <= i < 150], 10.0)
+    assert seg.stall_cuts == 1 and seg.dropped_video == 30  # frames 150..179 reference the lost GOP
+    assert all(video_keyframe_first(d) and round_half_up(d.duration) <= 2 for d in closed)
+
+
+def test_keyframe_after_a_short_gap_splits_an_overlong_segment():
+    """Video stops at 1.8 s (less than the 1 s stall before the keyframe at 2.6 s): the
+    keyframe would close a 2.6 s segment, so it is cut where video ended instead."""
+    seg = Segmenter(2.0)
+    video = [vframe(i, key=i in (0, 78, 138)) for i in range(200) if not 55 <= i < 78]
+    frames = [aframe(i) for i in range(int(6 * 48000 / 1024))] + video
+    frames.sort(key=lambda f: f.dts / f.track.timebase)
+    closed = [d for f in frames for d in seg.push(f)]
+    assert [round(d.duration, 2) for d in closed[:2]] == [1.85, 0.75] and closed[1].audio_start
+    assert closed[2].frames[0].keyframe and seg.stall_cuts == 0
+    assert all(round_half_up(d.duration) <= 2 and video_keyframe_first(d) for d in closed)
+
+
+def test_long_video_outage_gives_audio_segments_of_the_target():
+    seg = Segmenter(2.0)
+    closed = interleaved_push(seg, [i for i in range(600) if not 60 <= i < 480], 20.0)
+    middle = [d for d in closed if d.audio_start and not any(f.track.kind is Kind.VIDEO for f in d.frames)]
+    assert len(middle) >= 4 and all(2.0 - 0.03 <= d.duration <= 2.03 for d in middle[:-1])
+    assert all(round_half_up(d.duration) <= 2 and video_keyframe_first(d) for d in closed)
+
+
+def test_normal_long_gop_is_not_cut_on_audio():
+    """A publisher's 3 s GOP with video flowing is a long segment (TARGETDURATION follows), not a stall."""
+    seg = Segmenter(2.0)
+    frames = [aframe(i) for i in range(int(9.5 * 48000 / 1024))] + [vframe(i, key=i % 90 == 0) for i in range(285)]
+    frames.sort(key=lambda f: f.dts / f.track.timebase)
+    closed = [d for f in frames for d in seg.push(f)]
+    assert [d.duration for d in closed] == [3.0, 3.0, 3.0] and seg.stall_cuts == 0
 
 
 # Playlist and store ------------------------------------------------------------------
@@ -216,6 +278,5 @@ def test_millisecond_jitter_does_not_skip_a_keyframe():
     for i in range(0, 241):
         ms = i * 1000 // 30 - (5 if i % 60 == 0 and i else 0)
         frame = Frame(VIDEO, ms * 90, ms * 90, i % 60 == 0, b"v", 0.0)
-        if (d := seg.push(frame)) is not None:
-            closed.append(d)
+        closed += seg.push(frame)
     assert len(closed) == 4 and all(abs(d.duration - 2.0) < 0.02 for d in closed)

@@ -10,9 +10,11 @@ import re
 import socket
 import subprocess
 
+import aiohttp
 import pytest
 
 from conftest import make_clip, play_in_browser, require_tool, start_process, stop_process, wait_for_playlist
+from hls_rules import PlaylistHistory
 from impair import RtcpRelay, RtpImpairmentRelay
 from ingest.rtp.packet import Nack, ReceiverReport, parse_rtcp
 from ingest.rtp.sdp import parse_sdp
@@ -50,6 +52,14 @@ def ffmpeg_sdp(clip, tmp_path) -> str:
     return path.read_text()
 
 
+async def poll_playlist(url: str, history: PlaylistHistory, stop: asyncio.Event) -> None:
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set():
+            async with session.get(url) as resp:
+                history.add(await resp.text())
+            await asyncio.sleep(0.5)
+
+
 async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engine, tmp_path):
     require_tool("ffmpeg")
     clip = make_clip()
@@ -76,9 +86,15 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
         outputs += ["-map", stream, "-c", "copy", "-f", "rtp", f"rtp://127.0.0.1:{rtp_port}?rtcpport={rtcp_port}"]
     pusher = await start_process("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "2",
                                  "-i", str(clip), *outputs)
+    history = PlaylistHistory()
+    stop = asyncio.Event()
     try:
         await wait_for_playlist(engine.http_port, "impaired", segments=2, timeout=40)
+        poller = asyncio.create_task(poll_playlist(f"http://127.0.0.1:{engine.http_port}/live/impaired/index.m3u8",
+                                                   history, stop))
         report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/impaired", seconds=21)
+        stop.set()
+        await poller  # raises if a reload broke a playlist rule (T2: lost keyframes must not stretch segments)
         assert await asyncio.wait_for(pusher.wait(), 40) == 0
         await asyncio.sleep(1.5)  # every gap is declared lost by now (playout delay <= 0.5 s)
         receivers = {rtp_input.sdp.media[i].kind: r for i, r in rtp_input.receivers.items()}
@@ -92,6 +108,12 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
     # Video freezes from a damaged frame to the next keyframe (browsers' decoders fail on
     # frames whose references are missing), so playback skips holes, but it goes on.
     assert report["advanced"] >= 10.0, report
+    assert history.reloads >= 20
+    video = receivers["video"]
+    segmenter = engine.packagers["impaired"]._segmenter
+    print(f"damaged frames {video.depacketizer.damaged_units}, skipped {video.depacketizer.skipped_units}, "
+          f"segments cut on audio {segmenter.stall_cuts}, video dropped by the segmenter {segmenter.dropped_video}")
+    assert video.depacketizer.damaged_units > 0
     for kind, relay in relays.items():
         expected = relay.expected()
         jb = counters[kind]

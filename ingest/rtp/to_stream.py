@@ -67,7 +67,6 @@ class RtpToFrames:
         self._step = timebase // 30
         self._last_pts: int | None = None
         self._last_dts: int | None = None
-        self._anchor: tuple[int, float] | None = None
         self._sender_clock: tuple[int, float] | None = None  # (RTP timestamp, unix time) from an SR
 
     def sender_report(self, rtp_timestamp: int, unix_time: float) -> None:
@@ -81,10 +80,12 @@ class RtpToFrames:
         delta = ((timestamp - sr_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
         return sr_wall + delta / self.timebase
 
-    def _wall(self, pts: int, now: float) -> float:
-        if self._anchor is None:
-            self._anchor = (pts, now)
-        return self._anchor[1] + (pts - self._anchor[0]) / self.timebase
+    def _wall(self, pts: int) -> float:
+        """Wall-clock time of a presentation time, by the session's one mapping (the first
+        frame's time is t0 + START_SECONDS): audio and video agree to the sample, so
+        PROGRAM-DATE-TIME runs on whichever track a segment starts with."""
+        assert self.session.t0 is not None
+        return self.session.t0 + pts / self.timebase - SessionClock.START_SECONDS
 
     def push(self, track: Track, unit: AccessUnit, now: float) -> list[Frame]:
         """`now` is the arrival wall-clock time (seconds since the epoch). The sender's clock
@@ -101,19 +102,19 @@ class RtpToFrames:
             self._offset = start - pts
         pts += self._offset
         if track.kind is Kind.AUDIO:
-            return [Frame(track, pts, pts, True, unit.data, self._wall(pts, now))]
+            return [Frame(track, pts, pts, True, unit.data, self._wall(pts))]
         if self._last_pts is not None and 0 < abs(pts - self._last_pts) < self._step:
             self._step = abs(pts - self._last_pts)
         self._last_pts = pts
         self._pending.append((pts, unit))
         heapq.heappush(self._pts_heap, pts)
-        return self._emit(track, self.reorder, now)
+        return self._emit(track, self.reorder)
 
     def flush(self, track: Track, now: float) -> list[Frame]:
         """The publisher left: the frames held for reordering go out too."""
-        return self._emit(track, 0, now)
+        return self._emit(track, 0)
 
-    def _emit(self, track: Track, keep: int, now: float) -> list[Frame]:
+    def _emit(self, track: Track, keep: int) -> list[Frame]:
         out = []
         while len(self._pending) > keep:
             pts0, unit0 = self._pending.pop(0)
@@ -122,5 +123,5 @@ class RtpToFrames:
                 dts = self._last_dts + 1
             dts = min(dts, pts0)
             self._last_dts = dts
-            out.append(Frame(track, dts, pts0, unit0.keyframe, unit0.data, self._wall(pts0, now)))
+            out.append(Frame(track, dts, pts0, unit0.keyframe, unit0.data, self._wall(pts0)))
         return out

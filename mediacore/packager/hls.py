@@ -16,7 +16,7 @@ from concurrent.futures import Executor
 from mediacore.config import HlsConfig
 from mediacore.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
 from mediacore.media import Frame, Kind
-from mediacore.packager.segmenter import SegmentDraft, Segmenter
+from mediacore.packager.segmenter import VIDEO_STALL_90K, SegmentDraft, Segmenter
 from mediacore.packager.ts import ContinuityCounters, mux_segment
 from mediacore.store import HlsStore
 from mediacore.wrap import round_half_up
@@ -85,9 +85,15 @@ class HlsPackager:
             frame = Frame(frame.track, dts, max(frame.pts, dts), frame.keyframe, frame.data, frame.wallclock)
             self.dts_fixups += 1
         self._last_dts[kind] = frame.dts
-        draft = self._segmenter.push(frame)
-        if draft is not None:
+        cuts = self._segmenter.stall_cuts
+        for draft in self._segmenter.push(frame):
+            if draft.audio_start:
+                log.info("stream %s: video stalled; %.2f s of audio in a segment of its own (within TARGETDURATION)",
+                         self.stream.name, draft.duration)
             await self._emit(draft)
+        if self._segmenter.stall_cuts != cuts:
+            log.info("stream %s: no video for %.1f s; segment cut where video ended (%d so far)", self.stream.name,
+                     VIDEO_STALL_90K / 90000, self._segmenter.stall_cuts)
 
     async def _discontinuity(self) -> None:
         if self._segmenter is None:

@@ -11,6 +11,14 @@ Rules:
 - Video before the first keyframe is dropped: a segment must be decodable on its own.
   Audio that arrives ahead of the first keyframe (encoders send it first) is held, and
   the part that presents at or after the keyframe joins the first segment.
+- When video stalls (RTP loss took a keyframe, and the depacketizer drops everything up
+  to the next one), waiting for a keyframe would stretch the segment past TARGETDURATION
+  (T2, a MUST). Once the segment has reached its target and no video has come for
+  `stall` (1 s, or four frame intervals at low frame rates), or a keyframe arrives that
+  would close a segment longer than the target + 0.5 s, the segment is cut where its
+  video ends, and the audio after that goes into segments of at most the target. These
+  start with audio; the first video in them must be a keyframe (E3), so video before
+  one is dropped and counted, and that keyframe closes the audio segment at once.
 - A discontinuity (republish, codec change) closes the open segment and flags the next.
 """
 
@@ -29,6 +37,7 @@ class SegmentDraft:
     end_90k: int = 0  # exclusive; set when the segment closes
     discontinuity: bool = False
     wallclock: float = 0.0  # wall-clock time of the first presented sample
+    audio_start: bool = False  # opened by an audio frame while video was stalled
 
     @property
     def duration(self) -> float:
@@ -36,6 +45,8 @@ class SegmentDraft:
 
 
 BOUNDARY_TOLERANCE_90K = 1800  # 20 ms: below one frame at up to 50 fps
+VIDEO_STALL_90K = 90000  # 1 s without video: past the skew RTP jitter buffers put between tracks
+HALF_SECOND_90K = 45000  # EXTINF may exceed TARGETDURATION by less than this (rounding, T2)
 
 
 def _t90(frame: Frame) -> int:
@@ -57,11 +68,19 @@ class Segmenter:
         self._last_video_dts: int | None = None
         self._video_step = 3000  # 90 kHz ticks between video frames, learned as we go
         self._early_audio: list[Frame] = []
+        self._await_keyframe = False  # a segment was cut on audio: video resumes at a keyframe
+        self.stall_cuts = 0
+        self.dropped_video = 0
 
-    def push(self, frame: Frame) -> SegmentDraft | None:
-        """Add a frame; returns the segment it closed, if any."""
+    def push(self, frame: Frame) -> list[SegmentDraft]:
+        """Add a frame; returns the segments it closed (usually none or one)."""
         is_video = frame.track.kind is Kind.VIDEO
         if is_video:
+            if self._await_keyframe:
+                if not frame.keyframe:
+                    self.dropped_video += 1  # its references are in an earlier segment
+                    return []
+                self._await_keyframe = False
             dts = _t90(frame)
             if self._last_video_dts is not None and dts > self._last_video_dts:
                 self._video_step = min(dts - self._last_video_dts, 90000)
@@ -73,19 +92,64 @@ class Segmenter:
             if not boundary:
                 if not is_video and len(self._early_audio) < 256:
                     self._early_audio.append(frame)
-                return None  # nothing decodable yet
+                return []  # nothing decodable yet
             self._start(frame, t)
             if self._early_audio:
                 early = [f for f in self._early_audio if _pts90(f) >= t - BOUNDARY_TOLERANCE_90K]
                 self._open.frames[1:1] = early  # type: ignore[union-attr]
                 self._early_audio = []
-            return None
-        if boundary and t - current.start_90k >= self.target_90k - BOUNDARY_TOLERANCE_90K:
-            current.end_90k = t
+            return []
+        elapsed = t - current.start_90k
+        reached = elapsed >= self.target_90k - BOUNDARY_TOLERANCE_90K
+        if boundary and (reached or (current.audio_start and elapsed > 0)):
+            closed = self._split_at_video_end() if elapsed > self.target_90k + HALF_SECOND_90K else [current]
+            closed[-1].end_90k = t
             self._start(frame, t)
-            return current
+            return closed
+        if not is_video and self.has_video and reached and self._video_stalled(_t90(frame)):
+            current.frames.append(frame)
+            closed = self._split_at_video_end()
+            self._open = closed.pop()  # the audio since the video ended (this frame's piece) stays open
+            self._await_keyframe = True
+            self.stall_cuts += 1
+            return closed
         current.frames.append(frame)
-        return None
+        return []
+
+    def _video_stalled(self, audio_dts: int) -> bool:
+        if self._last_video_dts is None:
+            return False
+        return audio_dts - self._last_video_dts >= max(VIDEO_STALL_90K, 4 * self._video_step)
+
+    def _split_at_video_end(self) -> list[SegmentDraft]:
+        """The open segment, cut where its video ends: the video and the audio presented with
+        it, then the audio after it in pieces of at most the target (HLS T2). Audio pieces
+        start segments flagged `audio_start`; the last piece is returned open (end_90k 0)."""
+        current = self._open
+        assert current is not None
+        video = sorted(_pts90(f) for f in current.frames if f.track.kind is Kind.VIDEO)
+        if len(video) > 2:  # the frame interval: the median step between presentation times
+            step = sorted(b - a for a, b in zip(video, video[1:]))[(len(video) - 1) // 2]
+        else:
+            step = self._video_step
+        video_end = video[-1] + step if video else current.start_90k
+        head = [f for f in current.frames if f.track.kind is Kind.VIDEO or _pts90(f) < video_end]
+        tail = [f for f in current.frames if f.track.kind is not Kind.VIDEO and _pts90(f) >= video_end]
+        pieces: list[SegmentDraft] = []
+        if head:
+            pieces.append(SegmentDraft(head, current.start_90k, 0, current.discontinuity, current.wallclock,
+                                       current.audio_start))
+        for frame in tail:
+            t = _pts90(frame)
+            if pieces and pieces[-1].audio_start and t - pieces[-1].start_90k < self.target_90k - BOUNDARY_TOLERANCE_90K:
+                pieces[-1].frames.append(frame)
+                continue
+            if pieces:
+                pieces[-1].end_90k = t
+            pieces.append(SegmentDraft([frame], t, 0, not pieces and current.discontinuity, frame.wallclock, True))
+        if not pieces:  # nothing at all: keep the (empty) segment open as it was
+            return [current]
+        return pieces
 
     def _start(self, frame: Frame, t: int) -> None:
         self._open = SegmentDraft([frame], t, 0, self._pending_discontinuity, frame.wallclock)
@@ -97,9 +161,9 @@ class Segmenter:
         self._open = None
         if current is None:
             return None
-        if self.has_video:
-            last = max(_pts90(f) for f in current.frames if f.track.kind is Kind.VIDEO)
-            current.end_90k = last + self._video_step
+        video = [_pts90(f) for f in current.frames if f.track.kind is Kind.VIDEO]
+        if video:
+            current.end_90k = max(video) + self._video_step
         else:
             last_frame = current.frames[-1]
             current.end_90k = _t90(last_frame) + rescale(1024, last_frame.track.timebase, 90000)
