@@ -25,6 +25,7 @@ from mediacore.packager.hls import HlsPackager
 from mediacore.packager.llhls import LlHlsPackager, declared_part_target
 from mediacore.store import HlsStore
 from mediacore.viewers import ViewerTracker
+from mediacore.wrap import round_half_up
 
 log = logging.getLogger("mediacore")
 
@@ -101,6 +102,8 @@ class Engine:
                 discontinuity_sequence=previous.discontinuity_sequence + 1 if previous else 0,
             )
         video, audio = renditions[Kind.VIDEO], renditions[Kind.AUDIO]
+        for rendition in renditions.values():
+            rendition.min_target_duration = round_half_up(self.config.hls.segment_duration)
         video.peers, audio.peers = [audio], [video]
         audio.td_source = video
         self.ll_renditions[stream.name] = renditions

@@ -104,6 +104,9 @@ class LlRendition:
         # All renditions share one TARGETDURATION (T4); the video rendition fixes it, since
         # only its parents are bound to keyframes. None here means "I fix it myself".
         self.td_source: LlRendition | None = None
+        # The configured segment duration, rounded: a short first parent (the stream began
+        # with a damaged GOP) must not fix a TARGETDURATION that later parents exceed.
+        self.min_target_duration = 1
         self.bytes_total = 0
         self.changed_at = 0.0  # monotonic time of the last change (for wake-up latency)
 
@@ -153,7 +156,7 @@ class LlRendition:
         if self.target_duration is None:
             if self.td_source is None:
                 # Fixed once (T3): the first parent, with headroom for timestamp jitter.
-                self.target_duration = max(round_half_up(seg.duration + 0.25), 1)
+                self.target_duration = max(round_half_up(seg.duration + 0.25), self.min_target_duration, 1)
                 for peer in self.peers:
                     if peer.td_source is self and peer.target_duration is None:
                         peer.target_duration = self.target_duration
@@ -247,12 +250,14 @@ class LlRendition:
         return data
 
     def frame_rate(self) -> float:
-        """Frames per second over the window, snapped to a standard rate within 1 %: a
-        parent stretched by a late keyframe must not make 30 fps read as 29.91."""
-        duration = sum(s.duration for s in self.segments)
-        if duration <= 0:
+        """Frames per second: the median rate of the parents in the window, snapped to a
+        standard rate within 1 %. FRAME-RATE is the content's rate; a parent stretched by a
+        late keyframe, or one that lost frames to a slow moment, must not make 30 fps read
+        as 29.5."""
+        rates = sorted(s.samples / s.duration for s in self.segments if s.duration > 0)
+        if not rates:
             return 0.0
-        measured = sum(s.samples for s in self.segments) / duration
+        measured = rates[len(rates) // 2]
         nominal = min((23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0), key=lambda r: abs(r - measured))
         return nominal if abs(measured - nominal) <= 0.01 * nominal else measured
 

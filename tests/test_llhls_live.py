@@ -281,7 +281,7 @@ async def test_multivariant_playlist(live):
     inf = next(ln for ln in text.splitlines() if ln.startswith("#EXT-X-STREAM-INF:"))
     for attribute in ("BANDWIDTH=", "AVERAGE-BANDWIDTH=", 'CODECS="avc1.64001f,mp4a.40.2"',
                       "RESOLUTION=1280x720", "FRAME-RATE=30.000", 'AUDIO="aac"'):
-        assert attribute in inf
+        assert attribute in inf, inf
     assert text.splitlines()[-1] == "ll/video.m3u8"
 
 

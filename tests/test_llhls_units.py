@@ -44,6 +44,28 @@ def test_video_parts_respect_part_target_at_common_frame_rates(fps):
                 assert seconds >= 0.85 * target  # L5 (only the parent's last may be short)
 
 
+def test_a_video_hole_ends_the_parent_instead_of_stretching_a_sample():
+    """RTP loss took keyframe 120 and its whole GOP: the frame before the hole keeps one
+    frame interval, its parent ends short, keyframe 180 starts the next at its own time."""
+    target = declared_part_target(0.2)
+    cutter = PartCutter(90000, True, 0.2, 2.0)
+    parts = []
+    for frame in video_frames(300):
+        if not 120 <= frame.wallclock < 180:
+            parts += cutter.push(frame)
+    assert cutter.holes == 1
+    assert all(p.duration / 90000 <= target + 1e-9 for p in parts)  # L5
+    parents = [[]]
+    for part in parts:
+        parents[-1].append(part)
+        if part.ends_parent:
+            parents.append([])
+    durations = [round(sum(p.duration for p in parent) / 90000, 3) for parent in parents if parent and parent[-1].ends_parent]
+    assert durations == pytest.approx([2.0, 2.0, 2.0], abs=0.002)  # frames 0-59, 60-119, 180-239
+    after = next(parent for parent in parents if parent and parent[0].base_dts == 6000 * 90)
+    assert after[0].independent and after[0].starts_parent  # the keyframe after the hole, at its own time
+
+
 def test_audio_parents_follow_the_segment_grid():
     cutter = PartCutter(48000, False, 0.2, 2.0)
     parts = []
@@ -59,6 +81,20 @@ def test_audio_parents_follow_the_segment_grid():
     # Parents average exactly 2 s: the k-th boundary stays within one part of 2k s.
     assert all(abs(b - 2.0 * (k + 1)) < 0.2 for k, b in enumerate(boundaries))
     assert len(ends) == len(boundaries) >= 28
+
+
+@pytest.mark.parametrize("missing", [range(100, 102), range(300, 347)])  # 2 frames; a 1 s hole
+def test_lost_audio_frames_keep_parts_within_part_target_and_parents_on_the_grid(missing):
+    target = declared_part_target(0.2)
+    cutter = PartCutter(48000, False, 0.2, 2.0)
+    parts = []
+    for i in range(48000 * 20 // 1024):
+        if i not in missing:
+            parts += cutter.push(Frame(AUDIO, i * 1024, i * 1024, True, b"a", 0.0))
+    assert all(p.duration / 48000 <= target + 1e-9 for p in parts)  # L5
+    ends = [p.base_dts + p.duration for p in parts if p.ends_parent]
+    assert all(abs(end / 48000 - 2.0 * (k + 1)) < 0.2 for k, end in enumerate(ends)), ends  # the grid holds
+    assert cutter.holes == (1 if len(missing) > 10 else 0)
 
 
 def rendition_with(parents: int, parts_in_progress: int) -> LlRendition:
@@ -117,8 +153,12 @@ def test_rendition_window_retention_and_versions():
     assert ended.endswith("#EXT-X-ENDLIST\n") and "PRELOAD-HINT" not in ended and "#EXT-X-SKIP" not in ended  # H3, K6
 
 
-def test_frame_rate_is_averaged_and_snapped():
+def test_frame_rate_is_the_median_parent_rate_snapped():
     r = rendition_with(parents=6, parts_in_progress=0)  # 60 samples per 2 s parent
     assert r.frame_rate() == 30.0
     r.segments[-1].samples = 61  # one parent stretched by a late keyframe
+    r.segments[0].samples = 52  # one that lost frames to a slow moment
     assert r.frame_rate() == 30.0
+    for seg in r.segments:
+        seg.samples = 50  # 25 fps content
+    assert r.frame_rate() == 25.0

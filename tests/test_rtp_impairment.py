@@ -15,6 +15,8 @@ import pytest
 
 from conftest import make_clip, play_in_browser, require_tool, start_process, stop_process, wait_for_playlist
 from hls_rules import PlaylistHistory
+from ll_playlist import parse_ll
+from mediacore.wrap import round_half_up
 from impair import RtcpRelay, RtpImpairmentRelay
 from ingest.rtp.packet import Nack, ReceiverReport, parse_rtcp
 from ingest.rtp.sdp import parse_sdp
@@ -60,6 +62,29 @@ async def poll_playlist(url: str, history: PlaylistHistory, stop: asyncio.Event)
             await asyncio.sleep(0.5)
 
 
+async def poll_ll_playlists(base: str, stop: asyncio.Event) -> list[str]:
+    """LL-HLS renditions under loss: parts within PART-TARGET (L5), parents within
+    TARGETDURATION (T2), every video parent starting with an independent part (E3)."""
+    problems: list[str] = []
+    reloads = 0
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set():
+            for name in ("video", "audio"):
+                async with session.get(f"{base}/ll/{name}.m3u8") as resp:
+                    pl = parse_ll(await resp.text())
+                reloads += 1
+                for seg in pl.segments:
+                    if seg.uri is not None and round_half_up(seg.duration) > pl.target_duration:
+                        problems.append(f"{name} T2: segment {seg.msn} of {seg.duration} s, TARGETDURATION {pl.target_duration}")
+                    problems += [f"{name} L5: part of {p.duration} s" for p in seg.parts
+                                 if p.duration > pl.part_target + 1e-6]
+                    if name == "video" and seg.parts and seg.parts[0].uri.endswith(".0.m4s") and not seg.parts[0].independent:
+                        problems.append(f"video E3: segment {seg.msn} starts without an IDR")
+            await asyncio.sleep(0.5)
+    assert reloads >= 20
+    return sorted(set(problems))
+
+
 async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engine, tmp_path):
     require_tool("ffmpeg")
     clip = make_clip()
@@ -90,11 +115,14 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
     stop = asyncio.Event()
     try:
         await wait_for_playlist(engine.http_port, "impaired", segments=2, timeout=40)
-        poller = asyncio.create_task(poll_playlist(f"http://127.0.0.1:{engine.http_port}/live/impaired/index.m3u8",
-                                                   history, stop))
+        base = f"http://127.0.0.1:{engine.http_port}/live/impaired"
+        poller = asyncio.create_task(poll_playlist(f"{base}/index.m3u8", history, stop))
+        ll_poller = asyncio.create_task(poll_ll_playlists(base, stop))
         report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/impaired", seconds=21)
         stop.set()
         await poller  # raises if a reload broke a playlist rule (T2: lost keyframes must not stretch segments)
+        problems = await ll_poller
+        assert problems == [], "\n".join(problems)
         assert await asyncio.wait_for(pusher.wait(), 40) == 0
         await asyncio.sleep(1.5)  # every gap is declared lost by now (playout delay <= 0.5 s)
         receivers = {rtp_input.sdp.media[i].kind: r for i, r in rtp_input.receivers.items()}

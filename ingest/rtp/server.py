@@ -54,6 +54,10 @@ class TrackReceiver:
         self._frames_track: Track | None = None  # the track RtpToFrames stamps (Opus: not published)
         if media.encoding == "H264":
             self.depacketizer = H264Depacketizer(media.sprop_parameter_sets)
+            try:  # parameter sets in the SDP: the video track is known before the first frame, as audio's is
+                self._track()
+            except RtpError:
+                pass  # unusable: in-band parameter sets may still come
         elif media.encoding == "OPUS":
             self.depacketizer = OpusDepacketizer()
             core = OpusToAac()

@@ -12,14 +12,9 @@ from mediacore.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpu
 from mediacore.llstore import LlRendition
 from mediacore.media import Frame, Kind, Track
 from mediacore.packager.fmp4 import fragment, init_segment
-from mediacore.packager.parts import ClosedPart, PartCutter
+from mediacore.packager.parts import ClosedPart, PartCutter, declared_part_target
 
 log = logging.getLogger(__name__)
-
-
-def declared_part_target(part_duration: float) -> float:
-    """PART-TARGET, 10 % above the nominal part duration, in whole milliseconds."""
-    return round(part_duration * 1.1, 3)
 
 
 class _Track:
@@ -66,8 +61,10 @@ class LlHlsPackager:
         if rendition is None:
             return
         state = self._tracks.get(kind)
-        if kind is Kind.AUDIO and Kind.VIDEO not in self.stream.tracks:
-            rendition.td_source = None  # audio-only stream: audio fixes TARGETDURATION itself
+        if kind is Kind.AUDIO:
+            # Audio fixes TARGETDURATION itself only in an audio-only stream. Decided at each
+            # frame, not once: an RTP video track may appear after the first audio frames.
+            rendition.td_source = self.renditions.get(Kind.VIDEO) if Kind.VIDEO in self.stream.tracks else None
         if state is None or state.track.config != frame.track.config:
             if state is not None:  # codec parameters changed: new init, discontinuity (M6)
                 self._emit(state, state.cutter.flush())

@@ -11,6 +11,15 @@ rendition holds one frame back. Rules:
   multiple of the segment duration since the rendition began, so audio parents average
   exactly the segment duration and stay aligned with video's (I3) instead of drifting.
 - Video before the first keyframe is dropped: every parent starts with an IDR (L8, E3).
+- A hole in a track (RTP loss took a keyframe and its GOP, or audio packets) must not
+  become one sample seconds long, which would break PART-TARGET and TARGETDURATION (L5,
+  T2). When a sync sample arrives more than four frame intervals (and a part) after the
+  frame before it, that frame keeps one interval and its part ends; for video its parent
+  ends too (short parents are allowed) and the keyframe starts the next at its own
+  decode time. The playlist skips the hole; PROGRAM-DATE-TIME of each parent still maps
+  dates to media time exactly (D4, D6). Audio parents stay on their grid. A sample that
+  arrives a little late (a frame or two lost) closes the part before it rather than
+  push it past PART-TARGET.
 """
 
 from __future__ import annotations
@@ -21,6 +30,11 @@ from mediacore.media import Frame
 from mediacore.packager.fmp4 import Sample
 
 TOLERANCE_SECONDS = 0.02
+
+
+def declared_part_target(part_duration: float) -> float:
+    """PART-TARGET, 10 % above the nominal part duration, in whole milliseconds."""
+    return round(part_duration * 1.1, 3)
 
 
 @dataclass(slots=True)
@@ -47,6 +61,7 @@ class PartCutter:
         self.timebase = timebase
         self.video = video
         self.part_ticks = round(part_duration * timebase)
+        self.max_part_ticks = int(declared_part_target(part_duration) * timebase)  # PART-TARGET, in ticks
         self.segment_ticks = round(segment_duration * timebase)
         self.tolerance = round(TOLERANCE_SECONDS * timebase)
         self._pending: Frame | None = None
@@ -56,6 +71,7 @@ class PartCutter:
         self._last_duration = 0
         self._elapsed = 0  # ticks since the rendition (or its last discontinuity) began
         self._parents = 0
+        self.holes = 0  # holes in the track skipped (see the module docstring)
 
     def push(self, frame: Frame) -> list[ClosedPart]:
         if self._pending is None:
@@ -65,19 +81,32 @@ class PartCutter:
             return []
         previous = self._pending
         duration = frame.dts - previous.dts
-        if duration <= 0:
+        skipped = 0
+        if frame.keyframe and self._last_duration > 0 and duration > max(4 * self._last_duration, self.part_ticks):
+            skipped = duration - self._last_duration  # a hole: see the module docstring
+            duration = self._last_duration
+            self.holes += 1
+        elif duration <= 0:
             duration = self._last_duration or 1
         self._last_duration = duration
-        closed = self._append(previous, duration)
+        closed: list[ClosedPart] = []
+        if self._part is not None and self._part.duration + duration > self.max_part_ticks:
+            closed += self._close_part(ends_parent=self._audio_parent_due())  # a late sample: never past PART-TARGET
+        closed += self._append(previous, duration)
         self._pending = frame
+        self._elapsed += skipped
         # Boundaries are decided before `frame` joins a part.
-        if self.video and frame.keyframe and self._parent_ticks >= self.segment_ticks - self.tolerance:
+        if skipped and self.video:
             closed += self._close_part(ends_parent=True)
-        elif self._part is not None and self._part.duration >= self.part_ticks - duration // 2:
-            due = (self._parents + 1) * self.segment_ticks - self.part_ticks // 2
-            ends_parent = not self.video and self._elapsed >= due
-            closed += self._close_part(ends_parent=ends_parent)
+        elif self.video and frame.keyframe and self._parent_ticks >= self.segment_ticks - self.tolerance:
+            closed += self._close_part(ends_parent=True)
+        elif skipped or (self._part is not None and self._part.duration >= self.part_ticks - duration // 2):
+            closed += self._close_part(ends_parent=self._audio_parent_due())
         return closed
+
+    def _audio_parent_due(self) -> bool:
+        due = (self._parents + 1) * self.segment_ticks - self.part_ticks // 2
+        return not self.video and self._elapsed >= due
 
     def _append(self, frame: Frame, duration: int) -> list[ClosedPart]:
         if self._part is None:
