@@ -18,6 +18,7 @@ if os.environ.get("MEDIACORE_NO_EXTENSIONS") != "1":
             Extension("cython_ext.jitter_buffer", ["cython_ext/jitter_buffer.py"]),
             Extension("cython_ext.priority_queue", ["cython_ext/priority_queue.py"]),
             Extension("cython_ext.rtp_packet", ["cython_ext/rtp_packet.py"]),
+            Extension("cython_ext.h264_depacketize", ["cython_ext/h264_depacketize.py"]),
         ],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False,
                            "annotation_typing": False},

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Callable
 
 from ingest.rtp import rtp_packet as pure_rtp
-from ingest.rtp.depacketize import H264Depacketizer
-from mediacore.compiled import (FIFO_COMPILED, JITTER_COMPILED, QUEUE_COMPILED, RTP_COMPILED, JitterBuffer, PacketFifo,
-                                PriorityPacketQueue, parse_rtp)
+from ingest.rtp.h264_depacketize import H264Depacketizer as PureH264Depacketizer
+from mediacore.compiled import (DEPACKETIZER_COMPILED, FIFO_COMPILED, JITTER_COMPILED, QUEUE_COMPILED, RTP_COMPILED,
+                                H264Depacketizer, JitterBuffer, PacketFifo, PriorityPacketQueue, parse_rtp)
 from mediacore.jitter_buffer import JitterBuffer as PureJitterBuffer
 from mediacore.packet_fifo import PacketFifo as PurePacketFifo
 from mediacore.priority_queue import AUDIO, KEY, NONREF, REF
@@ -81,7 +81,7 @@ def best_rate(count: int, run: Callable[[], object], passes: int = 3) -> float:
     return rate(count, best)
 
 
-def bench_ours(trace: list[bytes], parse: Callable, jitter_cls: type) -> dict[str, float]:
+def bench_ours(trace: list[bytes], parse: Callable, jitter_cls: type, depacketizer_cls: type) -> dict[str, float]:
     def header() -> None:
         for data in trace:
             parse(data)
@@ -101,7 +101,7 @@ def bench_ours(trace: list[bytes], parse: Callable, jitter_cls: type) -> dict[st
 
     def full() -> None:
         jb = jitter_cls(90000, capacity=512)
-        depacketizer = H264Depacketizer([SPS, PPS])
+        depacketizer = depacketizer_cls([SPS, PPS])
         now = 0.0
         last = -1
         for data in trace:
@@ -205,9 +205,9 @@ ROW_LABELS = {"header": "header parse", "payload": "parse + payload", "jitter": 
 def run(packets: int, out: Path | None) -> dict:
     trace = make_trace(packets)
     report: dict = {"suite": "rtp", "packets": len(trace)}
-    build = "compiled" if RTP_COMPILED and JITTER_COMPILED else "pure"
-    results = {f"mediacore ({build})": bench_ours(trace, parse_rtp, JitterBuffer),
-               "mediacore (pure)": bench_ours(trace, pure_rtp.parse_rtp, PureJitterBuffer)}
+    build = "compiled" if RTP_COMPILED and JITTER_COMPILED and DEPACKETIZER_COMPILED else "pure"
+    results = {f"mediacore ({build})": bench_ours(trace, parse_rtp, JitterBuffer, H264Depacketizer),
+               "mediacore (pure)": bench_ours(trace, pure_rtp.parse_rtp, PureJitterBuffer, PureH264Depacketizer)}
     theirs = bench_aiortc(trace)
     if theirs is not None:
         results["aiortc"] = theirs

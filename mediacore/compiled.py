@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Callable
 
 from ingest.rtp import rtp_packet as pure_rtp_packet
+from ingest.rtp.h264_depacketize import H264Depacketizer as PureH264Depacketizer
 from mediacore.jitter_buffer import JitterBuffer as PureJitterBuffer
 from mediacore.packet_fifo import PacketFifo as PurePacketFifo
 from mediacore.priority_queue import PriorityPacketQueue as PurePriorityPacketQueue
@@ -40,3 +41,5 @@ PriorityPacketQueue, QUEUE_COMPILED = pick("cython_ext.priority_queue", "Priorit
 _rtp, RTP_COMPILED = pick_module("cython_ext.rtp_packet", pure_rtp_packet)
 RtpPacket: type[pure_rtp_packet.RtpPacket] = _rtp.RtpPacket
 parse_rtp: Callable[[bytes], pure_rtp_packet.RtpPacket] = _rtp.parse_rtp
+H264Depacketizer, DEPACKETIZER_COMPILED = pick("cython_ext.h264_depacketize", "H264Depacketizer",
+                                              PureH264Depacketizer)

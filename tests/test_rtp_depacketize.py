@@ -9,11 +9,19 @@ import av
 import pytest
 
 from conftest import free_port, make_clip, require_tool
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ingest.rtp.depacketize import AacDepacketizer, H264Depacketizer
 from ingest.rtp.errors import RtpError
+from ingest.rtp.h264_depacketize import H264Depacketizer as PureH264Depacketizer
 from ingest.rtp.packet import RtpPacket
 from ingest.rtp.sdp import parse_sdp
+from mediacore import compiled
 from mediacore.h264 import iter_nalus
+
+H264_BUILDS = [PureH264Depacketizer] + ([compiled.H264Depacketizer] if compiled.DEPACKETIZER_COMPILED else [])
+both_builds = pytest.mark.parametrize("H264Depacketizer", H264_BUILDS, ids=lambda c: c.__module__)
 
 FFMPEG_SDP = """v=0
 o=- 0 0 IN IP4 127.0.0.1
@@ -65,7 +73,8 @@ def rtp(payload: bytes, ts: int = 1000, marker: bool = False, seq: int = 1) -> R
     return RtpPacket(96, seq, ts, 1, payload, marker)
 
 
-def test_h264_single_stap_and_fu_a():
+@both_builds
+def test_h264_single_stap_and_fu_a(H264Depacketizer):
     d = H264Depacketizer()
     sps, pps, idr = b"\x67\x64\x00\x1f", b"\x68\xeb", b"\x65" + bytes(range(200))
     stap = b"\x18" + len(sps).to_bytes(2, "big") + sps + len(pps).to_bytes(2, "big") + pps
@@ -80,7 +89,8 @@ def test_h264_single_stap_and_fu_a():
     assert not p_frame.keyframe and iter_nalus(p_frame.data) == [b"\x41abc"]
 
 
-def test_h264_fragments_without_start_are_dropped_and_s_e_together_tolerated():
+@both_builds
+def test_h264_fragments_without_start_are_dropped_and_s_e_together_tolerated(H264Depacketizer):
     d = H264Depacketizer()
     assert d.push(rtp(b"\x7c\x05middle")) == [] and d.push(rtp(b"\x7c\x45end", marker=True)) == []
     assert d.dropped_fragments == 2
@@ -88,14 +98,16 @@ def test_h264_fragments_without_start_are_dropped_and_s_e_together_tolerated():
     assert iter_nalus(unit.data) == [b"\x65whole"]
 
 
-def test_h264_timestamp_change_completes_an_access_unit_without_marker():
+@both_builds
+def test_h264_timestamp_change_completes_an_access_unit_without_marker(H264Depacketizer):
     d = H264Depacketizer()
     d.push(rtp(b"\x41one", ts=1))
     (unit,) = d.push(rtp(b"\x41two", ts=2))
     assert unit.timestamp == 1 and iter_nalus(unit.data) == [b"\x41one"]
 
 
-def test_loss_drops_the_damaged_frame_and_freezes_until_the_next_keyframe():
+@both_builds
+def test_loss_drops_the_damaged_frame_and_freezes_until_the_next_keyframe(H264Depacketizer):
     d = H264Depacketizer()
     idr, p_slice = bytes([0x65, 0x88, 1, 2]), bytes([0x41, 0x9A, 3, 4])
     fu = lambda nal, start, end: bytes([0x7C, (0x80 if start else 0) | (0x40 if end else 0) | (nal[0] & 0x1F)])  # noqa: E731
@@ -117,9 +129,47 @@ def test_loss_drops_the_damaged_frame_and_freezes_until_the_next_keyframe():
     assert d.damaged_units == 2
 
 
-def test_stap_a_with_truncated_inner_length():
+@both_builds
+def test_stap_a_with_truncated_inner_length(H264Depacketizer):
     with pytest.raises(RtpError, match="STAP-A inner NAL unit declares 500 bytes"):
         H264Depacketizer().push(rtp(b"\x18" + (500).to_bytes(2, "big") + b"short"))
+
+
+def test_compiled_depacketizer_is_built():
+    assert compiled.DEPACKETIZER_COMPILED and compiled.H264Depacketizer is not PureH264Depacketizer
+
+
+NAL_HEADERS = [0x65, 0x41, 0x01, 0x06, 0x67, 0x68, 0x18, 0x7C, 0x5C, 0x00, 0x1A]  # IDR, P, B, SEI, SPS, PPS, STAP-A, FU-A...
+packet_ops = st.one_of(
+    st.just(("lost",)),
+    st.tuples(st.just("push"), st.sampled_from(NAL_HEADERS), st.integers(0, 255), st.binary(max_size=12),
+              st.integers(0, 3), st.booleans()),
+)
+
+
+def run_ops(depacketizer, ops) -> list:
+    out = []
+    for op in ops:
+        if op[0] == "lost":
+            depacketizer.lost()
+            continue
+        _, indicator, second, rest, ts, marker = op
+        try:
+            out.append(("units", depacketizer.push(rtp(bytes([indicator, second]) + rest, ts=ts * 3000, marker=marker))))
+        except RtpError as e:
+            out.append(("error", str(e)))
+    counters = (depacketizer.dropped_fragments, depacketizer.damaged_units, depacketizer.skipped_units,
+                depacketizer.errors, depacketizer.wants_keyframe, depacketizer.sps, depacketizer.pps)
+    return out + [("counters", counters)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(packet_ops, max_size=60))
+def test_h264_depacketizer_twins_agree(ops):
+    """Same access units, errors and counters from both builds on random packet sequences
+    (FU-A starts, middles and ends, STAP-A with good and bad lengths, losses, markers)."""
+    results = [run_ops(cls(), ops) for cls in H264_BUILDS]
+    assert all(r == results[0] for r in results[1:])
 
 
 def test_aac_au_headers():

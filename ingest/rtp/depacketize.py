@@ -1,159 +1,20 @@
-"""RTP payloads -> access units: H.264 (RFC 6184), AAC (RFC 3640, AAC-hbr) and Opus (RFC 7587).
-
-H.264: single NAL units, STAP-A (each inner length checked) and FU-A (fragments whose start
-was never seen are dropped; S and E both set is tolerated; the forbidden bit is ignored).
-An access unit is complete on the marker bit or when the timestamp changes. Output is
-length-prefixed (AVCC) with parameter sets kept for the avcC record.
-"""
+"""RTP payloads -> access units: AAC (RFC 3640, AAC-hbr) and Opus (RFC 7587) here; H.264
+(RFC 6184) in h264_depacketize.py, which has a compiled twin, re-exported here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from mediacore.h264 import NAL_IDR, NAL_PPS, NAL_SPS
-
+from .access_unit import AccessUnit
 from .errors import RtpError
 from .packet import RtpPacket
 
-STAP_A = 24
-FU_A = 28
-MAX_ACCESS_UNIT = 8 * 1024 * 1024
+if TYPE_CHECKING:  # both builds have the same interface; the checker reads the Python source
+    from .h264_depacketize import H264Depacketizer
+else:
+    from mediacore.compiled import H264Depacketizer
 
-
-@dataclass(frozen=True, slots=True)
-class AccessUnit:
-    timestamp: int  # RTP timestamp (32-bit, as sent)
-    data: bytes  # H.264: AVCC; AAC: one raw frame
-    keyframe: bool
-
-
-class H264Depacketizer:
-    def __init__(self, parameter_sets: list[bytes] | None = None) -> None:
-        self.sps: bytes | None = None
-        self.pps: bytes | None = None
-        for ps in parameter_sets or []:
-            self._parameter_set(ps)
-        self._nalus: list[bytes] = []
-        self._size = 0
-        self._timestamp: int | None = None
-        self._fragment: list[bytes] | None = None  # the FU-A NAL unit in progress, in pieces
-        self._fragment_size = 0
-        self._damaged = False  # the access unit in progress lost a packet
-        self._next_damaged = False  # a gap came before the next packet: its unit may be incomplete
-        self._need_keyframe = False
-        self.dropped_fragments = 0
-        self.damaged_units = 0  # dropped because a packet of theirs was lost
-        self.skipped_units = 0  # dropped while waiting for a keyframe after a damaged one
-        self.errors = 0
-
-    def lost(self) -> None:
-        """Packets were lost just before the next one pushed. The unit in progress and the
-        unit of the next packet may both be incomplete: neither is passed on, and nothing
-        after them until the next keyframe either. Browsers' decoders (Chromium's among
-        them) fail outright on a truncated slice or a frame whose reference is missing,
-        so the picture freezes until a keyframe instead (`wants_keyframe` asks the sender
-        for one early, with an RTCP PLI)."""
-        if self._timestamp is not None:
-            self._damaged = True
-        self._next_damaged = True
-        self._fragment = None
-
-    def _parameter_set(self, nal: bytes) -> None:
-        if nal and nal[0] & 0x1F == NAL_SPS:
-            self.sps = bytes(nal)
-        elif nal and nal[0] & 0x1F == NAL_PPS:
-            self.pps = bytes(nal)
-
-    def _add(self, nal: bytes) -> None:
-        if not nal:
-            return
-        self._parameter_set(nal)
-        self._size += len(nal) + 4
-        if self._size > MAX_ACCESS_UNIT:
-            raise RtpError(f"H.264 access unit larger than {MAX_ACCESS_UNIT} bytes")
-        self._nalus.append(nal)
-
-    @property
-    def wants_keyframe(self) -> bool:
-        return self._need_keyframe
-
-    def _flush(self) -> list[AccessUnit]:
-        damaged, self._damaged = self._damaged, False
-        if (not self._nalus and not damaged) or self._timestamp is None:
-            self._nalus = []
-            self._size = 0
-            return []
-        keyframe = any(n[0] & 0x1F == NAL_IDR for n in self._nalus)
-        if damaged or (self._need_keyframe and not keyframe):
-            if damaged:
-                self.damaged_units += 1
-                self._need_keyframe = True
-            else:
-                self.skipped_units += 1
-            self._nalus = []
-            self._size = 0
-            return []
-        self._need_keyframe = False
-        parts = []
-        for nal in self._nalus:
-            parts.append(len(nal).to_bytes(4, "big"))
-            parts.append(nal)
-        data = b"".join(parts)
-        unit = AccessUnit(self._timestamp, data, keyframe)
-        self._nalus = []
-        self._size = 0
-        return [unit]
-
-    def push(self, packet: RtpPacket) -> list[AccessUnit]:
-        out: list[AccessUnit] = []
-        if self._timestamp is not None and packet.timestamp != self._timestamp:
-            out += self._flush()
-            self._fragment = None
-            self._timestamp = None
-        if self._next_damaged:
-            self._damaged = True  # the unit this packet starts or continues
-            self._next_damaged = False
-        self._timestamp = packet.timestamp
-        # Read the datagram in place: the only copies are the NAL units themselves.
-        data, pos, stop = packet.data, packet.payload_start, packet.payload_end
-        if pos >= stop:
-            return out
-        nal_type = data[pos] & 0x1F
-        if 1 <= nal_type <= 23:
-            self._add(data[pos:stop])
-        elif nal_type == STAP_A:
-            pos += 1
-            while pos + 2 <= stop:
-                size = data[pos] << 8 | data[pos + 1]
-                pos += 2
-                if size == 0 or pos + size > stop:
-                    self.errors += 1
-                    raise RtpError(f"STAP-A inner NAL unit declares {size} bytes, {stop - pos} remain")
-                self._add(data[pos : pos + size])
-                pos += size
-        elif nal_type == FU_A:
-            if stop - pos < 2:
-                raise RtpError("FU-A packet shorter than its 2-byte header")
-            indicator, header = data[pos], data[pos + 1]
-            if header & 0x80:
-                self._fragment = [bytes(((indicator & 0xE0) | (header & 0x1F),))]
-                self._fragment_size = 1
-            if self._fragment is None:
-                self.dropped_fragments += 1  # its start was never seen
-            else:
-                self._fragment_size += stop - pos - 2
-                if self._fragment_size > MAX_ACCESS_UNIT:
-                    raise RtpError(f"FU-A NAL unit larger than {MAX_ACCESS_UNIT} bytes")
-                self._fragment.append(data[pos + 2 : stop])
-                if header & 0x40:
-                    self._add(b"".join(self._fragment))
-                    self._fragment = None
-        else:
-            self.errors += 1  # STAP-B, MTAP, FU-B: not used by packetization-mode 0/1 senders
-        if packet.marker:
-            out += self._flush()
-            self._timestamp = None
-        return out
+__all__ = ["AccessUnit", "AacDepacketizer", "H264Depacketizer", "OpusDepacketizer", "opus_packet_samples"]
 
 
 class AacDepacketizer:

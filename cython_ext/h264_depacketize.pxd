@@ -1,0 +1,27 @@
+# Augments ingest/rtp/h264_depacketize.py (linked here as h264_depacketize.py) for the compiled twin.
+cimport cython
+
+cdef class H264Depacketizer:
+    cdef public object sps
+    cdef public object pps
+    cdef list _nalus
+    cdef Py_ssize_t _size
+    cdef object _timestamp
+    cdef list _fragment
+    cdef Py_ssize_t _fragment_size
+    cdef bint _damaged
+    cdef bint _next_damaged
+    cdef bint _need_keyframe
+    cdef public Py_ssize_t dropped_fragments
+    cdef public Py_ssize_t damaged_units
+    cdef public Py_ssize_t skipped_units
+    cdef public Py_ssize_t errors
+
+    cpdef void lost(self)
+    cdef void _parameter_set(self, bytes nal)
+    cdef void _add(self, bytes nal)
+    @cython.locals(damaged=bint, keyframe=bint, parts=list, nal=bytes)
+    cdef list _flush(self)
+    @cython.locals(out=list, data=bytes, pos=Py_ssize_t, stop=Py_ssize_t, nal_type=int, size=Py_ssize_t,
+                   indicator=int, header=int)
+    cpdef list push(self, object packet)

@@ -1,0 +1,1 @@
+../ingest/rtp/h264_depacketize.py
