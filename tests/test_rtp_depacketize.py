@@ -130,6 +130,39 @@ def test_loss_drops_the_damaged_frame_and_freezes_until_the_next_keyframe(H264De
 
 
 @both_builds
+def test_loss_inside_a_non_reference_frame_costs_only_that_frame(H264Depacketizer):
+    d = H264Depacketizer()
+    idr, p_slice, b_slice = bytes([0x65, 0x88, 1, 2]), bytes([0x41, 0x9A, 3, 4]), bytes([0x01, 0x9E, 5, 6])
+    fu = lambda nal, start, end: bytes([(nal[0] & 0xE0) | 28, (0x80 if start else 0) | (0x40 if end else 0) | (nal[0] & 0x1F)])  # noqa: E731
+    assert len(d.push(rtp(idr, ts=0, marker=True))) == 1
+    # A B-frame (nal_ref_idc 0) in three fragments; the middle one is lost: the packets on
+    # both sides of the gap share its timestamp, so the gap held nothing else.
+    d.push(rtp(fu(b_slice, True, False) + b_slice[1:], ts=9000))
+    d.lost()
+    assert d.push(rtp(fu(b_slice, False, True) + b"x", ts=9000, marker=True)) == []
+    assert (d.damaged_units, d.nonref_damaged_units, d.wants_keyframe) == (1, 1, False)
+    assert len(d.push(rtp(p_slice, ts=3000, marker=True))) == 1  # frames after it still decode
+    # The same loss inside a reference frame freezes video until a keyframe.
+    d.push(rtp(fu(p_slice, True, False) + p_slice[1:], ts=12000))
+    d.lost()
+    assert d.push(rtp(fu(p_slice, False, True) + b"x", ts=12000, marker=True)) == []
+    assert d.wants_keyframe and d.nonref_damaged_units == 1
+    assert len(d.push(rtp(idr, ts=15000, marker=True))) == 1
+    # A gap between frames may have held whole frames of any kind: a keyframe is needed,
+    # even when the frame after the gap is a non-reference one.
+    d.lost()
+    assert d.push(rtp(b_slice, ts=24000, marker=True)) == []
+    assert d.wants_keyframe and d.nonref_damaged_units == 1
+    # A non-reference frame whose loss reaches its end (the next packet has another
+    # timestamp) may have lost whole frames behind it: a keyframe is needed.
+    d.push(rtp(idr, ts=30000, marker=True))
+    d.push(rtp(fu(b_slice, True, False) + b_slice[1:], ts=33000))
+    d.lost()
+    assert d.push(rtp(p_slice, ts=36000, marker=True)) == []
+    assert d.wants_keyframe and d.nonref_damaged_units == 1
+
+
+@both_builds
 def test_stap_a_with_truncated_inner_length(H264Depacketizer):
     with pytest.raises(RtpError, match="STAP-A inner NAL unit declares 500 bytes"):
         H264Depacketizer().push(rtp(b"\x18" + (500).to_bytes(2, "big") + b"short"))

@@ -109,7 +109,8 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
     for kind, stream in (("video", "0:v"), ("audio", "0:a")):
         rtp_port, rtcp_port = relay_ports[kind]
         outputs += ["-map", stream, "-c", "copy", "-f", "rtp", f"rtp://127.0.0.1:{rtp_port}?rtcpport={rtcp_port}"]
-    pusher = await start_process("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "2",
+    # 40 s of media: the stream outlasts the 21 s of playback even when the browser joins late.
+    pusher = await start_process("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "3",
                                  "-i", str(clip), *outputs)
     history = PlaylistHistory()
     stop = asyncio.Event()
@@ -123,7 +124,7 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
         await poller  # raises if a reload broke a playlist rule (T2: lost keyframes must not stretch segments)
         problems = await ll_poller
         assert problems == [], "\n".join(problems)
-        assert await asyncio.wait_for(pusher.wait(), 40) == 0
+        assert await asyncio.wait_for(pusher.wait(), 50) == 0
         await asyncio.sleep(1.5)  # every gap is declared lost by now (playout delay <= 0.5 s)
         receivers = {rtp_input.sdp.media[i].kind: r for i, r in rtp_input.receivers.items()}
         counters = {kind: r.jitter for kind, r in receivers.items()}
@@ -135,22 +136,28 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
     assert (report["end"]["width"], report["end"]["height"]) == (1280, 720)
     # Video freezes from a damaged frame to the next keyframe (browsers' decoders fail on
     # frames whose references are missing), so playback skips holes, but it goes on.
-    assert report["advanced"] >= 10.0, report
     assert history.reloads >= 20
     video = receivers["video"]
     segmenter = engine.packagers["impaired"]._segmenter
-    print(f"damaged frames {video.depacketizer.damaged_units}, skipped {video.depacketizer.skipped_units}, "
+    print(f"advanced {report['advanced']:.1f} s; damaged frames {video.depacketizer.damaged_units}, skipped {video.depacketizer.skipped_units}, "
           f"segments cut on audio {segmenter.stall_cuts}, video dropped by the segmenter {segmenter.dropped_video}")
     assert video.depacketizer.damaged_units > 0
+    assert report["advanced"] >= 10.0, report
     for kind, relay in relays.items():
         expected = relay.expected()
         jb = counters[kind]
         assert relay.dropped and relay.duplicated and relay.swapped, kind
-        got = {"lost": jb.lost, "duplicates": jb.duplicates, "reordered": jb.reordered, "late": jb.late,
-               "released": jb.released}
-        want = {"lost": expected.lost, "duplicates": expected.duplicates, "reordered": expected.reordered, "late": 0,
+        # A reordered packet that comes after the buffer gave up waiting for it is late: the
+        # relay's jitter can hold it past the playout delay (20 ms at first, before the
+        # jitter estimate has grown). Such a packet counts as lost and late instead of
+        # reordered and released; everything else must match the relay's log exactly.
+        late = jb.late
+        got = {"lost": jb.lost - late, "duplicates": jb.duplicates, "reordered": jb.reordered + late,
+               "released": jb.released + late}
+        want = {"lost": expected.lost, "duplicates": expected.duplicates, "reordered": expected.reordered,
                 "released": expected.delivered}
-        assert got == want, (kind, got, want)
+        assert got == want, (kind, late, got, want)
+        assert late <= max(2, expected.delivered // 1000), (kind, late)
         assert receivers[kind].sender_reports > 0  # the sender's clock maps RTP time to wall-clock time
         # What came back to the sender's side: NACKs naming lost packets, receiver reports.
         feedback = [p for data in rtcp_relays[kind].from_receiver for p in parse_rtcp(data)]

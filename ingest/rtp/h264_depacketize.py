@@ -37,10 +37,15 @@ class H264Depacketizer:
         self._fragment_size = 0
         self._damaged = False  # the access unit in progress lost a packet
         self._next_damaged = False  # a gap came before the next packet: its unit may be incomplete
+        self._gap_timestamp: int | None = None  # timestamp of the unit in progress when the gap came
+        self._confined = False  # the loss fell inside the unit in progress, nowhere else
+        self._ref_slice = False  # the unit in progress has a slice with nal_ref_idc != 0
+        self._nonref_slice = False  # ... and one with nal_ref_idc == 0
         self._need_keyframe = False
         self.dropped_fragments = 0
         self.damaged_units = 0  # dropped because a packet of theirs was lost
         self.skipped_units = 0  # dropped while waiting for a keyframe after a damaged one
+        self.nonref_damaged_units = 0  # damaged but referenced by nothing: only they were dropped
         self.errors = 0
 
     def lost(self) -> None:
@@ -49,11 +54,26 @@ class H264Depacketizer:
         after them until the next keyframe either. Browsers' decoders (Chromium's among
         them) fail outright on a truncated slice or a frame whose reference is missing,
         so the picture freezes until a keyframe instead (`wants_keyframe` asks the sender
-        for one early, with an RTCP PLI)."""
+        for one early, with an RTCP PLI).
+
+        One case costs only the damaged frame: when the packet after the gap continues the
+        unit in progress (same timestamp; an access unit's packets are consecutive, so the
+        gap held nothing else) and that unit is a non-reference picture (nal_ref_idc 0,
+        which H.264 requires of all its slices alike), no other frame refers to it."""
         if self._timestamp is not None:
             self._damaged = True
+        self._gap_timestamp = self._timestamp
+        self._confined = False  # decided by the next packet
         self._next_damaged = True
         self._fragment = None
+
+    def _slice(self, header: int) -> None:
+        """Note the reference flag of a slice NAL unit (types 1-5) of the unit in progress."""
+        if 1 <= header & 0x1F <= 5:
+            if header & 0x60:
+                self._ref_slice = True
+            else:
+                self._nonref_slice = True
 
     def _parameter_set(self, nal: bytes) -> None:
         if nal and nal[0] & 0x1F == NAL_SPS:
@@ -76,6 +96,8 @@ class H264Depacketizer:
 
     def _flush(self) -> list[AccessUnit]:
         damaged, self._damaged = self._damaged, False
+        disposable = self._confined and self._nonref_slice and not self._ref_slice
+        self._confined = self._ref_slice = self._nonref_slice = False
         if (not self._nalus and not damaged) or self._timestamp is None:
             self._nalus = []
             self._size = 0
@@ -84,7 +106,10 @@ class H264Depacketizer:
         if damaged or (self._need_keyframe and not keyframe):
             if damaged:
                 self.damaged_units += 1
-                self._need_keyframe = True
+                if disposable:
+                    self.nonref_damaged_units += 1
+                else:
+                    self._need_keyframe = True
             else:
                 self.skipped_units += 1
             self._nalus = []
@@ -109,6 +134,7 @@ class H264Depacketizer:
             self._timestamp = None
         if self._next_damaged:
             self._damaged = True  # the unit this packet starts or continues
+            self._confined = self._gap_timestamp is not None and packet.timestamp == self._gap_timestamp
             self._next_damaged = False
         self._timestamp = packet.timestamp
         # Read the datagram in place: the only copies are the NAL units themselves.
@@ -117,6 +143,7 @@ class H264Depacketizer:
             return out
         nal_type = data[pos] & 0x1F
         if 1 <= nal_type <= 23:
+            self._slice(data[pos])
             self._add(data[pos:stop])
         elif nal_type == STAP_A:
             pos += 1
@@ -126,12 +153,14 @@ class H264Depacketizer:
                 if size == 0 or pos + size > stop:
                     self.errors += 1
                     raise RtpError(f"STAP-A inner NAL unit declares {size} bytes, {stop - pos} remain")
+                self._slice(data[pos])
                 self._add(data[pos : pos + size])
                 pos += size
         elif nal_type == FU_A:
             if stop - pos < 2:
                 raise RtpError("FU-A packet shorter than its 2-byte header")
             indicator, header = data[pos], data[pos + 1]
+            self._slice((indicator & 0xE0) | (header & 0x1F))  # every fragment tells the NAL's type and NRI
             if header & 0x80:
                 self._fragment = [bytes(((indicator & 0xE0) | (header & 0x1F),))]
                 self._fragment_size = 1
