@@ -33,6 +33,7 @@ class LlPart:
     duration: float
     data: bytes
     independent: bool
+    gap: bool = False  # no media: listed with GAP=YES, never served
 
 
 @dataclass(slots=True)
@@ -50,6 +51,11 @@ class LlSegment:
     @property
     def duration(self) -> float:
         return sum(p.duration for p in self.parts)
+
+    @property
+    def gap(self) -> bool:
+        """A parent made only of GAP parts: listed with EXT-X-GAP, never served."""
+        return bool(self.parts) and all(p.gap for p in self.parts)
 
     def data(self) -> bytes:
         return b"".join(p.data for p in self.parts)
@@ -121,7 +127,9 @@ class LlRendition:
         self._pending_discontinuity = True
 
     def add_part(self, data: bytes, duration: float, independent: bool, starts_parent: bool,
-                 ends_parent: bool, wallclock: float, now: float, samples: int = 0) -> LlPart:
+                 ends_parent: bool, wallclock: float, now: float, samples: int = 0, gap: bool = False) -> LlPart:
+        """A part; a GAP part (`gap`) holds a hole in the media's timeline: it has no data,
+        and its parent holds nothing but GAP parts (the packager keeps them apart)."""
         if self.ended:
             raise RuntimeError("part added to an ended rendition")
         if self.current is None or starts_parent:
@@ -135,10 +143,11 @@ class LlRendition:
             self._pending_discontinuity = False
         seg = self.current
         index = len(seg.parts)
-        part = LlPart(index, f"{self.prefix}-{self.session_id}-{seg.msn}.{index}.m4s", duration, data, independent)
+        part = LlPart(index, f"{self.prefix}-{self.session_id}-{seg.msn}.{index}.m4s", duration, data, independent, gap)
         seg.parts.append(part)
         seg.samples += samples
-        self._by_uri[part.uri] = (data, None)
+        if not gap:
+            self._by_uri[part.uri] = (data, None)
         self.bytes_total += len(data)
         if ends_parent:
             self._complete_current(now)
@@ -152,7 +161,8 @@ class LlRendition:
         self.current = None
         seg.complete = True
         seg.completed_at = now
-        self._by_uri[seg.uri] = (seg.data(), None)
+        if not seg.gap:
+            self._by_uri[seg.uri] = (seg.data(), None)
         if self.target_duration is None:
             if self.td_source is None:
                 # Fixed once (T3): the first parent, with headroom for timestamp jitter.
@@ -177,9 +187,11 @@ class LlRendition:
                 self.discontinuity_sequence += 1
             served = sum(s.duration for s in self.segments) + head.duration
             expires = now + head.duration + max(served, 3 * td)  # W5, and G2 for its parts
-            self._by_uri[head.uri] = (self._by_uri[head.uri][0], expires)
+            if not head.gap:
+                self._by_uri[head.uri] = (self._by_uri[head.uri][0], expires)
             for part in head.parts:
-                self._by_uri[part.uri] = (part.data, expires)
+                if not part.gap:
+                    self._by_uri[part.uri] = (part.data, expires)
         for uri, (_, until) in list(self._by_uri.items()):
             if until is not None and until <= now:
                 del self._by_uri[uri]
@@ -254,7 +266,7 @@ class LlRendition:
         standard rate within 1 %. FRAME-RATE is the content's rate; a parent stretched by a
         late keyframe, or one that lost frames to a slow moment, must not make 30 fps read
         as 29.5."""
-        rates = sorted(s.samples / s.duration for s in self.segments if s.duration > 0)
+        rates = sorted(s.samples / s.duration for s in self.segments if s.duration > 0 and not s.gap)
         if not rates:
             return 0.0
         measured = rates[len(rates) // 2]
@@ -263,7 +275,7 @@ class LlRendition:
 
     def bandwidth(self) -> tuple[int, int]:
         """(peak, average) bits per second over the complete segments in the window."""
-        rates = [len(s.data()) * 8 / s.duration for s in self.segments if s.duration > 0]
+        rates = [len(s.data()) * 8 / s.duration for s in self.segments if s.duration > 0 and not s.gap]
         if not rates:
             return 0, 0
         return int(max(rates)), int(sum(rates) / len(rates))
@@ -320,9 +332,11 @@ class LlRendition:
             lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_date_time(seg.program_date_time)}")
             if i >= part_from:
                 for part in seg.parts:
-                    flag = ",INDEPENDENT=YES" if part.independent else ""
+                    flag = ",INDEPENDENT=YES" if part.independent else ",GAP=YES" if part.gap else ""
                     lines.append(f'#EXT-X-PART:DURATION={part.duration:.5f},URI="{part.uri}"{flag}')
             if seg.complete:
+                if seg.gap:
+                    lines.append("#EXT-X-GAP")
                 lines.append(f"#EXTINF:{seg.duration:.5f},")
                 lines.append(seg.uri)
         if self.ended:

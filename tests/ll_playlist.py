@@ -19,6 +19,7 @@ class Part:
     uri: str
     duration: float
     independent: bool
+    gap: bool = False
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Segment:
     parts: list[Part] = field(default_factory=list)
     pdt: float | None = None
     discontinuity: bool = False
+    gap: bool = False  # EXT-X-GAP
     map_uri: str | None = None
     tag_order: list[str] = field(default_factory=list)
 
@@ -97,8 +99,10 @@ def parse_ll(text: str) -> LlPlaylist:
             segment().tag_order.append("PDT")
         elif tag == "#EXT-X-PART":
             a = attributes(value)
-            segment().parts.append(Part(a["URI"], float(a["DURATION"]), a.get("INDEPENDENT") == "YES"))
+            segment().parts.append(Part(a["URI"], float(a["DURATION"]), a.get("INDEPENDENT") == "YES", a.get("GAP") == "YES"))
             segment().tag_order.append("PART")
+        elif tag == "#EXT-X-GAP":
+            segment().gap = True
         elif tag == "#EXTINF":
             segment().duration = float(value.split(",")[0])
         elif tag == "#EXT-X-PRELOAD-HINT":

@@ -44,9 +44,19 @@ def test_video_parts_respect_part_target_at_common_frame_rates(fps):
                 assert seconds >= 0.85 * target  # L5 (only the parent's last may be short)
 
 
-def test_a_video_hole_ends_the_parent_instead_of_stretching_a_sample():
+def parents_of(parts) -> list[list]:
+    parents = [[]]
+    for part in parts:
+        parents[-1].append(part)
+        if part.ends_parent:
+            parents.append([])
+    return [p for p in parents if p]
+
+
+def test_a_video_hole_is_filled_with_gap_parts():
     """RTP loss took keyframe 120 and its whole GOP: the frame before the hole keeps one
-    frame interval, its parent ends short, keyframe 180 starts the next at its own time."""
+    frame interval and its parent ends; GAP parts fill the hole in a parent of their own, so
+    the playlist's timeline stays the media's; keyframe 180 starts the next parent."""
     target = declared_part_target(0.2)
     cutter = PartCutter(90000, True, 0.2, 2.0)
     parts = []
@@ -55,15 +65,14 @@ def test_a_video_hole_ends_the_parent_instead_of_stretching_a_sample():
             parts += cutter.push(frame)
     assert cutter.holes == 1
     assert all(p.duration / 90000 <= target + 1e-9 for p in parts)  # L5
-    parents = [[]]
-    for part in parts:
-        parents[-1].append(part)
-        if part.ends_parent:
-            parents.append([])
-    durations = [round(sum(p.duration for p in parent) / 90000, 3) for parent in parents if parent and parent[-1].ends_parent]
-    assert durations == pytest.approx([2.0, 2.0, 2.0], abs=0.002)  # frames 0-59, 60-119, 180-239
-    after = next(parent for parent in parents if parent and parent[0].base_dts == 6000 * 90)
-    assert after[0].independent and after[0].starts_parent  # the keyframe after the hole, at its own time
+    assert all(a.base_dts + a.duration == b.base_dts for a, b in zip(parts, parts[1:]))  # no hole in the timeline
+    parents = parents_of(parts)
+    complete = [p for p in parents if p[-1].ends_parent]
+    assert [round(sum(x.duration for x in p) / 90000, 2) for p in complete] == [2.0, 2.0, 2.0, 2.0]
+    assert [all(x.gap for x in p) for p in complete] == [False, False, True, False]
+    assert not any(x.gap for p in (complete[0], complete[1], complete[3]) for x in p)  # never mixed
+    after = complete[3]
+    assert after[0].independent and after[0].starts_parent and after[0].base_dts == 6000 * 90
 
 
 def test_audio_parents_follow_the_segment_grid():
@@ -92,9 +101,14 @@ def test_lost_audio_frames_keep_parts_within_part_target_and_parents_on_the_grid
         if i not in missing:
             parts += cutter.push(Frame(AUDIO, i * 1024, i * 1024, True, b"a", 0.0))
     assert all(p.duration / 48000 <= target + 1e-9 for p in parts)  # L5
-    ends = [p.base_dts + p.duration for p in parts if p.ends_parent]
-    assert all(abs(end / 48000 - 2.0 * (k + 1)) < 0.2 for k, end in enumerate(ends)), ends  # the grid holds
+    assert all(a.base_dts + a.duration == b.base_dts for a, b in zip(parts, parts[1:]))  # no hole in the timeline
+    parents = parents_of(parts)
+    media = [p for p in parents if p[-1].ends_parent and not p[0].gap]
+    grid = [p for i, p in enumerate(parents[:-1]) if p in media and not parents[i + 1][0].gap]  # not cut by a hole
+    assert all(abs((p[-1].base_dts + p[-1].duration) / 48000 / 2.0 - round((p[-1].base_dts + p[-1].duration) / 96000))
+               < 0.1 for p in grid)  # the grid holds (within a part)
     assert cutter.holes == (1 if len(missing) > 10 else 0)
+    assert all(all(x.gap for x in p) or not any(x.gap for x in p) for p in parents)
 
 
 def rendition_with(parents: int, parts_in_progress: int) -> LlRendition:
@@ -106,6 +120,21 @@ def rendition_with(parents: int, parts_in_progress: int) -> LlRendition:
     for i in range(parts_in_progress):
         r.add_part(b"p", 0.2, i == 0, i == 0, False, 2000.0, now=100.0, samples=6)
     return r
+
+
+def test_gap_parts_are_listed_with_gap_tags_and_never_served():
+    r = rendition_with(parents=3, parts_in_progress=0)
+    for i in range(10):
+        r.add_part(b"", 0.2, False, i == 0, i == 9, 1006.0 + i * 0.2, now=3.0, gap=True)
+    r.add_part(b"p", 0.2, True, True, False, 1008.0, now=4.0, samples=6)
+    text = r.render()
+    gap_parent = r.segments[-1]
+    assert gap_parent.gap and r.target_duration == 2
+    assert f"#EXT-X-GAP\n#EXTINF:2.00000,\n{gap_parent.uri}" in text
+    assert text.count(",GAP=YES") == 10 and "INDEPENDENT=YES,GAP" not in text
+    assert r.resource(gap_parent.uri, 5.0) is None and r.resource(gap_parent.parts[0].uri, 5.0) is None
+    assert r.resource(r.segments[-2].uri, 5.0) == b"p" * 10  # media parents are served as before
+    assert r.frame_rate() == 30.0  # the gap parent does not count
 
 
 def test_decide_covers_every_blocking_case():

@@ -80,11 +80,14 @@ class LlHlsPackager:
     def _emit(self, state: _Track, parts: list[ClosedPart]) -> None:
         now = time.monotonic()
         for part in parts:
-            state.sequence += 1
-            data = fragment(part.samples, part.base_dts, state.sequence)
+            if part.gap:
+                data = b""  # a hole in the track: listed as GAP=YES, nothing to write
+            else:
+                state.sequence += 1
+                data = fragment(part.samples, part.base_dts, state.sequence)
             state.rendition.add_part(
                 data, part.duration / state.track.timebase, part.independent, part.starts_parent,
-                part.ends_parent, part.wallclock, now, len(part.samples),
+                part.ends_parent, part.wallclock, now, len(part.samples), gap=part.gap,
             )
             self.parts_made += 1
 

@@ -11,15 +11,16 @@ rendition holds one frame back. Rules:
   multiple of the segment duration since the rendition began, so audio parents average
   exactly the segment duration and stay aligned with video's (I3) instead of drifting.
 - Video before the first keyframe is dropped: every parent starts with an IDR (L8, E3).
-- A hole in a track (RTP loss took a keyframe and its GOP, or audio packets) must not
-  become one sample seconds long, which would break PART-TARGET and TARGETDURATION (L5,
-  T2). When a sync sample arrives more than four frame intervals (and a part) after the
-  frame before it, that frame keeps one interval and its part ends; for video its parent
-  ends too (short parents are allowed) and the keyframe starts the next at its own
-  decode time. The playlist skips the hole; PROGRAM-DATE-TIME of each parent still maps
-  dates to media time exactly (D4, D6). Audio parents stay on their grid. A sample that
-  arrives a little late (a frame or two lost) closes the part before it rather than
-  push it past PART-TARGET.
+- A hole in a track (RTP loss took a keyframe and its GOP, or a run of audio packets)
+  must not become one sample seconds long, which would break PART-TARGET and
+  TARGETDURATION (L5, T2), nor be skipped, which would put the playlist's timeline behind
+  the media's and lose players that line renditions up by it. When a sync sample arrives
+  more than four frame intervals (and a part) after the frame before it, that frame keeps
+  one interval, its part and parent end there, and the hole is filled with GAP parts
+  (GAP=YES, no data) in parents of their own (EXT-X-GAP), at most the segment duration
+  each; the sample after the hole starts a new parent at its own decode time. A sample
+  that arrives a frame or two late closes the part before it rather than push it past
+  PART-TARGET.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class ClosedPart:
     wallclock: float  # wall-clock time of the part's first frame
     ends_parent: bool = False
     starts_parent: bool = False
+    gap: bool = False  # no samples: a hole in the track's timeline (GAP=YES)
 
 
 @dataclass(slots=True)
@@ -94,15 +96,36 @@ class PartCutter:
             closed += self._close_part(ends_parent=self._audio_parent_due())  # a late sample: never past PART-TARGET
         closed += self._append(previous, duration)
         self._pending = frame
-        self._elapsed += skipped
         # Boundaries are decided before `frame` joins a part.
-        if skipped and self.video:
+        if skipped:
             closed += self._close_part(ends_parent=True)
+            closed += self._gap(previous.dts + duration, skipped, previous.wallclock + duration / self.timebase)
         elif self.video and frame.keyframe and self._parent_ticks >= self.segment_ticks - self.tolerance:
             closed += self._close_part(ends_parent=True)
-        elif skipped or (self._part is not None and self._part.duration >= self.part_ticks - duration // 2):
+        elif self._part is not None and self._part.duration >= self.part_ticks - duration // 2:
             closed += self._close_part(ends_parent=self._audio_parent_due())
         return closed
+
+    def _gap(self, start: int, ticks: int, wallclock: float) -> list[ClosedPart]:
+        """GAP parts covering [start, start + ticks), in parents of at most the segment
+        duration; the elapsed time (the audio grid) counts the hole."""
+        parts: list[ClosedPart] = []
+        end = start + ticks
+        t = start
+        while t < end:
+            parent_end = min(t + self.segment_ticks, end)
+            first = True
+            while t < parent_end:
+                d = min(self.part_ticks, parent_end - t)
+                parts.append(ClosedPart([], t, d, False, wallclock + (t - start) / self.timebase,
+                                        ends_parent=t + d >= parent_end, starts_parent=first, gap=True))
+                first = False
+                t += d
+        self._elapsed += ticks
+        self._parents = self._elapsed // self.segment_ticks  # the next audio parent ends on the grid again
+        self._parent_open = False
+        self._parent_ticks = 0
+        return parts
 
     def _audio_parent_due(self) -> bool:
         due = (self._parents + 1) * self.segment_ticks - self.part_ticks // 2
