@@ -54,6 +54,9 @@ async def follow(url: str, seconds: float, session: aiohttp.ClientSession | None
                     continue
                 playlist = parse_media_playlist(await r.text())
             for part in [p for p in playlist.parts if p.key > last]:
+                if part.gap:  # a hole in the media: nothing to load
+                    last = part.key
+                    continue
                 async with session.get(urljoin(media_url, part.uri)) as r:
                     body = await r.read()
                     if r.status != 200:

@@ -39,6 +39,7 @@ class Media:
     start: float  # PDT seconds
     duration: float
     independent: bool = True
+    gap: bool = False  # GAP=YES / EXT-X-GAP: no media there; players skip it without a request
 
 
 @dataclass
@@ -61,6 +62,7 @@ def parse_media_playlist(text: str) -> Playlist:
     offset = 0.0
     index = 0
     extinf = 0.0
+    gap = False
     for line in text.splitlines():
         tag, _, value = line.partition(":")
         if tag == "#EXT-X-TARGETDURATION":
@@ -85,18 +87,22 @@ def parse_media_playlist(text: str) -> Playlist:
         elif tag == "#EXT-X-PART" and pdt is not None:
             a = _attrs(value)
             duration = float(a["DURATION"])
-            pl.parts.append(Media((msn, index), a["URI"], pdt + offset, duration, a.get("INDEPENDENT") == "YES"))
+            pl.parts.append(Media((msn, index), a["URI"], pdt + offset, duration, a.get("INDEPENDENT") == "YES",
+                                  a.get("GAP") == "YES"))
             offset += duration
             index += 1
+        elif tag == "#EXT-X-GAP":
+            gap = True
         elif tag == "#EXTINF":
             extinf = float(value.split(",")[0])
         elif tag == "#EXT-X-ENDLIST":
             pl.ended = True
         elif line and not line.startswith("#"):
             if pdt is not None:
-                pl.segments.append(Media((msn, -1), line, pdt, extinf))
+                pl.segments.append(Media((msn, -1), line, pdt, extinf, gap=gap))
             msn += 1
             pdt = None
+            gap = False
     return pl
 
 
@@ -108,6 +114,7 @@ class ViewerStats:
     stall_seconds: float = 0.0
     bytes: int = 0
     requests: int = 0
+    gaps: int = 0  # GAP parts or segments skipped
     errors: list[str] = field(default_factory=list)
     last_playing: float = 0.0  # monotonic time the playhead last moved
 
@@ -161,7 +168,12 @@ class Viewer:
             self.stats.last_playing = now
 
     async def _fetch(self, media: Media, start: float, prefetched: "asyncio.Task[tuple[int, bytes]] | None" = None) -> bool:
-        if prefetched is not None:
+        if media.gap:  # nothing to load: the playhead jumps over it, as hls.js does
+            if prefetched is not None:
+                prefetched.cancel()
+            self.stats.gaps += 1
+            status = 200
+        elif prefetched is not None:
             status, _ = await prefetched
         else:
             status, _ = await self._get(urljoin(self._media_url, media.uri))
