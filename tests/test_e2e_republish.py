@@ -30,6 +30,10 @@ async def test_republish_gives_discontinuity_then_endlist(engine, config, tmp_pa
     history.add(store.playlist_text())
     assert not store.ended
     await push_once(clip, url)  # back within end_grace (3 s in tests)
+    for _ in range(50):  # ffmpeg has exited; the last segment is muxed once the server sees the unpublish
+        if store.playlist_text().count("#EXTINF") >= 6:
+            break
+        await asyncio.sleep(0.1)
     text = store.playlist_text()
     history.add(text)
     pl = MediaPlaylist.parse(text)
