@@ -29,10 +29,14 @@ async def push_and_play(engine, name: str, pusher_args: list[str], wait_exit: bo
             assert await asyncio.wait_for(pusher.wait(), 40) == 0
     finally:
         await stop_process(pusher)
+    check_playback(report)
+    return report
+
+
+def check_playback(report: dict) -> None:
     assert report["started"] and report["fatal"] is None, report
     assert (report["end"]["width"], report["end"]["height"]) == (1280, 720)
     assert report["advanced"] >= 20.0, report
-    return report
 
 
 def ffmpeg_rtsp(clip, url: str, transport: str, audio: list[str]) -> list[str]:
@@ -83,9 +87,7 @@ async def test_ffmpeg_rtsp_opus_is_transcoded_to_aac_and_plays(engine):
         assert await asyncio.wait_for(pusher.wait(), 40) == 0
     finally:
         await stop_process(pusher)
-    assert report["started"] and report["fatal"] is None, report
-    assert (report["end"]["width"], report["end"]["height"]) == (1280, 720)
-    assert report["advanced"] >= 20.0, report
+    check_playback(report)
     assert (audio["codec_name"], int(audio["sample_rate"]), audio["channels"]) == ("aac", 48000, 2)
     stream = engine.hub.get(name)
     assert stream.tracks[Kind.AUDIO].codec == "aac"

@@ -43,10 +43,6 @@ class RtpPacket:
         self.extension = extension
         self.padding = padding
 
-    @staticmethod
-    def parse(data: bytes) -> RtpPacket:
-        return parse_rtp(data)
-
     @property
     def payload(self) -> bytes:
         """The payload, cut out of the datagram (a copy: read it once)."""

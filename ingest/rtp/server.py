@@ -29,10 +29,11 @@ from .to_stream import RtpToFrames, SessionClock, aac_track, audio_track, video_
 log = logging.getLogger("mediacore.rtsp")
 
 
-def worth_logging(count: int) -> bool:
-    """The first ten of a kind of bad packet are logged, then the 16th, 32nd, 64th...: a
-    hostile or broken sender cannot flood the log, and an operator still sees it go on."""
-    return count <= 10 or count & (count - 1) == 0
+def worth_logging(before: int, count: int) -> bool:
+    """Whether a count of bad packets that rose from `before` to `count` passed a mark worth
+    a log line: each of the first ten, then the 16th, 32nd, 64th...: a hostile or broken
+    sender cannot flood the log, and an operator still sees it go on."""
+    return count > before and (before < 10 or count.bit_length() > before.bit_length())
 
 
 class TrackReceiver:
@@ -81,6 +82,7 @@ class TrackReceiver:
         self._next_report = 0.0
         self._next_pli = 0.0
         self.plis = 0
+        self._orphans_logged = 0  # FU-A fragments without a start, as of the last tick
         self._reported = (0, 0)  # (expected, received) at the previous receiver report
 
     def on_rtcp(self, data: bytes, now: float) -> None:
@@ -88,8 +90,7 @@ class TrackReceiver:
             packets = parse_rtcp(data)
         except RtpError as e:
             self.bad_rtcp += 1
-            if worth_logging(self.bad_rtcp):
-                log.warning("rtp %s: dropped a bad RTCP packet (%d so far): %s", self.peer, self.bad_rtcp, e)
+            self._report_bad("a bad RTCP packet", self.bad_rtcp, e)
             return
         for packet in packets:
             if isinstance(packet, SenderReport) and (self.ssrc in (0, packet.ssrc)):
@@ -106,6 +107,12 @@ class TrackReceiver:
         lost = self.jitter.nacks(now)
         if lost and self.ssrc:
             out.append(Nack(self.receiver_ssrc, self.ssrc, lost).serialize())
+        if isinstance(self.depacketizer, H264Depacketizer):
+            orphans = self.depacketizer.dropped_fragments  # counted here, off the per-packet path
+            if worth_logging(self._orphans_logged, orphans):
+                log.warning("rtp %s: FU-A fragment whose start was never seen: %d dropped so far", self.peer,
+                            orphans)
+            self._orphans_logged = orphans
         if (isinstance(self.depacketizer, H264Depacketizer) and self.depacketizer.wants_keyframe and self.ssrc
                 and now >= self._next_pli):
             self._next_pli = now + 0.5
@@ -115,6 +122,10 @@ class TrackReceiver:
             self._next_report = now + self.report_interval
             out.append(self.receiver_report(now).serialize())
         return out
+
+    def _report_bad(self, what: str, count: int, error: object) -> None:
+        if worth_logging(count - 1, count):
+            log.warning("rtp %s: dropped %s (%d so far): %s", self.peer, what, count, error)
 
     def receiver_report(self, now: float) -> ReceiverReport:
         """RFC 3550 6.4.2 report block for the one source of this track."""
@@ -153,8 +164,7 @@ class TrackReceiver:
             packet = parse_rtp(data)
         except RtpError as e:
             self.bad_packets += 1
-            if worth_logging(self.bad_packets):
-                log.warning("rtp %s: dropped a bad RTP packet (%d so far): %s", self.peer, self.bad_packets, e)
+            self._report_bad("a bad RTP packet", self.bad_packets, e)
             return
         if packet.payload_type != self.media.payload_type:
             return
@@ -167,19 +177,12 @@ class TrackReceiver:
             if self._last_seq >= 0 and packet.sequence != (self._last_seq + 1) & 0xFFFF:
                 self.depacketizer.lost()
             self._last_seq = packet.sequence
-            orphans = getattr(self.depacketizer, "dropped_fragments", 0)
             try:
                 units = self.depacketizer.push(packet)
             except RtpError as e:
                 self.bad_packets += 1
-                if worth_logging(self.bad_packets):
-                    log.warning("rtp %s: dropped a bad RTP payload (%d bad packets so far): %s", self.peer,
-                                self.bad_packets, e)
+                self._report_bad("a bad RTP payload", self.bad_packets, e)
                 continue
-            orphans_now = getattr(self.depacketizer, "dropped_fragments", 0)
-            if orphans_now != orphans and worth_logging(orphans_now):
-                log.warning("rtp %s: dropped an FU-A fragment whose start was never seen (%d so far)", self.peer,
-                            orphans_now)
             wall = time.time()
             for unit in units:
                 track = self._frames_track or self._track()
