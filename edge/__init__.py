@@ -1,2 +1,4 @@
-"""Edge nodes: pull-through cache tiers and request collapsing in front of the origin
-(`mediacore edge`). The package is reserved by the folder plan; the edge lands with its own issue."""
+"""Edge nodes: pull-through cache tiers and request collapsing in front of the origin (`mediacore edge`).
+
+`config` holds the settings, `cache` and `collapse` the data structures, `policy` the pure
+freshness and stale-if-error decisions, and `server` the aiohttp shell that wires them up."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import lru
 
 MAX_AGE = re.compile(r"max-age=(\d+)")
+ENTRY_OVERHEAD = 200
+"""Bytes charged per entry beyond body and headers: the key, the entry object and its LRU node, roughly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +35,7 @@ class CachedResponse:
 
     @property
     def size(self) -> int:
-        return len(self.body) + sum(len(k) + len(v) for k, v in self.headers) + 200
+        return len(self.body) + sum(len(k) + len(v) for k, v in self.headers) + ENTRY_OVERHEAD
 
 
 def max_age_of(cache_control: str) -> float | None:
@@ -47,12 +49,23 @@ def max_age_of(cache_control: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def age_of(header: str) -> float:
+    """The upstream's `Age` in seconds (0 when absent or malformed), so tiers add up ages."""
+    try:
+        return max(0.0, float(header or "0"))
+    except ValueError:
+        return 0.0
+
+
 class ResponseCache:
+    """Bounded by bytes. lru-dict needs a count bound too; it is set to the most entries the byte
+    budget can hold (each costs at least ENTRY_OVERHEAD), so it never evicts behind the byte tally."""
+
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.evictions = 0
-        self._entries: lru.LRU = lru.LRU(1_000_000)  # bounded by bytes below, not by count
+        self._entries: lru.LRU = lru.LRU(max(1, max_bytes // ENTRY_OVERHEAD))
 
     def __len__(self) -> int:
         return len(self._entries)

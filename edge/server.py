@@ -7,8 +7,11 @@
   but are not part of the key.
 - Freshness follows the upstream's Cache-Control; responses carry `Age` (HLS-RULES 1c).
 - When the upstream fails, cached media is served stale; playlists only while younger than
-  `stale_playlist_seconds`, then a clear 502/504. Upstream 404s are cached briefly.
+  `stale_playlist_seconds`, then a clear 502. Upstream 404s are cached briefly.
 - Upstreams are tried in order: an edge can use another edge (tiers).
+
+What to serve from the cache is decided in `edge.policy` (pure, given `now`); this module is
+the aiohttp shell around it. The clock is injected (`EdgeNode(clock=...)`) so tests can move it.
 """
 
 from __future__ import annotations
@@ -16,37 +19,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter as Tally
-from dataclasses import dataclass, field
+from typing import Callable
 from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from edge.cache import CachedResponse, ResponseCache, max_age_of
+from edge import policy
+from edge.cache import CachedResponse, ResponseCache, age_of
 from edge.collapse import Collapser
+from edge.config import EdgeConfig
 
 log = logging.getLogger("mediacore.edge")
 
 PASSED_HEADERS = ("Content-Type", "Cache-Control", "Expires", "Last-Modified")
 HLS_DIRECTIVES = ("_HLS_msn", "_HLS_part", "_HLS_skip")
-
-
-@dataclass(slots=True)
-class EdgeConfig:
-    upstreams: list[str] = field(default_factory=list)
-    cache_mb: int = 512
-    """Cache budget in MiB (bodies plus headers)."""
-    upstream_timeout: float = 15.0
-    """Seconds for one upstream response; above the origin's 3 x TD blocking limit."""
-    negative_ttl: float = 1.0
-    """Seconds a 404 from upstream is reused."""
-    stale_playlist_seconds: float = 4.0
-    """How old a cached playlist may be when served because the upstream failed."""
-    max_connections: int = 256
-    """Keep-alive connections to each upstream."""
-    cors_origin: str = "*"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+"""Upstream seconds: from a parent tier's cache hit (milliseconds) to LL-HLS blocking requests held for seconds."""
 
 
 class UpstreamError(Exception):
@@ -60,27 +50,29 @@ def cache_key(request: web.Request) -> str:
 
 
 class EdgeNode:
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock` is the only source of time (monotonic seconds): freshness, Age, stale windows
+        and upstream latency all read it, so a test can drive them without waiting."""
         if not config.upstreams:
             raise ValueError("an edge needs at least one upstream (--origin)")
         self.config = config
+        self.clock = clock
         self.cache = ResponseCache(config.cache_mb * 1024 * 1024)
         self.collapser: Collapser[CachedResponse] = Collapser()
-        # Upstream fetches per key (the newest few thousand keys): a herd shows up here as
-        # a key fetched more than once while it was fresh.
-        self.fetches: Tally[str] = Tally()
         self._session: aiohttp.ClientSession | None = None
         self.registry = CollectorRegistry()
         r = self.registry
         self.hits = Counter("mediacore_edge_hits", "Requests served from cache", registry=r)
         self.misses = Counter("mediacore_edge_misses", "Requests that needed the upstream", registry=r)
-        self.collapsed = Counter("mediacore_edge_collapsed", "Misses that waited on another request's fetch", registry=r)
-        self.stale = Counter("mediacore_edge_stale_served", "Stale responses served because the upstream failed", registry=r)
+        self.collapsed = Counter("mediacore_edge_collapsed", "Misses that waited on another request's fetch",
+                                 registry=r)
+        self.stale = Counter("mediacore_edge_stale_served", "Stale responses served because the upstream failed",
+                             registry=r)
         self.upstream_errors = Counter("mediacore_edge_upstream_errors", "Failed upstream requests", registry=r)
         self.upstream_requests = Counter("mediacore_edge_upstream_requests", "Requests sent upstream", registry=r)
         self.upstream_latency = Histogram(
             "mediacore_edge_upstream_seconds", "Upstream response time (blocking requests included)", registry=r,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            buckets=LATENCY_BUCKETS,
         )
         self.bytes_out = Counter("mediacore_edge_bytes_out", "Body bytes sent to clients", registry=r)
         self.cache_bytes = Gauge("mediacore_edge_cache_bytes", "Bytes held in the cache", registry=r)
@@ -92,8 +84,11 @@ class EdgeNode:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            c = self.config
+            connector = aiohttp.TCPConnector(limit=c.max_connections * len(c.upstreams),
+                                             limit_per_host=c.max_connections, keepalive_timeout=c.upstream_keepalive)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit_per_host=self.config.max_connections, keepalive_timeout=60),
+                connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.config.upstream_timeout),
                 auto_decompress=True,
             )
@@ -102,7 +97,7 @@ class EdgeNode:
     async def _fetch(self, path_qs: str) -> CachedResponse:
         last_error: Exception | None = None
         for upstream in self.config.upstreams:
-            start = time.monotonic()
+            start = self.clock()
             self.upstream_requests.inc()
             try:
                 async with self.session().get(upstream.rstrip("/") + path_qs,
@@ -110,18 +105,11 @@ class EdgeNode:
                     body = await resp.read()
                     if resp.status >= 500:
                         raise UpstreamError(f"{upstream} answered {resp.status}")
-                    now = time.monotonic()
+                    now = self.clock()
                     self.upstream_latency.observe(now - start)
                     headers = tuple((h, resp.headers[h]) for h in PASSED_HEADERS if h in resp.headers)
-                    max_age = max_age_of(resp.headers.get("Cache-Control", ""))
-                    if resp.status == 404:
-                        max_age = min(max_age or self.config.negative_ttl, self.config.negative_ttl)
-                    try:
-                        upstream_age = float(resp.headers.get("Age", "0"))
-                    except ValueError:
-                        upstream_age = 0.0
-                    return CachedResponse(resp.status, body, headers, now, max_age if max_age is not None else -1.0,
-                                          upstream_age)
+                    max_age = policy.max_age_for(resp.status, resp.headers.get("Cache-Control", ""), self.config)
+                    return CachedResponse(resp.status, body, headers, now, max_age, age_of(resp.headers.get("Age", "")))
             except (aiohttp.ClientError, asyncio.TimeoutError, UpstreamError) as e:
                 self.upstream_errors.inc()
                 last_error = e
@@ -136,9 +124,9 @@ class EdgeNode:
         if request.method not in ("GET", "HEAD"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
         key = cache_key(request)
-        now = time.monotonic()
+        now = self.clock()
         entry = self.cache.get(key)
-        if entry is not None and entry.fresh(now):
+        if entry is not None and policy.serve_fresh(entry, now):
             self.hits.inc()
             return self.respond(request, entry, now, "HIT")
         self.misses.inc()
@@ -146,29 +134,22 @@ class EdgeNode:
         try:
             entry = await self.collapser.run(key, lambda: self._store(key, request.path_qs))
         except UpstreamError as e:
-            stale = self.cache.get(key)
-            if stale is not None and stale.status == 200 and self._may_serve_stale(request.path, stale, time.monotonic()):
+            stale, now = self.cache.get(key), self.clock()
+            if stale is not None and policy.may_serve_stale(request.path, stale, now, self.config):
                 self.stale.inc()
-                return self.respond(request, stale, time.monotonic(), "STALE")
+                return self.respond(request, stale, now, "STALE")
             raise web.HTTPBadGateway(text=f"upstream unavailable: {e}", headers=self._cors()) from e
         if self.collapser.collapsed > before:
             self.collapsed.inc()
-        return self.respond(request, entry, time.monotonic(), "MISS")
+        return self.respond(request, entry, self.clock(), "MISS")
 
     async def _store(self, key: str, path_qs: str) -> CachedResponse:
         self.waiting.set(self.collapser.inflight)
-        if len(self.fetches) > 10_000:
-            self.fetches.clear()
-        self.fetches[key] += 1
+        log.debug("edge: upstream fetch %s", key)  # one line per key per fetch: a herd shows up as repeats
         entry = await self._fetch(path_qs)
-        if entry.max_age > 0 and entry.status in (200, 404):
+        if policy.storable(entry):
             self.cache.put(key, entry)
         return entry
-
-    def _may_serve_stale(self, path: str, entry: CachedResponse, now: float) -> bool:
-        if path.endswith(".m3u8"):
-            return now - entry.stored_at <= self.config.stale_playlist_seconds
-        return True  # segments, parts and init segments never change
 
     def _cors(self) -> dict[str, str]:
         if not self.config.cors_origin:
@@ -184,7 +165,7 @@ class EdgeNode:
         content_type = headers.pop("Content-Type", "application/octet-stream")
         response = web.Response(status=entry.status, body=entry.body if request.method == "GET" else b"",
                                 headers=headers, content_type=content_type.split(";")[0])
-        if request.path.endswith(".m3u8") and "gzip" in request.headers.get("Accept-Encoding", ""):
+        if policy.is_playlist(request.path) and "gzip" in request.headers.get("Accept-Encoding", ""):
             response.enable_compression()
         self.bytes_out.inc(len(entry.body))
         return response

@@ -1,2 +1,5 @@
-"""Player client: an asyncio HLS / LL-HLS client measuring startup, latency and stalls
-(`mediacore-play`). The package is reserved by the folder plan; the client lands with its own issue."""
+"""Player client: asyncio HLS / LL-HLS viewers measuring startup, latency and stalls
+(`mediacore-play`), the load generator of the simulator and benchmarks.
+
+May import: mediacore.playlist only.
+"""

@@ -14,6 +14,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 
+from mediacore.playlist.multivariant import MultivariantPlaylist
 from player_client.player import parse_media_playlist
 
 
@@ -40,7 +41,7 @@ async def follow(url: str, seconds: float, session: aiohttp.ClientSession | None
     try:
         async with session.get(url) as r:
             multivariant = await r.text()
-        media_uri = next(ln for ln in multivariant.splitlines() if ln and not ln.startswith("#"))
+        media_uri = MultivariantPlaylist.parse(multivariant).variants[0].uri
         media_url = urljoin(url, media_uri)
         async with session.get(media_url) as r:
             playlist = parse_media_playlist(await r.text())

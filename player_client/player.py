@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import statistics
 import sys
 import time
@@ -21,14 +20,8 @@ from urllib.parse import urljoin
 
 import aiohttp
 
-from mediacore.packager.playlist import parse_date_time
-
-_ATTRS = re.compile(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)')
-
-
-def _attrs(value: str) -> dict[str, str]:
-    return {k: v.strip('"') for k, v in _ATTRS.findall(value)}
-
+from mediacore.playlist.media import MediaPlaylist
+from mediacore.playlist.multivariant import MultivariantPlaylist, is_multivariant
 
 @dataclass
 class Media:
@@ -44,6 +37,8 @@ class Media:
 
 @dataclass
 class Playlist:
+    """What a viewer needs of a media playlist: its media on the PDT timeline."""
+
     target_duration: float = 0.0
     part_hold_back: float = 0.0
     can_block: bool = False
@@ -55,55 +50,34 @@ class Playlist:
     parts: list[Media] = field(default_factory=list)
 
 
-def parse_media_playlist(text: str) -> Playlist:
-    pl = Playlist()
-    msn = 0
-    pdt: float | None = None
-    offset = 0.0
-    index = 0
-    extinf = 0.0
-    gap = False
-    for line in text.splitlines():
-        tag, _, value = line.partition(":")
-        if tag == "#EXT-X-TARGETDURATION":
-            pl.target_duration = float(value)
-        elif tag == "#EXT-X-MEDIA-SEQUENCE":
-            msn = int(value)
-        elif tag == "#EXT-X-SKIP":
-            msn += int(_attrs(value)["SKIPPED-SEGMENTS"])
-        elif tag == "#EXT-X-SERVER-CONTROL":
-            control = _attrs(value)
-            pl.part_hold_back = float(control.get("PART-HOLD-BACK", "0"))
-            pl.can_block = control.get("CAN-BLOCK-RELOAD") == "YES"
-            pl.can_skip = "CAN-SKIP-UNTIL" in control
-        elif tag == "#EXT-X-PRELOAD-HINT":
-            hint = _attrs(value)
-            if hint.get("TYPE") == "PART":
-                pl.hint = hint["URI"]
-        elif tag == "#EXT-X-PART-INF":
-            pl.low_latency = True
-        elif tag == "#EXT-X-PROGRAM-DATE-TIME":
-            pdt, offset, index = parse_date_time(value), 0.0, 0
-        elif tag == "#EXT-X-PART" and pdt is not None:
-            a = _attrs(value)
-            duration = float(a["DURATION"])
-            pl.parts.append(Media((msn, index), a["URI"], pdt + offset, duration, a.get("INDEPENDENT") == "YES",
-                                  a.get("GAP") == "YES"))
-            offset += duration
-            index += 1
-        elif tag == "#EXT-X-GAP":
-            gap = True
-        elif tag == "#EXTINF":
-            extinf = float(value.split(",")[0])
-        elif tag == "#EXT-X-ENDLIST":
-            pl.ended = True
-        elif line and not line.startswith("#"):
-            if pdt is not None:
-                pl.segments.append(Media((msn, -1), line, pdt, extinf, gap=gap))
-            msn += 1
-            pdt = None
-            gap = False
+def timeline(playlist: MediaPlaylist) -> Playlist:
+    """Place the segments and parts of a parsed playlist on the PDT timeline (segments
+    without a PROGRAM-DATE-TIME cannot be placed and are left out)."""
+    control = playlist.server_control
+    pl = Playlist(
+        target_duration=float(playlist.target_duration),
+        part_hold_back=(control.part_hold_back or 0.0) if control else 0.0,
+        can_block=bool(control and control.can_block_reload),
+        can_skip=bool(control and control.can_skip_until is not None),
+        low_latency=playlist.part_target is not None,
+        hint=playlist.preload_hint,
+        ended=playlist.ended,
+    )
+    for seg in playlist.segments:
+        if seg.program_date_time is None:
+            continue
+        offset = 0.0
+        for index, part in enumerate(seg.parts):
+            pl.parts.append(Media((seg.msn, index), part.uri, seg.program_date_time + offset, part.duration,
+                                  part.independent, part.gap))
+            offset += part.duration
+        if seg.uri is not None:
+            pl.segments.append(Media((seg.msn, -1), seg.uri, seg.program_date_time, seg.duration, gap=seg.gap))
     return pl
+
+
+def parse_media_playlist(text: str) -> Playlist:
+    return timeline(MediaPlaylist.parse(text))
 
 
 @dataclass
@@ -199,8 +173,8 @@ class Viewer:
             self.stats.errors.append(f"playlist {status}")
             return self.stats
         text = body.decode()
-        if "#EXT-X-STREAM-INF" in text:
-            variant = next(ln for ln in text.splitlines() if ln and not ln.startswith("#"))
+        if is_multivariant(text):
+            variant = MultivariantPlaylist.parse(text).variants[0].uri
             self._media_url = urljoin(self.url, variant)
             pl = await self._playlist()
         else:

@@ -1,1 +1,2 @@
-"""RTMP publish ingest: handshake, chunk stream, AMF0 commands, FLV tags -> Frames."""
+"""RTMP ingest: handshake, chunk stream, AMF0, FLV tags and the publish session
+(sans-I/O), RTMP -> frames, and the asyncio server."""

@@ -11,11 +11,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from mediacore.config import RtmpConfig
+from .config import RtmpConfig
 
 from .errors import RtmpError
 
-_DEFAULTS = RtmpConfig()  # every bound is named once, in mediacore/config.py
+_DEFAULTS = RtmpConfig()  # every bound is named once, in ingest/rtmp/config.py
 
 NUMBER, BOOLEAN, STRING, OBJECT, MOVIECLIP, NULL, UNDEFINED, REFERENCE = range(8)
 ECMA_ARRAY, OBJECT_END, STRICT_ARRAY, DATE, LONG_STRING, UNSUPPORTED = range(8, 14)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from mediacore.config import RtmpConfig
+from .config import RtmpConfig
 
 from .errors import RtmpError
 
-_DEFAULTS = RtmpConfig()  # every bound is named once, in mediacore/config.py
+_DEFAULTS = RtmpConfig()  # every bound is named once, in ingest/rtmp/config.py
 
 # Message type ids (RTMP specification 5.4, 7.1).
 SET_CHUNK_SIZE = 1

@@ -8,9 +8,9 @@ import logging
 import time
 from typing import Callable
 
-from mediacore.config import RtmpConfig
-from mediacore.h264 import H264Error
-from mediacore.hub import Hub, StreamBusy, StreamPublisher
+from .config import RtmpConfig
+from mediacore.model.h264 import H264Error
+from mediacore.hub.publisher import Publisher, PublishPoint, StreamBusy
 
 from .amf0 import AmfLimits
 from .chunk import ChunkLimits
@@ -32,7 +32,6 @@ def session_limits(config: RtmpConfig) -> SessionLimits:
             max_buffered_bytes=config.max_buffered_bytes,
         ),
         amf=AmfLimits(config.max_amf_depth, config.max_amf_string, config.max_amf_items),
-        max_stream_name=config.max_stream_name,
         window_ack_size=config.window_ack_size,
         out_chunk_size=config.out_chunk_size,
     )
@@ -44,7 +43,7 @@ class RtmpConnection(asyncio.Protocol):
         self.session = ServerSession(server.limits, epoch_ms=int(time.monotonic() * 1000))
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
-        self.publisher: StreamPublisher | None = None
+        self.publisher: Publisher | None = None
         self.frames: RtmpToFrames | None = None
         self._last_rx = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -168,7 +167,7 @@ class RtmpConnection(asyncio.Protocol):
 class RtmpServer:
     def __init__(
         self,
-        hub: Hub,
+        hub: PublishPoint,
         config: RtmpConfig,
         authorize: Authorizer,
         on_connection: Callable[[], None] = lambda: None,

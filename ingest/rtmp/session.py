@@ -16,10 +16,8 @@ Rules it follows:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
 
 from . import amf0
 from .chunk import (
@@ -41,7 +39,9 @@ from .chunk import (
     ChunkWriter,
     Message,
 )
-from mediacore.config import RtmpConfig
+from .config import RtmpConfig
+
+from mediacore.model.names import MAX_PUBLISH_QUERY, MAX_STREAM_NAME, split_publish_name, stream_name_problem
 
 from .errors import RtmpError
 from .flv import iter_aggregate
@@ -57,16 +57,14 @@ USER_STREAM_EOF = 1
 USER_PING_REQUEST = 6
 USER_PING_RESPONSE = 7
 
-_DEFAULTS = RtmpConfig()  # every bound is named once, in mediacore/config.py
+_DEFAULTS = RtmpConfig()  # every bound is named once, in ingest/rtmp/config.py
 APP_NAME = "live"
-STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 @dataclass(frozen=True, slots=True)
 class SessionLimits:
     chunk: ChunkLimits = ChunkLimits()
     amf: amf0.AmfLimits = amf0.AmfLimits()
-    max_stream_name: int = _DEFAULTS.max_stream_name
     window_ack_size: int = _DEFAULTS.window_ack_size
     out_chunk_size: int = _DEFAULTS.out_chunk_size
 
@@ -108,18 +106,6 @@ class Unpublished:
 Event = Connected | PublishRequest | MediaMessage | Metadata | Unpublished
 
 
-def validate_stream_name(name: str, max_length: int) -> None:
-    if len(name) > max_length:
-        raise RtmpError(f"stream name of {len(name)} characters exceeds the limit of {max_length}")
-    if not STREAM_NAME.match(name) or ".." in name:
-        shown = name if len(name) <= 64 else name[:64] + "..."
-        raise RtmpError(f"stream name {shown!r} is not allowed (letters, digits, '_', '-', '.')")
-
-
-def split_name(raw: str) -> tuple[str, dict[str, str]]:
-    name, _, query = raw.partition("?")
-    params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
-    return name, params
 
 
 class ServerSession:
@@ -260,7 +246,7 @@ class ServerSession:
 
     def _on_connect(self, txid: float, command: dict[str, Any], events: list[Event]) -> None:
         raw_app = str(command.get("app", ""))
-        app, params = split_name(raw_app.strip("/"))
+        app, params = split_publish_name(raw_app.strip("/"))
         tc_url = str(command.get("tcUrl", ""))
         if app != APP_NAME:
             self._command(
@@ -300,15 +286,14 @@ class ServerSession:
             raise RtmpError(f"publish on message stream {stream_id}, which was never created")
         raw = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
         publish_type = args[2] if len(args) > 2 and isinstance(args[2], str) else "live"
-        if len(raw) > self.limits.max_stream_name + 1024:
+        if len(raw) > MAX_STREAM_NAME + MAX_PUBLISH_QUERY:
             self._reject_name()
-            raise RtmpError(f"stream name of {len(raw)} characters exceeds the limit of {self.limits.max_stream_name}")
-        name, params = split_name(raw)
-        try:
-            validate_stream_name(name, self.limits.max_stream_name)
-        except RtmpError:
+            raise RtmpError(f"stream name of {len(raw)} characters exceeds the limit of {MAX_STREAM_NAME}")
+        name, params = split_publish_name(raw)
+        problem = stream_name_problem(name)
+        if problem is not None:
             self._reject_name()
-            raise
+            raise RtmpError(problem)
         key = params.get("key") or self.app_params.get("key", "")
         self.stream_name = name
         self._pending_publish_txid = txid

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from mediacore.aac import SAMPLES_PER_FRAME, AacError, parse_asc
-from mediacore.h264 import H264Error, parse_avcc, parse_sps
-from mediacore.media import VIDEO_TIMEBASE, Frame, Kind, Track
-from mediacore.wrap import Unwrapper
+from mediacore.model.aac import SAMPLES_PER_FRAME, AacError, parse_asc
+from mediacore.model.h264 import H264Error, parse_avcc, parse_sps
+from mediacore.model.media import VIDEO_TIMEBASE, Frame, Kind, Track
+from mediacore.model.timebase import Unwrapper
 
 from . import flv
 from .chunk import AUDIO, VIDEO

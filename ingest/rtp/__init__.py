@@ -1,1 +1,3 @@
-"""RTP ingest: packets, RTCP, jitter buffering and depacketizing (RTSP publish to follow)."""
+"""RTP ingest: RTSP publish (rtsp, session, server), raw RTP inputs described by an SDP
+(raw), RTP/RTCP packets, the jitter buffer, depacketizers and the sans-I/O track receiver
+(NACK, PLI, receiver reports), with compiled twins of the hot loops."""

@@ -12,7 +12,7 @@ from .packet import RtpPacket
 if TYPE_CHECKING:  # both builds have the same interface; the checker reads the Python source
     from .h264_depacketize import H264Depacketizer
 else:
-    from mediacore.compiled import H264Depacketizer
+    from ingest.rtp.compiled import H264Depacketizer
 
 __all__ = ["AccessUnit", "AacDepacketizer", "H264Depacketizer", "OpusDepacketizer", "opus_packet_samples"]
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ingest.rtp.access_unit import AccessUnit
 from ingest.rtp.errors import RtpError
-from mediacore.h264 import NAL_IDR, NAL_PPS, NAL_SPS
+from mediacore.model.h264 import NAL_IDR, NAL_PPS, NAL_SPS
 
 if TYPE_CHECKING:
     from ingest.rtp.rtp_packet import RtpPacket

@@ -17,7 +17,7 @@ from .rtp_packet import RTP_VERSION
 if TYPE_CHECKING:  # both builds have the same interface; the checker reads the Python source
     from .rtp_packet import RtpPacket, parse_rtp
 else:
-    from mediacore.compiled import RtpPacket, parse_rtp
+    from ingest.rtp.compiled import RtpPacket, parse_rtp
 
 RTCP_SR, RTCP_RR, RTCP_SDES, RTCP_BYE, RTCP_RTPFB, RTCP_PSFB = 200, 201, 202, 203, 205, 206
 NACK_FMT = 1

@@ -5,7 +5,7 @@ Each media of the SDP listens on its m= port (RTCP on the next port, or a=rtcp).
 publishes its stream when packets arrive and unpublishes after `timeout` seconds without
 any, so a sender that stops and starts again republishes like an RTMP or RTSP publisher
 would. RTCP goes back (generic NACK, receiver reports) to wherever the sender's RTCP came
-from. The per-track pipeline is the RTSP server's TrackReceiver.
+from. The per-track pipeline is ingest/rtp/receiver.py's TrackReceiver.
 """
 
 from __future__ import annotations
@@ -17,21 +17,21 @@ import socket
 import time
 from typing import Callable
 
-from mediacore.h264 import H264Error
-from mediacore.hub import Hub, StreamBusy, StreamPublisher
+from mediacore.model.h264 import H264Error
+from mediacore.hub.publisher import Publisher, PublishPoint, StreamBusy
 
 from .errors import RtpError
 from .sdp import SessionDescription, check_ingestible
-from .server import Datagrams, TrackReceiver
+from .config import PUBLISH_RETRY, TICK_SECONDS, UDP_RECEIVE_BUFFER
+from .receiver import TrackReceiver
+from .server import Datagrams
 from .to_stream import SessionClock
 
 log = logging.getLogger("mediacore.rtp")
 
-TICK_SECONDS = 0.02
-
 
 class RawRtpInput:
-    def __init__(self, hub: Hub, name: str, sdp: SessionDescription, host: str = "0.0.0.0", timeout: float = 10.0,
+    def __init__(self, hub: PublishPoint, name: str, sdp: SessionDescription, host: str = "0.0.0.0", timeout: float = 10.0,
                  on_error: Callable[[], None] = lambda: None) -> None:
         check_ingestible(sdp)
         self.hub = hub
@@ -40,7 +40,7 @@ class RawRtpInput:
         self.host = host
         self.timeout = timeout
         self.on_error = on_error
-        self.publisher: StreamPublisher | None = None
+        self.publisher: Publisher | None = None
         self.receivers: dict[int, TrackReceiver] = {}
         self.ports: dict[int, tuple[int, int]] = {}  # media index -> bound (RTP, RTCP) ports
         self._transports: dict[int, tuple[asyncio.DatagramTransport, asyncio.DatagramTransport]] = {}
@@ -63,7 +63,7 @@ class RawRtpInput:
                                                               local_addr=(self.host, rtcp_port))
                 self._transports[index] = (rtp, rtcp)
                 self.ports[index] = (rtp.get_extra_info("sockname")[1], rtcp.get_extra_info("sockname")[1])
-                rtp.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+                rtp.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
         except OSError:
             await self.stop()
             raise
@@ -83,7 +83,7 @@ class RawRtpInput:
             self.publisher = self.hub.publish(self.name)
         except StreamBusy as e:
             log.warning("rtp input %s: %s; packets are dropped until it is free", self.name, e)
-            self._retry_at = now + 1.0
+            self._retry_at = now + PUBLISH_RETRY
             return False
         self.sessions += 1
         clock = SessionClock()
@@ -99,7 +99,7 @@ class RawRtpInput:
         if self.publisher is None and not self._publish(now):
             return
         try:
-            self.receivers[index].on_rtp(data, now)
+            self.receivers[index].on_rtp(data, now, time.time())
         except (RtpError, H264Error) as e:
             self._fail(str(e))
 
@@ -118,8 +118,9 @@ class RawRtpInput:
                 self._unpublish(f"no RTP for {self.timeout:g} s")
             else:
                 try:
+                    wall = time.time()
                     for index, receiver in self.receivers.items():
-                        for rtcp in receiver.tick(now):
+                        for rtcp in receiver.tick(now, wall):
                             peer = self._rtcp_peer.get(index)
                             if peer is not None:
                                 self._transports[index][1].sendto(rtcp, peer)
@@ -138,7 +139,7 @@ class RawRtpInput:
             return
         for receiver in self.receivers.values():
             try:
-                receiver.finish(time.monotonic())
+                receiver.finish(time.monotonic(), time.time())
             except (RtpError, H264Error):
                 pass
         self.receivers = {}

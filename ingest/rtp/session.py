@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
-from ingest.rtmp.session import split_name, validate_stream_name
-from ingest.rtmp.errors import RtmpError
+from mediacore.model.names import split_publish_name, stream_name_problem
 
 from .errors import RtpError
 from .rtsp import Request, response
@@ -36,12 +35,11 @@ class TrackSetup:
 
 class RtspSession:
     def __init__(self, authorize: Callable[[str, str], str | None],
-                 allocate_ports: Callable[[], tuple[int, int]], max_stream_name: int = 128) -> None:
+                 allocate_ports: Callable[[], tuple[int, int]]) -> None:
         """authorize(name, key) returns None to accept or a reason to refuse;
         allocate_ports() returns a (rtp, rtcp) pair of bound server UDP ports."""
         self.authorize = authorize
         self.allocate_ports = allocate_ports
-        self.max_stream_name = max_stream_name
         self.session_id = secrets.token_hex(8)
         self.stream_name = ""
         self.sdp: SessionDescription | None = None
@@ -79,11 +77,10 @@ class RtspSession:
         app, _, raw = path.partition("/")
         if app != "live":
             raise RtpError(f"ANNOUNCE for {req.uri[:100]!r}: publish to rtsp://HOST/live/STREAM")
-        name, params = split_name(raw + ("?" + query if query else ""))
-        try:
-            validate_stream_name(name, self.max_stream_name)
-        except RtmpError as e:
-            raise RtpError(str(e)) from e
+        name, params = split_publish_name(raw + ("?" + query if query else ""))
+        problem = stream_name_problem(name)
+        if problem is not None:
+            raise RtpError(problem)
         sdp = parse_sdp(req.body.decode("utf-8", errors="replace"))
         check_ingestible(sdp)
         refusal = self.authorize(name, params.get("key", ""))

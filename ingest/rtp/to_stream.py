@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import heapq
 
-from mediacore.aac import AacError, parse_asc
-from mediacore.h264 import build_avcc, parse_avcc, parse_sps
-from mediacore.media import VIDEO_TIMEBASE, Frame, Kind, Track
-from mediacore.wrap import Unwrapper
+from mediacore.model.aac import AacError, parse_asc
+from mediacore.model.h264 import build_avcc, parse_avcc, parse_sps
+from mediacore.model.media import VIDEO_TIMEBASE, Frame, Kind, Track
+from mediacore.model.timebase import Unwrapper
 
 from .depacketize import AccessUnit
 from .errors import RtpError

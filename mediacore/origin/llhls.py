@@ -8,21 +8,22 @@ each branch (draft-pantos-hls-rfc8216bis S6.2.5); the handlers only wait and wri
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Mapping
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from mediacore.llstore import LlRendition
-from mediacore.origin.app import ENGINE_KEY, _client_key, _not_found, _stream_name
-from mediacore.media import Kind
+from mediacore.model.media import Kind
+from mediacore.origin.http import client_key, not_found, playlist_response, state_of, stream_name
+from mediacore.origin.state import OriginState
+from mediacore.playlist.multivariant import AudioRendition, MultivariantPlaylist, Variant
+from mediacore.playlist.uris import LL_MEDIA_ROUTE, LL_RENDITIONS, ll_playlist_uri, ll_prefix, parse_ll_media
+from mediacore.store.ll import LlRendition
 
-if TYPE_CHECKING:
-    from mediacore.engine import Engine
-
-PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+MAX_DIRECTIVE_DIGITS = 18
+"""_HLS_msn / _HLS_part longer than this are refused: no stream reaches 10^18 segments."""
+MULTIVARIANT_MAX_AGE = 2
+"""Seconds the multivariant playlist may be cached: it changes only with codecs or bitrate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,7 @@ def parse_directives(query: Mapping[str, str]) -> Request:
         value = query.get(name)
         if value is None:
             return None
-        if not value.isdigit() or len(value) > 18:
+        if not value.isdigit() or len(value) > MAX_DIRECTIVE_DIGITS:
             raise ValueError(f"{name} must be a non-negative integer")
         return int(value)
 
@@ -68,7 +69,7 @@ def decide(rendition: LlRendition, request: Request) -> Decision:
         # "...if the _HLS_msn is greater than the last Media Sequence Number in the Playlist
         # plus 2, the server SHOULD immediately return 400."
         return Decision(400, f"_HLS_msn {request.msn} is more than 2 past the last segment {last_msn}")
-    completed = rendition.segments[-1].msn if rendition.segments else -1
+    completed = rendition.last_complete_msn()
     if request.part is not None and request.msn == last_msn and request.msn > completed:
         # (A part index past a *complete* parent's last part is part 0 of the next, B3.)
         limit = advance_part_limit(rendition.part_target)
@@ -82,62 +83,57 @@ def decide(rendition: LlRendition, request: Request) -> Decision:
     return Decision(0)
 
 
-def _renditions(request: web.Request) -> tuple["Engine", dict[Kind, LlRendition]]:
-    engine = request.app[ENGINE_KEY]
-    name = _stream_name(request)
-    renditions = engine.ll_renditions.get(name)
+def _renditions(request: web.Request) -> tuple[OriginState, str, dict[Kind, LlRendition]]:
+    state = state_of(request)
+    name = stream_name(request)
+    renditions = state.ll_renditions.get(name)
     if renditions is None or not renditions[Kind.VIDEO].ready and not renditions[Kind.AUDIO].ready:
-        raise _not_found(f"stream {name} is not live (yet)")
-    engine.viewers.record(name, _client_key(request))
-    return engine, renditions
+        raise not_found(f"stream {name} is not live (yet)")
+    state.viewers.record(name, client_key(request), state.clock())
+    return state, name, renditions
 
 
-def _playlist_response(request: web.Request, text: str, cache: str) -> web.Response:
-    response = web.Response(body=text.encode(), content_type=PLAYLIST_TYPE, headers={"Cache-Control": cache})
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        response.enable_compression()
-    return response
-
-
-async def multivariant(request: web.Request) -> web.StreamResponse:
-    engine, renditions = _renditions(request)
-    stream = engine.hub.streams[request.match_info["stream"]]
+def multivariant_playlist(state: OriginState, name: str, renditions: dict[Kind, LlRendition]) -> MultivariantPlaylist:
+    """One variant (video, or audio alone) with the audio rendition group beside it."""
+    stream = state.streams[name]
     video, audio = renditions[Kind.VIDEO], renditions[Kind.AUDIO]
     video_track = stream.tracks.get(Kind.VIDEO)
     audio_track = stream.tracks.get(Kind.AUDIO)
-    lines = ["#EXTM3U", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    playlist = MultivariantPlaylist()
     peak, average = 0, 0
-    codecs = []
-    attributes = []
-    if audio.ready and audio_track is not None:
+    codecs: list[str] = []
+    with_audio = audio.ready and audio_track is not None
+    if with_audio and audio_track is not None:
         a_peak, a_avg = audio.bandwidth()
         peak, average = peak + a_peak, average + a_avg
-        lines.append(
-            '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aac",NAME="main",DEFAULT=YES,AUTOSELECT=YES,'
-            f'CHANNELS="{audio_track.channels or 2}",URI="ll/audio.m3u8"'
-        )
+        playlist.audio.append(AudioRendition("aac", "main", ll_playlist_uri(audio.name), audio_track.channels or 2))
         codecs.append(audio_track.codec_string)
+    resolution, frame_rate = None, None
     if video.ready and video_track is not None:
         v_peak, v_avg = video.bandwidth()
         peak, average = peak + v_peak, average + v_avg
         codecs.insert(0, video_track.codec_string)
-        attributes.append(f"RESOLUTION={video_track.width}x{video_track.height}")
-        attributes.append(f"FRAME-RATE={video.frame_rate():.3f}")
-    attrs = [f"BANDWIDTH={max(peak, 1)}", f"AVERAGE-BANDWIDTH={max(average, 1)}", f'CODECS="{",".join(codecs)}"']
-    attrs += attributes
-    if audio.ready and audio_track is not None and video.ready:
-        attrs.append('AUDIO="aac"')
-    lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
-    lines.append("ll/video.m3u8" if video.ready else "ll/audio.m3u8")
-    return _playlist_response(request, "\n".join(lines) + "\n", "public, max-age=2")
+        resolution = (video_track.width, video_track.height)
+        frame_rate = video.frame_rate()
+    playlist.variants.append(Variant(
+        ll_playlist_uri(video.name if video.ready else audio.name), max(peak, 1), max(average, 1), tuple(codecs),
+        resolution, frame_rate, "aac" if with_audio and video.ready else None,
+    ))
+    return playlist
+
+
+async def multivariant(request: web.Request) -> web.StreamResponse:
+    state, name, renditions = _renditions(request)
+    text = multivariant_playlist(state, name, renditions).render()
+    return playlist_response(request, text, f"public, max-age={MULTIVARIANT_MAX_AGE}")
 
 
 async def media_playlist(request: web.Request) -> web.StreamResponse:
-    engine, renditions = _renditions(request)
-    kind = {"video": Kind.VIDEO, "audio": Kind.AUDIO}.get(request.match_info["rendition"])
-    if kind is None or not renditions[kind].ready:
+    state, _, renditions = _renditions(request)
+    prefix = LL_RENDITIONS.get(request.match_info["rendition"])
+    rendition = next((r for r in renditions.values() if r.prefix == prefix), None)
+    if rendition is None or not rendition.ready:
         raise web.HTTPNotFound(text="no such rendition", headers={"Cache-Control": "max-age=1"})
-    rendition = renditions[kind]
     td = rendition.target_duration or 1
     try:
         directives = parse_directives(request.query)
@@ -148,64 +144,53 @@ async def media_playlist(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text=decision.reason, headers={"Cache-Control": f"max-age={td}"})
     blocking = directives.msn is not None and not rendition.ended
     if decision.status == 0:
-        timeout = engine.config.llhls.blocking_timeout_factor * td
-        deadline = time.monotonic() + timeout
+        deadline = state.clock() + state.blocking_timeout_factor * td
         while not rendition.has(directives.msn or 0, directives.part):
-            remaining = deadline - time.monotonic()
+            remaining = deadline - state.clock()
             if remaining <= 0:
                 # "...if the server cannot answer within 3 x Target Duration: 503" (B8)
                 raise web.HTTPServiceUnavailable(
                     text="the requested part did not appear in time", headers={"Cache-Control": f"max-age={td}"}
                 )
             await rendition.changed.wait(remaining)
-        engine.metrics.ll_blocked_wake.labels("playlist").observe(time.monotonic() - rendition.changed_at)
+        state.metrics.ll_blocked_wake.labels("playlist").observe(state.clock() - rendition.changed_at)
     # Blocking responses are immutable for their (msn, part): cacheable for 6 x TD; the
     # directive-less playlist changes every part: short-lived (HLS-RULES 1c).
     cache = f"public, max-age={6 * td}" if blocking else "public, max-age=1"
-    return _playlist_response(request, rendition.render(directives.skip), cache)
-
-
-def _parse_part_name(name: str) -> tuple[str, str, int, int | None] | None:
-    """'v-SESSION-MSN.PART' or 'v-SESSION-MSN' -> (prefix, session, msn, part)."""
-    try:
-        prefix, session, rest = name.split("-", 2)
-        msn_text, _, part_text = rest.partition(".")
-        return prefix, session, int(msn_text), int(part_text) if part_text else None
-    except ValueError:
-        return None
+    return playlist_response(request, rendition.render(directives.skip), cache)
 
 
 async def media(request: web.Request) -> web.StreamResponse:
-    engine, renditions = _renditions(request)
+    state, _, renditions = _renditions(request)
     name = request.match_info["name"]
     ext = request.match_info["ext"]
     uri = f"{name}.{ext}"
-    parsed = _parse_part_name(name)
-    prefix = parsed[0] if parsed else name.split("-", 1)[0]
-    rendition = renditions[Kind.VIDEO] if prefix == "v" else renditions[Kind.AUDIO] if prefix == "a" else None
+    prefix = ll_prefix(name)
+    rendition = next((r for r in renditions.values() if r.prefix == prefix), None)
     if rendition is None:
         raise web.HTTPNotFound(headers={"Cache-Control": "max-age=1"})
     td = rendition.target_duration or 1
-    data = rendition.resource(uri, time.monotonic())
-    if data is None and ext == "m4s" and parsed is not None and parsed[3] is not None:
-        _, session, msn, part = parsed
+    data = rendition.resource(uri, state.clock())
+    parsed = parse_ll_media(name) if ext == "m4s" else None
+    if data is None and parsed is not None and parsed.part is not None:
         # H5: the hinted part is requestable as soon as it is hinted; the response waits
         # until the part is complete, then goes out whole (H6). Anything else is 404 (H7).
-        deadline = time.monotonic() + engine.config.llhls.blocking_timeout_factor * td
+        deadline = state.clock() + state.blocking_timeout_factor * td
         while data is None:
-            if session != rendition.session_id or (msn, part) != rendition.next_part() or rendition.ended:
+            if (parsed.session != rendition.session_id or (parsed.msn, parsed.part) != rendition.next_part()
+                    or rendition.ended):
                 break
-            remaining = deadline - time.monotonic()
+            remaining = deadline - state.clock()
             if remaining <= 0:
                 raise web.HTTPServiceUnavailable(headers={"Cache-Control": f"max-age={td}"})
             await rendition.changed.wait(remaining)
-            data = rendition.resource(uri, time.monotonic())
+            data = rendition.resource(uri, state.clock())
             if data is not None:
-                engine.metrics.ll_blocked_wake.labels("part").observe(time.monotonic() - rendition.changed_at)
+                state.metrics.ll_blocked_wake.labels("part").observe(state.clock() - rendition.changed_at)
     if data is None:
         raise web.HTTPNotFound(text="no such part or segment", headers={"Cache-Control": f"max-age={td}"})
-    content_type = "video/mp4" if rendition.prefix == "v" else "audio/mp4"
-    max_age = engine.config.http.segment_max_age
+    content_type = "video/mp4" if rendition.prefix == LL_RENDITIONS["video"] else "audio/mp4"
+    max_age = state.http.segment_max_age
     return web.Response(body=data, content_type=content_type,
                         headers={"Cache-Control": f"public, max-age={max_age}, immutable"})
 
@@ -213,4 +198,4 @@ async def media(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/live/{stream}/ll.m3u8", multivariant)
     app.router.add_get("/live/{stream}/ll/{rendition}.m3u8", media_playlist)
-    app.router.add_get(r"/live/{stream}/ll/{name:[av]-[0-9a-z.\-]+}.{ext:mp4|m4s}", media)
+    app.router.add_get("/live/{stream}/ll/" + LL_MEDIA_ROUTE, media)

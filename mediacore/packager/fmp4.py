@@ -14,8 +14,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from mediacore.aac import parse_asc
-from mediacore.media import Kind, Track
+from mediacore.model.aac import parse_asc
+from mediacore.model.media import Kind, Track
 
 MATRIX = struct.pack(">9I", 0x00010000, 0, 0, 0, 0x00010000, 0, 0, 0, 0x40000000)
 SYNC_SAMPLE = 0x02000000  # sample_depends_on = 2 (does not depend on others)

@@ -1,9 +1,8 @@
 """The HLS (MPEG-TS) packager of one stream: hub subscription -> segments in an HlsStore.
 
-TARGETDURATION is fixed once, when the first segment closes, at the larger of the configured
-segment duration and the first GOP (with a quarter second of headroom for timestamp jitter),
-both rounded half up, and never changes afterwards (T3). The engine only remuxes, so it
-cannot shorten a GOP that the publisher made longer than that: such a segment is logged.
+TARGETDURATION is fixed by the store when the first segment lands (mediacore/store/window.py,
+T3). The engine only remuxes, so it cannot shorten a GOP that the publisher made longer than
+that: such a segment is logged.
 """
 
 from __future__ import annotations
@@ -12,14 +11,16 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
+from typing import Callable
 
-from mediacore.config import HlsConfig
-from mediacore.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
-from mediacore.media import Frame, Kind
+from mediacore.packager.config import PACKAGER_QUEUE_BYTES, HlsConfig
+from mediacore.hub.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
+from mediacore.model.media import Frame, Kind
+from mediacore.packager.decode_order import DecodeOrder
 from mediacore.packager.segmenter import VIDEO_STALL_90K, SegmentDraft, Segmenter
 from mediacore.packager.ts import ContinuityCounters, mux_segment
-from mediacore.store import HlsStore
-from mediacore.wrap import round_half_up
+from mediacore.store.hls import HlsStore
+from mediacore.model.timebase import round_half_up
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +30,22 @@ def _mux_and_fix(frames: list[Frame], counters: ContinuityCounters) -> bytes:
 
 
 class HlsPackager:
-    def __init__(self, stream: Stream, store: HlsStore, config: HlsConfig, executor: Executor) -> None:
+    def __init__(self, stream: Stream, store: HlsStore, config: HlsConfig, executor: Executor,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.stream = stream
         self.store = store
         self.config = config
         self.executor = executor
         self.subscription: Subscription = stream.subscribe(
-            "hls-packager", max_items=config.queue_frames, max_bytes=256 * 1024 * 1024
+            "hls-packager", max_items=config.queue_frames, max_bytes=PACKAGER_QUEUE_BYTES
         )
         self._segmenter: Segmenter | None = None
         self._configs: dict[Kind, bytes] = {}
-        self._last_dts: dict[Kind, int] = {}
+        self._decode_order = DecodeOrder()
         self._counters = ContinuityCounters()
         self._warned_long = False
         self.segments_made = 0
-        self.dts_fixups = 0
 
     async def run(self) -> None:
         try:
@@ -76,15 +78,7 @@ class HlsPackager:
             self._segmenter.has_video = has_video
             self._configs = {k: t.config for k, t in self.stream.tracks.items()}
             self._configs[kind] = frame.track.config
-        last = self._last_dts.get(kind)
-        if last is not None and frame.dts <= last:
-            # The muxer needs strictly increasing DTS per stream; encoders that stamp B-frame
-            # DTS in whole milliseconds repeat values. Nudge, never drop: a dropped reference
-            # frame would break decoding until the next keyframe.
-            dts = last + 1
-            frame = Frame(frame.track, dts, max(frame.pts, dts), frame.keyframe, frame.data, frame.wallclock)
-            self.dts_fixups += 1
-        self._last_dts[kind] = frame.dts
+        frame = self._decode_order.fix(frame)
         cuts = self._segmenter.stall_cuts
         for draft in self._segmenter.push(frame):
             if draft.audio_start:
@@ -99,7 +93,7 @@ class HlsPackager:
         if self._segmenter is None:
             return
         draft = self._segmenter.discontinuity()
-        self._last_dts.clear()
+        self._decode_order.reset()
         if draft is not None:
             await self._emit(draft)
 
@@ -108,12 +102,8 @@ class HlsPackager:
             return
         store = self.store
         duration = draft.duration
-        if store.target_duration is None:
-            store.target_duration = max(
-                round_half_up(self.config.segment_duration), round_half_up(duration + 0.25), 1
-            )
-            log.info("stream %s: TARGETDURATION fixed at %d s", self.stream.name, store.target_duration)
-        elif round_half_up(duration) > store.target_duration and not self._warned_long:
+        if store.target_duration is not None and round_half_up(duration) > store.target_duration \
+                and not self._warned_long:
             self._warned_long = True
             log.warning(
                 "stream %s: a %.3f s GOP exceeds TARGETDURATION %d; ask the publisher for keyframes every %g s",
@@ -126,5 +116,8 @@ class HlsPackager:
         data = await loop.run_in_executor(self.executor, _mux_and_fix, draft.frames, self._counters)
         if store.ended:
             return
-        store.add_segment(duration, data, draft.wallclock, draft.discontinuity, time.monotonic())
+        fixed = store.target_duration
+        store.add_segment(duration, data, draft.wallclock, draft.discontinuity, self.clock())
+        if fixed is None:
+            log.info("stream %s: TARGETDURATION fixed at %d s", self.stream.name, store.target_duration)
         self.segments_made += 1

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
-from mediacore.config import HlsConfig, LlHlsConfig
-from mediacore.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
-from mediacore.llstore import LlRendition
-from mediacore.media import Frame, Kind, Track
+from mediacore.packager.config import PACKAGER_QUEUE_BYTES, HlsConfig, LlHlsConfig
+from mediacore.packager.decode_order import DecodeOrder
+from mediacore.hub.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
+from mediacore.store.ll import LlRendition
+from mediacore.model.media import Frame, Kind, Track
 from mediacore.packager.fmp4 import fragment, init_segment
 from mediacore.packager.parts import ClosedPart, PartCutter, declared_part_target
 
@@ -23,19 +25,21 @@ class _Track:
         self.track = track
         self.cutter = PartCutter(track.timebase, track.kind is Kind.VIDEO, config.part_duration, hls.segment_duration)
         self.sequence = 0
-        self.last_dts: int | None = None
         rendition.set_init(init_segment(track))
 
 
 class LlHlsPackager:
-    def __init__(self, stream: Stream, renditions: dict[Kind, LlRendition], config: LlHlsConfig, hls: HlsConfig) -> None:
+    def __init__(self, stream: Stream, renditions: dict[Kind, LlRendition], config: LlHlsConfig, hls: HlsConfig,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.stream = stream
         self.renditions = renditions
         self.config = config
         self.hls = hls
         self.subscription: Subscription = stream.subscribe("llhls-packager", max_items=hls.queue_frames,
-                                                           max_bytes=256 * 1024 * 1024)
+                                                           max_bytes=PACKAGER_QUEUE_BYTES)
         self._tracks: dict[Kind, _Track] = {}
+        self._decode_order = DecodeOrder()
         self.parts_made = 0
 
     async def run(self) -> None:
@@ -48,7 +52,7 @@ class LlHlsPackager:
                     self._flush(discontinuity=True)
                 elif isinstance(item, StreamEnded):
                     self._flush(discontinuity=False)
-                    now = time.monotonic()
+                    now = self.clock()
                     for rendition in self.renditions.values():
                         rendition.end(now)
                     return
@@ -71,14 +75,11 @@ class LlHlsPackager:
                 rendition.mark_discontinuity()
             state = _Track(rendition, frame.track, self.config, self.hls)
             self._tracks[kind] = state
-        if state.last_dts is not None and frame.dts <= state.last_dts:
-            dts = state.last_dts + 1  # strictly increasing decode times, never a dropped frame
-            frame = Frame(frame.track, dts, max(frame.pts, dts), frame.keyframe, frame.data, frame.wallclock)
-        state.last_dts = frame.dts
-        self._emit(state, state.cutter.push(frame))
+            self._decode_order.reset(kind)
+        self._emit(state, state.cutter.push(self._decode_order.fix(frame)))
 
     def _emit(self, state: _Track, parts: list[ClosedPart]) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for part in parts:
             if part.gap:
                 data = b""  # a hole in the track: listed as GAP=YES, nothing to write
@@ -96,4 +97,4 @@ class LlHlsPackager:
             self._emit(state, state.cutter.flush())
             if discontinuity:
                 state.rendition.mark_discontinuity()
-            state.last_dts = None
+        self._decode_order.reset()

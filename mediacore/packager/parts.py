@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mediacore.media import Frame
+from mediacore.model.media import Frame
 from mediacore.packager.fmp4 import Sample
 
 TOLERANCE_SECONDS = 0.02

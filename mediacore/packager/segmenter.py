@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mediacore.media import Frame, Kind
-from mediacore.wrap import rescale
+from mediacore.model.media import Frame, Kind
+from mediacore.model.timebase import rescale
 
 
 @dataclass(slots=True)

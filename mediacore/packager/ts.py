@@ -16,9 +16,9 @@ from functools import lru_cache
 
 import av
 
-from mediacore.aac import AacConfig, adts_header, parse_asc
-from mediacore.h264 import AvcConfig, avcc_to_annexb, parse_avcc
-from mediacore.media import Frame, Kind
+from mediacore.model.aac import AacConfig, adts_header, parse_asc
+from mediacore.model.h264 import AvcConfig, avcc_to_annexb, parse_avcc
+from mediacore.model.media import Frame, Kind
 
 TS_PACKET = 188
 SDT_PID = 0x0011

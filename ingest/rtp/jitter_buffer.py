@@ -8,13 +8,17 @@ larger than `resync_packets`, or a new SSRC, resynchronises once instead of muti
 stream. Time (`now`, seconds) is passed in. This one source is also compiled by Cython
 (cython_ext/jitter_buffer.pxd), so the two builds cannot drift apart; the per-slot state
 lives in typed arrays, which the compiled build reads as C arrays.
+
+Defaults: `capacity` 2048 packets holds about 2 s of 8 Mbit/s video (the reorder window's
+count bound); delays in seconds: `min_delay`/`max_delay` bound the adaptive playout delay,
+`max_wait` the time bound of the window, `loss_dwell` how long a gap waits before a NACK.
 """
 
 from array import array
 
 
 class JitterBuffer:
-    def __init__(self, clock_rate: int, capacity: int = 512, min_delay: float = 0.02, max_delay: float = 0.5,
+    def __init__(self, clock_rate: int, capacity: int = 2048, min_delay: float = 0.02, max_delay: float = 0.5,
                  max_wait: float = 1.0, loss_dwell: float = 0.02, resync_packets: int = 3000) -> None:
         if capacity < 8 or capacity & (capacity - 1):
             raise ValueError("capacity must be a power of two, at least 8")

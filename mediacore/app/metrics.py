@@ -6,16 +6,16 @@ media path itself never touches a metric object.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mediacore.priority_queue import AUDIO, KEY, NONREF, REF
-
-if TYPE_CHECKING:
-    from mediacore.engine import Engine
+from ingest.rtp.receiver import TrackReceiver
+from mediacore.hub.hub import Stream
+from mediacore.hub.priority_queue import AUDIO, KEY, NONREF, REF
+from mediacore.origin.viewers import ViewerTracker
 
 
 DROP_LABELS = {AUDIO: "audio", KEY: "keyframe", REF: "reference", NONREF: "non_reference"}
@@ -44,16 +44,23 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
         )
 
-    def attach(self, engine: "Engine") -> None:
-        self.registry.register(_EngineCollector(engine))
+    def attach(self, streams: Mapping[str, Stream], segments_made: Callable[[str], int], viewers: ViewerTracker,
+               rtp_receivers: Callable[[], Iterable[tuple[str, TrackReceiver]]], clock: Callable[[], float]) -> None:
+        """Read the engine's parts at scrape time (the media path never touches a metric)."""
+        self.registry.register(_EngineCollector(streams, segments_made, viewers, rtp_receivers, clock))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class _EngineCollector(Collector):
-    def __init__(self, engine: "Engine") -> None:
-        self.engine = engine
+    def __init__(self, streams: Mapping[str, Stream], segments_made: Callable[[str], int], viewers: ViewerTracker,
+                 rtp_receivers: Callable[[], Iterable[tuple[str, TrackReceiver]]], clock: Callable[[], float]) -> None:
+        self.streams = streams
+        self.segments_made = segments_made
+        self.viewers = viewers
+        self.rtp_receivers = rtp_receivers
+        self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
         live = GaugeMetricFamily("mediacore_streams", "Streams known to the hub", labels=["state"])
@@ -66,16 +73,16 @@ class _EngineCollector(Collector):
         )
         viewers = GaugeMetricFamily("mediacore_viewers", "Viewers seen recently", labels=["stream"])
         counts = {"live": 0, "idle": 0, "ended": 0}
-        for name, stream in self.engine.hub.streams.items():
+        now = self.clock()
+        for name, stream in self.streams.items():
             counts["live" if stream.publishing else "ended" if stream.ended else "idle"] += 1
             for kind, n in stream.stats.frames.items():
                 frames.add_metric([name, kind.value], n)
             in_bytes.add_metric([name], stream.stats.bytes)
             for level, label in DROP_LABELS.items():
                 drops.add_metric([name, label], sum(s.queue.dropped_by_priority[level] for s in stream.subscribers))
-            packager = self.engine.packagers.get(name)
-            segments.add_metric([name], packager.segments_made if packager else 0)
-            viewers.add_metric([name], self.engine.viewers.count(name))
+            segments.add_metric([name], self.segments_made(name))
+            viewers.add_metric([name], self.viewers.count(name, now))
         for state, n in counts.items():
             live.add_metric([state], n)
         yield from (live, frames, in_bytes, segments, drops, viewers)
@@ -92,9 +99,7 @@ class _EngineCollector(Collector):
             labels=["stream", "media", "reason"])
         jitter = GaugeMetricFamily("mediacore_rtp_jitter_seconds", "RFC 3550 interarrival jitter",
                                    labels=["stream", "media"])
-        receivers = list(self.engine.rtsp.track_receivers())
-        receivers += [(i.name, r) for i in self.engine.rtp_inputs for r in i.receivers.values()]
-        for stream, receiver in receivers:
+        for stream, receiver in self.rtp_receivers():
             media = receiver.media.kind
             for event, n in receiver.counters().items():
                 if event.endswith("_frames"):

@@ -1,7 +1,9 @@
 """Configuration: a TOML file plus command-line flags (flags win).
 
-Every limit, port and duration lives here with its default and the reason for it; protocol
-cores receive these objects and never hard-code a bound.
+Each section is a dataclass with every default and the reason for it, named once: the
+sections that one layer owns live in that layer ([rtmp] in ingest/rtmp/config.py, [rtsp] in
+ingest/rtp/config.py, [hub], [hls] and [llhls], [http] beside the hub, packager and origin);
+this module adds the app's own sections and loads, overrides and validates the whole.
 """
 
 from __future__ import annotations
@@ -11,6 +13,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ingest.rtmp.config import RtmpConfig
+from ingest.rtp.config import RtspConfig
+from mediacore.hub.config import HubConfig
+from mediacore.origin.config import HttpConfig
+from mediacore.packager.config import HlsConfig, LlHlsConfig
 
 
 class ConfigError(ValueError):
@@ -25,46 +33,6 @@ class ServerConfig:
     http_port: int = 8080
     public_url: str = ""
     """Base URL printed for viewers (the watch page link); derived from host/port if empty."""
-
-
-@dataclass(slots=True)
-class RtmpConfig:
-    max_chunk_size: int = 65536
-    """Largest Set Chunk Size a peer may ask for; encoders use 128-65536."""
-    max_message_size: int = 8 * 1024 * 1024
-    """Largest message (one video frame) accepted: 8 MiB covers 4K keyframes at high bitrates."""
-    max_chunk_streams: int = 64
-    """Chunk stream ids one connection may keep partial state for; encoders use fewer than 10."""
-    max_buffered_bytes: int = 16 * 1024 * 1024
-    """Bytes of partially received messages held per connection across all chunk streams."""
-    max_amf_depth: int = 32
-    """Nesting depth of AMF objects; real commands nest 2-3 deep."""
-    max_amf_string: int = 65536
-    """Longest AMF long string or XML document accepted."""
-    max_amf_items: int = 4096
-    """Most properties or array elements in one AMF object, array or ECMA array."""
-    max_stream_name: int = 128
-    """Longest stream name; names appear in URLs and file names."""
-    handshake_timeout: float = 10.0
-    """Seconds for C0+C1+C2 to arrive; an idle socket that never handshakes is closed."""
-    idle_timeout: float = 30.0
-    """Seconds without any bytes from a connection before it is closed."""
-    window_ack_size: int = 2_500_000
-    """Acknowledgement window we announce (bytes); the same figure ffmpeg and nginx-rtmp use."""
-    out_chunk_size: int = 4096
-    """Chunk size for what we send; replies are small, 4096 keeps them in one chunk."""
-
-
-@dataclass(slots=True)
-class RtspConfig:
-    udp_port_min: int = 30000
-    """First server UDP port for RTP/RTCP pairs (RTP even, RTCP the next one)."""
-    udp_port_max: int = 30999
-    """Last server UDP port; 500 pairs, two per published track."""
-    record_timeout: float = 10.0
-    """Seconds a connection may take from connecting to RECORD before it is closed."""
-    session_timeout: float = 30.0
-    """Seconds without RTSP or RTP data before a publishing session is closed."""
 
 
 @dataclass(slots=True)
@@ -83,51 +51,6 @@ class RtpConfig:
     input_timeout: float = 10.0
     """Seconds without RTP on a raw input before its stream is unpublished (it republishes
     when packets come back)."""
-
-
-@dataclass(slots=True)
-class HlsConfig:
-    segment_duration: float = 2.0
-    """Target seconds per segment; a segment closes at the first keyframe after this."""
-    window_segments: int = 8
-    """Segments listed in the live playlist; never fewer than 6 (Apple A8.11) nor 3 x TD (W4)."""
-    end_grace: float = 10.0
-    """Seconds a stream waits for its publisher to return before EXT-X-ENDLIST is written."""
-    ended_retention: float = 60.0
-    """Seconds an ended stream's playlist stays served (W8) before the stream is forgotten."""
-    queue_frames: int = 2048
-    """Frames the packager may fall behind ingest before it drops (to the next keyframe)."""
-    mux_threads: int = 2
-    """Worker threads muxing segments with PyAV off the event loop."""
-
-
-@dataclass(slots=True)
-class LlHlsConfig:
-    part_duration: float = 0.2
-    """Nominal seconds per part. PART-TARGET is declared 10 % above it, so timestamp jitter
-    never makes a part longer than PART-TARGET (L5) while full parts stay above 85 % of it."""
-    window_segments: int = 20
-    """Segments listed; longer than the 6 x TD skip boundary so delta updates save bytes."""
-    blocking_timeout_factor: float = 3.0
-    """A blocked playlist or part request fails with 503 after this many target durations (B8)."""
-
-
-@dataclass(slots=True)
-class HubConfig:
-    subscriber_queue_frames: int = 512
-    """Frames a subscriber may lag before the hub drops for it; about 8 s at 30 fps + audio."""
-    subscriber_queue_bytes: int = 32 * 1024 * 1024
-    """Bytes a subscriber may lag before the hub drops for it."""
-
-
-@dataclass(slots=True)
-class HttpConfig:
-    cors_origin: str = "*"
-    """Access-Control-Allow-Origin for playlists and media; browsers on other origins play."""
-    segment_max_age: int = 3600
-    """Cache lifetime of segments: URIs are unique per stream session, so they never change."""
-    viewer_timeout: float = 15.0
-    """Seconds after its last request that a viewer stops counting in /api/streams."""
 
 
 @dataclass(slots=True)

@@ -3,8 +3,8 @@
 Rules (HLS-RULES.md) this module keeps:
 - EXT-X-PART lines for the parents within the last 3 x TD, and for the parent in progress
   (G1); removed parts stay downloadable 3 x TD longer (G2); removals in order (G3).
-- The sliding window, MEDIA-SEQUENCE and DISCONTINUITY-SEQUENCE as for plain HLS (M2-M5,
-  W4, W5, W7).
+- The sliding window, MEDIA-SEQUENCE, DISCONTINUITY-SEQUENCE and TARGETDURATION as for
+  plain HLS (mediacore/store/window.py: M2-M5, W4, W5, W7, T1-T3).
 - DISCONTINUITY, MAP and PROGRAM-DATE-TIME of a parent come before its first part (L6).
 - One PRELOAD-HINT for the next part, never with ENDLIST (H2-H4).
 - EXT-X-VERSION is the lowest the playlist needs: 6 for EXT-X-MAP, 9 for EXT-X-SKIP,
@@ -16,14 +16,24 @@ Time (`now`, monotonic seconds) is passed in; waiting is done by the origin on `
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
-from collections import deque
 from dataclasses import dataclass, field
 
-from mediacore.packager.playlist import format_date_time
-from mediacore.wrap import round_half_up
+from mediacore.playlist.media import MediaPlaylist, Part, RenditionReport, Segment, ServerControl
+from mediacore.playlist.uris import ll_init_uri, ll_parent_uri, ll_part_uri, ll_playlist_uri
+from mediacore.store.notifier import Notifier
+from mediacore.store.window import SlidingWindow, target_duration
+
+PART_WINDOW_TDS = 3
+"""Parts are listed for the parents within this many target durations of the end (G1)."""
+SKIP_BOUNDARY_TDS = 6
+"""Delta updates skip the segments further than this many target durations from the end
+(the recommended CAN-SKIP-UNTIL, K2)."""
+PART_HOLD_BACK_PARTS = 3
+"""PART-HOLD-BACK in part targets: at least 2, 3 recommended (L3)."""
+STANDARD_FRAME_RATES = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0)
+FRAME_RATE_SNAP = 0.01
+"""A measured rate within 1 % of a standard one is reported as that rate."""
 
 
 @dataclass(slots=True)
@@ -61,44 +71,19 @@ class LlSegment:
         return b"".join(p.data for p in self.parts)
 
 
-class Notifier:
-    """Wakes every waiter on each change; created without a loop, waits on the running one."""
-
-    def __init__(self) -> None:
-        self._waiters: set[asyncio.Future[None]] = set()
-
-    def notify(self) -> None:
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
-
-    async def wait(self, timeout: float) -> bool:
-        """True if notified within `timeout` seconds."""
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.add(waiter)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
-        finally:
-            self._waiters.discard(waiter)
-
-
 class LlRendition:
-    def __init__(self, name: str, prefix: str, window_segments: int, part_target: float,
+    def __init__(self, name: str, prefix: str, window_segments: int, part_target: float, segment_duration: float,
                  media_sequence: int = 0, discontinuity_sequence: int = 0) -> None:
+        """`segment_duration` is the configured one: a short first parent (the stream began
+        with a damaged GOP) must not fix a TARGETDURATION that later parents exceed."""
         self.name = name  # "video" or "audio": also the playlist's file name
         self.prefix = prefix
-        self.window_segments = window_segments
+        self.window: SlidingWindow[LlSegment] = SlidingWindow(window_segments, media_sequence, discontinuity_sequence)
         self.part_target = part_target
+        self.segment_duration = segment_duration
         self.session_id = secrets.token_hex(4)
         self.target_duration: int | None = None
-        self.media_sequence = media_sequence
-        self.discontinuity_sequence = discontinuity_sequence
         self.next_msn = media_sequence
-        self.segments: deque[LlSegment] = deque()  # complete parents in the window
         self.current: LlSegment | None = None  # the parent in progress
         self.inits: dict[str, bytes] = {}
         self.init_uri = ""
@@ -110,16 +95,26 @@ class LlRendition:
         # All renditions share one TARGETDURATION (T4); the video rendition fixes it, since
         # only its parents are bound to keyframes. None here means "I fix it myself".
         self.td_source: LlRendition | None = None
-        # The configured segment duration, rounded: a short first parent (the stream began
-        # with a damaged GOP) must not fix a TARGETDURATION that later parents exceed.
-        self.min_target_duration = 1
         self.bytes_total = 0
         self.changed_at = 0.0  # monotonic time of the last change (for wake-up latency)
+
+    @property
+    def segments(self) -> list[LlSegment]:
+        """The complete parents in the window."""
+        return list(self.window.segments)
+
+    @property
+    def media_sequence(self) -> int:
+        return self.window.media_sequence
+
+    @property
+    def discontinuity_sequence(self) -> int:
+        return self.window.discontinuity_sequence
 
     # Production ----------------------------------------------------------------------
 
     def set_init(self, data: bytes) -> None:
-        uri = f"{self.prefix}-init-{self.session_id}-{len(self.inits)}.mp4"
+        uri = ll_init_uri(self.prefix, self.session_id, len(self.inits))
         self.inits[uri] = data
         self.init_uri = uri
 
@@ -137,13 +132,12 @@ class LlRendition:
                 self._complete_current(now)
             msn = self.next_msn
             self.next_msn += 1
-            self.current = LlSegment(
-                msn, f"{self.prefix}-{self.session_id}-{msn}.m4s", self.init_uri, wallclock, self._pending_discontinuity
-            )
+            self.current = LlSegment(msn, ll_parent_uri(self.prefix, self.session_id, msn), self.init_uri, wallclock,
+                                     self._pending_discontinuity)
             self._pending_discontinuity = False
         seg = self.current
         index = len(seg.parts)
-        part = LlPart(index, f"{self.prefix}-{self.session_id}-{seg.msn}.{index}.m4s", duration, data, independent, gap)
+        part = LlPart(index, self.part_uri(seg.msn, index), duration, data, independent, gap)
         seg.parts.append(part)
         seg.samples += samples
         if not gap:
@@ -151,7 +145,7 @@ class LlRendition:
         self.bytes_total += len(data)
         if ends_parent:
             self._complete_current(now)
-        self._publish()
+        self._publish(now)
         return part
 
     def _complete_current(self, now: float) -> None:
@@ -165,28 +159,14 @@ class LlRendition:
             self._by_uri[seg.uri] = (seg.data(), None)
         if self.target_duration is None:
             if self.td_source is None:
-                # Fixed once (T3): the first parent, with headroom for timestamp jitter.
-                self.target_duration = max(round_half_up(seg.duration + 0.25), self.min_target_duration, 1)
+                self.target_duration = target_duration(seg.duration, self.segment_duration)
                 for peer in self.peers:
                     if peer.td_source is self and peer.target_duration is None:
                         peer.target_duration = self.target_duration
             else:
                 self.target_duration = self.td_source.target_duration
-        self.segments.append(seg)
-        self._slide(now)
-
-    def _slide(self, now: float) -> None:
-        td = self.target_duration or 0
-        while len(self.segments) > self.window_segments:
-            head = self.segments[0]
-            if sum(s.duration for s in self.segments) - head.duration < 3 * td:
-                break
-            self.segments.popleft()
-            self.media_sequence += 1
-            if head.discontinuity:
-                self.discontinuity_sequence += 1
-            served = sum(s.duration for s in self.segments) + head.duration
-            expires = now + head.duration + max(served, 3 * td)  # W5, and G2 for its parts
+        for head, retention in self.window.append(seg, self.target_duration or 0):
+            expires = now + retention
             if not head.gap:
                 self._by_uri[head.uri] = (self._by_uri[head.uri][0], expires)
             for part in head.parts:
@@ -203,10 +183,10 @@ class LlRendition:
             self._complete_current(now)
         self.current = None
         self.ended = True
-        self._publish()
+        self._publish(now)
 
-    def _publish(self) -> None:
-        self.changed_at = time.monotonic()
+    def _publish(self, now: float) -> None:
+        self.changed_at = now
         self.changed.notify()
         for peer in self.peers:
             peer.changed.notify()  # their rendition reports changed too (R3)
@@ -215,14 +195,19 @@ class LlRendition:
 
     @property
     def ready(self) -> bool:
-        return self.target_duration is not None and bool(self.segments)
+        return self.target_duration is not None and bool(self.window)
 
     def last_part(self) -> tuple[int, int]:
         """(MSN, part index) of the newest part."""
         if self.current is not None and self.current.parts:
             return self.current.msn, len(self.current.parts) - 1
-        last = self.segments[-1]
+        last = self.window.segments[-1]
         return last.msn, len(last.parts) - 1
+
+    def last_complete_msn(self) -> int:
+        """MSN of the newest complete parent (one below the window's start if none)."""
+        segments = self.window.segments
+        return segments[-1].msn if segments else self.media_sequence - 1
 
     def next_part(self) -> tuple[int, int]:
         """The part the preload hint names."""
@@ -231,17 +216,17 @@ class LlRendition:
         return self.next_msn, 0
 
     def part_uri(self, msn: int, index: int) -> str:
-        return f"{self.prefix}-{self.session_id}-{msn}.{index}.m4s"
+        return ll_part_uri(self.prefix, self.session_id, msn, index)
 
     def has(self, msn: int, part: int | None) -> bool:
         """Does the playlist hold segment `msn` (complete), or part `part` of it or later (B1-B3)?"""
         if self.ended:
             return True
-        done_msn = self.segments[-1].msn if self.segments else self.media_sequence - 1
+        done_msn = self.last_complete_msn()
         if part is None:
             return msn <= done_msn
         if msn <= done_msn:
-            seg = next((s for s in self.segments if s.msn == msn), None)
+            seg = next((s for s in self.window.segments if s.msn == msn), None)
             if seg is None or part < len(seg.parts):
                 return True
             msn, part = msn + 1, 0  # B3: past the parent's last part means part 0 of the next
@@ -266,16 +251,16 @@ class LlRendition:
         standard rate within 1 %. FRAME-RATE is the content's rate; a parent stretched by a
         late keyframe, or one that lost frames to a slow moment, must not make 30 fps read
         as 29.5."""
-        rates = sorted(s.samples / s.duration for s in self.segments if s.duration > 0 and not s.gap)
+        rates = sorted(s.samples / s.duration for s in self.window.segments if s.duration > 0 and not s.gap)
         if not rates:
             return 0.0
         measured = rates[len(rates) // 2]
-        nominal = min((23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0), key=lambda r: abs(r - measured))
-        return nominal if abs(measured - nominal) <= 0.01 * nominal else measured
+        nominal = min(STANDARD_FRAME_RATES, key=lambda r: abs(r - measured))
+        return nominal if abs(measured - nominal) <= FRAME_RATE_SNAP * nominal else measured
 
     def bandwidth(self) -> tuple[int, int]:
         """(peak, average) bits per second over the complete segments in the window."""
-        rates = [len(s.data()) * 8 / s.duration for s in self.segments if s.duration > 0 and not s.gap]
+        rates = [len(s.data()) * 8 / s.duration for s in self.window.segments if s.duration > 0 and not s.gap]
         if not rates:
             return 0, 0
         return int(max(rates)), int(sum(rates) / len(rates))
@@ -283,12 +268,12 @@ class LlRendition:
     # Rendering -----------------------------------------------------------------------
 
     def skip_boundary(self) -> float:
-        return 6.0 * (self.target_duration or 1)
+        return float(SKIP_BOUNDARY_TDS * (self.target_duration or 1))
 
-    def render(self, skip: str | None = None) -> str:
+    def playlist(self, skip: str | None = None) -> MediaPlaylist:
         """The media playlist; `skip` is the _HLS_skip value (YES or v2) for a delta update."""
         td = self.target_duration or 1
-        segments = list(self.segments)
+        segments = list(self.window.segments)
         skipped = 0
         if skip in ("YES", "v2") and not self.ended:
             remaining = sum(s.duration for s in segments)
@@ -297,20 +282,6 @@ class LlRendition:
                     break
                 remaining -= seg.duration
                 skipped += 1
-        version = 6 if not skipped else (10 if skip == "v2" else 9)
-        lines = [
-            "#EXTM3U",
-            f"#EXT-X-VERSION:{version}",
-            f"#EXT-X-TARGETDURATION:{td}",
-            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL="
-            f"{self.skip_boundary():.1f},CAN-SKIP-DATERANGES=YES,PART-HOLD-BACK={3 * self.part_target:.3f}",
-            f"#EXT-X-PART-INF:PART-TARGET={self.part_target:.3f}",
-            f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}",
-            f"#EXT-X-DISCONTINUITY-SEQUENCE:{self.discontinuity_sequence}",
-        ]
-        if skipped:
-            extra = ',RECENTLY-REMOVED-DATERANGES=""' if skip == "v2" else ""
-            lines.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}{extra}")
         listed = segments[skipped:]
         if self.current is not None and not self.ended:
             listed.append(self.current)
@@ -320,32 +291,39 @@ class LlRendition:
         for i in range(len(listed) - 1, -1, -1):
             part_from = i
             tail += listed[i].duration
-            if tail >= 3 * td:
+            if tail >= PART_WINDOW_TDS * td:
                 break
-        map_uri = ""
-        for i, seg in enumerate(listed):
-            if seg.discontinuity:
-                lines.append("#EXT-X-DISCONTINUITY")
-            if seg.init_uri != map_uri:
-                lines.append(f'#EXT-X-MAP:URI="{seg.init_uri}"')
-                map_uri = seg.init_uri
-            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_date_time(seg.program_date_time)}")
-            if i >= part_from:
-                for part in seg.parts:
-                    flag = ",INDEPENDENT=YES" if part.independent else ",GAP=YES" if part.gap else ""
-                    lines.append(f'#EXT-X-PART:DURATION={part.duration:.5f},URI="{part.uri}"{flag}')
-            if seg.complete:
-                if seg.gap:
-                    lines.append("#EXT-X-GAP")
-                lines.append(f"#EXTINF:{seg.duration:.5f},")
-                lines.append(seg.uri)
-        if self.ended:
-            lines.append("#EXT-X-ENDLIST")
-        else:
-            msn, index = self.next_part()
-            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{self.part_uri(msn, index)}"')
+        reports = []
         for peer in self.peers:
             if peer.ready:
                 last_msn, last_part = peer.last_part()
-                lines.append(f'#EXT-X-RENDITION-REPORT:URI="{peer.name}.m3u8",LAST-MSN={last_msn},LAST-PART={last_part}')
-        return "\n".join(lines) + "\n"
+                reports.append(RenditionReport(f"{peer.name}.m3u8", last_msn, last_part))
+        msn, index = self.next_part()
+        return MediaPlaylist(
+            target_duration=td,
+            # P5, K7: 6 for EXT-X-MAP, 9 for EXT-X-SKIP, 10 for a skip of date ranges
+            version=6 if not skipped else (10 if skip == "v2" else 9),
+            media_sequence=self.media_sequence,
+            discontinuity_sequence=self.discontinuity_sequence,
+            segments=[
+                Segment(seg.msn, seg.uri if seg.complete else None, seg.duration if seg.complete else 0.0,
+                        seg.program_date_time, seg.discontinuity, seg.gap and seg.complete, seg.init_uri,
+                        [Part(p.uri, p.duration, p.independent, p.gap) for p in seg.parts] if i >= part_from else [])
+                for i, seg in enumerate(listed)
+            ],
+            ended=self.ended,
+            server_control=ServerControl(can_block_reload=True, can_skip_until=self.skip_boundary(),
+                                         can_skip_dateranges=True,
+                                         part_hold_back=PART_HOLD_BACK_PARTS * self.part_target),
+            part_target=self.part_target,
+            skipped_segments=skipped,
+            recently_removed_dateranges="" if skipped and skip == "v2" else None,
+            preload_hint=None if self.ended else self.part_uri(msn, index),
+            rendition_reports=reports,
+        )
+
+    def render(self, skip: str | None = None) -> str:
+        return self.playlist(skip).render()
+
+    def playlist_uri(self) -> str:
+        return ll_playlist_uri(self.name)

@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Any
 
-from mediacore.config import Config, ConfigError, load_config
+from mediacore.app.config import Config, ConfigError, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,7 +66,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 async def _run(config: Config, demo: bool) -> None:
-    from mediacore.engine import Engine
+    from mediacore.app.engine import Engine
 
     engine = Engine(config)
     await engine.start()
@@ -77,7 +77,7 @@ async def _run(config: Config, demo: bool) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         if demo:
-            from mediacore.demo import demo_command
+            from mediacore.app.demo import demo_command
 
             name = config.demo.stream
             url = f"rtmp://127.0.0.1:{engine.rtmp_port}/live/{name}"

@@ -1,7 +1,7 @@
 """The built-in demo publisher: a test pattern with a burned-in wall clock and a tone,
 encoded with PyAV (libx264 High with B-frames, AAC) and pushed over RTMP in real time.
 
-It runs as its own process (`python -m mediacore.demo URL`): encoding is CPU work, and
+It runs as its own process (`python -m mediacore.app.demo URL`): encoding is CPU work, and
 libavformat's RTMP client blocks holding the GIL, which must never stall the server's event
 loop. It reconnects if the server goes away. The clock is UTC with milliseconds, so a screenshot of a
 player next to a clock shows end-to-end latency.
@@ -21,9 +21,9 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from mediacore.config import DemoConfig
+from mediacore.app.config import DemoConfig
 
-log = logging.getLogger("mediacore.demo")
+log = logging.getLogger("mediacore.app.demo")
 
 # 5x7 bitmaps for the clock's characters.
 _GLYPHS = {
@@ -156,14 +156,14 @@ class DemoPublisher:
 def demo_command(url: str, config: DemoConfig) -> list[str]:
     """The command line that runs a demo publisher process."""
     return [
-        sys.executable, "-m", "mediacore.demo", url,
+        sys.executable, "-m", "mediacore.app.demo", url,
         "--width", str(config.width), "--height", str(config.height), "--fps", str(config.fps),
         "--gop", str(config.gop_seconds), "--video-bitrate", str(config.video_bitrate),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mediacore.demo", description="push the demo pattern over RTMP")
+    parser = argparse.ArgumentParser(prog="python -m mediacore.app.demo", description="push the demo pattern over RTMP")
     defaults = DemoConfig()
     parser.add_argument("url")
     parser.add_argument("--width", type=int, default=defaults.width)

@@ -1,8 +1,7 @@
-"""Counts viewers as distinct clients that fetched a stream's playlist or media recently."""
+"""Counts viewers as distinct clients that fetched a stream's playlist or media recently.
+Time (`now`, monotonic seconds) is passed in."""
 
 from __future__ import annotations
-
-import time
 
 
 class ViewerTracker:
@@ -11,8 +10,7 @@ class ViewerTracker:
         self.max_per_stream = max_per_stream
         self._seen: dict[str, dict[str, float]] = {}
 
-    def record(self, stream: str, client: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+    def record(self, stream: str, client: str, now: float) -> None:
         clients = self._seen.setdefault(stream, {})
         if client not in clients and len(clients) >= self.max_per_stream:
             self._expire(clients, now)
@@ -25,11 +23,11 @@ class ViewerTracker:
             if now - seen > self.timeout:
                 del clients[key]
 
-    def count(self, stream: str, now: float | None = None) -> int:
+    def count(self, stream: str, now: float) -> int:
         clients = self._seen.get(stream)
         if not clients:
             return 0
-        self._expire(clients, time.monotonic() if now is None else now)
+        self._expire(clients, now)
         return len(clients)
 
     def forget(self, stream: str) -> None:

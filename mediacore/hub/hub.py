@@ -17,20 +17,17 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable
 
-from mediacore.config import HubConfig
-from mediacore.compiled import PriorityPacketQueue
-from mediacore.h264 import H264Error, is_reference, parse_avcc
-from mediacore.media import Frame, Kind, Track
-from mediacore.priority_queue import AUDIO, KEY, NONREF, REF
-from mediacore.wrap import rescale
+from mediacore.hub.config import HubConfig
+from mediacore.hub.publisher import StreamBusy
+from mediacore.hub.queues import PriorityPacketQueue
+from mediacore.model.h264 import H264Error, is_reference, parse_avcc
+from mediacore.model.media import Frame, Kind, Track
+from mediacore.hub.priority_queue import AUDIO, KEY, NONREF, REF
+from mediacore.model.timebase import rescale
 
 log = logging.getLogger(__name__)
-
-
-class StreamBusy(Exception):
-    """A second publisher asked for a stream name that is already being published."""
 
 
 # Control events that travel in subscriber queues next to frames.
@@ -54,18 +51,6 @@ class StreamEnded:
 
 
 Item = Frame | Discontinuity | Unpublished | StreamEnded
-
-
-class Publisher(Protocol):
-    """What ingest sees of the hub: the narrow interface of one publishing session."""
-
-    def update_track(self, track: Track) -> None: ...
-
-    def send(self, frame: Frame) -> None: ...
-
-    def set_metadata(self, metadata: dict[str, object]) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class Subscription:
@@ -148,7 +133,6 @@ class Stream:
         self.publishing = False
         self.ended = False
         self.epoch = -1
-        self.created_at = time.time()
         self.published_at = 0.0
         self.stats = StreamStats()
         # Timeline continuity across publishes: the latest presentation time seen so far
@@ -158,7 +142,6 @@ class Stream:
         self._end_90k = 0
         self._epoch_origin: tuple[int, int] | None = None  # (source time 90k, output time 90k)
         self._offsets: dict[Kind, int] = {}
-        self._last_dts: dict[Kind, tuple[int, int]] = {}  # kind -> (dts, timebase)
         self._video_track: Track | None = None
         self._nal_length_size = 4
 
@@ -181,7 +164,7 @@ class Stream:
         self.publishing = True
         self.ended = False
         self.epoch += 1
-        self.published_at = time.time()
+        self.published_at = self.hub.clock()
         self.stats.publishes += 1
         self._epoch_origin = None
         self._offsets = {}
@@ -246,9 +229,8 @@ class Stream:
                 self._nal_length_size = 4
         return REF if is_reference(frame.data, self._nal_length_size) else NONREF
 
-    def bitrate(self, now: float | None = None) -> float:
-        """Bits per second over the last ~10 s of ingest."""
-        now = time.monotonic() if now is None else now
+    def bitrate(self, now: float) -> float:
+        """Bits per second over the last ~10 s of ingest (`now`: monotonic seconds)."""
         samples = self.stats.samples
         samples.append((now, self.stats.bytes))
         while len(samples) > 2 and now - samples[0][0] > 10.0:
@@ -287,14 +269,19 @@ class StreamPublisher:
 class Hub:
     """Registry of live streams. Listeners hear about streams appearing (packagers attach)."""
 
-    def __init__(self, config: HubConfig | None = None) -> None:
+    def __init__(self, config: HubConfig | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config or HubConfig()
+        self.clock = clock  # wall clock (seconds since the epoch) for publish times
         self.streams: dict[str, Stream] = {}
         self.on_stream_started: list[Callable[[Stream], None]] = []
         self.on_stream_unpublished: list[Callable[[Stream], None]] = []
 
     def get(self, name: str) -> Stream | None:
         return self.streams.get(name)
+
+    def is_publishing(self, name: str) -> bool:
+        stream = self.streams.get(name)
+        return stream is not None and stream.publishing
 
     def publish(self, name: str) -> StreamPublisher:
         stream = self.streams.get(name)

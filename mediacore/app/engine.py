@@ -6,42 +6,58 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, Coroutine, Iterator
 
 from aiohttp import web
 
 from ingest.rtmp.server import RtmpServer
 from ingest.rtp.errors import RtpError
 from ingest.rtp.raw import RawRtpInput
+from ingest.rtp.receiver import TrackReceiver
 from ingest.rtp.sdp import SessionDescription, parse_sdp
 from ingest.rtp.server import RtspServer
-from mediacore.config import Config, ConfigError
-from mediacore.hub import Hub, Stream
-from mediacore.llstore import LlRendition
-from mediacore.media import Kind
-from mediacore.metrics import Metrics
+from mediacore.app.config import Config, ConfigError
+from mediacore.hub.hub import Hub, Stream
+from mediacore.store.ll import LlRendition
+from mediacore.model.media import Kind
+from mediacore.app.lifecycle import EndStream, StreamLifecycle
+from mediacore.app.metrics import Metrics
+from mediacore.origin.app import create_app
+from mediacore.origin.state import OriginState
+from mediacore.playlist.uris import LL_RENDITIONS
 from mediacore.packager.hls import HlsPackager
-from mediacore.packager.llhls import LlHlsPackager, declared_part_target
-from mediacore.store import HlsStore
-from mediacore.viewers import ViewerTracker
-from mediacore.wrap import round_half_up
+from mediacore.packager.llhls import LlHlsPackager
+from mediacore.packager.parts import declared_part_target
+from mediacore.store.hls import HlsStore
+from mediacore.origin.viewers import ViewerTracker
 
 log = logging.getLogger("mediacore")
 
 
 class Engine:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        """`clock` (monotonic seconds) and `wall_clock` (seconds since the epoch) are the
+        only clocks the engine's parts read."""
         self.config = config
-        self.hub = Hub(config.hub)
+        self.hub = Hub(config.hub, wall_clock)
         self.metrics = Metrics()
-        self.viewers = ViewerTracker(config.http.viewer_timeout)
         self.stores: dict[str, HlsStore] = {}
-        self.packagers: dict[str, HlsPackager] = {}
         self.ll_renditions: dict[str, dict[Kind, LlRendition]] = {}
+        self.viewers = ViewerTracker(config.http.viewer_timeout)
+        self.origin = OriginState(
+            config.http, config.llhls.blocking_timeout_factor, self.hub.streams, self.stores, self.ll_renditions,
+            self.viewers, self.metrics, self.base_url, clock, wall_clock,
+        )
+        self.packagers: dict[str, HlsPackager] = {}
         self.ll_packagers: dict[str, LlHlsPackager] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.clock = clock
+        self.lifecycle = StreamLifecycle(config.hls.end_grace, config.hls.ended_retention)
+        self._lifecycle_timer: asyncio.TimerHandle | None = None
         self.executor = ThreadPoolExecutor(config.hls.mux_threads, thread_name_prefix="mux")
         self.rtmp = RtmpServer(
             self.hub,
@@ -51,16 +67,27 @@ class Engine:
             on_disconnect=self.metrics.rtmp_active.dec,
             on_error=self.metrics.ingest_errors.labels("rtmp").inc,
         )
-        self.rtsp = RtspServer(self.hub, config.rtsp, self.authorize_publish, config.rtmp.max_stream_name,
+        self.rtsp = RtspServer(self.hub, config.rtsp, self.authorize_publish,
                                on_error=self.metrics.ingest_errors.labels("rtsp").inc)
         self.hub.on_stream_started.append(self._stream_started)
         self.hub.on_stream_unpublished.append(self._stream_unpublished)
-        self.metrics.attach(self)
+        self.metrics.attach(self.hub.streams, self._segments_made, self.viewers, self._rtp_receivers, clock)
         self._runner: web.AppRunner | None = None
         self.rtp_inputs: list[RawRtpInput] = []
         self.rtmp_port = 0
         self.rtsp_port = 0
         self.http_port = 0
+
+    def _segments_made(self, name: str) -> int:
+        packager = self.packagers.get(name)
+        return packager.segments_made if packager else 0
+
+    def _rtp_receivers(self) -> Iterator[tuple[str, TrackReceiver]]:
+        """(stream, receiver) for every RTP track: RTSP sessions and raw inputs."""
+        yield from self.rtsp.track_receivers()
+        for rtp_input in self.rtp_inputs:
+            for receiver in rtp_input.receivers.values():
+                yield rtp_input.name, receiver
 
     def _rtmp_connected(self) -> None:
         self.metrics.rtmp_connections.inc()
@@ -74,17 +101,17 @@ class Engine:
     # Stream lifecycle ------------------------------------------------------------------
 
     def _stream_started(self, stream: Stream) -> None:
-        timer = self._timers.pop(stream.name, None)
-        if timer is not None:
-            timer.cancel()
+        self.lifecycle.published(stream.name)
+        self._schedule_lifecycle()
         old = self.stores.get(stream.name)
         store = HlsStore(
             self.config.hls.window_segments,
+            self.config.hls.segment_duration,
             media_sequence=old.next_msn if old else 0,
             discontinuity_sequence=old.discontinuity_sequence + 1 if old else 0,
         )
         self.stores[stream.name] = store
-        packager = HlsPackager(stream, store, self.config.hls, self.executor)
+        packager = HlsPackager(stream, store, self.config.hls, self.executor, self.clock)
         self.packagers[stream.name] = packager
         self._spawn(packager.run(), f"hls-{stream.name}")
         self._start_llhls(stream)
@@ -94,50 +121,56 @@ class Engine:
         old = self.ll_renditions.get(stream.name, {})
         part_target = declared_part_target(ll.part_duration)
         renditions = {}
-        for kind, name, prefix in ((Kind.VIDEO, "video", "v"), (Kind.AUDIO, "audio", "a")):
+        for kind, name, prefix in ((Kind.VIDEO, "video", LL_RENDITIONS["video"]),
+                                   (Kind.AUDIO, "audio", LL_RENDITIONS["audio"])):
             previous = old.get(kind)
             renditions[kind] = LlRendition(
-                name, prefix, ll.window_segments, part_target,
+                name, prefix, ll.window_segments, part_target, self.config.hls.segment_duration,
                 media_sequence=previous.next_msn if previous else 0,
                 discontinuity_sequence=previous.discontinuity_sequence + 1 if previous else 0,
             )
         video, audio = renditions[Kind.VIDEO], renditions[Kind.AUDIO]
-        for rendition in renditions.values():
-            rendition.min_target_duration = round_half_up(self.config.hls.segment_duration)
         video.peers, audio.peers = [audio], [video]
         audio.td_source = video
         self.ll_renditions[stream.name] = renditions
-        packager = LlHlsPackager(stream, renditions, ll, self.config.hls)
+        packager = LlHlsPackager(stream, renditions, ll, self.config.hls, self.clock)
         self.ll_packagers[stream.name] = packager
         self._spawn(packager.run(), f"llhls-{stream.name}")
 
     def _stream_unpublished(self, stream: Stream) -> None:
-        loop = asyncio.get_running_loop()
-        epoch = stream.epoch
+        self.lifecycle.unpublished(stream.name, stream.epoch, self.clock())
+        self._schedule_lifecycle()
 
-        def end_if_not_back() -> None:
-            if stream.publishing or stream.epoch != epoch or stream.ended:
-                return
-            stream.end()
-            self._timers[stream.name] = loop.call_later(self.config.hls.ended_retention, forget)
+    def _schedule_lifecycle(self) -> None:
+        """One timer, at the lifecycle's next deadline."""
+        if self._lifecycle_timer is not None:
+            self._lifecycle_timer.cancel()
+            self._lifecycle_timer = None
+        deadline = self.lifecycle.next_deadline()
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._lifecycle_timer = loop.call_later(max(0.0, deadline - self.clock()), self.run_lifecycle)
 
-        def forget() -> None:
-            self._timers.pop(stream.name, None)
-            if self.hub.get(stream.name) is stream and stream.ended and not stream.publishing:
-                self.hub.remove(stream.name)
-                self.stores.pop(stream.name, None)
-                self.packagers.pop(stream.name, None)
-                self.ll_renditions.pop(stream.name, None)
-                self.ll_packagers.pop(stream.name, None)
-                self.viewers.forget(stream.name)
-                log.info("stream %s: forgotten after retention", stream.name)
+    def run_lifecycle(self) -> None:
+        """Apply what the lifecycle says is due now (the timer calls this; so may a test)."""
+        now = self.clock()
+        for action in self.lifecycle.due(now):
+            stream = self.hub.get(action.name)
+            if isinstance(action, EndStream):
+                if stream is not None and not stream.publishing and stream.epoch == action.epoch and not stream.ended:
+                    stream.end()
+                    self.lifecycle.ended(action.name, now)
+            elif stream is not None and stream.ended and not stream.publishing:
+                self.hub.remove(action.name)
+                self.stores.pop(action.name, None)
+                self.packagers.pop(action.name, None)
+                self.ll_renditions.pop(action.name, None)
+                self.ll_packagers.pop(action.name, None)
+                self.viewers.forget(action.name)
+                log.info("stream %s: forgotten after retention", action.name)
+        self._schedule_lifecycle()
 
-        old = self._timers.pop(stream.name, None)
-        if old is not None:
-            old.cancel()
-        self._timers[stream.name] = loop.call_later(self.config.hls.end_grace, end_if_not_back)
-
-    def _spawn(self, coro: "asyncio.coroutines.Coroutine[object, object, None]", name: str) -> None:  # type: ignore[name-defined]
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
 
@@ -174,10 +207,8 @@ class Engine:
 
     async def start_http(self) -> None:
         """Start (or restart, on the same port) the HTTP origin; ingest is unaffected."""
-        from mediacore.origin.app import create_app
-
         srv = self.config.server
-        self._runner = web.AppRunner(create_app(self), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(create_app(self.origin), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, srv.host, self.http_port or srv.http_port, reuse_address=True)
         await site.start()
@@ -196,9 +227,9 @@ class Engine:
         await self.rtsp.stop()
         for rtp_input in self.rtp_inputs:
             await rtp_input.stop()
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        if self._lifecycle_timer is not None:
+            self._lifecycle_timer.cancel()
+            self._lifecycle_timer = None
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -1,0 +1,36 @@
+"""The RTMP core's limits, named once: each bound with its default and the reason for it.
+
+The app's configuration uses this dataclass as its [rtmp] section; the wire cores (chunk,
+AMF0, session) take their values from here, never from the app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class RtmpConfig:
+    max_chunk_size: int = 65536
+    """Largest Set Chunk Size a peer may ask for; encoders use 128-65536."""
+    max_message_size: int = 8 * 1024 * 1024
+    """Largest message (one video frame) accepted: 8 MiB covers 4K keyframes at high bitrates."""
+    max_chunk_streams: int = 64
+    """Chunk stream ids one connection may keep partial state for; encoders use fewer than 10."""
+    max_buffered_bytes: int = 16 * 1024 * 1024
+    """Bytes of partially received messages held per connection across all chunk streams."""
+    max_amf_depth: int = 32
+    """Nesting depth of AMF objects; real commands nest 2-3 deep."""
+    max_amf_string: int = 65536
+    """Longest AMF long string or XML document accepted."""
+    max_amf_items: int = 4096
+    """Most properties or array elements in one AMF object, array or ECMA array."""
+    handshake_timeout: float = 10.0
+    """Seconds for C0+C1+C2 to arrive; an idle socket that never handshakes is closed."""
+    idle_timeout: float = 30.0
+    """Seconds without any bytes from a connection before it is closed."""
+    window_ack_size: int = 2_500_000
+    """Acknowledgement window we announce (bytes); the same figure ffmpeg and nginx-rtmp use."""
+    out_chunk_size: int = 4096
+    """Chunk size for what we send; replies are small, 4096 keeps them in one chunk."""
+

@@ -1,0 +1,36 @@
+"""The RTSP server's limits, named once: each bound with its default and the reason for it.
+
+The app's configuration uses this dataclass as its [rtsp] section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class RtspConfig:
+    udp_port_min: int = 30000
+    """First server UDP port for RTP/RTCP pairs (RTP even, RTCP the next one)."""
+    udp_port_max: int = 30999
+    """Last server UDP port; 500 pairs, two per published track."""
+    record_timeout: float = 10.0
+    """Seconds a connection may take from connecting to RECORD before it is closed."""
+    session_timeout: float = 30.0
+    """Seconds without RTSP or RTP data before a publishing session is closed."""
+
+
+
+TICK_SECONDS = 0.02
+"""Period of each RTP session's timer: releases packets whose playout deadline passed and
+sends NACKs; 20 ms is below the jitter buffer's smallest delay."""
+REPORT_INTERVAL = 1.0
+"""Seconds between RTCP receiver reports (RFC 3550 allows 5 s; viewers of the stats want fresher)."""
+PLI_INTERVAL = 0.5
+"""Least seconds between two Picture Loss Indications while video waits for a keyframe."""
+TEARDOWN_LINGER = 0.3
+"""Seconds to keep collecting UDP after TEARDOWN: datagrams sent just before it may still be in flight."""
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+"""SO_RCVBUF of RTP sockets: a burst of a 4K keyframe must not overflow the kernel's buffer."""
+PUBLISH_RETRY = 1.0
+"""Seconds a raw RTP input waits before trying again to publish a name that is busy."""

@@ -1,0 +1,14 @@
+"""The hub's bounds, named once; the app's configuration uses this as its [hub] section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class HubConfig:
+    subscriber_queue_frames: int = 512
+    """Frames a subscriber may lag before the hub drops for it; about 8 s at 30 fps + audio."""
+    subscriber_queue_bytes: int = 32 * 1024 * 1024
+    """Bytes a subscriber may lag before the hub drops for it."""
+

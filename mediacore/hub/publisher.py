@@ -1,0 +1,35 @@
+"""What ingest sees of the hub: a place to publish named streams, and the session it gets.
+
+Ingest imports only this module of the hub (and the media model), so a protocol server can
+be driven in tests by anything with these two shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from mediacore.model.media import Frame, Track
+
+
+class StreamBusy(Exception):
+    """A second publisher asked for a stream name that is already being published."""
+
+
+class Publisher(Protocol):
+    """One publishing session: tracks, frames and metadata go in; close() ends it."""
+
+    def update_track(self, track: Track) -> None: ...
+
+    def send(self, frame: Frame) -> None: ...
+
+    def set_metadata(self, metadata: dict[str, object]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PublishPoint(Protocol):
+    """Where publishers come from: publish(name) or StreamBusy; is_publishing(name)."""
+
+    def publish(self, name: str) -> Publisher: ...
+
+    def is_publishing(self, name: str) -> bool: ...

@@ -1,0 +1,40 @@
+"""The stream-name rule, for every protocol and URL: one place decides what a name may be.
+
+Names appear in publish URLs, playback URLs, file names, metric labels and log lines, so
+they are short and made of characters that need no escaping anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs
+
+MAX_STREAM_NAME = 128
+"""Longest stream name in characters: long enough for any shop's naming, short enough for
+a URL path segment and a metric label."""
+
+MAX_PUBLISH_QUERY = 1024
+"""Characters a publish name may carry after '?' (the key and other parameters)."""
+
+_ALLOWED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def stream_name_problem(name: str) -> str | None:
+    """Why `name` is not a valid stream name, or None when it is."""
+    if len(name) > MAX_STREAM_NAME:
+        return f"stream name of {len(name)} characters exceeds the limit of {MAX_STREAM_NAME}"
+    if not _ALLOWED.match(name) or ".." in name:
+        shown = name if len(name) <= 64 else name[:64] + "..."
+        return f"stream name {shown!r} is not allowed (letters, digits, '_', '-', '.')"
+    return None
+
+
+def is_stream_name(name: str) -> bool:
+    return stream_name_problem(name) is None
+
+
+def split_publish_name(raw: str) -> tuple[str, dict[str, str]]:
+    """'shop1?key=K' -> ('shop1', {'key': 'K'}): the name and its query parameters."""
+    name, _, query = raw.partition("?")
+    params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
+    return name, params

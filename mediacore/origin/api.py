@@ -1,0 +1,75 @@
+"""The JSON API, Prometheus metrics and the health check."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from mediacore.model.media import Kind
+from mediacore.origin.http import state_of
+from mediacore.origin.state import OriginState
+
+
+def stream_state(publishing: bool, ended: bool) -> str:
+    return "live" if publishing else ("ended" if ended else "reconnecting")
+
+
+def stream_summary(state: OriginState, name: str) -> dict[str, object]:
+    stream = state.streams[name]
+    video = stream.tracks.get(Kind.VIDEO)
+    audio = stream.tracks.get(Kind.AUDIO)
+    store = state.hls_stores.get(name)
+    base = state.base_url()
+    fps = stream.metadata.get("framerate") or stream.metadata.get("videoframerate")
+    return {
+        "name": name,
+        "state": stream_state(stream.publishing, stream.ended),
+        "codecs": ",".join(t.codec_string for t in (video, audio) if t is not None),
+        "video": None
+        if video is None
+        else {
+            "codec": video.codec_string,
+            "width": video.width,
+            "height": video.height,
+            "fps": float(fps) if isinstance(fps, (int, float)) else None,
+        },
+        "audio": None
+        if audio is None
+        else {"codec": audio.codec_string, "sample_rate": audio.sample_rate, "channels": audio.channels},
+        "resolution": f"{video.width}x{video.height}" if video is not None else None,
+        "bitrate_bps": round(stream.bitrate(state.clock())),
+        "viewers": state.viewers.count(name, state.clock()),
+        "uptime_s": round(state.wall_clock() - stream.published_at, 1) if stream.publishing else 0.0,
+        "publishes": stream.stats.publishes,
+        "frames": {k.value: n for k, n in stream.stats.frames.items()},
+        "segments": store.next_msn if store else 0,
+        "target_duration": store.target_duration if store else None,
+        "urls": {
+            "hls": f"{base}/live/{name}/index.m3u8",
+            "ll_hls": f"{base}/live/{name}/ll.m3u8",
+            "watch": f"{base}/watch/{name}",
+        },
+    }
+
+
+async def api_streams(request: web.Request) -> web.StreamResponse:
+    state = state_of(request)
+    body = [stream_summary(state, name) for name in sorted(state.streams)]
+    return web.json_response(body, headers={"Cache-Control": "no-cache"}, dumps=lambda o: json.dumps(o, indent=1))
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    return web.Response(body=state_of(request).metrics.render(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    live = sum(1 for s in state_of(request).streams.values() if s.publishing)
+    return web.json_response({"status": "ok", "live_streams": live}, headers={"Cache-Control": "no-cache"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/streams", api_streams)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)

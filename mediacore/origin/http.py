@@ -1,0 +1,84 @@
+"""HTTP pieces every origin route shares: the state key, stream names from the URL, viewer
+identity, playlist responses, 404s with a cache lifetime, and the CORS + metrics middleware.
+
+Headers follow docs/hls-rules.md: playlists as application/vnd.apple.mpegurl (P1), gzip when
+the client accepts it (S6.2.1); CORS on everything so players on other origins work.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from mediacore.model.names import is_stream_name
+from mediacore.origin.state import OriginState
+
+STATE_KEY: web.AppKey[OriginState] = web.AppKey("origin")
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+MAX_USER_AGENT = 200
+"""Characters of User-Agent kept in a viewer's identity: enough to tell players apart."""
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def state_of(request: web.Request) -> OriginState:
+    return request.app[STATE_KEY]
+
+
+def not_found(text: str, max_age: int = 1) -> web.HTTPNotFound:
+    return web.HTTPNotFound(text=text, headers={"Cache-Control": f"max-age={max_age}"})
+
+
+def client_key(request: web.Request) -> str:
+    """Who is watching: address (first X-Forwarded-For hop) and User-Agent."""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    address = forwarded.split(",")[0].strip() or (request.remote or "?")
+    return f"{address}|{request.headers.get('User-Agent', '')[:MAX_USER_AGENT]}"
+
+
+def stream_name(request: web.Request) -> str:
+    name = request.match_info["stream"]
+    if not is_stream_name(name):
+        raise not_found("no such stream")
+    return name
+
+
+def playlist_response(request: web.Request, text: str, cache_control: str) -> web.Response:
+    response = web.Response(body=text.encode(), content_type=PLAYLIST_TYPE, headers={"Cache-Control": cache_control})
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        response.enable_compression()
+    return response
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def cors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = state_of(request)
+    cors = state.http.cors_origin
+    if request.method == "OPTIONS":
+        response: web.StreamResponse = web.Response(status=204)
+        response.headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = request.headers.get("Access-Control-Request-Headers", "*")
+        response.headers["Access-Control-Max-Age"] = "86400"
+    else:
+        try:
+            response = await handler(request)
+        except web.HTTPException as e:
+            response = e
+        except Exception:
+            state.metrics.http_requests.labels(_route_name(request), "500").inc()
+            raise
+    if cors:
+        response.headers["Access-Control-Allow-Origin"] = cors
+        response.headers["Access-Control-Expose-Headers"] = "Age, Content-Length, Date"
+    state.metrics.http_requests.labels(_route_name(request), str(response.status)).inc()
+    if isinstance(response, web.Response) and response.body is not None and isinstance(response.body, bytes):
+        state.metrics.http_bytes.inc(len(response.body))
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response

@@ -1,0 +1,49 @@
+"""What the origin's routes read: the engine fills an OriginState and keeps it current.
+
+The origin never imports the app; it sees the hub's streams, the stores and the viewer
+tracker through this one object, and metrics through a narrow protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Protocol
+
+from prometheus_client import Counter, Histogram
+
+from mediacore.hub.hub import Stream
+from mediacore.model.media import Kind
+from mediacore.origin.config import HttpConfig
+from mediacore.origin.viewers import ViewerTracker
+from mediacore.store.hls import HlsStore
+from mediacore.store.ll import LlRendition
+
+
+class OriginMetrics(Protocol):
+    @property
+    def http_requests(self) -> Counter: ...
+
+    @property
+    def http_bytes(self) -> Counter: ...
+
+    @property
+    def ll_blocked_wake(self) -> Histogram: ...
+
+    def render(self) -> bytes: ...
+
+
+@dataclass(slots=True)
+class OriginState:
+    http: HttpConfig
+    blocking_timeout_factor: float
+    """A blocked LL-HLS request fails with 503 after this many target durations (B8)."""
+    streams: Mapping[str, Stream]
+    hls_stores: Mapping[str, HlsStore]
+    ll_renditions: Mapping[str, dict[Kind, LlRendition]]
+    viewers: ViewerTracker
+    metrics: OriginMetrics
+    base_url: Callable[[], str]
+    clock: Callable[[], float]
+    """Monotonic seconds: segment retention and blocking deadlines."""
+    wall_clock: Callable[[], float]
+    """Seconds since the epoch: Expires headers and uptimes."""

@@ -1,0 +1,117 @@
+"""Segments and the playlist of one live HLS (MPEG-TS) stream, in memory.
+
+The window and TARGETDURATION follow mediacore/store/window.py. A segment's URI never
+changes (M4) and carries a per-session id (mediacore/playlist/uris.py). The rendered
+playlist is cached and replaced atomically on each change (W3). Time (`now`, monotonic
+seconds) is passed in.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from mediacore.playlist.media import MediaPlaylist, Segment
+from mediacore.playlist.uris import hls_segment_uri
+from mediacore.store.window import SlidingWindow, target_duration
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSegment:
+    msn: int
+    uri: str
+    duration: float
+    data: bytes
+    program_date_time: float
+    discontinuity: bool
+
+
+class HlsStore:
+    def __init__(self, window_segments: int = 8, segment_duration: float = 2.0, media_sequence: int = 0,
+                 discontinuity_sequence: int = 0) -> None:
+        """`segment_duration` is the configured one: TARGETDURATION is never below it."""
+        self.window: SlidingWindow[StoredSegment] = SlidingWindow(window_segments, media_sequence,
+                                                                  discontinuity_sequence)
+        self.segment_duration = segment_duration
+        self.session_id = secrets.token_hex(4)
+        self.target_duration: int | None = None
+        self.next_msn = media_sequence
+        self._retired: dict[str, tuple[StoredSegment, float]] = {}
+        self._by_uri: dict[str, StoredSegment] = {}
+        self.ended = False
+        self._playlist_text: str | None = None
+        self.version = 0
+        self.bytes_total = 0
+
+    @property
+    def segments(self) -> list[StoredSegment]:
+        return list(self.window.segments)
+
+    @property
+    def media_sequence(self) -> int:
+        return self.window.media_sequence
+
+    @property
+    def discontinuity_sequence(self) -> int:
+        return self.window.discontinuity_sequence
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.window) and self.target_duration is not None
+
+    def add_segment(self, duration: float, data: bytes, program_date_time: float, discontinuity: bool,
+                    now: float) -> StoredSegment:
+        if self.ended:
+            raise RuntimeError("segment added to an ended playlist")
+        if self.target_duration is None:
+            self.target_duration = target_duration(duration, self.segment_duration)
+        msn = self.next_msn
+        self.next_msn += 1
+        seg = StoredSegment(msn, hls_segment_uri(self.session_id, msn), duration, data, program_date_time,
+                            discontinuity)
+        self._by_uri[seg.uri] = seg
+        self.bytes_total += len(data)
+        for head, retention in self.window.append(seg, self.target_duration):
+            del self._by_uri[head.uri]
+            self._retired[head.uri] = (head, now + retention)
+        for uri, (_, expires) in list(self._retired.items()):
+            if expires <= now:
+                del self._retired[uri]
+        self._publish()
+        return seg
+
+    def end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self._publish()
+
+    def _publish(self) -> None:
+        self._playlist_text = None
+        self.version += 1
+
+    def playlist(self) -> MediaPlaylist:
+        assert self.target_duration is not None
+        return MediaPlaylist(
+            target_duration=self.target_duration,
+            version=3,  # P5: decimal EXTINF needs 3; nothing here needs more
+            media_sequence=self.media_sequence,
+            discontinuity_sequence=self.discontinuity_sequence,
+            independent_segments=True,  # I1, I2: every segment starts with an IDR
+            segments=[Segment(s.msn, s.uri, s.duration, s.program_date_time, s.discontinuity)
+                      for s in self.window.segments],
+            ended=self.ended,
+        )
+
+    def playlist_text(self) -> str:
+        if self._playlist_text is None:
+            self._playlist_text = self.playlist().render()
+        return self._playlist_text
+
+    def get_segment(self, uri: str, now: float) -> StoredSegment | None:
+        seg = self._by_uri.get(uri)
+        if seg is not None:
+            return seg
+        retired = self._retired.get(uri)
+        if retired is not None and retired[1] > now:
+            return retired[0]
+        return None
