@@ -10,7 +10,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 
 install: $(STAMP) mediacore/web/static/hls.min.js
 
-$(STAMP): requirements.txt setup.py pyproject.toml cython_ext/*.pxd mediacore/*.py ingest/rtp/rtp_packet.py ingest/rtp/h264_depacketize.py
+$(STAMP): requirements.txt setup.py pyproject.toml cython_ext/*.pxd cython_ext/*.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check -r requirements.txt
 	$(PIP) install -q --disable-pip-version-check --no-build-isolation --no-deps -e .

@@ -106,7 +106,7 @@ def measure(server: str, pid: int, rtmp_port: int, clip: Path, streams: int, sec
 def run_mediacore(clip: Path, streams: int, seconds: float, warmup: float) -> IngestResult:
     rtmp_port, http_port = free_port(), free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mediacore.cli", "serve", "--host", "127.0.0.1", "--rtmp-port", str(rtmp_port),
+        [sys.executable, "-m", "mediacore.app.cli", "serve", "--host", "127.0.0.1", "--rtmp-port", str(rtmp_port),
          "--http-port", str(http_port), "--rtsp-port", str(free_port()), "--log-level", "warning"],
         stdout=subprocess.DEVNULL,
     )

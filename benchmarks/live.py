@@ -36,7 +36,7 @@ def live_origin(stream: str = "bench") -> Iterator[tuple[int, subprocess.Popen[b
     clip = make_clip(10)
     rtmp_port, http_port = free_port(), free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mediacore.cli", "serve", "--host", "127.0.0.1", "--rtmp-port", str(rtmp_port),
+        [sys.executable, "-m", "mediacore.app.cli", "serve", "--host", "127.0.0.1", "--rtmp-port", str(rtmp_port),
          "--http-port", str(http_port), "--rtsp-port", str(free_port()), "--log-level", "warning"],
         stdout=subprocess.DEVNULL,
     )
@@ -68,7 +68,7 @@ def live_origin(stream: str = "bench") -> Iterator[tuple[int, subprocess.Popen[b
 def start_edge(upstream: str, cache_mb: int = 256) -> tuple[int, subprocess.Popen[bytes]]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mediacore.cli", "edge", "--origin", upstream, "--host", "127.0.0.1",
+        [sys.executable, "-m", "mediacore.app.cli", "edge", "--origin", upstream, "--host", "127.0.0.1",
          "--http-port", str(port), "--cache-mb", str(cache_mb), "--log-level", "warning"],
         stdout=subprocess.DEVNULL,
     )

@@ -28,12 +28,13 @@ from typing import Callable
 
 from ingest.rtp import rtp_packet as pure_rtp
 from ingest.rtp.h264_depacketize import H264Depacketizer as PureH264Depacketizer
-from mediacore.compiled import (DEPACKETIZER_COMPILED, FIFO_COMPILED, JITTER_COMPILED, QUEUE_COMPILED, RTP_COMPILED,
-                                H264Depacketizer, JitterBuffer, PacketFifo, PriorityPacketQueue, parse_rtp)
-from mediacore.jitter_buffer import JitterBuffer as PureJitterBuffer
-from mediacore.packet_fifo import PacketFifo as PurePacketFifo
-from mediacore.priority_queue import AUDIO, KEY, NONREF, REF
-from mediacore.priority_queue import PriorityPacketQueue as PurePriorityPacketQueue
+from ingest.rtp.compiled import (DEPACKETIZER_COMPILED, JITTER_COMPILED, RTP_COMPILED, H264Depacketizer, JitterBuffer,
+                                 parse_rtp)
+from mediacore.hub.queues import FIFO_COMPILED, QUEUE_COMPILED, PacketFifo, PriorityPacketQueue
+from ingest.rtp.jitter_buffer import JitterBuffer as PureJitterBuffer
+from mediacore.hub.packet_fifo import PacketFifo as PurePacketFifo
+from mediacore.hub.priority_queue import AUDIO, KEY, NONREF, REF
+from mediacore.hub.priority_queue import PriorityPacketQueue as PurePriorityPacketQueue
 
 PACKETS_PER_FRAME = 30
 FRAMES_PER_GOP = 60

@@ -1,4 +1,4 @@
-# Augments mediacore/jitter_buffer.py (linked here as jitter_buffer.py) for the compiled twin.
+# Augments ingest/rtp/jitter_buffer.py (linked here as jitter_buffer.py) for the compiled twin.
 cimport cython
 
 cdef class JitterBuffer:

@@ -1,1 +1,1 @@
-../mediacore/jitter_buffer.py
+../ingest/rtp/jitter_buffer.py

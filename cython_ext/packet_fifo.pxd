@@ -1,4 +1,4 @@
-# Augments mediacore/packet_fifo.py (linked here as packet_fifo.py) for the compiled twin.
+# Augments mediacore/hub/packet_fifo.py (linked here as packet_fifo.py) for the compiled twin.
 cdef class PacketFifo:
     cdef list _items
     cdef list _sizes

@@ -1,1 +1,1 @@
-../mediacore/packet_fifo.py
+../mediacore/hub/packet_fifo.py

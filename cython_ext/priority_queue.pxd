@@ -1,4 +1,4 @@
-# Augments mediacore/priority_queue.py (linked here as priority_queue.py) for the compiled twin.
+# Augments mediacore/hub/priority_queue.py (linked here as priority_queue.py) for the compiled twin.
 cdef class PriorityPacketQueue:
     cdef list _items
     cdef list _sizes

@@ -1,1 +1,1 @@
-../mediacore/priority_queue.py
+../mediacore/hub/priority_queue.py

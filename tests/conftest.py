@@ -13,12 +13,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import Callable, AsyncIterator, Iterator
 
 import pytest
 
 from benchmarks.media import count_packets, make_clip  # noqa: F401  (re-exported for tests)
-from mediacore.config import Config, load_config
+from mediacore.app.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +44,7 @@ def config() -> Config:
 
 @pytest.fixture
 async def engine(config: Config) -> AsyncIterator["Engine"]:  # type: ignore[name-defined]
-    from mediacore.engine import Engine
+    from mediacore.app.engine import Engine
 
     eng = Engine(config)
     await eng.start()
@@ -107,6 +107,17 @@ async def wait_for_playlist(http_port: int, stream: str, segments: int = 2, time
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"{url} did not list {segments} segments within {timeout} s")
             await asyncio.sleep(0.25)
+
+
+async def until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll `condition` until it holds; fail with `what` after `timeout` seconds. For waiting
+    on real peers and real time (a socket, ffmpeg, a live stream), never a fixed sleep."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        await asyncio.sleep(interval)
 
 
 def require_tool(name: str) -> None:

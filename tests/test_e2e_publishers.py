@@ -50,7 +50,7 @@ async def test_demo_command_serves_a_stream_hlsjs_plays_hls_and_llhls():
     http_port, rtmp_port = free_port(), free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mediacore.cli", "demo", "--host", "127.0.0.1",
+        sys.executable, "-m", "mediacore.app.cli", "demo", "--host", "127.0.0.1",
         "--http-port", str(http_port), "--rtmp-port", str(rtmp_port), "--rtsp-port", str(free_port()),
         cwd=str(ROOT), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ffmpeg_push_cmd, make_clip, require_tool, start_process
 from hls_rules import PlaylistHistory
-from mediacore.packager.playlist import MediaPlaylist
+from mediacore.playlist.media import MediaPlaylist
 
 pytestmark = pytest.mark.slow
 

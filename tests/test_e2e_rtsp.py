@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from conftest import count_packets, make_clip, play_in_browser, require_tool, start_process, stop_process, wait_for_playlist
-from mediacore.media import Kind
+from mediacore.model.media import Kind
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ import pytest_asyncio
 
 from conftest import ffmpeg_push_cmd, free_port, make_clip, play_in_browser, start_process, stop_process
 from edge.server import EdgeConfig, run_edge
-from ll_playlist import parse_ll
-from mediacore.config import load_config
-from mediacore.engine import Engine
+from mediacore.playlist.media import MediaPlaylist
+from mediacore.app.config import load_config
+from mediacore.app.engine import Engine
 from player_client.llhls import follow
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -90,7 +90,7 @@ async def test_stampede_on_a_part_not_yet_published_is_one_upstream_request(tier
     video = tiers.engine.ll_renditions["tv"][next(iter(tiers.engine.ll_renditions["tv"]))]
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{tiers.edge}/live/tv/ll/video.m3u8") as r:
-            hinted = parse_ll(await r.text()).hint["URI"]
+            hinted = MediaPlaylist.parse(await r.text()).preload_hint
     assert video.resource(hinted, 0.0) is None  # not published yet
     before = origin_count(tiers.engine, LL_MEDIA_ROUTE)
     results = await stampede(f"{tiers.edge}/live/tv/ll/{hinted}")

@@ -6,18 +6,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mediacore import fifo
-from mediacore.packet_fifo import PacketFifo as PurePacketFifo
+from mediacore.hub import queues
+from mediacore.hub.packet_fifo import PacketFifo as PurePacketFifo
 
 IMPLEMENTATIONS = [PurePacketFifo]
-if fifo.COMPILED:
-    IMPLEMENTATIONS.append(fifo.PacketFifo)
+if queues.FIFO_COMPILED:
+    IMPLEMENTATIONS.append(queues.PacketFifo)
 
 
 def test_compiled_twin_is_built():
     """`make install` builds the extension; the engine must be using it."""
-    assert fifo.COMPILED, "cython_ext.packet_fifo was not compiled"
-    assert fifo.PacketFifo is not PurePacketFifo
+    assert queues.FIFO_COMPILED, "cython_ext.packet_fifo was not compiled"
+    assert queues.PacketFifo is not PurePacketFifo
 
 
 @pytest.fixture(params=IMPLEMENTATIONS, ids=lambda c: c.__module__)
@@ -58,9 +58,9 @@ operations = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 40), st.integers(1, 20000), operations)
 def test_twins_agree_on_random_operation_sequences(max_items, max_bytes, ops):
-    if not fifo.COMPILED:
+    if not queues.FIFO_COMPILED:
         pytest.fail("compiled twin missing")
-    a, b = PurePacketFifo(max_items, max_bytes), fifo.PacketFifo(max_items, max_bytes)
+    a, b = PurePacketFifo(max_items, max_bytes), queues.PacketFifo(max_items, max_bytes)
     for n, (op, size) in enumerate(ops):
         if op == "push":
             assert a.push(n, size) == b.push(n, size)

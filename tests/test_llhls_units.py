@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mediacore.llstore import LlRendition
-from mediacore.media import Frame, Kind, Track
+from mediacore.store.ll import LlRendition
+from mediacore.model.media import Frame, Kind, Track
 from mediacore.origin.llhls import Request, advance_part_limit, decide, parse_directives
-from mediacore.packager.llhls import declared_part_target
+from mediacore.packager.parts import declared_part_target
 from mediacore.packager.parts import PartCutter
 
 VIDEO = Track(Kind.VIDEO, "h264", 90000, b"")
@@ -112,7 +112,7 @@ def test_lost_audio_frames_keep_parts_within_part_target_and_parents_on_the_grid
 
 
 def rendition_with(parents: int, parts_in_progress: int) -> LlRendition:
-    r = LlRendition("video", "v", 20, 0.22)
+    r = LlRendition("video", "v", 20, 0.22, 2.0)
     r.set_init(b"init")
     for msn in range(parents):
         for i in range(10):

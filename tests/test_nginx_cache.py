@@ -11,7 +11,7 @@ import pytest
 from benchmarks.ingest import wait_port
 from benchmarks.peers import start_nginx_proxy
 from conftest import ffmpeg_push_cmd, free_port, make_clip, play_in_browser, require_tool, start_process, stop_process
-from ll_playlist import parse_ll
+from mediacore.playlist.media import MediaPlaylist
 from test_edge import LL_MEDIA_ROUTE, origin_count, stampede
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ async def test_nginx_proxy_cache_in_front_of_the_origin(engine, tmp_path):
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{base}/live/cdn/ll/video.m3u8") as r:
-                hinted = parse_ll(await r.text()).hint["URI"]
+                hinted = MediaPlaylist.parse(await r.text()).preload_hint
             before = origin_count(engine, LL_MEDIA_ROUTE)
             results = await stampede(f"{base}/live/cdn/ll/{hinted}", 300)
             assert {status for status, _, _ in results} == {200}

@@ -8,8 +8,8 @@ import time
 import aiohttp
 import pytest
 
-from mediacore.config import ConfigError, load_config
-from mediacore.media import Kind, Track
+from mediacore.app.config import ConfigError, load_config
+from mediacore.model.media import Kind, Track
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_example_configuration_is_complete_and_valid():
     import tomllib
 
     from conftest import ROOT
-    from mediacore.config import Config
+    from mediacore.app.config import Config
 
     path = ROOT / "mediacore.example.toml"
     loaded = load_config(path)

@@ -7,14 +7,17 @@ import subprocess
 
 import pytest
 
-from mediacore.hub import Discontinuity, Hub, StreamBusy, Unpublished
-from mediacore.media import Frame, Kind, Track
-from mediacore.priority_queue import NONREF, REF
-from mediacore.packager.playlist import MediaPlaylist, SegmentEntry, format_date_time
+from mediacore.hub.hub import Discontinuity, Hub, Unpublished
+from mediacore.hub.publisher import StreamBusy
+from mediacore.model.media import Frame, Kind, Track
+from mediacore.hub.priority_queue import NONREF, REF
+from mediacore.playlist.media import MediaPlaylist, Segment
+from mediacore.playlist.tags import format_date_time
+from mediacore.playlist.uris import hls_segment_uri
 from mediacore.packager.segmenter import Segmenter
 from mediacore.packager.ts import ContinuityCounters, mux_segment, probe_first_pids
-from mediacore.store import HlsStore
-from mediacore.wrap import Unwrapper, rescale, round_half_up, seq_distance
+from mediacore.store.hls import HlsStore
+from mediacore.model.timebase import Unwrapper, rescale, round_half_up, seq_distance
 
 VIDEO = Track(Kind.VIDEO, "h264", 90000, b"cfg", "avc1.64001f", 1280, 720)
 AUDIO = Track(Kind.AUDIO, "aac", 48000, bytes.fromhex("1190"), "mp4a.40.2", sample_rate=48000, channels=2)
@@ -201,13 +204,14 @@ def test_normal_long_gop_is_not_cut_on_audio():
 
 
 def test_playlist_render_parse_roundtrip():
-    pl = MediaPlaylist(2, 5, 1, [SegmentEntry("a-5.ts", 2.0, 1_700_000_000.0, False),
-                                 SegmentEntry("a-6.ts", 1.96667, 1_700_000_002.0, True)])
+    pl = MediaPlaylist(2, 3, 5, 1, True, [Segment(5, "a-5.ts", 2.0, 1_700_000_000.0, False),
+                                          Segment(6, "a-6.ts", 1.96667, 1_700_000_002.0, True)])
     text = pl.render()
     assert text.startswith("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n")
     assert "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z" in text
     back = MediaPlaylist.parse(text)
     assert back.segments[1].discontinuity and back.media_sequence == 5 and back.discontinuity_sequence == 1
+    assert back == pl
     assert format_date_time(0.5) == "1970-01-01T00:00:00.500Z"
 
 
@@ -219,7 +223,7 @@ def test_store_window_sliding_and_retention():
     pl = MediaPlaylist.parse(store.playlist_text())
     assert len(pl.segments) == 6 and pl.media_sequence == 4
     assert pl.discontinuity_sequence == 1  # the removed segment 1 carried a DISCONTINUITY
-    first_uri = store.segment_uri(0)
+    first_uri = hls_segment_uri(store.session_id, 0)
     assert store.get_segment(first_uri, now=10.0) is not None  # W5: still downloadable
     assert store.get_segment(first_uri, now=100.0) is None
     store.end()
@@ -240,8 +244,8 @@ def test_store_keeps_three_target_durations():
 def test_ts_mux_pat_pmt_first_and_counters_continue(clip, tmp_path):
     import av
 
-    from mediacore.aac import parse_asc  # noqa: F401
-    from mediacore.h264 import parse_avcc, parse_sps
+    from mediacore.model.aac import parse_asc  # noqa: F401
+    from mediacore.model.h264 import parse_avcc, parse_sps
 
     container = av.open(str(clip))
     vs, as_ = container.streams.video[0], container.streams.audio[0]

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mediacore import compiled
-from mediacore.priority_queue import AUDIO, CONTROL, KEY, NONREF, REF
-from mediacore.priority_queue import PriorityPacketQueue as PureQueue
+from mediacore.hub import queues as compiled
+from mediacore.hub.priority_queue import AUDIO, CONTROL, KEY, NONREF, REF
+from mediacore.hub.priority_queue import PriorityPacketQueue as PureQueue
 
 IMPLEMENTATIONS = [PureQueue]
 if compiled.QUEUE_COMPILED:

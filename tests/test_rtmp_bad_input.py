@@ -10,10 +10,10 @@ import tracemalloc
 
 import pytest
 
-from conftest import count_packets, ffmpeg_push_cmd, require_tool, start_process, stop_process, wait_for_playlist
+from conftest import until, count_packets, ffmpeg_push_cmd, require_tool, start_process, stop_process, wait_for_playlist
 from ingest.rtmp import amf0
 from ingest.rtmp.chunk import COMMAND_AMF0, SET_CHUNK_SIZE, VIDEO, ChunkWriter
-from mediacore.media import Kind
+from mediacore.model.media import Kind
 from rtmp_client import ScriptedPublisher, publish_sequence
 
 pytestmark = pytest.mark.slow
@@ -58,9 +58,11 @@ async def expect_closed(engine, caplog, payload: bytes, expected: str) -> None:
     client.send(payload)
     assert await client.closed_by_server(5.0), f"server kept the connection open (expected: {expected})"
     await client.close()
-    await asyncio.sleep(0.05)
-    lines = [r.getMessage() for r in caplog.records if r.name == "mediacore.rtmp" and "closed:" in r.getMessage()]
-    assert any(expected in line for line in lines), f"no log line with {expected!r}: {lines[-3:]}"
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "mediacore.rtmp" and "closed:" in r.getMessage()]
+
+    await until(lambda: any(expected in line for line in lines()), 5, f"a log line with {expected!r} ({lines()[-3:]})")
 
 
 @pytest.fixture

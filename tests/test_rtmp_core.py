@@ -20,7 +20,7 @@ from ingest.rtmp.flv import AAC_RAW, AAC_SEQUENCE_HEADER, AVC_NALU, AVC_SEQUENCE
 from ingest.rtmp.handshake import HANDSHAKE_SIZE, client_hello
 from ingest.rtmp.session import MediaMessage, Metadata, PublishRequest, ServerSession, Unpublished
 from ingest.rtmp.to_stream import RtmpToFrames
-from mediacore.media import Kind
+from mediacore.model.media import Kind
 
 from rtmp_client import publish_sequence
 

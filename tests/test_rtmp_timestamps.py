@@ -12,7 +12,7 @@ import pytest
 from ingest.rtmp import amf0
 from ingest.rtmp.chunk import AUDIO, COMMAND_AMF0, VIDEO, ChunkWriter
 from ingest.rtmp.flv import AAC_RAW, AAC_SEQUENCE_HEADER, AVC_NALU, AVC_SEQUENCE_HEADER, audio_payload, video_payload
-from mediacore.packager.playlist import MediaPlaylist
+from mediacore.playlist.media import MediaPlaylist
 from rtmp_client import ScriptedPublisher
 
 pytestmark = pytest.mark.slow

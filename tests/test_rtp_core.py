@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from ingest.rtp import rtp_packet as pure_rtp
 from ingest.rtp.errors import RtpError
 from ingest.rtp.packet import Nack, ReceiverReport, ReportBlock, RtpPacket, parse_rtcp
-from mediacore import compiled
-from mediacore.jitter_buffer import JitterBuffer as PureJitterBuffer
+from ingest.rtp import compiled
+from ingest.rtp.jitter_buffer import JitterBuffer as PureJitterBuffer
 
 BUILDS = [PureJitterBuffer] + ([compiled.JitterBuffer] if compiled.JITTER_COMPILED else [])
 PARSERS = [pure_rtp.parse_rtp] + ([compiled.parse_rtp] if compiled.RTP_COMPILED else [])

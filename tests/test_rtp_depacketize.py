@@ -17,8 +17,8 @@ from ingest.rtp.errors import RtpError
 from ingest.rtp.h264_depacketize import H264Depacketizer as PureH264Depacketizer
 from ingest.rtp.packet import RtpPacket, parse_rtp
 from ingest.rtp.sdp import parse_sdp
-from mediacore import compiled
-from mediacore.h264 import iter_nalus
+from ingest.rtp import compiled
+from mediacore.model.h264 import iter_nalus
 
 H264_BUILDS = [PureH264Depacketizer] + ([compiled.H264Depacketizer] if compiled.DEPACKETIZER_COMPILED else [])
 both_builds = pytest.mark.parametrize("H264Depacketizer", H264_BUILDS, ids=lambda c: c.__module__)

@@ -67,7 +67,7 @@ rtsp_chunk = st.one_of(
 @given(st.lists(rtsp_chunk, max_size=30))
 def test_rtsp_parser_and_session_return_or_raise_rtp_error(chunks):
     parser = RtspParser()
-    session = RtspSession(lambda name, key: None, lambda: (30000, 30001), 128)
+    session = RtspSession(lambda name, key: None, lambda: (30000, 30001))
     try:
         for chunk in chunks:
             for item in parser.feed(chunk):

@@ -13,10 +13,10 @@ import subprocess
 import aiohttp
 import pytest
 
-from conftest import make_clip, play_in_browser, require_tool, start_process, stop_process, wait_for_playlist
+from conftest import until, make_clip, play_in_browser, require_tool, start_process, stop_process, wait_for_playlist
 from hls_rules import PlaylistHistory
-from ll_playlist import parse_ll
-from mediacore.wrap import round_half_up
+from mediacore.playlist.media import MediaPlaylist
+from mediacore.model.timebase import round_half_up
 from impair import RtcpRelay, RtpImpairmentRelay
 from ingest.rtp.packet import Nack, ReceiverReport, parse_rtcp
 from ingest.rtp.sdp import parse_sdp
@@ -71,7 +71,7 @@ async def poll_ll_playlists(base: str, stop: asyncio.Event) -> list[str]:
         while not stop.is_set():
             for name in ("video", "audio"):
                 async with session.get(f"{base}/ll/{name}.m3u8") as resp:
-                    pl = parse_ll(await resp.text())
+                    pl = MediaPlaylist.parse(await resp.text())
                 reloads += 1
                 for seg in pl.segments:
                     if seg.uri is not None and round_half_up(seg.duration) > pl.target_duration:
@@ -131,8 +131,10 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
         problems = await ll_poller
         assert problems == [], "\n".join(problems)
         assert await asyncio.wait_for(pusher.wait(), 50) == 0
-        await asyncio.sleep(1.5)  # every gap is declared lost by now (playout delay <= 0.5 s)
         receivers = {rtp_input.sdp.media[i].kind: r for i, r in rtp_input.receivers.items()}
+        # Every gap is declared lost within the playout delay (<= 0.5 s) of the last packet.
+        await until(lambda: all(r.jitter.released + r.jitter.late >= relays[k].expected().delivered
+                                for k, r in receivers.items()), 5, "the jitter buffers releasing every packet")
         counters = {kind: r.jitter for kind, r in receivers.items()}
     finally:
         await stop_process(pusher)

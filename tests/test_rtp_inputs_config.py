@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import free_port
-from mediacore.config import ConfigError, load_config
-from mediacore.engine import Engine
+from mediacore.app.config import ConfigError, load_config
+from mediacore.app.engine import Engine
 from test_rtp_depacketize import FFMPEG_SDP
 from test_rtp_impairment import free_udp_pair
 

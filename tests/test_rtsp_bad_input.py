@@ -12,10 +12,10 @@ import struct
 import aiohttp
 import pytest
 
-from conftest import count_packets, require_tool, start_process, stop_process, wait_for_playlist
+from conftest import until, count_packets, require_tool, start_process, stop_process, wait_for_playlist
 from ingest.rtp.packet import RtpPacket
 from ingest.rtp.rtsp import interleaved
-from mediacore.media import Kind
+from mediacore.model.media import Kind
 from test_rtp_depacketize import FFMPEG_SDP
 from test_rtsp_core import request
 
@@ -118,9 +118,8 @@ async def test_bad_rtsp_peers_are_closed_and_a_healthy_rtsp_stream_loses_nothing
         hostile.send(interleaved(0, FU_A_WITHOUT_START[0]) + interleaved(0, STAP_A_TRUNCATED[0]))
         hostile.send(interleaved(9, b"on a channel nobody set up"))
         await hostile.writer.drain()
-        await asyncio.sleep(0.5)
-        for _, message in [*BAD_RTP, BAD_RTCP, FU_A_WITHOUT_START, STAP_A_TRUNCATED]:
-            assert logged(caplog, message), f"no log line with {message!r}"
+        expected_lines = [message for _, message in [*BAD_RTP, BAD_RTCP, FU_A_WITHOUT_START, STAP_A_TRUNCATED]]
+        await until(lambda: all(logged(caplog, m) for m in expected_lines), 5, "log lines for every bad packet")
         video = next(r for name, r in engine.rtsp.track_receivers() if name == "hostile" and r.media.kind == "video")
         counts = video.counters()
         assert (counts["bad"], counts["bad_rtcp"], counts["orphan_fragment"]) == (4, 1, 1), counts
@@ -150,8 +149,9 @@ async def test_bad_rtsp_peers_are_closed_and_a_healthy_rtsp_stream_loses_nothing
         assert await asyncio.wait_for(healthy.wait(), 30) == 0, "the healthy ffmpeg push failed"
     finally:
         await stop_process(healthy)
-    await asyncio.sleep(0.5)  # TEARDOWN flushes the reorder window a moment later
     stream = engine.hub.get("healthy")
+    # TEARDOWN flushes the reorder window a moment later.
+    await until(lambda: stream.stats.frames[Kind.VIDEO] >= expected["video"], 5, "the last frames after TEARDOWN")
     assert stream.stats.frames[Kind.VIDEO] == expected["video"]
     assert expected["audio"] - 1 <= stream.stats.frames[Kind.AUDIO] <= expected["audio"]
     assert sum(s.dropped for s in stream.subscribers) == 0

@@ -12,8 +12,8 @@ import pytest
 from ingest.rtp.depacketize import OpusDepacketizer, opus_packet_samples
 from ingest.rtp.errors import RtpError
 from ingest.rtp.packet import RtpPacket
-from mediacore.aac import parse_asc
-from mediacore.transcode import OpusToAac, ThreadedTranscoder, TranscodeError
+from mediacore.model.aac import parse_asc
+from ingest.rtp.transcode import OpusToAac, ThreadedTranscoder, TranscodeError
 
 
 def opus_packets(seconds: float = 1.0, frequency: float = 440.0) -> list[tuple[int, bytes]]:

@@ -104,7 +104,7 @@ class RtmpConnection(asyncio.Protocol):
                 self.publisher.set_metadata(event.values)
         elif isinstance(event, Unpublished):
             if self.publisher is not None:
-                log.info("rtmp %s: stream %s unpublished (%s)", self.peer, self.publisher.stream.name, event.reason)
+                log.info("rtmp %s: stream %s unpublished (%s)", self.peer, self.session.stream_name, event.reason)
                 self.publisher.close()
                 self.publisher = None
         elif isinstance(event, Connected):

@@ -1,7 +1,7 @@
 """The lexical side of playlists: attribute lists and dates, written and read one way.
 
 An attribute list is `NAME=VALUE` pairs separated by commas, where a quoted string may hold
-commas (RFC 8216 4.2). Dates are ISO-8601 with milliseconds and a zone (D3).
+commas (RFC 8216 4.2). Dates are ISO-8601 with milliseconds and a zone (D1).
 """
 
 from __future__ import annotations
