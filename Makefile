@@ -34,7 +34,7 @@ system-deps:
 run: install
 	$(VENV)/bin/mediacore demo
 
-test: system-deps install $(DEV_STAMP)
+test: system-deps install $(DEV_STAMP) lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: install $(DEV_STAMP)
@@ -44,6 +44,8 @@ bench: install
 	$(VENV)/bin/mediacore-bench ingest
 
 lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m mypy
 
 clean:

@@ -4,6 +4,7 @@ Each module in cython_ext/ is a link to a plain-Python module elsewhere in the t
 a second time with the augmenting .pxd beside it, so the two builds cannot drift apart.
 MEDIACORE_NO_EXTENSIONS=1 at build time skips compilation (the pure twins are used).
 """
+
 import os
 
 from setuptools import Extension, setup
@@ -20,8 +21,12 @@ if os.environ.get("MEDIACORE_NO_EXTENSIONS") != "1":
             Extension("cython_ext.rtp_packet", ["cython_ext/rtp_packet.py"]),
             Extension("cython_ext.h264_depacketize", ["cython_ext/h264_depacketize.py"]),
         ],
-        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False,
-                           "annotation_typing": False},
+        compiler_directives={
+            "language_level": "3",
+            "boundscheck": False,
+            "wraparound": False,
+            "annotation_typing": False,
+        },
         quiet=True,
     )
 

@@ -31,8 +31,12 @@ UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "KB": 1024, "MB": 1024**2, "GB": 1
 
 
 def wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", url],
-                         capture_output=True, text=True, timeout=seconds + 30).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    ).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -41,7 +45,6 @@ def wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
         "mb_per_s": float(transfer.group(1)) * UNITS.get(transfer.group(2), 1) / 1e6 if transfer else 0.0,
         "non_2xx": float(errors.group(1)) if errors else 0.0,
     }
-
 
 
 def run(seconds: float, connections: int, viewers: int, out: Path | None) -> dict:
@@ -72,8 +75,11 @@ def run(seconds: float, connections: int, viewers: int, out: Path | None) -> dic
             if "nginx" in targets:
                 for kind in objects:
                     ours, theirs = report[kind]["mediacore-edge"], report[kind]["nginx"]
-                    report[kind]["ratio_vs_nginx"] = round(ours["requests_per_s"] / theirs["requests_per_s"], 3) \
-                        if theirs["requests_per_s"] else None
+                    report[kind]["ratio_vs_nginx"] = (
+                        round(ours["requests_per_s"] / theirs["requests_per_s"], 3)
+                        if theirs["requests_per_s"]
+                        else None
+                    )
 
             # LL-HLS viewers through the edge; one probe client through the edge, one direct.
             before = fetch_text(f"{origin}/metrics")
@@ -92,7 +98,8 @@ def run(seconds: float, connections: int, viewers: int, out: Path | None) -> dic
             elapsed = time.monotonic() - started
             after = fetch_text(f"{origin}/metrics")
             part_requests = metric_sum(after, "mediacore_http_requests_total", "/ll/{name}.{ext}") - metric_sum(
-                before, "mediacore_http_requests_total", "/ll/{name}.{ext}")
+                before, "mediacore_http_requests_total", "/ll/{name}.{ext}"
+            )
             # Video parts produced meanwhile (viewers follow the video rendition), one per
             # 0.2 s; the direct probe fetches each of them from the origin once as well.
             produced = elapsed / 0.2
@@ -111,14 +118,21 @@ def run(seconds: float, connections: int, viewers: int, out: Path | None) -> dic
     for kind in ("segment", "playlist"):
         for name, figures in report[kind].items():
             if isinstance(figures, dict):
-                print(f"{kind:<9} {name:<15} {figures['requests_per_s']:>10.0f} req/s {figures['mb_per_s']:>9.1f} MB/s"
-                      f"  non-2xx {figures['non_2xx']:.0f}")
+                print(
+                    f"{kind:<9} {name:<15} {figures['requests_per_s']:>10.0f} req/s {figures['mb_per_s']:>9.1f} MB/s"
+                    f"  non-2xx {figures['non_2xx']:.0f}"
+                )
         if "ratio_vs_nginx" in report[kind]:
             print(f"{kind:<9} mediacore-edge / nginx = {report[kind]['ratio_vs_nginx']}")
     ll = report["ll_viewers"]
-    print(f"LL-HLS viewers on one edge: {ll['viewers']['viewers']} (started {ll['viewers']['started']}, "
-          f"stalls {ll['viewers']['stalls']}, latency p50 {ll['viewers']['latency_p50_s']} s)")
-    print(f"part delay p99: via edge {ll['part_delay_p99_edge_s']:.3f} s, from origin {ll['part_delay_p99_origin_s']:.3f} s")
+    print(
+        f"LL-HLS viewers on one edge: {ll['viewers']['viewers']} (started {ll['viewers']['started']}, "
+        f"stalls {ll['viewers']['stalls']}, latency p50 {ll['viewers']['latency_p50_s']} s)"
+    )
+    print(
+        f"part delay p99: via edge {ll['part_delay_p99_edge_s']:.3f} s, "
+        f"from origin {ll['part_delay_p99_origin_s']:.3f} s"
+    )
     print(f"origin media requests per part produced: {ll['origin_media_requests_per_part']}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -92,14 +92,19 @@ def run(edges: int, tiers: int, viewers: int, seconds: float, low_latency: bool,
             playlist = "ll.m3u8" if low_latency else "index.m3u8"
 
             async def everyone() -> list[ViewerStats]:
-                groups = await asyncio.gather(*(
-                    run_viewers(f"{leaf}/live/bench/{playlist}", n, seconds, low_latency)
-                    for leaf, n in per_edge.items() if n
-                ))
+                groups = await asyncio.gather(
+                    *(
+                        run_viewers(f"{leaf}/live/bench/{playlist}", n, seconds, low_latency)
+                        for leaf, n in per_edge.items()
+                        if n
+                    )
+                )
                 return [s for group in groups for s in group]
 
-            print(f"{viewers} viewers on {edges} edges ({'LL-HLS' if low_latency else 'HLS'}, {seconds:g} s) ...",
-                  file=sys.stderr)
+            print(
+                f"{viewers} viewers on {edges} edges ({'LL-HLS' if low_latency else 'HLS'}, {seconds:g} s) ...",
+                file=sys.stderr,
+            )
             stats = asyncio.run(everyone())
             after = fetch_text(f"{origin}/metrics")
             leaf_figures = [_edge_figures(leaf) for leaf in leaves]
@@ -109,8 +114,12 @@ def run(edges: int, tiers: int, viewers: int, seconds: float, low_latency: bool,
                 proc.terminate()
             for proc in processes:
                 proc.wait(10)
-    origin_requests = metric_sum(after, "mediacore_http_requests_total") - metric_sum(before, "mediacore_http_requests_total")
-    origin_bytes = metric_sum(after, "mediacore_http_response_bytes_total") - metric_sum(before, "mediacore_http_response_bytes_total")
+    origin_requests = metric_sum(after, "mediacore_http_requests_total") - metric_sum(
+        before, "mediacore_http_requests_total"
+    )
+    origin_bytes = metric_sum(after, "mediacore_http_response_bytes_total") - metric_sum(
+        before, "mediacore_http_response_bytes_total"
+    )
     hits = sum(f["hits"] for f in leaf_figures)
     misses = sum(f["misses"] for f in leaf_figures)
     delivered = sum(f["bytes_out"] for f in leaf_figures)
@@ -130,7 +139,8 @@ def run(edges: int, tiers: int, viewers: int, seconds: float, low_latency: bool,
         # Collapsed misses never reach the upstream either: the share of viewer requests
         # the leaf edges answered without an upstream request of their own.
         "edge_offload_ratio": round(1 - sum(f["upstream_requests"] for f in leaf_figures) / (hits + misses), 4)
-        if hits + misses else None,
+        if hits + misses
+        else None,
         "bytes_to_viewers": int(delivered),
         "origin_offload": round(1 - origin_bytes / delivered, 4) if delivered else 0.0,
         "viewers": summarize(stats),
@@ -144,7 +154,10 @@ def run(edges: int, tiers: int, viewers: int, seconds: float, low_latency: bool,
         ("origin offload", f"{report['origin_offload']:.2%}"),
         ("edge cache hit ratio (fresh hits)", report["edge_hit_ratio"]),
         ("requests answered without upstream", report["edge_offload_ratio"]),
-        ("viewer latency p50 / p99 (s)", f"{report['viewers']['latency_p50_s']} / {report['viewers']['latency_p99_s']}"),
+        (
+            "viewer latency p50 / p99 (s)",
+            f"{report['viewers']['latency_p50_s']} / {report['viewers']['latency_p99_s']}",
+        ),
         ("viewers started / stalls", f"{report['viewers']['started']} / {report['viewers']['stalls']}"),
     ]
     for label, value in rows:

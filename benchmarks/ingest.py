@@ -57,9 +57,25 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 def push(clip: Path, url: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1",
-         "-i", str(clip), "-c", "copy", "-f", "flv", url],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+            str(clip),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -75,8 +91,9 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return total
 
 
-def measure(server: str, pid: int, rtmp_port: int, clip: Path, streams: int, seconds: float,
-            warmup: float, live_count) -> IngestResult:
+def measure(
+    server: str, pid: int, rtmp_port: int, clip: Path, streams: int, seconds: float, warmup: float, live_count
+) -> IngestResult:
     proc = psutil.Process(pid)
     idle_rss = proc.memory_info().rss / 1e6
     pushers = [push(clip, f"rtmp://127.0.0.1:{rtmp_port}/live/bench{i}") for i in range(streams)]
@@ -97,17 +114,37 @@ def measure(server: str, pid: int, rtmp_port: int, clip: Path, streams: int, sec
             p.wait(5)
     per_stream_second = used / (elapsed * streams)
     return IngestResult(
-        server, streams, round(elapsed, 2), round(used, 3), round(per_stream_second, 5),
+        server,
+        streams,
+        round(elapsed, 2),
+        round(used, 3),
+        round(per_stream_second, 5),
         round(1 / per_stream_second, 1) if per_stream_second > 0 else float("inf"),
-        round(rss, 1), round((rss - idle_rss) / streams, 2), live,
+        round(rss, 1),
+        round((rss - idle_rss) / streams, 2),
+        live,
     )
 
 
 def run_mediacore(clip: Path, streams: int, seconds: float, warmup: float) -> IngestResult:
     rtmp_port, http_port = free_port(), free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mediacore.app.cli", "serve", "--host", "127.0.0.1", "--rtmp-port", str(rtmp_port),
-         "--http-port", str(http_port), "--rtsp-port", str(free_port()), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "mediacore.app.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--rtmp-port",
+            str(rtmp_port),
+            "--http-port",
+            str(http_port),
+            "--rtsp-port",
+            str(free_port()),
+            "--log-level",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -148,12 +185,17 @@ def run(streams: int, seconds: float, warmup: float, out: Path | None, peers: bo
     nginx = run_nginx(clip, streams, seconds, warmup) if peers else None
     if nginx is not None:
         results.append(nginx)
-    header = f"{'server':<11}{'streams':>8}{'live':>6}{'CPU s/stream-s':>16}{'streams/core':>14}{'RSS MB':>9}{'+RSS/stream':>12}"
+    header = (
+        f"{'server':<11}{'streams':>8}{'live':>6}{'CPU s/stream-s':>16}{'streams/core':>14}{'RSS MB':>9}"
+        f"{'+RSS/stream':>12}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
-        print(f"{r.server:<11}{r.streams:>8}{r.streams_live:>6}{r.cpu_per_stream_second:>16.4f}"
-              f"{r.streams_per_core:>14.1f}{r.rss_mb:>9.1f}{r.rss_per_stream_mb:>12.2f}")
+        print(
+            f"{r.server:<11}{r.streams:>8}{r.streams_live:>6}{r.cpu_per_stream_second:>16.4f}"
+            f"{r.streams_per_core:>14.1f}{r.rss_mb:>9.1f}{r.rss_per_stream_mb:>12.2f}"
+        )
     report: dict = {"suite": "ingest", "clip": str(clip), "results": [asdict(r) for r in results]}
     if nginx is not None and results[0].cpu_per_stream_second > 0:
         ratio = nginx.cpu_per_stream_second / results[0].cpu_per_stream_second

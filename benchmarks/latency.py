@@ -28,7 +28,6 @@ from player_client.player import percentile
 ROOT = Path(__file__).resolve().parent.parent
 
 
-
 def histogram_quantile(metrics: str, name: str, kind: str, q: float) -> float | None:
     """Upper bound of the bucket holding quantile q of a Prometheus histogram."""
     buckets = []
@@ -47,8 +46,14 @@ def histogram_quantile(metrics: str, name: str, kind: str, q: float) -> float | 
 
 async def browser(url: str, seconds: float) -> dict:
     proc = await asyncio.create_subprocess_exec(
-        "node", str(ROOT / "tests" / "e2e" / "play.mjs"), url, str(seconds), "40",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT),
+        "node",
+        str(ROOT / "tests" / "e2e" / "play.mjs"),
+        url,
+        str(seconds),
+        "40",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=str(ROOT),
     )
     out, _ = await proc.communicate()
     return json.loads(out.decode().strip().splitlines()[-1])

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from benchmarks.ingest import free_port, push, wait_port
 from benchmarks.media import make_clip
@@ -36,8 +36,22 @@ def live_origin(stream: str = "bench") -> Iterator[tuple[int, subprocess.Popen[b
     clip = make_clip(10)
     rtmp_port, http_port = free_port(), free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mediacore.app.cli", "serve", "--host", "127.0.0.1", "--rtmp-port", str(rtmp_port),
-         "--http-port", str(http_port), "--rtsp-port", str(free_port()), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "mediacore.app.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--rtmp-port",
+            str(rtmp_port),
+            "--http-port",
+            str(http_port),
+            "--rtsp-port",
+            str(free_port()),
+            "--log-level",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
     )
     pusher = None
@@ -51,9 +65,9 @@ def live_origin(stream: str = "bench") -> Iterator[tuple[int, subprocess.Popen[b
                 fetch_text(f"http://127.0.0.1:{http_port}/live/{stream}/ll.m3u8", 2)
                 fetch_text(f"http://127.0.0.1:{http_port}/live/{stream}/index.m3u8", 2)
                 break
-            except OSError:
+            except OSError as e:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("the origin never served the stream")
+                    raise RuntimeError("the origin never served the stream") from e
                 time.sleep(0.2)
         time.sleep(4)  # a few segments, as a viewer joining a running show would find
         yield http_port, server
@@ -68,8 +82,22 @@ def live_origin(stream: str = "bench") -> Iterator[tuple[int, subprocess.Popen[b
 def start_edge(upstream: str, cache_mb: int = 256) -> tuple[int, subprocess.Popen[bytes]]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mediacore.app.cli", "edge", "--origin", upstream, "--host", "127.0.0.1",
-         "--http-port", str(port), "--cache-mb", str(cache_mb), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "mediacore.app.cli",
+            "edge",
+            "--origin",
+            upstream,
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(port),
+            "--cache-mb",
+            str(cache_mb),
+            "--log-level",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
     )
     wait_port(port)

@@ -57,7 +57,8 @@ def start_nginx(workdir: Path, port: int) -> subprocess.Popen[bytes] | None:
     conf = nginx_rtmp_config(workdir, port, module)
     return subprocess.Popen(
         ["nginx", "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -115,5 +116,6 @@ def start_nginx_proxy(workdir: Path, port: int, origin: str) -> subprocess.Popen
     conf = nginx_proxy_cache_config(workdir, port, origin)
     return subprocess.Popen(
         ["nginx", "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )

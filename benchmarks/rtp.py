@@ -23,18 +23,24 @@ import heapq
 import json
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ingest.rtp import rtp_packet as pure_rtp
+from ingest.rtp.compiled import (
+    DEPACKETIZER_COMPILED,
+    JITTER_COMPILED,
+    RTP_COMPILED,
+    H264Depacketizer,
+    JitterBuffer,
+    parse_rtp,
+)
 from ingest.rtp.h264_depacketize import H264Depacketizer as PureH264Depacketizer
-from ingest.rtp.compiled import (DEPACKETIZER_COMPILED, JITTER_COMPILED, RTP_COMPILED, H264Depacketizer, JitterBuffer,
-                                 parse_rtp)
-from mediacore.hub.queues import FIFO_COMPILED, QUEUE_COMPILED, PacketFifo, PriorityPacketQueue
 from ingest.rtp.jitter_buffer import JitterBuffer as PureJitterBuffer
 from mediacore.hub.packet_fifo import PacketFifo as PurePacketFifo
 from mediacore.hub.priority_queue import AUDIO, KEY, NONREF, REF
 from mediacore.hub.priority_queue import PriorityPacketQueue as PurePriorityPacketQueue
+from mediacore.hub.queues import FIFO_COMPILED, QUEUE_COMPILED, PacketFifo, PriorityPacketQueue
 
 PACKETS_PER_FRAME = 30
 FRAMES_PER_GOP = 60
@@ -64,9 +70,17 @@ def make_trace(count: int, seed: int = 7) -> list[bytes]:
     for i in range(len(order) - 1):
         if rng.random() < 0.05:
             order[i], order[i + 1] = order[i + 1], order[i]  # adjacent reordering
-    return [pure_rtp.RtpPacket(96, (seq0 + i) & 0xFFFF, (ts0 + 3000 * (i // PACKETS_PER_FRAME)) & 0xFFFFFFFF,
-                               0x1234, fu_a(i), i % PACKETS_PER_FRAME == PACKETS_PER_FRAME - 1).serialize()
-            for i in order]
+    return [
+        pure_rtp.RtpPacket(
+            96,
+            (seq0 + i) & 0xFFFF,
+            (ts0 + 3000 * (i // PACKETS_PER_FRAME)) & 0xFFFFFFFF,
+            0x1234,
+            fu_a(i),
+            i % PACKETS_PER_FRAME == PACKETS_PER_FRAME - 1,
+        ).serialize()
+        for i in order
+    ]
 
 
 def rate(count: int, seconds: float) -> float:
@@ -116,8 +130,12 @@ def bench_ours(trace: list[bytes], parse: Callable, jitter_cls: type, depacketiz
             now += 0.001
 
     n = len(trace)
-    return {"header": best_rate(n, header), "payload": best_rate(n, with_payload), "jitter": best_rate(n, jitter),
-            "full": best_rate(n, full)}
+    return {
+        "header": best_rate(n, header),
+        "payload": best_rate(n, with_payload),
+        "jitter": best_rate(n, jitter),
+        "full": best_rate(n, full),
+    }
 
 
 def bench_aiortc(trace: list[bytes]) -> dict[str, float] | None:
@@ -163,7 +181,10 @@ def bench_queues(operations: int) -> dict[str, float]:
     pattern = QUEUE_PATTERN
     n = len(pattern)
     for name, pq_factory in (
-        ("PriorityPacketQueue (compiled)" if QUEUE_COMPILED else "PriorityPacketQueue", lambda: PriorityPacketQueue(4096, 1 << 30)),
+        (
+            "PriorityPacketQueue (compiled)" if QUEUE_COMPILED else "PriorityPacketQueue",
+            lambda: PriorityPacketQueue(4096, 1 << 30),
+        ),
         ("PriorityPacketQueue (pure)", lambda: PurePriorityPacketQueue(4096, 1 << 30)),
     ):
         pq = pq_factory()
@@ -173,8 +194,10 @@ def bench_queues(operations: int) -> dict[str, float]:
             if i & 1:
                 pq.pop()
         results[name] = rate(operations, time.perf_counter() - start)
-    for name, factory in (("PacketFifo (compiled)" if FIFO_COMPILED else "PacketFifo", lambda: PacketFifo(4096, 1 << 30)),
-                          ("PacketFifo (pure)", lambda: PurePacketFifo(4096, 1 << 30))):
+    for name, factory in (
+        ("PacketFifo (compiled)" if FIFO_COMPILED else "PacketFifo", lambda: PacketFifo(4096, 1 << 30)),
+        ("PacketFifo (pure)", lambda: PurePacketFifo(4096, 1 << 30)),
+    ):
         q = factory()
         start = time.perf_counter()
         for i in range(operations):
@@ -199,16 +222,22 @@ def bench_queues(operations: int) -> dict[str, float]:
     return results
 
 
-ROW_LABELS = {"header": "header parse", "payload": "parse + payload", "jitter": "parse + jitter buffer",
-              "full": "full path (+ H.264 depacketizer)"}
+ROW_LABELS = {
+    "header": "header parse",
+    "payload": "parse + payload",
+    "jitter": "parse + jitter buffer",
+    "full": "full path (+ H.264 depacketizer)",
+}
 
 
 def run(packets: int, out: Path | None) -> dict:
     trace = make_trace(packets)
     report: dict = {"suite": "rtp", "packets": len(trace)}
     build = "compiled" if RTP_COMPILED and JITTER_COMPILED and DEPACKETIZER_COMPILED else "pure"
-    results = {f"mediacore ({build})": bench_ours(trace, parse_rtp, JitterBuffer, H264Depacketizer),
-               "mediacore (pure)": bench_ours(trace, pure_rtp.parse_rtp, PureJitterBuffer, PureH264Depacketizer)}
+    results = {
+        f"mediacore ({build})": bench_ours(trace, parse_rtp, JitterBuffer, H264Depacketizer),
+        "mediacore (pure)": bench_ours(trace, pure_rtp.parse_rtp, PureJitterBuffer, PureH264Depacketizer),
+    }
     theirs = bench_aiortc(trace)
     if theirs is not None:
         results["aiortc"] = theirs
@@ -222,13 +251,17 @@ def run(packets: int, out: Path | None) -> dict:
         print("aiortc is not installed: no peer comparison (pip install aiortc)")
     else:
         ours = results[f"mediacore ({build})"]
-        ratios = {"header_parse_vs_aiortc": ours["header"] / theirs["header"],
-                  "parse_with_payload_vs_aiortc": ours["payload"] / theirs["header"],
-                  "jitter_path_vs_aiortc": ours["jitter"] / theirs["jitter"],
-                  "full_path_vs_aiortc": ours["full"] / theirs["full"]}
+        ratios = {
+            "header_parse_vs_aiortc": ours["header"] / theirs["header"],
+            "parse_with_payload_vs_aiortc": ours["payload"] / theirs["header"],
+            "jitter_path_vs_aiortc": ours["jitter"] / theirs["jitter"],
+            "full_path_vs_aiortc": ours["full"] / theirs["full"],
+        }
         report.update({k: round(v, 2) for k, v in ratios.items()})
-        print("vs aiortc: " + "; ".join(f"{k.removesuffix('_vs_aiortc').replace('_', ' ')} {v:.1f}x"
-                                       for k, v in ratios.items()))
+        print(
+            "vs aiortc: "
+            + "; ".join(f"{k.removesuffix('_vs_aiortc').replace('_', ' ')} {v:.1f}x" for k, v in ratios.items())
+        )
     queues = bench_queues(1_000_000)
     for label, value in queues.items():
         print(f"queue {label:<46} {value:>12,.0f} operations/s")

@@ -16,10 +16,9 @@ the aiohttp shell around it. The clock is injected (`EdgeNode(clock=...)`) so te
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 import aiohttp
@@ -64,14 +63,18 @@ class EdgeNode:
         r = self.registry
         self.hits = Counter("mediacore_edge_hits", "Requests served from cache", registry=r)
         self.misses = Counter("mediacore_edge_misses", "Requests that needed the upstream", registry=r)
-        self.collapsed = Counter("mediacore_edge_collapsed", "Misses that waited on another request's fetch",
-                                 registry=r)
-        self.stale = Counter("mediacore_edge_stale_served", "Stale responses served because the upstream failed",
-                             registry=r)
+        self.collapsed = Counter(
+            "mediacore_edge_collapsed", "Misses that waited on another request's fetch", registry=r
+        )
+        self.stale = Counter(
+            "mediacore_edge_stale_served", "Stale responses served because the upstream failed", registry=r
+        )
         self.upstream_errors = Counter("mediacore_edge_upstream_errors", "Failed upstream requests", registry=r)
         self.upstream_requests = Counter("mediacore_edge_upstream_requests", "Requests sent upstream", registry=r)
         self.upstream_latency = Histogram(
-            "mediacore_edge_upstream_seconds", "Upstream response time (blocking requests included)", registry=r,
+            "mediacore_edge_upstream_seconds",
+            "Upstream response time (blocking requests included)",
+            registry=r,
             buckets=LATENCY_BUCKETS,
         )
         self.bytes_out = Counter("mediacore_edge_bytes_out", "Body bytes sent to clients", registry=r)
@@ -85,8 +88,11 @@ class EdgeNode:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             c = self.config
-            connector = aiohttp.TCPConnector(limit=c.max_connections * len(c.upstreams),
-                                             limit_per_host=c.max_connections, keepalive_timeout=c.upstream_keepalive)
+            connector = aiohttp.TCPConnector(
+                limit=c.max_connections * len(c.upstreams),
+                limit_per_host=c.max_connections,
+                keepalive_timeout=c.upstream_keepalive,
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.config.upstream_timeout),
@@ -100,8 +106,9 @@ class EdgeNode:
             start = self.clock()
             self.upstream_requests.inc()
             try:
-                async with self.session().get(upstream.rstrip("/") + path_qs,
-                                              headers={"Accept-Encoding": "identity"}) as resp:
+                async with self.session().get(
+                    upstream.rstrip("/") + path_qs, headers={"Accept-Encoding": "identity"}
+                ) as resp:
                     body = await resp.read()
                     if resp.status >= 500:
                         raise UpstreamError(f"{upstream} answered {resp.status}")
@@ -110,7 +117,7 @@ class EdgeNode:
                     headers = tuple((h, resp.headers[h]) for h in PASSED_HEADERS if h in resp.headers)
                     max_age = policy.max_age_for(resp.status, resp.headers.get("Cache-Control", ""), self.config)
                     return CachedResponse(resp.status, body, headers, now, max_age, age_of(resp.headers.get("Age", "")))
-            except (aiohttp.ClientError, asyncio.TimeoutError, UpstreamError) as e:
+            except (TimeoutError, aiohttp.ClientError, UpstreamError) as e:
                 self.upstream_errors.inc()
                 last_error = e
                 log.warning("edge: upstream %s failed for %s: %s", upstream, path_qs, e or type(e).__name__)
@@ -154,8 +161,10 @@ class EdgeNode:
     def _cors(self) -> dict[str, str]:
         if not self.config.cors_origin:
             return {}
-        return {"Access-Control-Allow-Origin": self.config.cors_origin,
-                "Access-Control-Expose-Headers": "Age, Content-Length, Date"}
+        return {
+            "Access-Control-Allow-Origin": self.config.cors_origin,
+            "Access-Control-Expose-Headers": "Age, Content-Length, Date",
+        }
 
     def respond(self, request: web.Request, entry: CachedResponse, now: float, state: str) -> web.Response:
         headers = dict(entry.headers)
@@ -163,8 +172,12 @@ class EdgeNode:
         headers["Age"] = str(int(entry.age(now)))
         headers["X-Cache"] = state
         content_type = headers.pop("Content-Type", "application/octet-stream")
-        response = web.Response(status=entry.status, body=entry.body if request.method == "GET" else b"",
-                                headers=headers, content_type=content_type.split(";")[0])
+        response = web.Response(
+            status=entry.status,
+            body=entry.body if request.method == "GET" else b"",
+            headers=headers,
+            content_type=content_type.split(";")[0],
+        )
         if policy.is_playlist(request.path) and "gzip" in request.headers.get("Accept-Encoding", ""):
             response.enable_compression()
         self.bytes_out.inc(len(entry.body))

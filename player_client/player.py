@@ -23,6 +23,7 @@ import aiohttp
 from mediacore.playlist.media import MediaPlaylist
 from mediacore.playlist.multivariant import MultivariantPlaylist, is_multivariant
 
+
 @dataclass
 class Media:
     """A fetchable unit: a segment (plain HLS) or a part (LL-HLS), placed on the PDT timeline."""
@@ -68,8 +69,16 @@ def timeline(playlist: MediaPlaylist) -> Playlist:
             continue
         offset = 0.0
         for index, part in enumerate(seg.parts):
-            pl.parts.append(Media((seg.msn, index), part.uri, seg.program_date_time + offset, part.duration,
-                                  part.independent, part.gap))
+            pl.parts.append(
+                Media(
+                    (seg.msn, index),
+                    part.uri,
+                    seg.program_date_time + offset,
+                    part.duration,
+                    part.independent,
+                    part.gap,
+                )
+            )
             offset += part.duration
         if seg.uri is not None:
             pl.segments.append(Media((seg.msn, -1), seg.uri, seg.program_date_time, seg.duration, gap=seg.gap))
@@ -141,7 +150,9 @@ class Viewer:
             self.stats.latencies.append(time.time() - self._playhead)
             self.stats.last_playing = now
 
-    async def _fetch(self, media: Media, start: float, prefetched: "asyncio.Task[tuple[int, bytes]] | None" = None) -> bool:
+    async def _fetch(
+        self, media: Media, start: float, prefetched: asyncio.Task[tuple[int, bytes]] | None = None
+    ) -> bool:
         if media.gap:  # nothing to load: the playhead jumps over it, as hls.js does
             if prefetched is not None:
                 prefetched.cancel()
@@ -188,7 +199,7 @@ class Viewer:
                 await self._follow_parts(pl, start, deadline)
             else:
                 await self._follow_segments(pl, start, deadline)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             self.stats.errors.append(type(e).__name__)
         finally:
             ticker.cancel()
@@ -253,8 +264,9 @@ class Viewer:
             await asyncio.gather(*prefetch.values(), return_exceptions=True)
 
 
-async def run_viewers(url: str, viewers: int, seconds: float, low_latency: bool = True,
-                      connections: int = 0) -> list[ViewerStats]:
+async def run_viewers(
+    url: str, viewers: int, seconds: float, low_latency: bool = True, connections: int = 0
+) -> list[ViewerStats]:
     connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=max(20.0, seconds))
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:

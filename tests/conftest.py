@@ -9,16 +9,14 @@ import logging
 import os
 import shutil
 import socket
-import subprocess
-import sys
-import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Callable, AsyncIterator, Iterator
 
 import pytest
 
 from benchmarks.media import count_packets, make_clip  # noqa: F401  (re-exported for tests)
 from mediacore.app.config import Config, load_config
+from mediacore.app.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,15 +34,16 @@ def clip() -> Path:
 
 @pytest.fixture
 def config() -> Config:
-    cfg = load_config(None, {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(),
-                                        "http_port": free_port()}})
+    cfg = load_config(
+        None,
+        {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(), "http_port": free_port()}},
+    )
     cfg.hls.end_grace = 3.0
     return cfg
 
 
 @pytest.fixture
-async def engine(config: Config) -> AsyncIterator["Engine"]:  # type: ignore[name-defined]
-    from mediacore.app.engine import Engine
+async def engine(config: Config) -> AsyncIterator[Engine]:
 
     eng = Engine(config)
     await eng.start()
@@ -74,7 +73,7 @@ async def stop_process(proc: asyncio.subprocess.Process) -> None:
         proc.terminate()
         try:
             await asyncio.wait_for(proc.wait(), 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
 
@@ -82,8 +81,14 @@ async def stop_process(proc: asyncio.subprocess.Process) -> None:
 async def play_in_browser(page_url: str, seconds: float, start_timeout: float = 40) -> dict:
     """Play a watch page in headless Chromium with hls.js; returns play.mjs's report."""
     proc = await asyncio.create_subprocess_exec(
-        "node", str(ROOT / "tests" / "e2e" / "play.mjs"), page_url, str(seconds), str(start_timeout),
-        cwd=str(ROOT), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "node",
+        str(ROOT / "tests" / "e2e" / "play.mjs"),
+        page_url,
+        str(seconds),
+        str(start_timeout),
+        cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), seconds + start_timeout + 60)
     lines = out.decode().strip().splitlines()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mediacore.playlist.media import MediaPlaylist
 from mediacore.model.timebase import round_half_up
+from mediacore.playlist.media import MediaPlaylist
 
 
 @dataclass

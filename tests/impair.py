@@ -27,8 +27,16 @@ class Expected:
 
 
 class RtpImpairmentRelay(asyncio.DatagramProtocol):
-    def __init__(self, target: tuple[str, int], loss: float = 0.02, duplicate: float = 0.01, reorder: float = 0.05,
-                 jitter: float = 0.030, seed: int = 1, clean_start: int = 10) -> None:
+    def __init__(
+        self,
+        target: tuple[str, int],
+        loss: float = 0.02,
+        duplicate: float = 0.01,
+        reorder: float = 0.05,
+        jitter: float = 0.030,
+        seed: int = 1,
+        clean_start: int = 10,
+    ) -> None:
         self.target = target
         self.loss, self.duplicate, self.reorder, self.jitter = loss, duplicate, reorder, jitter
         self.rng = random.Random(seed)

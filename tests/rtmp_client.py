@@ -69,7 +69,7 @@ class ScriptedPublisher:
                     return True
         except (ConnectionError, asyncio.IncompleteReadError):
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def close(self) -> None:

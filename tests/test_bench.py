@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
 from benchmarks.peers import nginx_rtmp_module
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -17,8 +17,13 @@ pytestmark = pytest.mark.slow
 def run_suite(tmp_path, suite: str, *args: str, timeout: float = 240) -> tuple[str, dict]:
     """Run `mediacore-bench SUITE ARGS --json FILE`; returns (stdout, the JSON report)."""
     out = tmp_path / f"{suite}.json"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.cli", suite, *args, "--json", str(out)],
-                            cwd=str(ROOT), capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cli", suite, *args, "--json", str(out)],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout, json.loads(out.read_text())
 
@@ -51,8 +56,7 @@ def test_fanout_suite_runs_and_writes_json_and_png(tmp_path):
 
 
 def test_edge_suite_runs_and_writes_json(tmp_path):
-    _, report = run_suite(tmp_path, "edge", "--seconds", "2", "--connections", "10", "--viewers", "20",
-                          timeout=300)
+    _, report = run_suite(tmp_path, "edge", "--seconds", "2", "--connections", "10", "--viewers", "20", timeout=300)
     assert report["segment"]["mediacore-edge"]["requests_per_s"] > 0
     assert report["segment"]["mediacore-edge"]["non_2xx"] == 0
     assert report["ll_viewers"]["viewers"]["started"] == 20

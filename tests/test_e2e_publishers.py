@@ -7,7 +7,6 @@ import os
 import sys
 
 import pytest
-
 from conftest import ROOT, free_port, play_in_browser, require_tool, start_process, stop_process, wait_for_playlist
 
 pytestmark = pytest.mark.slow
@@ -15,14 +14,49 @@ pytestmark = pytest.mark.slow
 
 def gstreamer_pipeline(url: str) -> list[str]:
     return [
-        "gst-launch-1.0", "-q",
-        "videotestsrc", "is-live=true", "pattern=ball", "!",
-        "video/x-raw,width=1280,height=720,framerate=30/1", "!",
-        "x264enc", "speed-preset=ultrafast", "key-int-max=60", "bframes=2", "bitrate=2000", "!",
-        "video/x-h264,profile=high", "!", "h264parse", "!", "queue", "!",
-        "flvmux", "name=mux", "streamable=true", "!", "rtmp2sink", f"location={url}",
-        "audiotestsrc", "is-live=true", "wave=sine", "!", "audioconvert", "!", "audioresample", "!",
-        "audio/x-raw,rate=48000,channels=2", "!", "avenc_aac", "!", "aacparse", "!", "queue", "!", "mux.",
+        "gst-launch-1.0",
+        "-q",
+        "videotestsrc",
+        "is-live=true",
+        "pattern=ball",
+        "!",
+        "video/x-raw,width=1280,height=720,framerate=30/1",
+        "!",
+        "x264enc",
+        "speed-preset=ultrafast",
+        "key-int-max=60",
+        "bframes=2",
+        "bitrate=2000",
+        "!",
+        "video/x-h264,profile=high",
+        "!",
+        "h264parse",
+        "!",
+        "queue",
+        "!",
+        "flvmux",
+        "name=mux",
+        "streamable=true",
+        "!",
+        "rtmp2sink",
+        f"location={url}",
+        "audiotestsrc",
+        "is-live=true",
+        "wave=sine",
+        "!",
+        "audioconvert",
+        "!",
+        "audioresample",
+        "!",
+        "audio/x-raw,rate=48000,channels=2",
+        "!",
+        "avenc_aac",
+        "!",
+        "aacparse",
+        "!",
+        "queue",
+        "!",
+        "mux.",
     ]
 
 
@@ -50,9 +84,22 @@ async def test_demo_command_serves_a_stream_hlsjs_plays_hls_and_llhls():
     http_port, rtmp_port = free_port(), free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mediacore.app.cli", "demo", "--host", "127.0.0.1",
-        "--http-port", str(http_port), "--rtmp-port", str(rtmp_port), "--rtsp-port", str(free_port()),
-        cwd=str(ROOT), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "mediacore.app.cli",
+        "demo",
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(http_port),
+        "--rtmp-port",
+        str(rtmp_port),
+        "--rtsp-port",
+        str(free_port()),
+        cwd=str(ROOT),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 30)

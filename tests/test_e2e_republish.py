@@ -7,9 +7,9 @@ import asyncio
 import subprocess
 
 import pytest
-
 from conftest import ffmpeg_push_cmd, make_clip, require_tool, start_process
 from hls_rules import PlaylistHistory
+
 from mediacore.playlist.media import MediaPlaylist
 
 pytestmark = pytest.mark.slow
@@ -51,8 +51,20 @@ async def test_republish_gives_discontinuity_then_endlist(engine, config, tmp_pa
     joined = tmp_path / "all.ts"
     joined.write_bytes(b"".join(s.data for s in store.segments))
     result = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "frame=pts_time", "-of", "csv=p=0", str(joined)],
-        capture_output=True, text=True,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "frame=pts_time",
+            "-of",
+            "csv=p=0",
+            str(joined),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
     pts = [float(x.strip(",")) for x in result.stdout.split()]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
 from conftest import (
     ffmpeg_push_cmd,
     play_in_browser,
@@ -25,9 +24,21 @@ pytestmark = pytest.mark.slow
 
 def probe_segment(path: Path) -> dict:
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,codec_type,width,height,sample_rate",
-         "-show_entries", "packet=stream_index,flags", "-of", "json", str(path)],
-        check=True, capture_output=True, text=True,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,codec_type,width,height,sample_rate",
+            "-show_entries",
+            "packet=stream_index,flags",
+            "-of",
+            "json",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(out)
 

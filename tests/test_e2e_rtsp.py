@@ -10,8 +10,16 @@ import subprocess
 
 import aiohttp
 import pytest
+from conftest import (
+    count_packets,
+    make_clip,
+    play_in_browser,
+    require_tool,
+    start_process,
+    stop_process,
+    wait_for_playlist,
+)
 
-from conftest import count_packets, make_clip, play_in_browser, require_tool, start_process, stop_process, wait_for_playlist
 from mediacore.model.media import Kind
 
 pytestmark = pytest.mark.slow
@@ -40,8 +48,26 @@ def check_playback(report: dict) -> None:
 
 
 def ffmpeg_rtsp(clip, url: str, transport: str, audio: list[str]) -> list[str]:
-    return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", str(LOOPS - 1),
-            "-i", str(clip), "-c:v", "copy", *audio, "-f", "rtsp", "-rtsp_transport", transport, url]
+    return [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-re",
+        "-stream_loop",
+        str(LOOPS - 1),
+        "-i",
+        str(clip),
+        "-c:v",
+        "copy",
+        *audio,
+        "-f",
+        "rtsp",
+        "-rtsp_transport",
+        transport,
+        url,
+    ]
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -68,8 +94,9 @@ async def segment_audio(engine, name: str) -> dict:
         uri = [line for line in playlist.splitlines() if line and not line.startswith("#")][-1]
         async with session.get(base + uri) as resp:
             data = await resp.read()
-    probe = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", "-"], input=data,
-                           capture_output=True, check=True)
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-of", "json", "-"], input=data, capture_output=True, check=True
+    )
     return next(s for s in json.loads(probe.stdout)["streams"] if s["codec_type"] == "audio")
 
 
@@ -99,14 +126,46 @@ async def test_ffmpeg_rtsp_opus_is_transcoded_to_aac_and_plays(engine):
 
 def gstreamer_rtsp_pipeline(url: str) -> list[str]:
     return [
-        "gst-launch-1.0", "-q",
-        "rtspclientsink", "name=sink", f"location={url}", "protocols=udp",
-        "videotestsrc", "is-live=true", "pattern=ball", "!",
-        "video/x-raw,width=1280,height=720,framerate=30/1", "!",
-        "x264enc", "speed-preset=ultrafast", "tune=zerolatency", "key-int-max=60", "bitrate=2000", "!",
-        "video/x-h264,profile=high", "!", "h264parse", "!", "queue", "!", "sink.sink_0",
-        "audiotestsrc", "is-live=true", "wave=sine", "!", "audioconvert", "!", "audioresample", "!",
-        "audio/x-raw,rate=48000,channels=2", "!", "opusenc", "!", "queue", "!", "sink.sink_1",
+        "gst-launch-1.0",
+        "-q",
+        "rtspclientsink",
+        "name=sink",
+        f"location={url}",
+        "protocols=udp",
+        "videotestsrc",
+        "is-live=true",
+        "pattern=ball",
+        "!",
+        "video/x-raw,width=1280,height=720,framerate=30/1",
+        "!",
+        "x264enc",
+        "speed-preset=ultrafast",
+        "tune=zerolatency",
+        "key-int-max=60",
+        "bitrate=2000",
+        "!",
+        "video/x-h264,profile=high",
+        "!",
+        "h264parse",
+        "!",
+        "queue",
+        "!",
+        "sink.sink_0",
+        "audiotestsrc",
+        "is-live=true",
+        "wave=sine",
+        "!",
+        "audioconvert",
+        "!",
+        "audioresample",
+        "!",
+        "audio/x-raw,rate=48000,channels=2",
+        "!",
+        "opusenc",
+        "!",
+        "queue",
+        "!",
+        "sink.sink_1",
     ]
 
 

@@ -8,12 +8,12 @@ import resource
 import aiohttp
 import pytest
 import pytest_asyncio
-
 from conftest import ffmpeg_push_cmd, free_port, make_clip, play_in_browser, start_process, stop_process
+
 from edge.server import EdgeConfig, run_edge
-from mediacore.playlist.media import MediaPlaylist
 from mediacore.app.config import load_config
 from mediacore.app.engine import Engine
+from mediacore.playlist.media import MediaPlaylist
 from player_client.llhls import follow
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -37,15 +37,20 @@ class Setup:
 async def tiers():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 16384), hard))
-    config = load_config(None, {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(),
-                                           "http_port": free_port()}})
+    config = load_config(
+        None,
+        {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(), "http_port": free_port()}},
+    )
     engine = Engine(config)
     await engine.start()
     origin = f"http://127.0.0.1:{engine.http_port}"
     mid_runner, mid_port = await run_edge(EdgeConfig(upstreams=[origin], cache_mb=64), "127.0.0.1", 0)
-    edge_runner, edge_port = await run_edge(EdgeConfig(upstreams=[f"http://127.0.0.1:{mid_port}"], cache_mb=64),
-                                            "127.0.0.1", 0)
-    pusher = await start_process(*ffmpeg_push_cmd(make_clip(), f"rtmp://127.0.0.1:{engine.rtmp_port}/live/tv", loop=True))
+    edge_runner, edge_port = await run_edge(
+        EdgeConfig(upstreams=[f"http://127.0.0.1:{mid_port}"], cache_mb=64), "127.0.0.1", 0
+    )
+    pusher = await start_process(
+        *ffmpeg_push_cmd(make_clip(), f"rtmp://127.0.0.1:{engine.rtmp_port}/live/tv", loop=True)
+    )
     try:
         for _ in range(200):
             store = engine.stores.get("tv")
@@ -64,9 +69,11 @@ async def tiers():
 
 async def stampede(url: str, n: int = 1000) -> list[tuple[int, bytes, str]]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
         async def one() -> tuple[int, bytes, str]:
             async with session.get(url) as r:
                 return r.status, await r.read(), r.headers.get("X-Cache", "")
+
         return await asyncio.gather(*(one() for _ in range(n)))
 
 
@@ -81,8 +88,9 @@ async def test_stampede_on_an_uncached_segment_is_one_upstream_request(tiers):
     results = await stampede(f"{tiers.edge}/live/tv/{uri}")
     assert origin_count(tiers.engine, SEGMENT_ROUTE) - before == 1
     assert {status for status, _, _ in results} == {200}
-    assert {body for _, body, _ in results} == {store.segments[-1].data if store.segments[-1].uri == uri
-                                                else store.get_segment(uri, 0.0).data}
+    assert {body for _, body, _ in results} == {
+        store.segments[-1].data if store.segments[-1].uri == uri else store.get_segment(uri, 0.0).data
+    }
     assert {state for _, _, state in results} <= {"MISS", "HIT"}
 
 
@@ -104,13 +112,18 @@ async def test_blocking_playlist_requests_collapse_by_normalised_key(tiers):
     msn, part = video.next_part()
     route = "/live/{stream}/ll/{rendition}.m3u8"
     before = origin_count(tiers.engine, route)
-    queries = [f"_HLS_msn={msn}&_HLS_part={part}", f"_HLS_part={part}&_HLS_msn={msn}",
-               f"_HLS_msn={msn}&_HLS_part={part}&token=viewer-specific"]
+    queries = [
+        f"_HLS_msn={msn}&_HLS_part={part}",
+        f"_HLS_part={part}&_HLS_msn={msn}",
+        f"_HLS_msn={msn}&_HLS_part={part}&token=viewer-specific",
+    ]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
         async def one(q: str) -> int:
             async with session.get(f"{tiers.edge}/live/tv/ll/video.m3u8?{q}") as r:
                 await r.read()
                 return r.status
+
         statuses = await asyncio.gather(*(one(queries[i % 3]) for i in range(300)))
     assert set(statuses) == {200}
     assert origin_count(tiers.engine, route) - before == 1

@@ -13,12 +13,12 @@ import logging
 import resource
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import aiohttp
 import pytest
-
 from conftest import ffmpeg_push_cmd, make_clip, start_process, stop_process
+
 from edge.server import EdgeConfig, EdgeNode, run_edge
 from player_client.player import Viewer, ViewerStats, summarize
 
@@ -30,8 +30,11 @@ FETCH_LINE = "edge: upstream fetch %s"
 
 def upstream_fetches(caplog: pytest.LogCaptureFixture) -> list[str]:
     """Keys the edge fetched from the origin, in order, one per upstream fetch."""
-    return [str(r.args[0]) for r in caplog.records
-            if r.name == "mediacore.edge" and r.msg == FETCH_LINE and isinstance(r.args, tuple)]
+    return [
+        str(r.args[0])
+        for r in caplog.records
+        if r.name == "mediacore.edge" and r.msg == FETCH_LINE and isinstance(r.args, tuple)
+    ]
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -52,10 +55,12 @@ async def test_origin_outage_under_200_viewers(engine, caplog):
     node = EdgeNode(config)
     runner, port = await run_edge(config, "127.0.0.1", 0, node)
     edge = f"http://127.0.0.1:{port}"
-    viewer_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
-                                           timeout=aiohttp.ClientTimeout(total=VIEW_SECONDS))
+    viewer_session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=VIEW_SECONDS)
+    )
     viewers: asyncio.Future[list[ViewerStats]] | None = None
     try:
+
         def live() -> bool:
             store = engine.stores.get("show")
             return bool(store and store.ready and len(store.segments) >= 3)
@@ -63,8 +68,11 @@ async def test_origin_outage_under_200_viewers(engine, caplog):
         await wait_until(live, 20, "three segments from ffmpeg")
         players = [Viewer(f"{edge}/live/show/index.m3u8", viewer_session, low_latency=False) for _ in range(VIEWERS)]
         viewers = asyncio.gather(*(p.run(VIEW_SECONDS) for p in players))
-        await wait_until(lambda: all(p.stats.startup_seconds is not None for p in players) or viewers.done(),
-                         20, "every viewer to start playing through the edge")
+        await wait_until(
+            lambda: all(p.stats.startup_seconds is not None for p in players) or viewers.done(),
+            20,
+            "every viewer to start playing through the edge",
+        )
         cached = [k for k in upstream_fetches(caplog) if k.endswith(".ts")]
         assert cached, "viewers fetched no segment through the edge"
 

@@ -8,8 +8,8 @@ by `clock.advance(...)`, never by sleeping, so the windows are checked exactly a
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 import aiohttp
 import pytest
@@ -48,11 +48,13 @@ class Upstream:
         self.requests[request.path] += 1
         if request.path == PLAYLIST:  # a new version on every fetch, as a live playlist would be
             body = f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{self.requests[PLAYLIST]}\n"
-            return web.Response(text=body, content_type="application/vnd.apple.mpegurl",
-                                headers={"Cache-Control": "max-age=1"})
+            return web.Response(
+                text=body, content_type="application/vnd.apple.mpegurl", headers={"Cache-Control": "max-age=1"}
+            )
         if request.path == SEGMENT:
-            return web.Response(body=SEGMENT_BYTES, content_type="video/mp2t",
-                                headers={"Cache-Control": "max-age=3600"})
+            return web.Response(
+                body=SEGMENT_BYTES, content_type="video/mp2t", headers={"Cache-Control": "max-age=3600"}
+            )
         return web.Response(status=404, text="no such object", headers={"Cache-Control": "max-age=60"})
 
     async def start(self) -> None:
@@ -141,7 +143,10 @@ async def test_upstream_down_stale_playlist_window_then_502_while_media_keeps_se
 
     rig.clock.advance(0.5)  # everything still fresh: served without the upstream
     assert [(r.status, r.cache) for r in [await rig.get(p) for p in (PLAYLIST, SEGMENT, MISSING)]] == [
-        (200, "HIT"), (200, "HIT"), (404, "HIT")]
+        (200, "HIT"),
+        (200, "HIT"),
+        (404, "HIT"),
+    ]
 
     rig.clock.advance(1.5)  # 2 s: playlist past max-age, inside the 4 s stale window
     stale = await rig.get(PLAYLIST)

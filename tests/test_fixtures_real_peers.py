@@ -101,8 +101,9 @@ class RtmpReplay:
     replies: bytes  # what the server sent after the handshake
 
 
-def replay_rtmp(split: Callable[[bytes], list[bytes]], publish: bytes = RTMP_PUBLISH,
-                flight_end: int = PUBLISH_FLIGHT_END) -> RtmpReplay:
+def replay_rtmp(
+    split: Callable[[bytes], list[bytes]], publish: bytes = RTMP_PUBLISH, flight_end: int = PUBLISH_FLIGHT_END
+) -> RtmpReplay:
     """Feed ffmpeg's bytes as reads cut by `split`, accepting the publish as the server shell
     does. The command flight and the media flight are never in one read: ffmpeg waited for
     the server's reply between them."""
@@ -140,6 +141,7 @@ def test_ffmpeg_handshake_c0c1() -> None:
 
 def test_ffmpeg_publish_chunk_stream_whole_and_bytewise() -> None:
     """The chunk layer sees the same messages however the bytes arrive, in ffmpeg's order."""
+
     def key(messages: list[Message]) -> list[tuple[int, int, int, bytes, int]]:
         return [(m.type_id, m.stream_id, m.timestamp, m.payload, m.csid) for m in messages]
 
@@ -151,8 +153,17 @@ def test_ffmpeg_publish_chunk_stream_whole_and_bytewise() -> None:
     assert key(whole) == key(one_by_one)
     assert reader.buffered == 0  # the file ends on a chunk boundary
     names = [amf0.decode(m.payload)[0] if m.type_id in (COMMAND_AMF0, DATA_AMF0) else m.type_id for m in whole]
-    assert names == ["connect", SET_CHUNK_SIZE, "releaseStream", "FCPublish", "createStream", "publish",
-                     "@setDataFrame", 9, 8]
+    assert names == [
+        "connect",
+        SET_CHUNK_SIZE,
+        "releaseStream",
+        "FCPublish",
+        "createStream",
+        "publish",
+        "@setDataFrame",
+        9,
+        8,
+    ]
     assert whole[1].payload == (4096).to_bytes(4, "big")  # ffmpeg's chunk size, sent right after connect
     assert amf0.decode(whole[5].payload) == ["publish", 5.0, None, "fixture", "live"]
     assert whole[5].stream_id == 1 and all(m.stream_id == 1 for m in whole[6:])
@@ -185,8 +196,11 @@ def test_ffmpeg_publish_session_events() -> None:
 
 
 def test_ffmpeg_gets_the_replies_it_waits_for() -> None:
-    commands = [amf0.decode(m.payload) for m in ChunkReader().feed(replay_rtmp(lambda b: [b]).replies)
-                if m.type_id == COMMAND_AMF0]
+    commands = [
+        amf0.decode(m.payload)
+        for m in ChunkReader().feed(replay_rtmp(lambda b: [b]).replies)
+        if m.type_id == COMMAND_AMF0
+    ]
     assert commands[0][0] == "_result" and commands[0][3]["code"] == "NetConnection.Connect.Success"
     assert ["_result", 4.0, None, 1.0] in commands  # createStream (transaction 4) -> stream 1
     assert commands[-1][0] == "onStatus" and commands[-1][3]["code"] == "NetStream.Publish.Start"
@@ -274,12 +288,22 @@ def test_ffmpeg_sdps() -> None:
     assert (h264.kind, h264.payload_type, h264.encoding, h264.clock_rate) == ("video", 96, "H264", 90000)
     assert h264.fmtp == {"packetization-mode": "1"} and h264.sprop_parameter_sets == []  # SPS/PPS go in band
     assert (aac.kind, aac.payload_type, aac.encoding, aac.clock_rate, aac.channels) == (
-        "audio", 97, "MPEG4-GENERIC", 48000, 1)
+        "audio",
+        97,
+        "MPEG4-GENERIC",
+        48000,
+        1,
+    )
     assert aac.fmtp["mode"] == "AAC-hbr"
     assert (aac.fmtp["sizelength"], aac.fmtp["indexlength"], aac.fmtp["indexdeltalength"]) == ("13", "3", "3")
     assert aac.aac_config == bytes.fromhex("118856e500")  # AAC-LC, 48 kHz, mono (+ SBR sync extension)
     assert (opus.kind, opus.payload_type, opus.encoding, opus.clock_rate, opus.channels) == (
-        "audio", 97, "OPUS", 48000, 2)  # RFC 7587: always opus/48000/2
+        "audio",
+        97,
+        "OPUS",
+        48000,
+        2,
+    )  # RFC 7587: always opus/48000/2
 
 
 @FUZZ
@@ -303,8 +327,9 @@ class Depacketizer(Protocol):
     def push(self, packet: pure_rtp.RtpPacket) -> list[AccessUnit]: ...
 
 
-def check_headers(captured: list[bytes], parse: Callable[[bytes], pure_rtp.RtpPacket],
-                  payload_type: int) -> list[pure_rtp.RtpPacket]:
+def check_headers(
+    captured: list[bytes], parse: Callable[[bytes], pure_rtp.RtpPacket], payload_type: int
+) -> list[pure_rtp.RtpPacket]:
     """One sender, consecutive sequence numbers, the SDP's payload type; both builds read the
     same fields and serialize() gives back the captured datagram."""
     packets = [parse(d) for d in captured]
@@ -339,8 +364,9 @@ def avcc_nal_types(data: bytes) -> list[int]:
 
 @both_parsers
 @both_builds
-def test_ffmpeg_h264_rtp(parse: Callable[[bytes], pure_rtp.RtpPacket],
-                         depacketizer: type[PureH264Depacketizer]) -> None:
+def test_ffmpeg_h264_rtp(
+    parse: Callable[[bytes], pure_rtp.RtpPacket], depacketizer: type[PureH264Depacketizer]
+) -> None:
     packets = check_headers(H264_RTP, parse, only_media(H264_SDP).payload_type)
     payloads = [p.payload for p in packets]
     assert [p.marker for p in packets] == [False] * 6 + [True, True]
@@ -380,8 +406,9 @@ def test_ffmpeg_aac_rtp(parse: Callable[[bytes], pure_rtp.RtpPacket]) -> None:
     media = only_media(AAC_SDP)
     packets = check_headers(AAC_RTP, parse, media.payload_type)
     assert all(p.marker for p in packets)  # RFC 3640: each packet ends an access unit
-    dep = AacDepacketizer(int(media.fmtp["sizelength"]), int(media.fmtp["indexlength"]),
-                          int(media.fmtp["indexdeltalength"]))
+    dep = AacDepacketizer(
+        int(media.fmtp["sizelength"]), int(media.fmtp["indexlength"]), int(media.fmtp["indexdeltalength"])
+    )
     per_packet = [dep.push(p) for p in packets]
     assert [len(units) for units in per_packet] == [1, 1, 3, 2]
     for packet, units in zip(packets, per_packet):
@@ -426,14 +453,16 @@ def test_fuzz_rtp_parsers_from_captures(datagram: bytes, changes: list[tuple[int
         assert packet.fields() == pure_rtp.parse_rtp(data).fields()
 
 
-def fuzz_depacketizer(depacketizer: Depacketizer, captured: list[bytes], index: int,
-                      changes: list[tuple[int, int, bytes]]) -> None:
+def fuzz_depacketizer(
+    depacketizer: Depacketizer, captured: list[bytes], index: int, changes: list[tuple[int, int, bytes]]
+) -> None:
     """Replace one captured datagram's payload with a spliced one, then push them all."""
     packets = [parse_rtp(d) for d in captured]
     target = packets[index % len(packets)]
     payload = splice(target.payload, changes)
-    packets[index % len(packets)] = RtpPacket(target.payload_type, target.sequence, target.timestamp, target.ssrc,
-                                              payload, target.marker)
+    packets[index % len(packets)] = RtpPacket(
+        target.payload_type, target.sequence, target.timestamp, target.ssrc, payload, target.marker
+    )
     for packet in packets:
         try:
             depacketizer.push(packet)

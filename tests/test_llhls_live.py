@@ -10,14 +10,14 @@ import time
 import aiohttp
 import pytest
 import pytest_asyncio
-
-from conftest import until, ffmpeg_push_cmd, free_port, make_clip, play_in_browser, start_process, stop_process
+from conftest import ffmpeg_push_cmd, free_port, make_clip, play_in_browser, start_process, stop_process, until
 from hls_rules import PlaylistHistory
-from mediacore.playlist.media import MediaPlaylist
+
 from mediacore.app.config import load_config
 from mediacore.app.engine import Engine
 from mediacore.model.media import Kind
 from mediacore.origin.llhls import advance_part_limit
+from mediacore.playlist.media import MediaPlaylist
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 RENDITIONS = ("video", "audio")
@@ -46,12 +46,16 @@ class Live:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def live():
-    config = load_config(None, {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(),
-                                           "http_port": free_port()}})
+    config = load_config(
+        None,
+        {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(), "http_port": free_port()}},
+    )
     config.hls.end_grace = 8.0
     engine = Engine(config)
     await engine.start()
-    pusher = await start_process(*ffmpeg_push_cmd(make_clip(), f"rtmp://127.0.0.1:{engine.rtmp_port}/live/shop", loop=True))
+    pusher = await start_process(
+        *ffmpeg_push_cmd(make_clip(), f"rtmp://127.0.0.1:{engine.rtmp_port}/live/shop", loop=True)
+    )
     session = aiohttp.ClientSession(f"http://127.0.0.1:{engine.http_port}")
     try:
         for _ in range(200):
@@ -108,10 +112,14 @@ async def test_static_rules_L3_L5_L6_L7_C1_C2_C4_H2_R1_P5(live):
 
 def ffprobe_count(path, independent: bool = True) -> int:
     """Frames decoded (or, for a part that needs earlier frames, packets parsed)."""
-    entry, count, level = ("nb_read_frames", "-count_frames", "error") if independent else (
-        "nb_read_packets", "-count_packets", "fatal")  # probing decodes a few frames
-    result = subprocess.run(["ffprobe", "-v", level, count, "-show_entries", f"stream={entry}", "-of", "csv=p=0",
-                             str(path)], capture_output=True, text=True)
+    entry, count, level = (
+        ("nb_read_frames", "-count_frames", "error") if independent else ("nb_read_packets", "-count_packets", "fatal")
+    )  # probing decodes a few frames
+    result = subprocess.run(
+        ["ffprobe", "-v", level, count, "-show_entries", f"stream={entry}", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0 and not result.stderr, result.stderr
     return int(result.stdout.strip().rstrip(","))
 
@@ -147,9 +155,24 @@ async def test_parent_bytes_are_its_parts_and_everything_decodes_E6_L1_L7(live, 
             expected = round(seg.duration * (30 if name == "video" else 48000 / 1024))
             assert abs(frames - expected) <= 1, (seg.uri, frames, expected)
             if name == "video":
-                first = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
-                                        "frame=key_frame", "-read_intervals", "%+#1", "-of", "csv=p=0", str(path)],
-                                       capture_output=True, text=True)
+                first = subprocess.run(
+                    [
+                        "ffprobe",
+                        "-v",
+                        "error",
+                        "-select_streams",
+                        "v",
+                        "-show_entries",
+                        "frame=key_frame",
+                        "-read_intervals",
+                        "%+#1",
+                        "-of",
+                        "csv=p=0",
+                        str(path),
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
                 assert first.stdout.strip().split("\n")[0].startswith("1")  # starts with an IDR (L8)
 
 
@@ -184,7 +207,9 @@ async def test_blocking_reload_B1_B2_B3_B4_B6_B7_B11(live):
     status, _, _, _ = await live.get(f"/live/shop/ll/video.m3u8?_HLS_msn={last_msn + 3}")
     assert status == 400
     limit = advance_part_limit(video.part_target)
-    status, _, _, elapsed = await live.get(f"/live/shop/ll/video.m3u8?_HLS_msn={last_msn}&_HLS_part={last_part + limit + 2}")
+    status, _, _, elapsed = await live.get(
+        f"/live/shop/ll/video.m3u8?_HLS_msn={last_msn}&_HLS_part={last_part + limit + 2}"
+    )
     assert status == 400 and elapsed < 0.5
     status, _, _, _ = await live.get("/live/shop/ll/video.m3u8?_HLS_msn=abc")
     assert status == 400
@@ -237,7 +262,11 @@ def merge_delta(previous: str, delta: str) -> str:
     _, old_blocks, _ = segment_blocks(previous)
     header, new_blocks, trailer = segment_blocks(delta)
     d = MediaPlaylist.parse(delta)
-    header = ["#EXT-X-VERSION:6" if ln.startswith("#EXT-X-VERSION") else ln for ln in header if not ln.startswith("#EXT-X-SKIP")]
+    header = [
+        "#EXT-X-VERSION:6" if ln.startswith("#EXT-X-VERSION") else ln
+        for ln in header
+        if not ln.startswith("#EXT-X-SKIP")
+    ]
     merged = []
     for msn in range(d.media_sequence, d.media_sequence + d.skipped_segments):
         merged += [ln for ln in old_blocks[msn] if not ln.startswith("#EXT-X-MAP")]
@@ -282,8 +311,14 @@ async def test_multivariant_playlist(live):
     assert status == 200 and text.startswith("#EXTM3U\n")
     assert '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aac"' in text and 'URI="ll/audio.m3u8"' in text
     inf = next(ln for ln in text.splitlines() if ln.startswith("#EXT-X-STREAM-INF:"))
-    for attribute in ("BANDWIDTH=", "AVERAGE-BANDWIDTH=", 'CODECS="avc1.64001f,mp4a.40.2"',
-                      "RESOLUTION=1280x720", "FRAME-RATE=30.000", 'AUDIO="aac"'):
+    for attribute in (
+        "BANDWIDTH=",
+        "AVERAGE-BANDWIDTH=",
+        'CODECS="avc1.64001f,mp4a.40.2"',
+        "RESOLUTION=1280x720",
+        "FRAME-RATE=30.000",
+        'AUDIO="aac"',
+    ):
         assert attribute in inf, inf
     assert text.splitlines()[-1] == "ll/video.m3u8"
 

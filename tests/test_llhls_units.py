@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mediacore.store.ll import LlRendition
 from mediacore.model.media import Frame, Kind, Track
 from mediacore.origin.llhls import Request, advance_part_limit, decide, parse_directives
-from mediacore.packager.parts import declared_part_target
-from mediacore.packager.parts import PartCutter
+from mediacore.packager.parts import PartCutter, declared_part_target
+from mediacore.store.ll import LlRendition
 
 VIDEO = Track(Kind.VIDEO, "h264", 90000, b"")
 AUDIO = Track(Kind.AUDIO, "aac", 48000, b"")
@@ -105,8 +104,10 @@ def test_lost_audio_frames_keep_parts_within_part_target_and_parents_on_the_grid
     parents = parents_of(parts)
     media = [p for p in parents if p[-1].ends_parent and not p[0].gap]
     grid = [p for i, p in enumerate(parents[:-1]) if p in media and not parents[i + 1][0].gap]  # not cut by a hole
-    assert all(abs((p[-1].base_dts + p[-1].duration) / 48000 / 2.0 - round((p[-1].base_dts + p[-1].duration) / 96000))
-               < 0.1 for p in grid)  # the grid holds (within a part)
+    assert all(
+        abs((p[-1].base_dts + p[-1].duration) / 48000 / 2.0 - round((p[-1].base_dts + p[-1].duration) / 96000)) < 0.1
+        for p in grid
+    )  # the grid holds (within a part)
     assert cutter.holes == (1 if len(missing) > 10 else 0)
     assert all(all(x.gap for x in p) or not any(x.gap for x in p) for p in parents)
 
@@ -159,7 +160,9 @@ def test_decide_covers_every_blocking_case():
 
 
 def test_parse_directives_ignores_order_and_rejects_garbage():
-    assert parse_directives({"_HLS_part": "2", "_HLS_msn": "7"}) == parse_directives({"_HLS_msn": "7", "_HLS_part": "2"})
+    assert parse_directives({"_HLS_part": "2", "_HLS_msn": "7"}) == parse_directives(
+        {"_HLS_msn": "7", "_HLS_part": "2"}
+    )
     assert parse_directives({"_HLS_skip": "v2"}).skip == "v2"
     assert parse_directives({"_HLS_skip": "NO"}).skip is None
     with pytest.raises(ValueError):

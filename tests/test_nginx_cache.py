@@ -7,19 +7,21 @@ import asyncio
 
 import aiohttp
 import pytest
+from conftest import ffmpeg_push_cmd, free_port, make_clip, play_in_browser, require_tool, start_process, stop_process
+from test_edge import LL_MEDIA_ROUTE, origin_count, stampede
 
 from benchmarks.ingest import wait_port
 from benchmarks.peers import start_nginx_proxy
-from conftest import ffmpeg_push_cmd, free_port, make_clip, play_in_browser, require_tool, start_process, stop_process
 from mediacore.playlist.media import MediaPlaylist
-from test_edge import LL_MEDIA_ROUTE, origin_count, stampede
 
 pytestmark = pytest.mark.slow
 
 
 async def test_nginx_proxy_cache_in_front_of_the_origin(engine, tmp_path):
     require_tool("nginx")
-    pusher = await start_process(*ffmpeg_push_cmd(make_clip(), f"rtmp://127.0.0.1:{engine.rtmp_port}/live/cdn", loop=True))
+    pusher = await start_process(
+        *ffmpeg_push_cmd(make_clip(), f"rtmp://127.0.0.1:{engine.rtmp_port}/live/cdn", loop=True)
+    )
     port = free_port()
     nginx = start_nginx_proxy(tmp_path, port, f"127.0.0.1:{engine.http_port}")
     assert nginx is not None

@@ -55,8 +55,9 @@ async def test_segment_headers(live):
 
 async def test_cors_preflight(live):
     session, _ = live
-    async with session.options("/live/shop1/index.m3u8", headers={"Origin": "https://shop.example",
-                                                                  "Access-Control-Request-Method": "GET"}) as r:
+    async with session.options(
+        "/live/shop1/index.m3u8", headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "GET"}
+    ) as r:
         assert r.status == 204
         assert r.headers["Access-Control-Allow-Origin"] == "*"
 
@@ -115,6 +116,7 @@ def test_example_configuration_is_complete_and_valid():
     import tomllib
 
     from conftest import ROOT
+
     from mediacore.app.config import Config
 
     path = ROOT / "mediacore.example.toml"

@@ -8,16 +8,16 @@ import subprocess
 import pytest
 
 from mediacore.hub.hub import Discontinuity, Hub, Unpublished
+from mediacore.hub.priority_queue import NONREF, REF
 from mediacore.hub.publisher import StreamBusy
 from mediacore.model.media import Frame, Kind, Track
-from mediacore.hub.priority_queue import NONREF, REF
+from mediacore.model.timebase import Unwrapper, rescale, round_half_up, seq_distance
+from mediacore.packager.segmenter import Segmenter
+from mediacore.packager.ts import ContinuityCounters, mux_segment, probe_first_pids
 from mediacore.playlist.media import MediaPlaylist, Segment
 from mediacore.playlist.tags import format_date_time
 from mediacore.playlist.uris import hls_segment_uri
-from mediacore.packager.segmenter import Segmenter
-from mediacore.packager.ts import ContinuityCounters, mux_segment, probe_first_pids
 from mediacore.store.hls import HlsStore
-from mediacore.model.timebase import Unwrapper, rescale, round_half_up, seq_distance
 
 VIDEO = Track(Kind.VIDEO, "h264", 90000, b"cfg", "avc1.64001f", 1280, 720)
 AUDIO = Track(Kind.AUDIO, "aac", 48000, bytes.fromhex("1190"), "mp4a.40.2", sample_rate=48000, channels=2)
@@ -38,7 +38,13 @@ def test_round_half_up_is_not_bankers_rounding():
 
 def test_unwrapper_and_sequence_distance():
     u = Unwrapper(32)
-    assert [u.unwrap(v) for v in (0xFFFFFFF0, 0xFFFFFFFF, 5, 2, 0x10)] == [0xFFFFFFF0, 0xFFFFFFFF, 2**32 + 5, 2**32 + 2, 2**32 + 16]
+    assert [u.unwrap(v) for v in (0xFFFFFFF0, 0xFFFFFFFF, 5, 2, 0x10)] == [
+        0xFFFFFFF0,
+        0xFFFFFFFF,
+        2**32 + 5,
+        2**32 + 2,
+        2**32 + 16,
+    ]
     assert seq_distance(65535, 1) == 2 and seq_distance(1, 65535) == -2
     assert rescale(1024, 48000, 90000) == 1920
 
@@ -204,8 +210,14 @@ def test_normal_long_gop_is_not_cut_on_audio():
 
 
 def test_playlist_render_parse_roundtrip():
-    pl = MediaPlaylist(2, 3, 5, 1, True, [Segment(5, "a-5.ts", 2.0, 1_700_000_000.0, False),
-                                          Segment(6, "a-6.ts", 1.96667, 1_700_000_002.0, True)])
+    pl = MediaPlaylist(
+        2,
+        3,
+        5,
+        1,
+        True,
+        [Segment(5, "a-5.ts", 2.0, 1_700_000_000.0, False), Segment(6, "a-6.ts", 1.96667, 1_700_000_002.0, True)],
+    )
     text = pl.render()
     assert text.startswith("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n")
     assert "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z" in text
@@ -269,8 +281,9 @@ def test_ts_mux_pat_pmt_first_and_counters_continue(clip, tmp_path):
     path = tmp_path / "joined.ts"
     path.write_bytes(first + second)
     # ffmpeg reports continuity errors ("Continuity check failed") at the default level.
-    result = subprocess.run(["ffmpeg", "-v", "warning", "-i", str(path), "-f", "null", "-"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["ffmpeg", "-v", "warning", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True
+    )
     assert result.returncode == 0
     assert "Continuity" not in result.stderr, result.stderr
 

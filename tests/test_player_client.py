@@ -1,8 +1,9 @@
 """The player client's playlist reading: full and delta playlists place parts identically; GAP parts
 and segments are marked so the players skip them without a request."""
 
-from player_client.player import parse_media_playlist
 from test_llhls_units import rendition_with
+
+from player_client.player import parse_media_playlist
 
 
 def test_delta_and_full_playlists_give_the_same_parts_and_hint():

@@ -128,7 +128,12 @@ def test_twins_agree_on_random_operation_sequences(max_items, max_bytes, ops):
             a.clear()
             b.clear()
         assert (len(a), a.nbytes, a.dropped, a.dropped_bytes, a.skipping_video) == (
-            len(b), b.nbytes, b.dropped, b.dropped_bytes, b.skipping_video)
+            len(b),
+            b.nbytes,
+            b.dropped,
+            b.dropped_bytes,
+            b.skipping_video,
+        )
         assert a.dropped_by_priority == b.dropped_by_priority
 
 

@@ -9,12 +9,12 @@ import logging
 import tracemalloc
 
 import pytest
+from conftest import count_packets, ffmpeg_push_cmd, require_tool, start_process, stop_process, until, wait_for_playlist
+from rtmp_client import ScriptedPublisher, publish_sequence
 
-from conftest import until, count_packets, ffmpeg_push_cmd, require_tool, start_process, stop_process, wait_for_playlist
 from ingest.rtmp import amf0
 from ingest.rtmp.chunk import COMMAND_AMF0, SET_CHUNK_SIZE, VIDEO, ChunkWriter
 from mediacore.model.media import Kind
-from rtmp_client import ScriptedPublisher, publish_sequence
 
 pytestmark = pytest.mark.slow
 MEMORY_BOUND = 8 * 1024 * 1024  # far below every size the bad peers declare (16 MiB .. 2 GiB)
@@ -29,26 +29,52 @@ def raw_header(csid: int, length: int, type_id: int) -> bytes:
 
 
 CASES: list[tuple[str, str, object]] = [
-    ("set chunk size 2^31-1", "Set Chunk Size 2147483647 exceeds the limit of 65536",
-     ChunkWriter(128).write(2, SET_CHUNK_SIZE, 0, 0, (0x7FFFFFFF).to_bytes(4, "big"))),
-    ("set chunk size 0", "Set Chunk Size of 0 is invalid",
-     ChunkWriter(128).write(2, SET_CHUNK_SIZE, 0, 0, (0).to_bytes(4, "big"))),
-    ("16 MiB message header, no body", "message of 16777215 bytes on chunk stream 4 exceeds the limit",
-     raw_header(4, 0xFFFFFF, VIDEO)),
-    ("type 3 chunk on unused chunk stream", "chunk stream 9: format 3 header with no previous type 0 header",
-     bytes([0xC0 | 9]) + b"\x00" * 64),
-    ("AMF string declaring 2^31 bytes", "AMF0 long string of 2147483648 bytes exceeds the limit",
-     connect_command(amf0.encode("connect", 1.0) + bytes([amf0.LONG_STRING]) + (2**31).to_bytes(4, "big") + b"x")),
-    ("100,000 nested AMF objects", "AMF0 nesting deeper than 32",
-     connect_command(amf0.encode("connect", 1.0) + (bytes([amf0.OBJECT]) + b"\x00\x01k") * 100_000)),
-    ("AMF array declaring 2^31 items", "AMF0 strict array declares 2147483648 items",
-     connect_command(amf0.encode("connect", 1.0) + bytes([amf0.STRICT_ARRAY]) + (2**31).to_bytes(4, "big"))),
-    ("4 KiB stream name", "stream name of 4096 characters exceeds the limit of 128",
-     publish_sequence("n" * 4096, ChunkWriter(128))),
-    ("stream name with ../", "stream name '../../etc/passwd' is not allowed",
-     publish_sequence("../../etc/passwd", ChunkWriter(128))),
-    ("connect to another app", "connect to unknown app 'admin'",
-     publish_sequence("x", ChunkWriter(128), app="admin")),
+    (
+        "set chunk size 2^31-1",
+        "Set Chunk Size 2147483647 exceeds the limit of 65536",
+        ChunkWriter(128).write(2, SET_CHUNK_SIZE, 0, 0, (0x7FFFFFFF).to_bytes(4, "big")),
+    ),
+    (
+        "set chunk size 0",
+        "Set Chunk Size of 0 is invalid",
+        ChunkWriter(128).write(2, SET_CHUNK_SIZE, 0, 0, (0).to_bytes(4, "big")),
+    ),
+    (
+        "16 MiB message header, no body",
+        "message of 16777215 bytes on chunk stream 4 exceeds the limit",
+        raw_header(4, 0xFFFFFF, VIDEO),
+    ),
+    (
+        "type 3 chunk on unused chunk stream",
+        "chunk stream 9: format 3 header with no previous type 0 header",
+        bytes([0xC0 | 9]) + b"\x00" * 64,
+    ),
+    (
+        "AMF string declaring 2^31 bytes",
+        "AMF0 long string of 2147483648 bytes exceeds the limit",
+        connect_command(amf0.encode("connect", 1.0) + bytes([amf0.LONG_STRING]) + (2**31).to_bytes(4, "big") + b"x"),
+    ),
+    (
+        "100,000 nested AMF objects",
+        "AMF0 nesting deeper than 32",
+        connect_command(amf0.encode("connect", 1.0) + (bytes([amf0.OBJECT]) + b"\x00\x01k") * 100_000),
+    ),
+    (
+        "AMF array declaring 2^31 items",
+        "AMF0 strict array declares 2147483648 items",
+        connect_command(amf0.encode("connect", 1.0) + bytes([amf0.STRICT_ARRAY]) + (2**31).to_bytes(4, "big")),
+    ),
+    (
+        "4 KiB stream name",
+        "stream name of 4096 characters exceeds the limit of 128",
+        publish_sequence("n" * 4096, ChunkWriter(128)),
+    ),
+    (
+        "stream name with ../",
+        "stream name '../../etc/passwd' is not allowed",
+        publish_sequence("../../etc/passwd", ChunkWriter(128)),
+    ),
+    ("connect to another app", "connect to unknown app 'admin'", publish_sequence("x", ChunkWriter(128), app="admin")),
 ]
 
 

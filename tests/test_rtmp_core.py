@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from rtmp_client import publish_sequence
 
 from ingest.rtmp import amf0
 from ingest.rtmp.chunk import (
@@ -22,12 +23,8 @@ from ingest.rtmp.session import MediaMessage, Metadata, PublishRequest, ServerSe
 from ingest.rtmp.to_stream import RtmpToFrames
 from mediacore.model.media import Kind
 
-from rtmp_client import publish_sequence
-
 # A real avcC (1280x720 High 3.1, from ffmpeg/libx264) and AAC-LC 48 kHz stereo config.
-AVCC = bytes.fromhex(
-    "0164001fffe1001a6764001facd9405005bb011000000300100000030320f183196001000568ebecb22c"
-)
+AVCC = bytes.fromhex("0164001fffe1001a6764001facd9405005bb011000000300100000030320f183196001000568ebecb22c")
 ASC = bytes.fromhex("1190")
 
 
@@ -71,7 +68,9 @@ def test_compressing_writer_uses_every_header_format():
     assert firsts == [0, 1, 2, 3]
     r = ChunkReader()
     data = ChunkWriter(128, compress=True)
-    stream = b"".join(data.write(6, VIDEO, 1, t, bytes([t % 256]) * n) for t, n in [(0, 10), (40, 20), (73, 20), (106, 20)])
+    stream = b"".join(
+        data.write(6, VIDEO, 1, t, bytes([t % 256]) * n) for t, n in [(0, 10), (40, 20), (73, 20), (106, 20)]
+    )
     assert [m.timestamp for m in r.feed(stream)] == [0, 40, 73, 106]
 
 
@@ -96,7 +95,9 @@ def test_extended_timestamps_repeated_in_type3_chunks():
 def test_extended_timestamps_omitted_in_type3_chunks():
     ts = 0x01234567
     payload = b"b" * 300
-    header = bytes([0x04]) + b"\xff\xff\xff" + len(payload).to_bytes(3, "big") + bytes([VIDEO]) + (1).to_bytes(4, "little")
+    header = (
+        bytes([0x04]) + b"\xff\xff\xff" + len(payload).to_bytes(3, "big") + bytes([VIDEO]) + (1).to_bytes(4, "little")
+    )
     data = header + ts.to_bytes(4, "big") + payload[:128] + b"\xc4" + payload[128:256] + b"\xc4" + payload[256:]
     (msg,) = feed_all_and_bytewise(ChunkReader, data)
     assert msg.timestamp == ts and msg.payload == payload
@@ -127,14 +128,18 @@ def test_bad_set_chunk_size(size, error):
 
 
 def test_message_declaring_16_mib_is_refused_before_any_body():
-    header = bytes([0x04]) + b"\x00\x00\x00" + (0xFFFFFF).to_bytes(3, "big") + bytes([VIDEO]) + (1).to_bytes(4, "little")
+    header = (
+        bytes([0x04]) + b"\x00\x00\x00" + (0xFFFFFF).to_bytes(3, "big") + bytes([VIDEO]) + (1).to_bytes(4, "little")
+    )
     reader = ChunkReader(ChunkLimits(max_message_size=8 * 1024 * 1024))
     with pytest.raises(RtmpError, match="16777215 bytes .* exceeds the limit"):
         reader.feed(header)
 
 
 def test_message_under_limit_with_no_body_allocates_nothing():
-    header = bytes([0x04]) + b"\x00\x00\x00" + (4_000_000).to_bytes(3, "big") + bytes([VIDEO]) + (1).to_bytes(4, "little")
+    header = (
+        bytes([0x04]) + b"\x00\x00\x00" + (4_000_000).to_bytes(3, "big") + bytes([VIDEO]) + (1).to_bytes(4, "little")
+    )
     reader = ChunkReader()
     assert reader.feed(header) == []
     assert reader.buffered == len(header)  # only the header bytes themselves are held
@@ -169,8 +174,15 @@ def test_buffered_partial_messages_are_bounded():
 
 
 def test_amf0_roundtrip():
-    values = ["connect", 1.0, {"app": "live", "n": 2.5, "ok": True, "nested": {"a": None}}, None,
-              amf0.EcmaArray(width=1280.0, height=720.0), [1.0, "two"], "x" * 70000]
+    values = [
+        "connect",
+        1.0,
+        {"app": "live", "n": 2.5, "ok": True, "nested": {"a": None}},
+        None,
+        amf0.EcmaArray(width=1280.0, height=720.0),
+        [1.0, "two"],
+        "x" * 70000,
+    ]
     assert amf0.decode(amf0.encode(*values), amf0.AmfLimits(max_string=100_000)) == values
 
 
@@ -203,7 +215,7 @@ def handshake(session: ServerSession) -> bytes:
     assert out == []
     reply = session.data_to_send()
     assert len(reply) == 1 + 2 * HANDSHAKE_SIZE and reply[0] == 3
-    assert reply[1 + HANDSHAKE_SIZE :] [8:] == c0c1[1 + 8 :]  # S2 echoes C1's random bytes
+    assert reply[1 + HANDSHAKE_SIZE :][8:] == c0c1[1 + 8 :]  # S2 echoes C1's random bytes
     session.receive_data(reply[1 : 1 + HANDSHAKE_SIZE])
     return reply
 
@@ -224,7 +236,7 @@ def published_session(name: str = "shop1") -> tuple[ServerSession, ChunkWriter]:
 
 def test_publish_flow_and_media_events():
     s, w = published_session()
-    data = w.write(4, DATA := 18, 1, 0, amf0.encode("@setDataFrame", "onMetaData", amf0.EcmaArray(width=1280.0)))
+    data = w.write(4, 18, 1, 0, amf0.encode("@setDataFrame", "onMetaData", amf0.EcmaArray(width=1280.0)))
     data += w.write(6, VIDEO, 1, 0, video_payload(True, AVC_SEQUENCE_HEADER, 0, AVCC))
     data += w.write(4, AUDIO, 1, 0, audio_payload(AAC_SEQUENCE_HEADER, ASC))
     events = s.receive_data(data)
@@ -296,7 +308,9 @@ def test_timestamps_crossing_2_24_and_2_32_stay_continuous(start):
     for i in range(60):
         ts = (start + i * 33) & 0xFFFFFFFF
         data += w.write(6, VIDEO, 1, ts, video_payload(i == 0, AVC_NALU, 0, nal))
-        data += w.write(4, AUDIO, 1, (start + round(i * 1024 / 48)) & 0xFFFFFFFF, audio_payload(AAC_RAW, b"\x21\x00"))  # 21.33 ms frames, rounded
+        data += w.write(
+            4, AUDIO, 1, (start + round(i * 1024 / 48)) & 0xFFFFFFFF, audio_payload(AAC_RAW, b"\x21\x00")
+        )  # 21.33 ms frames, rounded
     frames = []
     for ev in s.receive_data(data):
         if isinstance(ev, MediaMessage):

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from rtmp_client import publish_sequence
+from test_rtmp_core import ASC, AVCC
 
 from ingest.rtmp import amf0
 from ingest.rtmp.chunk import AUDIO, VIDEO, ChunkLimits, ChunkReader, ChunkWriter
@@ -28,9 +30,6 @@ from ingest.rtmp.flv import AAC_RAW, AAC_SEQUENCE_HEADER, AVC_NALU, AVC_SEQUENCE
 from ingest.rtmp.handshake import HANDSHAKE_SIZE, client_hello
 from ingest.rtmp.session import Connected, Event, MediaMessage, PublishRequest, ServerSession
 from ingest.rtmp.to_stream import RtmpToFrames
-
-from rtmp_client import publish_sequence
-from test_rtmp_core import ASC, AVCC
 
 if TYPE_CHECKING:
     from mediacore.model.media import Frame, Track
@@ -138,8 +137,10 @@ def test_random_bytes_after_handshake(data: bytes) -> None:
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, len(SEED) - 1), st.integers(0, 255)), max_size=12),
-       st.lists(st.integers(1, 300), min_size=1, max_size=5))
+@given(
+    st.lists(st.tuples(st.integers(0, len(SEED) - 1), st.integers(0, 255)), max_size=12),
+    st.lists(st.integers(1, 300), min_size=1, max_size=5),
+)
 @example(mutations=[], chunk_sizes=[1])
 @example(mutations=[], chunk_sizes=[7, 128, 300])
 def test_mutated_valid_sessions(mutations: list[tuple[int, int]], chunk_sizes: list[int]) -> None:
@@ -190,4 +191,3 @@ def test_seed_session_is_valid(chunks: list[int] | None) -> None:
     replay = run_session(SEED, chunks)
     check_seed_replay(replay)
     assert replay.events == run_session(SEED).events
-

@@ -8,12 +8,12 @@ import asyncio
 
 import av
 import pytest
+from rtmp_client import ScriptedPublisher
 
 from ingest.rtmp import amf0
-from ingest.rtmp.chunk import AUDIO, COMMAND_AMF0, VIDEO, ChunkWriter
+from ingest.rtmp.chunk import AUDIO, COMMAND_AMF0, VIDEO
 from ingest.rtmp.flv import AAC_RAW, AAC_SEQUENCE_HEADER, AVC_NALU, AVC_SEQUENCE_HEADER, audio_payload, video_payload
 from mediacore.playlist.media import MediaPlaylist
-from rtmp_client import ScriptedPublisher
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,9 @@ async def test_clock_crossings_produce_no_discontinuity(engine, clip, start_ms):
     w = client.chunks
     w.compress = True
     ts0 = start_ms & 0xFFFFFFFF
-    client.send(w.write(6, VIDEO, 1, ts0, video_payload(True, AVC_SEQUENCE_HEADER, 0, bytes(vs.codec_context.extradata))))
+    client.send(
+        w.write(6, VIDEO, 1, ts0, video_payload(True, AVC_SEQUENCE_HEADER, 0, bytes(vs.codec_context.extradata)))
+    )
     client.send(w.write(4, AUDIO, 1, ts0, audio_payload(AAC_SEQUENCE_HEADER, bytes(as_.codec_context.extradata))))
     for packet in packets:
         ts = (start_ms + int(packet.dts)) & 0xFFFFFFFF  # FLV timebase is 1 ms

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingest.rtp import compiled
 from ingest.rtp import rtp_packet as pure_rtp
 from ingest.rtp.errors import RtpError
-from ingest.rtp.packet import Nack, ReceiverReport, ReportBlock, RtpPacket, parse_rtcp
-from ingest.rtp import compiled
 from ingest.rtp.jitter_buffer import JitterBuffer as PureJitterBuffer
+from ingest.rtp.packet import Nack, ReceiverReport, ReportBlock, RtpPacket, parse_rtcp
 
 BUILDS = [PureJitterBuffer] + ([compiled.JitterBuffer] if compiled.JITTER_COMPILED else [])
 PARSERS = [pure_rtp.parse_rtp] + ([compiled.parse_rtp] if compiled.RTP_COMPILED else [])
@@ -28,8 +28,10 @@ def test_compiled_twins_are_built():
 
 @pytest.mark.parametrize("parse", PARSERS, ids=lambda f: f.__module__)
 def test_rtp_roundtrip(parse):
-    for packet in (RtpPacket(96, 1, 2, 3, b"x"), RtpPacket(97, 65535, 2**32 - 1, 7, b"abc", True, [1, 2, 3],
-                                                          0xBEDE, b"\x10\x01\x00\x00", 4)):
+    for packet in (
+        RtpPacket(96, 1, 2, 3, b"x"),
+        RtpPacket(97, 65535, 2**32 - 1, 7, b"abc", True, [1, 2, 3], 0xBEDE, b"\x10\x01\x00\x00", 4),
+    ):
         data = packet.serialize()
         parsed = parse(data)
         assert parsed.fields() == packet.fields()
@@ -55,14 +57,17 @@ def test_rtp_parser_twins_agree(b0, b1, rest):
     assert len(outcomes) == 1, outcomes
 
 
-@pytest.mark.parametrize("data,message", [
-    (bytes([0x90, 96]) + bytes(10) + struct.pack(">HH", 0xBEDE, 100) + b"abcd", "extension of 400 bytes runs past"),
-    (bytes([0x8F, 96]) + bytes(18), "CSRC count 15 needs 72 bytes, the packet has 20"),
-    (bytes([0xA0, 96]) + bytes(10) + b"ab" + bytes([200]), "padding of 200 bytes is longer than the payload"),
-    (bytes([0xA0, 96]) + bytes(10) + b"ab" + bytes([0]), "padding of 0 bytes"),
-    (bytes([0x40, 96]) + bytes(10), "RTP version 1"),
-    (bytes(11), "shorter than its 12-byte header"),
-])
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        (bytes([0x90, 96]) + bytes(10) + struct.pack(">HH", 0xBEDE, 100) + b"abcd", "extension of 400 bytes runs past"),
+        (bytes([0x8F, 96]) + bytes(18), "CSRC count 15 needs 72 bytes, the packet has 20"),
+        (bytes([0xA0, 96]) + bytes(10) + b"ab" + bytes([200]), "padding of 200 bytes is longer than the payload"),
+        (bytes([0xA0, 96]) + bytes(10) + b"ab" + bytes([0]), "padding of 0 bytes"),
+        (bytes([0x40, 96]) + bytes(10), "RTP version 1"),
+        (bytes(11), "shorter than its 12-byte header"),
+    ],
+)
 def test_rtp_bad_headers(data, message):
     for parse in PARSERS:
         with pytest.raises(RtpError, match=message):
@@ -156,12 +161,15 @@ def test_window_bounded_by_count(jb):
     assert released[0] == 0 and jb.lost >= 1 and len(jb) <= 64
 
 
-operations = st.lists(st.one_of(
-    st.tuples(st.just("push"), st.integers(-40, 80), st.sampled_from([1, 1, 1, 2]), st.floats(0, 0.05)),
-    st.tuples(st.just("pop"), st.just(0), st.just(0), st.floats(0, 0.2)),
-    st.tuples(st.just("nacks"), st.just(0), st.just(0), st.floats(0, 0.2)),
-    st.tuples(st.just("jump"), st.integers(3000, 40000), st.just(1), st.floats(0, 0.05)),
-), max_size=300)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("push"), st.integers(-40, 80), st.sampled_from([1, 1, 1, 2]), st.floats(0, 0.05)),
+        st.tuples(st.just("pop"), st.just(0), st.just(0), st.floats(0, 0.2)),
+        st.tuples(st.just("nacks"), st.just(0), st.just(0), st.floats(0, 0.2)),
+        st.tuples(st.just("jump"), st.integers(3000, 40000), st.just(1), st.floats(0, 0.05)),
+    ),
+    max_size=300,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -184,5 +192,13 @@ def test_twins_agree_on_random_operation_sequences(base, ops):
         else:
             assert a.nacks(now) == b.nacks(now)
         assert (a.received, a.duplicates, a.late, a.lost, a.reordered, a.resyncs, a.released, len(a)) == (
-            b.received, b.duplicates, b.late, b.lost, b.reordered, b.resyncs, b.released, len(b))
+            b.received,
+            b.duplicates,
+            b.late,
+            b.lost,
+            b.reordered,
+            b.resyncs,
+            b.released,
+            len(b),
+        )
         assert a.jitter == pytest.approx(b.jitter) and a.delay == pytest.approx(b.delay)

@@ -7,17 +7,16 @@ import socket
 
 import av
 import pytest
-
 from conftest import free_port, make_clip, require_tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingest.rtp import compiled
 from ingest.rtp.depacketize import AacDepacketizer, H264Depacketizer
 from ingest.rtp.errors import RtpError
 from ingest.rtp.h264_depacketize import H264Depacketizer as PureH264Depacketizer
 from ingest.rtp.packet import RtpPacket, parse_rtp
 from ingest.rtp.sdp import parse_sdp
-from ingest.rtp import compiled
 from mediacore.model.h264 import iter_nalus
 
 H264_BUILDS = [PureH264Depacketizer] + ([compiled.H264Depacketizer] if compiled.DEPACKETIZER_COMPILED else [])
@@ -30,7 +29,8 @@ t=0 0
 a=tool:libavformat
 m=video 0 RTP/AVP 96
 a=rtpmap:96 H264/90000
-a=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z2QAH6zZQFAFuwEQAAADABAAAAMDIPGDGWA=,aOvssiw=; profile-level-id=64001F
+a=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z2QAH6zZQFAFuwEQAAADABAAAAMDIPGDGWA=,aOvssiw=; \
+profile-level-id=64001F
 a=control:streamid=0
 m=audio 0 RTP/AVP 97
 b=AS:128
@@ -46,20 +46,28 @@ def test_sdp_from_ffmpeg():
     assert (video.kind, video.payload_type, video.encoding, video.clock_rate) == ("video", 96, "H264", 90000)
     assert [ps[0] & 0x1F for ps in video.sprop_parameter_sets] == [7, 8]
     assert video.control == "streamid=0"
-    assert (audio.encoding, audio.clock_rate, audio.channels, audio.aac_config) == ("MPEG4-GENERIC", 48000, 2, b"\x11\x90")
+    assert (audio.encoding, audio.clock_rate, audio.channels, audio.aac_config) == (
+        "MPEG4-GENERIC",
+        48000,
+        2,
+        b"\x11\x90",
+    )
     opus = parse_sdp("m=audio 0 RTP/AVP 111\na=rtpmap:111 opus/48000/2\n").media[0]
     assert (opus.encoding, opus.channels) == ("OPUS", 2)
 
 
-@pytest.mark.parametrize("text,message", [
-    ("m=video 0 RTP/AVP 96\na=rtpmap:96 H264/90000000\n", "absurd clock rate"),
-    ("m=audio 0 RTP/AVP 97\na=rtpmap:97 opus/48000/200\n", "absurd"),
-    ("m=video 0 RTP/AVP 300\n", "out of range"),
-    ("m=video 0 RTP/AVP 96\n", "has no rtpmap"),
-    ("m=video 0\n", "incomplete"),
-    ("v=0\n" + "a=x\n" * 5000, "exceeds the limit"),
-    ("m=video 0 RTP/AVP 96\na=rtpmap:96 H264/90000\na=fmtp:96 sprop-parameter-sets=!!!\n", None),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("m=video 0 RTP/AVP 96\na=rtpmap:96 H264/90000000\n", "absurd clock rate"),
+        ("m=audio 0 RTP/AVP 97\na=rtpmap:97 opus/48000/200\n", "absurd"),
+        ("m=video 0 RTP/AVP 300\n", "out of range"),
+        ("m=video 0 RTP/AVP 96\n", "has no rtpmap"),
+        ("m=video 0\n", "incomplete"),
+        ("v=0\n" + "a=x\n" * 5000, "exceeds the limit"),
+        ("m=video 0 RTP/AVP 96\na=rtpmap:96 H264/90000\na=fmtp:96 sprop-parameter-sets=!!!\n", None),
+    ],
+)
 def test_sdp_rejects_absurd_values(text, message):
     if message is None:
         with pytest.raises(RtpError, match="not base64"):
@@ -79,8 +87,11 @@ def test_h264_single_stap_and_fu_a(H264Depacketizer):
     sps, pps, idr = b"\x67\x64\x00\x1f", b"\x68\xeb", b"\x65" + bytes(range(200))
     stap = b"\x18" + len(sps).to_bytes(2, "big") + sps + len(pps).to_bytes(2, "big") + pps
     assert d.push(rtp(stap)) == []
-    fu = [b"\x7c" + bytes([0x85]) + idr[1:80], b"\x7c" + bytes([0x05]) + idr[80:150],
-          b"\x7c" + bytes([0x45]) + idr[150:]]
+    fu = [
+        b"\x7c" + bytes([0x85]) + idr[1:80],
+        b"\x7c" + bytes([0x05]) + idr[80:150],
+        b"\x7c" + bytes([0x45]) + idr[150:],
+    ]
     assert d.push(rtp(fu[0])) == [] and d.push(rtp(fu[1])) == []
     (unit,) = d.push(rtp(fu[2], marker=True))
     assert unit.keyframe and iter_nalus(unit.data) == [sps, pps, idr]
@@ -133,7 +144,10 @@ def test_loss_drops_the_damaged_frame_and_freezes_until_the_next_keyframe(H264De
 def test_loss_inside_a_non_reference_frame_costs_only_that_frame(H264Depacketizer):
     d = H264Depacketizer()
     idr, p_slice, b_slice = bytes([0x65, 0x88, 1, 2]), bytes([0x41, 0x9A, 3, 4]), bytes([0x01, 0x9E, 5, 6])
-    fu = lambda nal, start, end: bytes([(nal[0] & 0xE0) | 28, (0x80 if start else 0) | (0x40 if end else 0) | (nal[0] & 0x1F)])  # noqa: E731
+
+    def fu(nal: bytes, start: bool, end: bool) -> bytes:
+        return bytes([(nal[0] & 0xE0) | 28, (0x80 if start else 0) | (0x40 if end else 0) | (nal[0] & 0x1F)])
+
     assert len(d.push(rtp(idr, ts=0, marker=True))) == 1
     # A B-frame (nal_ref_idc 0) in three fragments; the middle one is lost: the packets on
     # both sides of the gap share its timestamp, so the gap held nothing else.
@@ -172,11 +186,29 @@ def test_compiled_depacketizer_is_built():
     assert compiled.DEPACKETIZER_COMPILED and compiled.H264Depacketizer is not PureH264Depacketizer
 
 
-NAL_HEADERS = [0x65, 0x41, 0x01, 0x06, 0x67, 0x68, 0x18, 0x7C, 0x5C, 0x00, 0x1A]  # IDR, P, B, SEI, SPS, PPS, STAP-A, FU-A...
+NAL_HEADERS = [
+    0x65,
+    0x41,
+    0x01,
+    0x06,
+    0x67,
+    0x68,
+    0x18,
+    0x7C,
+    0x5C,
+    0x00,
+    0x1A,
+]  # IDR, P, B, SEI, SPS, PPS, STAP-A, FU-A...
 packet_ops = st.one_of(
     st.just(("lost",)),
-    st.tuples(st.just("push"), st.sampled_from(NAL_HEADERS), st.integers(0, 255), st.binary(max_size=12),
-              st.integers(0, 3), st.booleans()),
+    st.tuples(
+        st.just("push"),
+        st.sampled_from(NAL_HEADERS),
+        st.integers(0, 255),
+        st.binary(max_size=12),
+        st.integers(0, 3),
+        st.booleans(),
+    ),
 )
 
 
@@ -188,11 +220,20 @@ def run_ops(depacketizer, ops) -> list:
             continue
         _, indicator, second, rest, ts, marker = op
         try:
-            out.append(("units", depacketizer.push(rtp(bytes([indicator, second]) + rest, ts=ts * 3000, marker=marker))))
+            out.append(
+                ("units", depacketizer.push(rtp(bytes([indicator, second]) + rest, ts=ts * 3000, marker=marker)))
+            )
         except RtpError as e:
             out.append(("error", str(e)))
-    counters = (depacketizer.dropped_fragments, depacketizer.damaged_units, depacketizer.skipped_units,
-                depacketizer.errors, depacketizer.wants_keyframe, depacketizer.sps, depacketizer.pps)
+    counters = (
+        depacketizer.dropped_fragments,
+        depacketizer.damaged_units,
+        depacketizer.skipped_units,
+        depacketizer.errors,
+        depacketizer.wants_keyframe,
+        depacketizer.sps,
+        depacketizer.pps,
+    )
     return out + [("counters", counters)]
 
 
@@ -221,14 +262,16 @@ async def capture_rtp(cmd: list[str], port: int, seconds: float) -> list[bytes]:
     sock.bind(("127.0.0.1", port))
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
-    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
     datagrams = []
     deadline = loop.time() + seconds
     try:
         while loop.time() < deadline:
             try:
                 datagrams.append(await asyncio.wait_for(loop.sock_recv(sock, 65536), 0.5))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if proc.returncode is not None:
                     break
     finally:

@@ -6,22 +6,31 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_rtp_depacketize import FFMPEG_SDP
 
 from ingest.rtp.errors import RtpError
 from ingest.rtp.rtsp import MAX_HEADER_BYTES, Interleaved, Request, RtspParser
 from ingest.rtp.sdp import MAX_SDP_BYTES, check_ingestible, parse_sdp
 from ingest.rtp.session import RtspSession
-from test_rtp_depacketize import FFMPEG_SDP
 
 SDP_LINES = FFMPEG_SDP.splitlines()
 
 sdp_line = st.one_of(
     st.sampled_from(SDP_LINES),
     st.builds(lambda k, v: f"{k}={v}", st.sampled_from("vosctmab"), st.text(max_size=80)),
-    st.builds(lambda pt, enc, rate, ch: f"a=rtpmap:{pt} {enc}/{rate}/{ch}", st.integers(-5, 300),
-              st.sampled_from(["H264", "opus", "MPEG4-GENERIC", "VP8", ""]), st.integers(-1, 10**7), st.integers(-1, 99)),
-    st.builds(lambda kind, port, pt: f"m={kind} {port} RTP/AVP {pt}", st.sampled_from(["video", "audio", "text"]),
-              st.integers(-1, 70000), st.integers(-1, 300)),
+    st.builds(
+        lambda pt, enc, rate, ch: f"a=rtpmap:{pt} {enc}/{rate}/{ch}",
+        st.integers(-5, 300),
+        st.sampled_from(["H264", "opus", "MPEG4-GENERIC", "VP8", ""]),
+        st.integers(-1, 10**7),
+        st.integers(-1, 99),
+    ),
+    st.builds(
+        lambda kind, port, pt: f"m={kind} {port} RTP/AVP {pt}",
+        st.sampled_from(["video", "audio", "text"]),
+        st.integers(-1, 70000),
+        st.integers(-1, 300),
+    ),
     st.builds(lambda pt, params: f"a=fmtp:{pt} {params}", st.integers(0, 127), st.text(max_size=120)),
 )
 
@@ -57,9 +66,17 @@ def test_oversized_sdp_is_refused_before_parsing():
 
 rtsp_chunk = st.one_of(
     st.binary(max_size=200),
-    st.sampled_from([b"OPTIONS rtsp://h/live/x RTSP/1.0\r\nCSeq: 1\r\n\r\n", b"$\x00\x00\x04abcd", b"$\x01\xff\xff",
-                     b"ANNOUNCE rtsp://h/live/x RTSP/1.0\r\nCSeq: 2\r\nContent-Length: 5\r\n\r\nv=0\r\n",
-                     b"Content-Length: -1\r\n", b"\r\n\r\n", b"SETUP * RTSP/1.0\r\n"]),
+    st.sampled_from(
+        [
+            b"OPTIONS rtsp://h/live/x RTSP/1.0\r\nCSeq: 1\r\n\r\n",
+            b"$\x00\x00\x04abcd",
+            b"$\x01\xff\xff",
+            b"ANNOUNCE rtsp://h/live/x RTSP/1.0\r\nCSeq: 2\r\nContent-Length: 5\r\n\r\nv=0\r\n",
+            b"Content-Length: -1\r\n",
+            b"\r\n\r\n",
+            b"SETUP * RTSP/1.0\r\n",
+        ]
+    ),
 )
 
 

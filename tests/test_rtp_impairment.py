@@ -12,14 +12,14 @@ import subprocess
 
 import aiohttp
 import pytest
-
-from conftest import until, make_clip, play_in_browser, require_tool, start_process, stop_process, wait_for_playlist
+from conftest import make_clip, play_in_browser, require_tool, start_process, stop_process, until, wait_for_playlist
 from hls_rules import PlaylistHistory
-from mediacore.playlist.media import MediaPlaylist
-from mediacore.model.timebase import round_half_up
 from impair import RtcpRelay, RtpImpairmentRelay
+
 from ingest.rtp.packet import Nack, ReceiverReport, parse_rtcp
 from ingest.rtp.sdp import parse_sdp
+from mediacore.model.timebase import round_half_up
+from mediacore.playlist.media import MediaPlaylist
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +47,37 @@ def free_udp_pair() -> int:
 def ffmpeg_sdp(clip, tmp_path) -> str:
     """The SDP ffmpeg writes for this clip (a short dry run to the discard port)."""
     path = tmp_path / "probe.sdp"
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip), "-t", "0.2",
-                    "-map", "0:v", "-c", "copy", "-f", "rtp", "rtp://127.0.0.1:9",
-                    "-map", "0:a", "-c", "copy", "-f", "rtp", "rtp://127.0.0.1:9", "-sdp_file", str(path)],
-                   check=True, timeout=30)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(clip),
+            "-t",
+            "0.2",
+            "-map",
+            "0:v",
+            "-c",
+            "copy",
+            "-f",
+            "rtp",
+            "rtp://127.0.0.1:9",
+            "-map",
+            "0:a",
+            "-c",
+            "copy",
+            "-f",
+            "rtp",
+            "rtp://127.0.0.1:9",
+            "-sdp_file",
+            str(path),
+        ],
+        check=True,
+        timeout=30,
+    )
     return path.read_text()
 
 
@@ -75,14 +102,22 @@ async def poll_ll_playlists(base: str, stop: asyncio.Event) -> list[str]:
                 reloads += 1
                 for seg in pl.segments:
                     if seg.uri is not None and round_half_up(seg.duration) > pl.target_duration:
-                        problems.append(f"{name} T2: segment {seg.msn} of {seg.duration} s, TARGETDURATION {pl.target_duration}")
-                    problems += [f"{name} L5: part of {p.duration} s" for p in seg.parts
-                                 if p.duration > pl.part_target + 1e-6]
+                        problems.append(
+                            f"{name} T2: segment {seg.msn} of {seg.duration} s, TARGETDURATION {pl.target_duration}"
+                        )
+                    problems += [
+                        f"{name} L5: part of {p.duration} s" for p in seg.parts if p.duration > pl.part_target + 1e-6
+                    ]
                     gaps = [p.gap for p in seg.parts]
                     if any(gaps) and not all(gaps) or (seg.uri is not None and seg.parts and seg.gap != all(gaps)):
                         problems.append(f"{name}: segment {seg.msn} mixes GAP and media parts")
-                    if (name == "video" and seg.parts and not seg.parts[0].gap and seg.parts[0].uri.endswith(".0.m4s")
-                            and not seg.parts[0].independent):
+                    if (
+                        name == "video"
+                        and seg.parts
+                        and not seg.parts[0].gap
+                        and seg.parts[0].uri.endswith(".0.m4s")
+                        and not seg.parts[0].independent
+                    ):
                         problems.append(f"video E3: segment {seg.msn} starts without an IDR")
             await asyncio.sleep(0.5)
     assert reloads >= 20
@@ -114,8 +149,19 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
         rtp_port, rtcp_port = relay_ports[kind]
         outputs += ["-map", stream, "-c", "copy", "-f", "rtp", f"rtp://127.0.0.1:{rtp_port}?rtcpport={rtcp_port}"]
     # 40 s of media: the stream outlasts the 21 s of playback even when the browser joins late.
-    pusher = await start_process("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "3",
-                                 "-i", str(clip), *outputs)
+    pusher = await start_process(
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-re",
+        "-stream_loop",
+        "3",
+        "-i",
+        str(clip),
+        *outputs,
+    )
     history = PlaylistHistory()
     stop = asyncio.Event()
     try:
@@ -125,7 +171,8 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
         ll_poller = asyncio.create_task(poll_ll_playlists(base, stop))
         report, ll_report = await asyncio.gather(
             play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/impaired", seconds=21),
-            play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/impaired?ll=1", seconds=21))
+            play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/impaired?ll=1", seconds=21),
+        )
         stop.set()
         await poller  # raises if a reload broke a playlist rule (T2: lost keyframes must not stretch segments)
         problems = await ll_poller
@@ -133,8 +180,13 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
         assert await asyncio.wait_for(pusher.wait(), 50) == 0
         receivers = {rtp_input.sdp.media[i].kind: r for i, r in rtp_input.receivers.items()}
         # Every gap is declared lost within the playout delay (<= 0.5 s) of the last packet.
-        await until(lambda: all(r.jitter.released + r.jitter.late >= relays[k].expected().delivered
-                                for k, r in receivers.items()), 5, "the jitter buffers releasing every packet")
+        await until(
+            lambda: all(
+                r.jitter.released + r.jitter.late >= relays[k].expected().delivered for k, r in receivers.items()
+            ),
+            5,
+            "the jitter buffers releasing every packet",
+        )
         counters = {kind: r.jitter for kind, r in receivers.items()}
     finally:
         await stop_process(pusher)
@@ -147,8 +199,11 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
     assert history.reloads >= 20
     video = receivers["video"]
     segmenter = engine.packagers["impaired"]._segmenter
-    print(f"advanced {report['advanced']:.1f} s; damaged frames {video.depacketizer.damaged_units}, skipped {video.depacketizer.skipped_units}, "
-          f"segments cut on audio {segmenter.stall_cuts}, video dropped by the segmenter {segmenter.dropped_video}")
+    print(
+        f"advanced {report['advanced']:.1f} s; damaged frames {video.depacketizer.damaged_units}, "
+        f"skipped {video.depacketizer.skipped_units}, "
+        f"segments cut on audio {segmenter.stall_cuts}, video dropped by the segmenter {segmenter.dropped_video}"
+    )
     assert video.depacketizer.damaged_units > 0
     assert report["advanced"] >= 10.0, report
     # LL-HLS (hls.js lowLatencyMode) plays too: holes are GAP parts, which it skips.
@@ -164,10 +219,18 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
         # jitter estimate has grown). Such a packet counts as lost and late instead of
         # reordered and released; everything else must match the relay's log exactly.
         late = jb.late
-        got = {"lost": jb.lost - late, "duplicates": jb.duplicates, "reordered": jb.reordered + late,
-               "released": jb.released + late}
-        want = {"lost": expected.lost, "duplicates": expected.duplicates, "reordered": expected.reordered,
-                "released": expected.delivered}
+        got = {
+            "lost": jb.lost - late,
+            "duplicates": jb.duplicates,
+            "reordered": jb.reordered + late,
+            "released": jb.released + late,
+        }
+        want = {
+            "lost": expected.lost,
+            "duplicates": expected.duplicates,
+            "reordered": expected.reordered,
+            "released": expected.delivered,
+        }
         assert got == want, (kind, late, got, want)
         assert late <= max(2, expected.delivered // 1000), (kind, late)
         assert receivers[kind].sender_reports > 0  # the sender's clock maps RTP time to wall-clock time

@@ -4,22 +4,30 @@ are refused with a clear error."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import free_port
-from mediacore.app.config import ConfigError, load_config
-from mediacore.app.engine import Engine
 from test_rtp_depacketize import FFMPEG_SDP
 from test_rtp_impairment import free_udp_pair
+
+from mediacore.app.config import ConfigError, load_config
+from mediacore.app.engine import Engine
 
 
 async def test_configured_raw_input_listens_on_the_sdp_ports(tmp_path):
     video, audio = free_udp_pair(), free_udp_pair()
     sdp = tmp_path / "cam.sdp"
     sdp.write_text(FFMPEG_SDP.replace("m=video 0", f"m=video {video}").replace("m=audio 0", f"m=audio {audio}"))
-    config = load_config(None, {
-        "server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(), "http_port": free_port()},
-        "rtp": {"inputs": [{"stream": "cam", "sdp": str(sdp)}]},
-    })
+    config = load_config(
+        None,
+        {
+            "server": {
+                "host": "127.0.0.1",
+                "rtmp_port": free_port(),
+                "rtsp_port": free_port(),
+                "http_port": free_port(),
+            },
+            "rtp": {"inputs": [{"stream": "cam", "sdp": str(sdp)}]},
+        },
+    )
     engine = Engine(config)
     await engine.start()
     try:
@@ -38,10 +46,18 @@ def test_bad_input_entries_are_refused():
 
 
 async def test_missing_sdp_file_fails_start(tmp_path):
-    config = load_config(None, {
-        "server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(), "http_port": free_port()},
-        "rtp": {"inputs": [{"stream": "cam", "sdp": str(tmp_path / "missing.sdp")}]},
-    })
+    config = load_config(
+        None,
+        {
+            "server": {
+                "host": "127.0.0.1",
+                "rtmp_port": free_port(),
+                "rtsp_port": free_port(),
+                "http_port": free_port(),
+            },
+            "rtp": {"inputs": [{"stream": "cam", "sdp": str(tmp_path / "missing.sdp")}]},
+        },
+    )
     engine = Engine(config)
     with pytest.raises(ConfigError, match="missing.sdp"):
         await engine.start()

@@ -11,13 +11,13 @@ import struct
 
 import aiohttp
 import pytest
+from conftest import count_packets, require_tool, start_process, stop_process, until, wait_for_playlist
+from test_rtp_depacketize import FFMPEG_SDP
+from test_rtsp_core import request
 
-from conftest import until, count_packets, require_tool, start_process, stop_process, wait_for_playlist
 from ingest.rtp.packet import RtpPacket
 from ingest.rtp.rtsp import interleaved
 from mediacore.model.media import Kind
-from test_rtp_depacketize import FFMPEG_SDP
-from test_rtsp_core import request
 
 pytestmark = pytest.mark.slow
 
@@ -28,16 +28,20 @@ def rtp(seq: int, payload: bytes, marker: bool = False) -> bytes:
 
 BAD_RTP = [
     # extension header declaring 100 words after a 12-byte header, in a 24-byte datagram
-    (bytes([0x90, 96]) + bytes(10) + struct.pack(">HH", 0xBEDE, 100) + bytes(8),
-     "RTP extension of 400 bytes runs past the packet"),
+    (
+        bytes([0x90, 96]) + bytes(10) + struct.pack(">HH", 0xBEDE, 100) + bytes(8),
+        "RTP extension of 400 bytes runs past the packet",
+    ),
     (bytes([0x8F, 96]) + bytes(18), "CSRC count 15 needs 72 bytes, the packet has 20"),
     (bytes([0xA0, 96]) + bytes(10) + b"\x00\x00\xc8", "RTP padding of 200 bytes is longer than the payload"),
 ]
 BAD_RTCP = (bytes([0x80, 200]) + struct.pack(">H", 100) + bytes(4), "RTCP length 404 runs past the datagram")
 # Valid RTP headers around bad H.264 payloads: the depacketizer refuses them.
 FU_A_WITHOUT_START = (rtp(1000, bytes([0x7C, 0x05]) + bytes(50)), "FU-A fragment whose start was never seen")
-STAP_A_TRUNCATED = (rtp(1001, bytes([0x78, 0x00, 0x50]) + bytes(10), marker=True),
-                    "STAP-A inner NAL unit declares 80 bytes, 10 remain")
+STAP_A_TRUNCATED = (
+    rtp(1001, bytes([0x78, 0x00, 0x50]) + bytes(10), marker=True),
+    "STAP-A inner NAL unit declares 80 bytes, 10 remain",
+)
 
 
 class RtspClient:
@@ -45,7 +49,7 @@ class RtspClient:
         self.port = port
         self.cseq = 0
 
-    async def open(self) -> "RtspClient":
+    async def open(self) -> RtspClient:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         return self
 
@@ -66,7 +70,7 @@ class RtspClient:
         try:
             while await asyncio.wait_for(self.reader.read(65536), timeout):
                 pass
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             return False
         return True
 
@@ -90,8 +94,23 @@ async def test_bad_rtsp_peers_are_closed_and_a_healthy_rtsp_stream_loses_nothing
     engine.config.rtsp.record_timeout = 1.0
     expected = count_packets(clip)
     base = f"rtsp://127.0.0.1:{engine.rtsp_port}/live/"
-    healthy = await start_process("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(clip),
-                                  "-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", base + "healthy")
+    healthy = await start_process(
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-re",
+        "-i",
+        str(clip),
+        "-c",
+        "copy",
+        "-f",
+        "rtsp",
+        "-rtsp_transport",
+        "tcp",
+        base + "healthy",
+    )
     try:
         await wait_for_playlist(engine.http_port, "healthy", segments=1)
 
@@ -103,14 +122,20 @@ async def test_bad_rtsp_peers_are_closed_and_a_healthy_rtsp_stream_loses_nothing
 
         # A publisher that records, then sends broken packets over its interleaved channels.
         hostile = await RtspClient(engine.rtsp_port).open()
-        assert (await hostile.call("ANNOUNCE", base + "hostile", "Content-Type: application/sdp\r\n",
-                                   FFMPEG_SDP.encode())).startswith("RTSP/1.0 200")
-        reply = await hostile.call("SETUP", base + "hostile/streamid=0",
-                                   "Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\n")
-        session = next(line.split(":", 1)[1].split(";")[0].strip() for line in reply.split("\r\n")
-                       if line.startswith("Session:"))
-        await hostile.call("SETUP", base + "hostile/streamid=1",
-                           f"Transport: RTP/AVP/TCP;unicast;interleaved=2-3;mode=record\r\nSession: {session}\r\n")
+        assert (
+            await hostile.call("ANNOUNCE", base + "hostile", "Content-Type: application/sdp\r\n", FFMPEG_SDP.encode())
+        ).startswith("RTSP/1.0 200")
+        reply = await hostile.call(
+            "SETUP", base + "hostile/streamid=0", "Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\n"
+        )
+        session = next(
+            line.split(":", 1)[1].split(";")[0].strip() for line in reply.split("\r\n") if line.startswith("Session:")
+        )
+        await hostile.call(
+            "SETUP",
+            base + "hostile/streamid=1",
+            f"Transport: RTP/AVP/TCP;unicast;interleaved=2-3;mode=record\r\nSession: {session}\r\n",
+        )
         assert (await hostile.call("RECORD", base + "hostile", f"Session: {session}\r\n")).startswith("RTSP/1.0 200")
         for data, _ in BAD_RTP:
             hostile.send(interleaved(0, data))
@@ -135,8 +160,10 @@ async def test_bad_rtsp_peers_are_closed_and_a_healthy_rtsp_stream_loses_nothing
         # Limits on the text protocol: a 64 KiB request line, absurd SDP, a session without RECORD.
         for payload, message in [
             (b"OPTIONS rtsp://h/" + b"a" * 65536, "request line longer than 4096"),
-            (request("ANNOUNCE", base + "absurd", 1, "", b"v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/0\r\n"),
-             "absurd"),
+            (
+                request("ANNOUNCE", base + "absurd", 1, "", b"v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/0\r\n"),
+                "absurd",
+            ),
             (request("ANNOUNCE", base + "idle", 1, "", FFMPEG_SDP.encode()), "no RECORD within 1 s"),
         ]:
             peer = await RtspClient(engine.rtsp_port).open()

@@ -12,8 +12,8 @@ import pytest
 from ingest.rtp.depacketize import OpusDepacketizer, opus_packet_samples
 from ingest.rtp.errors import RtpError
 from ingest.rtp.packet import RtpPacket
-from mediacore.model.aac import parse_asc
 from ingest.rtp.transcode import OpusToAac, ThreadedTranscoder, TranscodeError
+from mediacore.model.aac import parse_asc
 
 
 def opus_packets(seconds: float = 1.0, frequency: float = 440.0) -> list[tuple[int, bytes]]:
@@ -26,8 +26,9 @@ def opus_packets(seconds: float = 1.0, frequency: float = 440.0) -> list[tuple[i
     interleaved = np.repeat(tone, 2).reshape(1, -1)
     out = []
     for i in range(0, n - 960 + 1, 960):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(interleaved[:, 2 * i : 2 * (i + 960)]), format="s16",
-                                           layout="stereo")
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(interleaved[:, 2 * i : 2 * (i + 960)]), format="s16", layout="stereo"
+        )
         frame.sample_rate, frame.pts, frame.time_base = 48000, i, Fraction(1, 48000)
         out += [(int(p.pts), bytes(p)) for p in enc.encode(frame)]
     out += [(int(p.pts), bytes(p)) for p in enc.encode(None)]

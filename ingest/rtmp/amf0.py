@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import RtmpConfig
-
 from .errors import RtmpError
 
 _DEFAULTS = RtmpConfig()  # every bound is named once, in ingest/rtmp/config.py
@@ -27,9 +26,9 @@ _DOUBLE = struct.Struct(">d")
 class Undefined:
     """The AMF0 undefined marker (distinct from null, which is None)."""
 
-    _instance: "Undefined | None" = None
+    _instance: Undefined | None = None
 
-    def __new__(cls) -> "Undefined":
+    def __new__(cls) -> Undefined:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance

@@ -13,7 +13,6 @@ import struct
 from dataclasses import dataclass, field
 
 from .config import RtmpConfig
-
 from .errors import RtmpError
 
 _DEFAULTS = RtmpConfig()  # every bound is named once, in ingest/rtmp/config.py

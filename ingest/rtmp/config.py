@@ -33,4 +33,3 @@ class RtmpConfig:
     """Acknowledgement window we announce (bytes); the same figure ffmpeg and nginx-rtmp use."""
     out_chunk_size: int = 4096
     """Chunk size for what we send; replies are small, 4096 keeps them in one chunk."""
-

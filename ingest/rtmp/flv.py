@@ -77,9 +77,11 @@ def parse_audio(payload: bytes) -> AudioTag:
 
 def video_payload(keyframe: bool, packet_type: int, cts: int, body: bytes) -> bytes:
     """Build an AVC video message body (for clients and tests)."""
-    return bytes((((FRAME_KEY if keyframe else FRAME_INTER) << 4) | CODEC_AVC, packet_type)) + (
-        cts & 0xFFFFFF
-    ).to_bytes(3, "big") + body
+    return (
+        bytes((((FRAME_KEY if keyframe else FRAME_INTER) << 4) | CODEC_AVC, packet_type))
+        + (cts & 0xFFFFFF).to_bytes(3, "big")
+        + body
+    )
 
 
 def audio_payload(packet_type: int, body: bytes) -> bytes:

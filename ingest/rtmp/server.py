@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from .config import RtmpConfig
-from mediacore.model.h264 import H264Error
 from mediacore.hub.publisher import Publisher, PublishPoint, StreamBusy
+from mediacore.model.h264 import H264Error
 
 from .amf0 import AmfLimits
 from .chunk import ChunkLimits
+from .config import RtmpConfig
 from .errors import RtmpError
 from .session import Connected, MediaMessage, Metadata, PublishRequest, ServerSession, SessionLimits, Unpublished
 from .to_stream import RtmpToFrames
@@ -38,7 +38,7 @@ def session_limits(config: RtmpConfig) -> SessionLimits:
 
 
 class RtmpConnection(asyncio.Protocol):
-    def __init__(self, server: "RtmpServer") -> None:
+    def __init__(self, server: RtmpServer) -> None:
         self.server = server
         self.session = ServerSession(server.limits, epoch_ms=int(time.monotonic() * 1000))
         self.transport: asyncio.Transport | None = None

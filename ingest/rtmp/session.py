@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mediacore.model.names import MAX_PUBLISH_QUERY, MAX_STREAM_NAME, split_publish_name, stream_name_problem
+
 from . import amf0
 from .chunk import (
     ACKNOWLEDGEMENT,
@@ -28,6 +30,7 @@ from .chunk import (
     COMMAND_AMF3,
     DATA_AMF0,
     DATA_AMF3,
+    DEFAULT_CHUNK_SIZE,
     SET_CHUNK_SIZE,
     SET_PEER_BANDWIDTH,
     USER_CONTROL,
@@ -35,14 +38,10 @@ from .chunk import (
     WINDOW_ACK_SIZE,
     ChunkLimits,
     ChunkReader,
-    DEFAULT_CHUNK_SIZE,
     ChunkWriter,
     Message,
 )
 from .config import RtmpConfig
-
-from mediacore.model.names import MAX_PUBLISH_QUERY, MAX_STREAM_NAME, split_publish_name, stream_name_problem
-
 from .errors import RtmpError
 from .flv import iter_aggregate
 from .handshake import ServerHandshake
@@ -104,8 +103,6 @@ class Unpublished:
 
 
 Event = Connected | PublishRequest | MediaMessage | Metadata | Unpublished
-
-
 
 
 class ServerSession:
@@ -329,4 +326,3 @@ class ServerSession:
         was_publishing = self.state == "publishing"
         self.state = "closed"
         return [Unpublished("connection closed")] if was_publishing else []
-

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ingest.rtp import rtp_packet as pure_rtp_packet
 from ingest.rtp.h264_depacketize import H264Depacketizer as PureH264Depacketizer
@@ -13,8 +13,17 @@ JitterBuffer, JITTER_COMPILED = pick("cython_ext.jitter_buffer", "JitterBuffer",
 _rtp, RTP_COMPILED = pick_module("cython_ext.rtp_packet", pure_rtp_packet)
 RtpPacket: type[pure_rtp_packet.RtpPacket] = _rtp.RtpPacket
 parse_rtp: Callable[[bytes], pure_rtp_packet.RtpPacket] = _rtp.parse_rtp
-H264Depacketizer, DEPACKETIZER_COMPILED = pick("cython_ext.h264_depacketize", "H264Depacketizer",
-                                              PureH264Depacketizer)
+H264Depacketizer, DEPACKETIZER_COMPILED = pick("cython_ext.h264_depacketize", "H264Depacketizer", PureH264Depacketizer)
 
-__all__ = ["DEPACKETIZER_COMPILED", "JITTER_COMPILED", "RTP_COMPILED", "H264Depacketizer", "JitterBuffer",
-           "PureH264Depacketizer", "PureJitterBuffer", "RtpPacket", "parse_rtp", "pure_rtp_packet"]
+__all__ = [
+    "DEPACKETIZER_COMPILED",
+    "JITTER_COMPILED",
+    "RTP_COMPILED",
+    "H264Depacketizer",
+    "JitterBuffer",
+    "PureH264Depacketizer",
+    "PureJitterBuffer",
+    "RtpPacket",
+    "parse_rtp",
+    "pure_rtp_packet",
+]

@@ -20,7 +20,6 @@ class RtspConfig:
     """Seconds without RTSP or RTP data before a publishing session is closed."""
 
 
-
 TICK_SECONDS = 0.02
 """Period of each RTP session's timer: releases packets whose playout deadline passed and
 sends NACKs; 20 ms is below the jitter buffer's smallest delay."""

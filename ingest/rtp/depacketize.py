@@ -20,8 +20,9 @@ __all__ = ["AccessUnit", "AacDepacketizer", "H264Depacketizer", "OpusDepacketize
 class AacDepacketizer:
     """RFC 3640 AAC-hbr: AU-headers-length, then 13-bit sizes with 3-bit indices."""
 
-    def __init__(self, size_length: int = 13, index_length: int = 3, index_delta_length: int = 3,
-                 samples_per_frame: int = 1024) -> None:
+    def __init__(
+        self, size_length: int = 13, index_length: int = 3, index_delta_length: int = 3, samples_per_frame: int = 1024
+    ) -> None:
         if not 1 <= size_length <= 16 or not 0 <= index_length <= 8:
             raise RtpError("AAC sizelength/indexlength out of range")
         self.size_length = size_length
@@ -58,8 +59,11 @@ class AacDepacketizer:
         for i, size in enumerate(sizes):
             if pos + size > len(payload):
                 raise RtpError(f"AAC access unit declares {size} bytes past the payload")
-            out.append(AccessUnit((packet.timestamp + i * self.samples_per_frame) & 0xFFFFFFFF,
-                                  bytes(payload[pos : pos + size]), True))
+            out.append(
+                AccessUnit(
+                    (packet.timestamp + i * self.samples_per_frame) & 0xFFFFFFFF, bytes(payload[pos : pos + size]), True
+                )
+            )
             pos += size
         return out
 

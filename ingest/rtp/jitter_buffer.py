@@ -18,8 +18,16 @@ from array import array
 
 
 class JitterBuffer:
-    def __init__(self, clock_rate: int, capacity: int = 2048, min_delay: float = 0.02, max_delay: float = 0.5,
-                 max_wait: float = 1.0, loss_dwell: float = 0.02, resync_packets: int = 3000) -> None:
+    def __init__(
+        self,
+        clock_rate: int,
+        capacity: int = 2048,
+        min_delay: float = 0.02,
+        max_delay: float = 0.5,
+        max_wait: float = 1.0,
+        loss_dwell: float = 0.02,
+        resync_packets: int = 3000,
+    ) -> None:
         if capacity < 8 or capacity & (capacity - 1):
             raise ValueError("capacity must be a power of two, at least 8")
         self.clock_rate = clock_rate

@@ -57,8 +57,17 @@ class ReceiverReport:
         body = struct.pack(">I", self.ssrc)
         for b in self.blocks:
             lost = b.cumulative_lost & 0xFFFFFF
-            body += struct.pack(">IBBHIIII", b.ssrc, b.fraction_lost, lost >> 16, lost & 0xFFFF,
-                                b.highest_sequence, b.jitter, b.last_sr, b.delay_since_last_sr)[:24]
+            body += struct.pack(
+                ">IBBHIIII",
+                b.ssrc,
+                b.fraction_lost,
+                lost >> 16,
+                lost & 0xFFFF,
+                b.highest_sequence,
+                b.jitter,
+                b.last_sr,
+                b.delay_since_last_sr,
+            )[:24]
         return _rtcp_header(len(self.blocks), RTCP_RR, body) + body
 
 
@@ -99,8 +108,18 @@ class Pli:
         return _rtcp_header(PLI_FMT, RTCP_PSFB, body) + body
 
 
-__all__ = ["RtpPacket", "parse_rtp", "RtpError", "SenderReport", "ReportBlock", "ReceiverReport", "Nack", "Pli",
-           "parse_rtcp", "RTP_VERSION"]
+__all__ = [
+    "RtpPacket",
+    "parse_rtp",
+    "RtpError",
+    "SenderReport",
+    "ReportBlock",
+    "ReceiverReport",
+    "Nack",
+    "Pli",
+    "parse_rtcp",
+    "RTP_VERSION",
+]
 
 RtcpPacket = SenderReport | ReceiverReport | Nack | Pli
 
@@ -133,7 +152,8 @@ def parse_rtcp(data: bytes) -> list[RtcpPacket]:
             blocks = []
             for i in range(count):
                 bssrc, frac, lost_hi, lost_lo, highest, jitter, lsr, dlsr = struct.unpack_from(
-                    ">IBBHIIII", body, 4 + 24 * i)
+                    ">IBBHIIII", body, 4 + 24 * i
+                )
                 blocks.append(ReportBlock(bssrc, frac, (lost_hi << 16) | lost_lo, highest, jitter, lsr, dlsr))
             out.append(ReceiverReport(ssrc, blocks))
         elif packet_type == RTCP_RTPFB and count == NACK_FMT:

@@ -15,15 +15,15 @@ import logging
 import secrets
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from mediacore.model.h264 import H264Error
 from mediacore.hub.publisher import Publisher, PublishPoint, StreamBusy
+from mediacore.model.h264 import H264Error
 
-from .errors import RtpError
-from .sdp import SessionDescription, check_ingestible
 from .config import PUBLISH_RETRY, TICK_SECONDS, UDP_RECEIVE_BUFFER
+from .errors import RtpError
 from .receiver import TrackReceiver
+from .sdp import SessionDescription, check_ingestible
 from .server import Datagrams
 from .to_stream import SessionClock
 
@@ -31,8 +31,15 @@ log = logging.getLogger("mediacore.rtp")
 
 
 class RawRtpInput:
-    def __init__(self, hub: PublishPoint, name: str, sdp: SessionDescription, host: str = "0.0.0.0", timeout: float = 10.0,
-                 on_error: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        hub: PublishPoint,
+        name: str,
+        sdp: SessionDescription,
+        host: str = "0.0.0.0",
+        timeout: float = 10.0,
+        on_error: Callable[[], None] = lambda: None,
+    ) -> None:
         check_ingestible(sdp)
         self.hub = hub
         self.name = name
@@ -57,18 +64,23 @@ class RawRtpInput:
             for index, media in enumerate(self.sdp.media):
                 rtp_port = media.port
                 rtcp_port = media.rtcp_port or (media.port + 1 if media.port else 0)
-                rtp, _ = await loop.create_datagram_endpoint(self._protocol(index, rtcp=False),
-                                                             local_addr=(self.host, rtp_port))
-                rtcp, _ = await loop.create_datagram_endpoint(self._protocol(index, rtcp=True),
-                                                              local_addr=(self.host, rtcp_port))
+                rtp, _ = await loop.create_datagram_endpoint(
+                    self._protocol(index, rtcp=False), local_addr=(self.host, rtp_port)
+                )
+                rtcp, _ = await loop.create_datagram_endpoint(
+                    self._protocol(index, rtcp=True), local_addr=(self.host, rtcp_port)
+                )
                 self._transports[index] = (rtp, rtcp)
                 self.ports[index] = (rtp.get_extra_info("sockname")[1], rtcp.get_extra_info("sockname")[1])
                 rtp.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
         except OSError:
             await self.stop()
             raise
-        log.info("rtp input %s: listening on %s", self.name,
-                 ", ".join(f"{m.kind} {self.ports[i][0]}/{self.ports[i][1]}" for i, m in enumerate(self.sdp.media)))
+        log.info(
+            "rtp input %s: listening on %s",
+            self.name,
+            ", ".join(f"{m.kind} {self.ports[i][0]}/{self.ports[i][1]}" for i, m in enumerate(self.sdp.media)),
+        )
         self._timer = loop.call_later(TICK_SECONDS, self._tick)
 
     def _protocol(self, index: int, rtcp: bool) -> Callable[[], Datagrams]:
@@ -88,8 +100,9 @@ class RawRtpInput:
         self.sessions += 1
         clock = SessionClock()
         ssrc = secrets.randbits(32) | 1
-        self.receivers = {i: TrackReceiver(m, self.publisher, f"input {self.name}", clock, ssrc)
-                          for i, m in enumerate(self.sdp.media)}
+        self.receivers = {
+            i: TrackReceiver(m, self.publisher, f"input {self.name}", clock, ssrc) for i, m in enumerate(self.sdp.media)
+        }
         log.info("rtp input %s: packets arriving, stream published", self.name)
         return True
 

@@ -40,8 +40,9 @@ def worth_logging(before: int, count: int) -> bool:
 class TrackReceiver:
     """One announced media: RTP -> jitter buffer -> depacketizer -> frames -> hub."""
 
-    def __init__(self, media: MediaDescription, publisher: Publisher, peer: str, clock: SessionClock,
-                 receiver_ssrc: int = 0) -> None:
+    def __init__(
+        self, media: MediaDescription, publisher: Publisher, peer: str, clock: SessionClock, receiver_ssrc: int = 0
+    ) -> None:
         self.media = media
         self.publisher = publisher
         self.peer = peer
@@ -67,9 +68,11 @@ class TrackReceiver:
             self._wall_anchor: tuple[int, float] | None = None
             publisher.update_track(self.track)
         else:
-            self.depacketizer = AacDepacketizer(int(media.fmtp.get("sizelength", "13")),
-                                                int(media.fmtp.get("indexlength", "3")),
-                                                int(media.fmtp.get("indexdeltalength", "3")))
+            self.depacketizer = AacDepacketizer(
+                int(media.fmtp.get("sizelength", "13")),
+                int(media.fmtp.get("indexlength", "3")),
+                int(media.fmtp.get("indexdeltalength", "3")),
+            )
             self.track = audio_track(media)
             publisher.update_track(self.track)
         self.ssrc = 0
@@ -109,11 +112,14 @@ class TrackReceiver:
         if isinstance(self.depacketizer, H264Depacketizer):
             orphans = self.depacketizer.dropped_fragments  # counted here, off the per-packet path
             if worth_logging(self._orphans_logged, orphans):
-                log.warning("rtp %s: FU-A fragment whose start was never seen: %d dropped so far", self.peer,
-                            orphans)
+                log.warning("rtp %s: FU-A fragment whose start was never seen: %d dropped so far", self.peer, orphans)
             self._orphans_logged = orphans
-        if (isinstance(self.depacketizer, H264Depacketizer) and self.depacketizer.wants_keyframe and self.ssrc
-                and now >= self._next_pli):
+        if (
+            isinstance(self.depacketizer, H264Depacketizer)
+            and self.depacketizer.wants_keyframe
+            and self.ssrc
+            and now >= self._next_pli
+        ):
             self._next_pli = now + PLI_INTERVAL
             self.plis += 1
             out.append(Pli(self.receiver_ssrc, self.ssrc).serialize())
@@ -139,18 +145,33 @@ class TrackReceiver:
         if self._last_sr is not None:
             lsr = self._last_sr[0]
             dlsr = int((now - self._last_sr[1]) * 65536)
-        block = ReportBlock(self.ssrc, min(fraction, 255), min(jb.lost, 0x7FFFFF), max(jb.highest_sequence, 0) & 0xFFFFFFFF,
-                            int(jb.jitter), lsr, dlsr)
+        block = ReportBlock(
+            self.ssrc,
+            min(fraction, 255),
+            min(jb.lost, 0x7FFFFF),
+            max(jb.highest_sequence, 0) & 0xFFFFFFFF,
+            int(jb.jitter),
+            lsr,
+            dlsr,
+        )
         return ReceiverReport(self.receiver_ssrc, [block])
 
     def counters(self) -> dict[str, int]:
         """What happened to this track's packets and frames (exported as metrics)."""
         jb = self.jitter
         d = self.depacketizer
-        return {"received": jb.received, "lost": jb.lost, "late": jb.late, "duplicate": jb.duplicates,
-                "reordered": jb.reordered, "bad": self.bad_packets, "bad_rtcp": self.bad_rtcp,
-                "orphan_fragment": getattr(d, "dropped_fragments", 0),
-                "damaged_frames": getattr(d, "damaged_units", 0), "skipped_frames": getattr(d, "skipped_units", 0)}
+        return {
+            "received": jb.received,
+            "lost": jb.lost,
+            "late": jb.late,
+            "duplicate": jb.duplicates,
+            "reordered": jb.reordered,
+            "bad": self.bad_packets,
+            "bad_rtcp": self.bad_rtcp,
+            "orphan_fragment": getattr(d, "dropped_fragments", 0),
+            "damaged_frames": getattr(d, "damaged_units", 0),
+            "skipped_frames": getattr(d, "skipped_units", 0),
+        }
 
     def _on_aac(self, frames: list[tuple[int, bytes]]) -> None:
         assert self.track is not None and self._wall_anchor is not None

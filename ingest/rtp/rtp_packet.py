@@ -24,12 +24,34 @@ RTP_VERSION = 2
 
 
 class RtpPacket:
-    __slots__ = ("payload_type", "sequence", "timestamp", "ssrc", "data", "payload_start", "payload_end", "marker",
-                 "csrcs", "extension_profile", "extension", "padding")
+    __slots__ = (
+        "payload_type",
+        "sequence",
+        "timestamp",
+        "ssrc",
+        "data",
+        "payload_start",
+        "payload_end",
+        "marker",
+        "csrcs",
+        "extension_profile",
+        "extension",
+        "padding",
+    )
 
-    def __init__(self, payload_type: int, sequence: int, timestamp: int, ssrc: int, payload: bytes,
-                 marker: bool = False, csrcs: tuple[int, ...] = (), extension_profile: int | None = None,
-                 extension: bytes = b"", padding: int = 0) -> None:
+    def __init__(
+        self,
+        payload_type: int,
+        sequence: int,
+        timestamp: int,
+        ssrc: int,
+        payload: bytes,
+        marker: bool = False,
+        csrcs: tuple[int, ...] = (),
+        extension_profile: int | None = None,
+        extension: bytes = b"",
+        padding: int = 0,
+    ) -> None:
         self.payload_type = payload_type
         self.sequence = sequence
         self.timestamp = timestamp
@@ -55,8 +77,18 @@ class RtpPacket:
         return self.payload_end - self.payload_start
 
     def fields(self) -> tuple:
-        return (self.payload_type, self.sequence, self.timestamp, self.ssrc, self.payload, self.marker,
-                self.csrcs, self.extension_profile, self.extension, self.padding)
+        return (
+            self.payload_type,
+            self.sequence,
+            self.timestamp,
+            self.ssrc,
+            self.payload,
+            self.marker,
+            self.csrcs,
+            self.extension_profile,
+            self.extension,
+            self.padding,
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RtpPacket):
@@ -64,8 +96,10 @@ class RtpPacket:
         return self.fields() == other.fields()
 
     def __repr__(self) -> str:
-        return (f"RtpPacket(pt={self.payload_type}, seq={self.sequence}, ts={self.timestamp}, ssrc={self.ssrc:#x}, "
-                f"marker={self.marker}, payload={self.payload_size} bytes)")
+        return (
+            f"RtpPacket(pt={self.payload_type}, seq={self.sequence}, ts={self.timestamp}, ssrc={self.ssrc:#x}, "
+            f"marker={self.marker}, payload={self.payload_size} bytes)"
+        )
 
     def serialize(self) -> bytes:
         b0 = (RTP_VERSION << 6) | len(self.csrcs)
@@ -77,8 +111,9 @@ class RtpPacket:
         if self.padding:
             b0 |= 0x20
             pad = b"\x00" * (self.padding - 1) + bytes((self.padding,))
-        header = struct.pack(">BBHII", b0, (0x80 if self.marker else 0) | self.payload_type,
-                             self.sequence, self.timestamp, self.ssrc)
+        header = struct.pack(
+            ">BBHII", b0, (0x80 if self.marker else 0) | self.payload_type, self.sequence, self.timestamp, self.ssrc
+        )
         return header + b"".join(struct.pack(">I", c) for c in self.csrcs) + ext + self.payload + pad
 
 

@@ -9,17 +9,16 @@ import logging
 import secrets
 import socket
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
-from .config import RtspConfig
-from mediacore.model.h264 import H264Error
 from mediacore.hub.publisher import Publisher, PublishPoint, StreamBusy
+from mediacore.model.h264 import H264Error
 
+from .config import TEARDOWN_LINGER, TICK_SECONDS, UDP_RECEIVE_BUFFER, RtspConfig
 from .errors import RtpError
+from .receiver import TrackReceiver
 from .rtsp import Interleaved, RtspParser, response
 from .session import RtspSession
-from .config import TEARDOWN_LINGER, TICK_SECONDS, UDP_RECEIVE_BUFFER
-from .receiver import TrackReceiver
 from .to_stream import SessionClock
 
 log = logging.getLogger("mediacore.rtsp")
@@ -34,7 +33,7 @@ class Datagrams(asyncio.DatagramProtocol):
 
 
 class RtspConnection(asyncio.Protocol):
-    def __init__(self, server: "RtspServer") -> None:
+    def __init__(self, server: RtspServer) -> None:
         self.server = server
         self.parser = RtspParser()
         self.session = RtspSession(server.check_publish, self._allocate_ports)
@@ -108,6 +107,7 @@ class RtspConnection(asyncio.Protocol):
                     receiver.on_rtp(data, self._last_rx, time.time())
 
             rtp_transport, _protocol = await loop.create_datagram_endpoint(lambda: Datagrams(on_rtp), sock=rtp_sock)
+
             def on_rtcp(data: bytes, addr: tuple[str, int], index: int = index) -> None:
                 receiver = self.receivers.get(index)
                 if receiver is not None:
@@ -129,8 +129,12 @@ class RtspConnection(asyncio.Protocol):
         ssrc = secrets.randbits(32) | 1
         for index, media in enumerate(self.session.sdp.media):
             self.receivers[index] = TrackReceiver(media, self.publisher, self.peer, clock, ssrc)
-        log.info("rtsp %s: publishing stream %s (%s)", self.peer, self.session.stream_name,
-                 ", ".join("TCP" if s.tcp else "UDP" for s in self.session.tracks.values()))
+        log.info(
+            "rtsp %s: publishing stream %s (%s)",
+            self.peer,
+            self.session.stream_name,
+            ", ".join("TCP" if s.tcp else "UDP" for s in self.session.tracks.values()),
+        )
 
     def _tick(self) -> None:
         """Every TICK_SECONDS: release packets whose playout deadline passed, send NACKs, time out."""
@@ -203,8 +207,13 @@ class RtspConnection(asyncio.Protocol):
 
 
 class RtspServer:
-    def __init__(self, hub: PublishPoint, config: RtspConfig, authorize: Callable[[str, str], bool],
-                 on_error: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        hub: PublishPoint,
+        config: RtspConfig,
+        authorize: Callable[[str, str], bool],
+        on_error: Callable[[], None] = lambda: None,
+    ) -> None:
         self.hub = hub
         self.config = config
         self.authorize = authorize

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlsplit
 
 from mediacore.model.names import split_publish_name, stream_name_problem
@@ -34,8 +34,9 @@ class TrackSetup:
 
 
 class RtspSession:
-    def __init__(self, authorize: Callable[[str, str], str | None],
-                 allocate_ports: Callable[[], tuple[int, int]]) -> None:
+    def __init__(
+        self, authorize: Callable[[str, str], str | None], allocate_ports: Callable[[], tuple[int, int]]
+    ) -> None:
         """authorize(name, key) returns None to accept or a reason to refuse;
         allocate_ports() returns a (rtp, rtcp) pair of bound server UDP ports."""
         self.authorize = authorize
@@ -101,15 +102,19 @@ class RtspSession:
         interleaved = re.search(r"interleaved=(\d+)-(\d+)", transport)
         client = re.search(r"client_port=(\d+)-(\d+)", transport)
         if "TCP" in transport.upper().split(";")[0] or interleaved:
-            channels = (int(interleaved.group(1)), int(interleaved.group(2))) if interleaved else (2 * index, 2 * index + 1)
+            channels = (
+                (int(interleaved.group(1)), int(interleaved.group(2))) if interleaved else (2 * index, 2 * index + 1)
+            )
             setup = TrackSetup(index, True, channels=channels)
             reply = f"RTP/AVP/TCP;unicast;interleaved={channels[0]}-{channels[1]};mode=record"
         elif client:
             ports = (int(client.group(1)), int(client.group(2)))
             server_ports = self.allocate_ports()
             setup = TrackSetup(index, False, client_ports=ports, server_ports=server_ports)
-            reply = (f"RTP/AVP;unicast;client_port={ports[0]}-{ports[1]};"
-                     f"server_port={server_ports[0]}-{server_ports[1]};mode=record")
+            reply = (
+                f"RTP/AVP;unicast;client_port={ports[0]}-{ports[1]};"
+                f"server_port={server_ports[0]}-{server_ports[1]};mode=record"
+            )
         else:
             return response(req.cseq, 461, "Unsupported Transport")
         self.tracks[index] = setup

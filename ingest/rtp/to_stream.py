@@ -42,8 +42,9 @@ def aac_track(config: bytes) -> Track:
         asc = parse_asc(config)
     except AacError as e:
         raise RtpError(f"bad AAC config: {e}") from e
-    return Track(Kind.AUDIO, "aac", asc.sample_rate, config, asc.codec_string, sample_rate=asc.sample_rate,
-                 channels=asc.channels)
+    return Track(
+        Kind.AUDIO, "aac", asc.sample_rate, config, asc.codec_string, sample_rate=asc.sample_rate, channels=asc.channels
+    )
 
 
 class SessionClock:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
-from typing import Callable
 
 import av
 import numpy as np
@@ -133,8 +133,9 @@ class OpusToAac:
 class ThreadedTranscoder:
     """Runs an OpusToAac on one worker thread, in order, bounded in backlog."""
 
-    def __init__(self, core: OpusToAac, on_output: Callable[[list[tuple[int, bytes]]], None],
-                 max_backlog: int = 250) -> None:
+    def __init__(
+        self, core: OpusToAac, on_output: Callable[[list[tuple[int, bytes]]], None], max_backlog: int = 250
+    ) -> None:
         self.core = core
         self.on_output = on_output
         self.max_backlog = max_backlog  # packets waiting (250 x 20 ms = 5 s of audio)

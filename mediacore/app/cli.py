@@ -27,8 +27,12 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--stream", help="demo stream name (default demo)")
     edge = sub.add_parser("edge", help="run an edge node (cache + request collapsing) in front of an origin")
     edge.add_argument("--origin", required=True, help="origin base URL, e.g. http://origin:8080")
-    edge.add_argument("--upstream", action="append", default=[],
-                      help="upstream to use instead of the origin (another edge: tiers); repeat for failover")
+    edge.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        help="upstream to use instead of the origin (another edge: tiers); repeat for failover",
+    )
     edge.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     edge.add_argument("--http-port", type=int, default=8081, help="HTTP port (default 8081)")
     edge.add_argument("--cache-mb", type=int, default=512, help="cache budget in MiB (default 512)")
@@ -55,7 +59,12 @@ async def _run_edge(args: argparse.Namespace) -> None:
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Flags for serve/demo as configuration overrides (flags win over the file)."""
     server: dict[str, Any] = {}
-    for flag, key in (("host", "host"), ("rtmp_port", "rtmp_port"), ("rtsp_port", "rtsp_port"), ("http_port", "http_port")):
+    for flag, key in (
+        ("host", "host"),
+        ("rtmp_port", "rtmp_port"),
+        ("rtsp_port", "rtsp_port"),
+        ("http_port", "http_port"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             server[key] = value
@@ -85,14 +94,17 @@ async def _run(config: Config, demo: bool) -> None:
             print(f"demo stream publishing; watch it at {engine.base_url()}/watch/{name}", flush=True)
             print(f"HLS playlist: {engine.base_url()}/live/{name}/index.m3u8", flush=True)
         else:
-            print(f"mediacore serving: rtmp://HOST:{engine.rtmp_port}/live/STREAM -> {engine.base_url()}/watch/STREAM", flush=True)
+            print(
+                f"mediacore serving: rtmp://HOST:{engine.rtmp_port}/live/STREAM -> {engine.base_url()}/watch/STREAM",
+                flush=True,
+            )
         await stop.wait()
     finally:
         if publisher is not None and publisher.returncode is None:
             publisher.terminate()
             try:
                 await asyncio.wait_for(publisher.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 publisher.kill()
         await engine.stop()
 

@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fractions import Fraction
 
 import av
@@ -63,7 +63,7 @@ def draw_text(picture: np.ndarray, text: str, x: int, y: int, scale: int) -> Non
 
 
 def clock_text(now: float) -> str:
-    t = datetime.fromtimestamp(now, timezone.utc)
+    t = datetime.fromtimestamp(now, UTC)
     return t.strftime("%H:%M:%S.") + f"{t.microsecond // 1000:03d}"
 
 
@@ -114,8 +114,13 @@ class DemoPublisher:
             source.close()
             out.close()
 
-    def _pump(self, source: av.container.InputContainer, out: av.container.OutputContainer,
-              video: av.VideoStream, audio: av.AudioStream) -> None:
+    def _pump(
+        self,
+        source: av.container.InputContainer,
+        out: av.container.OutputContainer,
+        video: av.VideoStream,
+        audio: av.AudioStream,
+    ) -> None:
         cfg = self.config
         rate = 48000
         samples_per_frame = 1024
@@ -156,9 +161,20 @@ class DemoPublisher:
 def demo_command(url: str, config: DemoConfig) -> list[str]:
     """The command line that runs a demo publisher process."""
     return [
-        sys.executable, "-m", "mediacore.app.demo", url,
-        "--width", str(config.width), "--height", str(config.height), "--fps", str(config.fps),
-        "--gop", str(config.gop_seconds), "--video-bitrate", str(config.video_bitrate),
+        sys.executable,
+        "-m",
+        "mediacore.app.demo",
+        url,
+        "--width",
+        str(config.width),
+        "--height",
+        str(config.height),
+        "--fps",
+        str(config.fps),
+        "--gop",
+        str(config.gop_seconds),
+        "--video-bitrate",
+        str(config.video_bitrate),
     ]
 
 
@@ -173,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video-bitrate", type=int, default=defaults.video_bitrate)
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = DemoConfig(width=args.width, height=args.height, fps=args.fps, gop_seconds=args.gop,
-                        video_bitrate=args.video_bitrate)
+    config = DemoConfig(
+        width=args.width, height=args.height, fps=args.fps, gop_seconds=args.gop, video_bitrate=args.video_bitrate
+    )
     publisher = DemoPublisher(args.url, config)
     signal.signal(signal.SIGTERM, lambda *_: publisher.stop())
     signal.signal(signal.SIGINT, lambda *_: publisher.stop())

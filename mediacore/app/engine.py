@@ -7,9 +7,9 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Coroutine, Iterator
 
 from aiohttp import web
 
@@ -20,26 +20,27 @@ from ingest.rtp.receiver import TrackReceiver
 from ingest.rtp.sdp import SessionDescription, parse_sdp
 from ingest.rtp.server import RtspServer
 from mediacore.app.config import Config, ConfigError
-from mediacore.hub.hub import Hub, Stream
-from mediacore.store.ll import LlRendition
-from mediacore.model.media import Kind
 from mediacore.app.lifecycle import EndStream, StreamLifecycle
 from mediacore.app.metrics import Metrics
+from mediacore.hub.hub import Hub, Stream
+from mediacore.model.media import Kind
 from mediacore.origin.app import create_app
 from mediacore.origin.state import OriginState
-from mediacore.playlist.uris import LL_RENDITIONS
+from mediacore.origin.viewers import ViewerTracker
 from mediacore.packager.hls import HlsPackager
 from mediacore.packager.llhls import LlHlsPackager
 from mediacore.packager.parts import declared_part_target
+from mediacore.playlist.uris import LL_RENDITIONS
 from mediacore.store.hls import HlsStore
-from mediacore.origin.viewers import ViewerTracker
+from mediacore.store.ll import LlRendition
 
 log = logging.getLogger("mediacore")
 
 
 class Engine:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, config: Config, clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time
+    ) -> None:
         """`clock` (monotonic seconds) and `wall_clock` (seconds since the epoch) are the
         only clocks the engine's parts read."""
         self.config = config
@@ -49,8 +50,16 @@ class Engine:
         self.ll_renditions: dict[str, dict[Kind, LlRendition]] = {}
         self.viewers = ViewerTracker(config.http.viewer_timeout)
         self.origin = OriginState(
-            config.http, config.llhls.blocking_timeout_factor, self.hub.streams, self.stores, self.ll_renditions,
-            self.viewers, self.metrics, self.base_url, clock, wall_clock,
+            config.http,
+            config.llhls.blocking_timeout_factor,
+            self.hub.streams,
+            self.stores,
+            self.ll_renditions,
+            self.viewers,
+            self.metrics,
+            self.base_url,
+            clock,
+            wall_clock,
         )
         self.packagers: dict[str, HlsPackager] = {}
         self.ll_packagers: dict[str, LlHlsPackager] = {}
@@ -67,8 +76,9 @@ class Engine:
             on_disconnect=self.metrics.rtmp_active.dec,
             on_error=self.metrics.ingest_errors.labels("rtmp").inc,
         )
-        self.rtsp = RtspServer(self.hub, config.rtsp, self.authorize_publish,
-                               on_error=self.metrics.ingest_errors.labels("rtsp").inc)
+        self.rtsp = RtspServer(
+            self.hub, config.rtsp, self.authorize_publish, on_error=self.metrics.ingest_errors.labels("rtsp").inc
+        )
         self.hub.on_stream_started.append(self._stream_started)
         self.hub.on_stream_unpublished.append(self._stream_unpublished)
         self.metrics.attach(self.hub.streams, self._segments_made, self.viewers, self._rtp_receivers, clock)
@@ -121,11 +131,17 @@ class Engine:
         old = self.ll_renditions.get(stream.name, {})
         part_target = declared_part_target(ll.part_duration)
         renditions = {}
-        for kind, name, prefix in ((Kind.VIDEO, "video", LL_RENDITIONS["video"]),
-                                   (Kind.AUDIO, "audio", LL_RENDITIONS["audio"])):
+        for kind, name, prefix in (
+            (Kind.VIDEO, "video", LL_RENDITIONS["video"]),
+            (Kind.AUDIO, "audio", LL_RENDITIONS["audio"]),
+        ):
             previous = old.get(kind)
             renditions[kind] = LlRendition(
-                name, prefix, ll.window_segments, part_target, self.config.hls.segment_duration,
+                name,
+                prefix,
+                ll.window_segments,
+                part_target,
+                self.config.hls.segment_duration,
                 media_sequence=previous.next_msn if previous else 0,
                 discontinuity_sequence=previous.discontinuity_sequence + 1 if previous else 0,
             )
@@ -194,13 +210,26 @@ class Engine:
                 raise ConfigError(f"rtp input {item.stream}: {item.sdp}: {e}") from e
             await self.add_rtp_input(item.stream, sdp)
         await self.start_http()
-        log.info("RTMP ingest on %s:%d, RTSP on %s:%d, HTTP on %s:%d", srv.host, self.rtmp_port, srv.host,
-                 self.rtsp_port, srv.host, self.http_port)
+        log.info(
+            "RTMP ingest on %s:%d, RTSP on %s:%d, HTTP on %s:%d",
+            srv.host,
+            self.rtmp_port,
+            srv.host,
+            self.rtsp_port,
+            srv.host,
+            self.http_port,
+        )
 
     async def add_rtp_input(self, name: str, sdp: SessionDescription) -> RawRtpInput:
         """Listen for raw RTP described by `sdp`, published as stream `name`."""
-        rtp_input = RawRtpInput(self.hub, name, sdp, self.config.server.host, self.config.rtp.input_timeout,
-                                on_error=self.metrics.ingest_errors.labels("rtp").inc)
+        rtp_input = RawRtpInput(
+            self.hub,
+            name,
+            sdp,
+            self.config.server.host,
+            self.config.rtp.input_timeout,
+            on_error=self.metrics.ingest_errors.labels("rtp").inc,
+        )
         await rtp_input.start()
         self.rtp_inputs.append(rtp_input)
         return rtp_input

@@ -6,7 +6,7 @@ media path itself never touches a metric object.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -16,7 +16,6 @@ from ingest.rtp.receiver import TrackReceiver
 from mediacore.hub.hub import Stream
 from mediacore.hub.priority_queue import AUDIO, KEY, NONREF, REF
 from mediacore.origin.viewers import ViewerTracker
-
 
 DROP_LABELS = {AUDIO: "audio", KEY: "keyframe", REF: "reference", NONREF: "non_reference"}
 
@@ -29,8 +28,10 @@ class Metrics:
         )
         self.rtmp_active = Gauge("mediacore_rtmp_active_connections", "RTMP connections open", registry=self.registry)
         self.ingest_errors = Counter(
-            "mediacore_ingest_errors", "Ingest sessions closed for a protocol or limit violation",
-            ["protocol"], registry=self.registry,
+            "mediacore_ingest_errors",
+            "Ingest sessions closed for a protocol or limit violation",
+            ["protocol"],
+            registry=self.registry,
         )
         self.http_requests = Counter(
             "mediacore_http_requests", "HTTP requests served", ["route", "status"], registry=self.registry
@@ -40,12 +41,19 @@ class Metrics:
         self.ll_blocked_wake = Histogram(
             "mediacore_llhls_blocked_response_seconds",
             "From a part being complete to the response of a request blocked on it",
-            ["kind"], registry=self.registry,
+            ["kind"],
+            registry=self.registry,
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
         )
 
-    def attach(self, streams: Mapping[str, Stream], segments_made: Callable[[str], int], viewers: ViewerTracker,
-               rtp_receivers: Callable[[], Iterable[tuple[str, TrackReceiver]]], clock: Callable[[], float]) -> None:
+    def attach(
+        self,
+        streams: Mapping[str, Stream],
+        segments_made: Callable[[str], int],
+        viewers: ViewerTracker,
+        rtp_receivers: Callable[[], Iterable[tuple[str, TrackReceiver]]],
+        clock: Callable[[], float],
+    ) -> None:
         """Read the engine's parts at scrape time (the media path never touches a metric)."""
         self.registry.register(_EngineCollector(streams, segments_made, viewers, rtp_receivers, clock))
 
@@ -54,8 +62,14 @@ class Metrics:
 
 
 class _EngineCollector(Collector):
-    def __init__(self, streams: Mapping[str, Stream], segments_made: Callable[[str], int], viewers: ViewerTracker,
-                 rtp_receivers: Callable[[], Iterable[tuple[str, TrackReceiver]]], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        streams: Mapping[str, Stream],
+        segments_made: Callable[[str], int],
+        viewers: ViewerTracker,
+        rtp_receivers: Callable[[], Iterable[tuple[str, TrackReceiver]]],
+        clock: Callable[[], float],
+    ) -> None:
         self.streams = streams
         self.segments_made = segments_made
         self.viewers = viewers
@@ -68,7 +82,8 @@ class _EngineCollector(Collector):
         in_bytes = CounterMetricFamily("mediacore_ingest_bytes", "Media payload bytes received", labels=["stream"])
         segments = CounterMetricFamily("mediacore_hls_segments", "HLS segments produced", labels=["stream"])
         drops = CounterMetricFamily(
-            "mediacore_subscriber_dropped_frames", "Frames dropped for slow subscribers, by what was dropped",
+            "mediacore_subscriber_dropped_frames",
+            "Frames dropped for slow subscribers, by what was dropped",
             labels=["stream", "priority"],
         )
         viewers = GaugeMetricFamily("mediacore_viewers", "Viewers seen recently", labels=["stream"])
@@ -92,13 +107,19 @@ class _EngineCollector(Collector):
         """Per-track RTP counters of live RTSP sessions and raw RTP inputs (they restart with
         each session, as Prometheus counters may)."""
         packets = CounterMetricFamily(
-            "mediacore_rtp_packets", "RTP packets by what became of them (received, lost, late, duplicate, "
-            "reordered, bad, bad_rtcp, orphan_fragment)", labels=["stream", "media", "event"])
+            "mediacore_rtp_packets",
+            "RTP packets by what became of them (received, lost, late, duplicate, "
+            "reordered, bad, bad_rtcp, orphan_fragment)",
+            labels=["stream", "media", "event"],
+        )
         dropped = CounterMetricFamily(
-            "mediacore_rtp_dropped_frames", "Video frames dropped after loss: damaged, or skipped until a keyframe",
-            labels=["stream", "media", "reason"])
-        jitter = GaugeMetricFamily("mediacore_rtp_jitter_seconds", "RFC 3550 interarrival jitter",
-                                   labels=["stream", "media"])
+            "mediacore_rtp_dropped_frames",
+            "Video frames dropped after loss: damaged, or skipped until a keyframe",
+            labels=["stream", "media", "reason"],
+        )
+        jitter = GaugeMetricFamily(
+            "mediacore_rtp_jitter_seconds", "RFC 3550 interarrival jitter", labels=["stream", "media"]
+        )
         for stream, receiver in self.rtp_receivers():
             media = receiver.media.kind
             for event, n in receiver.counters().items():

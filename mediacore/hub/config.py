@@ -11,4 +11,3 @@ class HubConfig:
     """Frames a subscriber may lag before the hub drops for it; about 8 s at 30 fps + audio."""
     subscriber_queue_bytes: int = 32 * 1024 * 1024
     """Bytes a subscriber may lag before the hub drops for it."""
-

@@ -16,15 +16,15 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from mediacore.hub.config import HubConfig
+from mediacore.hub.priority_queue import AUDIO, KEY, NONREF, REF
 from mediacore.hub.publisher import StreamBusy
 from mediacore.hub.queues import PriorityPacketQueue
 from mediacore.model.h264 import H264Error, is_reference, parse_avcc
 from mediacore.model.media import Frame, Kind, Track
-from mediacore.hub.priority_queue import AUDIO, KEY, NONREF, REF
 from mediacore.model.timebase import rescale
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ Item = Frame | Discontinuity | Unpublished | StreamEnded
 class Subscription:
     """One consumer's bounded queue. get() waits; the hub never does."""
 
-    def __init__(self, stream: "Stream", max_items: int, max_bytes: int, name: str) -> None:
+    def __init__(self, stream: Stream, max_items: int, max_bytes: int, name: str) -> None:
         self.stream = stream
         self.name = name
         self.queue = PriorityPacketQueue(max_items, max_bytes)
@@ -78,8 +78,17 @@ class Subscription:
         dropped = self.queue.dropped
         self._next_drop_log = dropped * 2  # log at about 1, 2, 4, 8 ... drops
         by = self.queue.dropped_by_priority
-        log.warning("subscriber %s of %s is too slow: %d frames dropped (audio %d, keyframes %d, reference %d, "
-                    "non-reference %d)", self.name, self.stream.name, dropped, by[AUDIO], by[KEY], by[REF], by[NONREF])
+        log.warning(
+            "subscriber %s of %s is too slow: %d frames dropped (audio %d, keyframes %d, reference %d, "
+            "non-reference %d)",
+            self.name,
+            self.stream.name,
+            dropped,
+            by[AUDIO],
+            by[KEY],
+            by[REF],
+            by[NONREF],
+        )
 
     def offer_event(self, event: Discontinuity | Unpublished | StreamEnded) -> None:
         self.queue.push_force(event, 0)
@@ -124,7 +133,7 @@ class StreamStats:
 class Stream:
     """A named live stream. Owned by the Hub; tracks, metadata, subscribers, epochs."""
 
-    def __init__(self, hub: "Hub", name: str) -> None:
+    def __init__(self, hub: Hub, name: str) -> None:
         self.hub = hub
         self.name = name
         self.tracks: dict[Kind, Track] = {}
@@ -244,7 +253,7 @@ class Stream:
 class StreamPublisher:
     """The Publisher handed to ingest for one publishing session."""
 
-    def __init__(self, hub: "Hub", stream: Stream) -> None:
+    def __init__(self, hub: Hub, stream: Stream) -> None:
         self.hub = hub
         self.stream = stream
         self.closed = False

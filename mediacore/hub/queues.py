@@ -9,5 +9,11 @@ from mediacore.model.compiled import pick
 PriorityPacketQueue, QUEUE_COMPILED = pick("cython_ext.priority_queue", "PriorityPacketQueue", PurePriorityPacketQueue)
 PacketFifo, FIFO_COMPILED = pick("cython_ext.packet_fifo", "PacketFifo", PurePacketFifo)
 
-__all__ = ["FIFO_COMPILED", "QUEUE_COMPILED", "PacketFifo", "PriorityPacketQueue", "PurePacketFifo",
-           "PurePriorityPacketQueue"]
+__all__ = [
+    "FIFO_COMPILED",
+    "QUEUE_COMPILED",
+    "PacketFifo",
+    "PriorityPacketQueue",
+    "PurePacketFifo",
+    "PurePriorityPacketQueue",
+]

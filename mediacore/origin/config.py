@@ -13,4 +13,3 @@ class HttpConfig:
     """Cache lifetime of segments: URIs are unique per stream session, so they never change."""
     viewer_timeout: float = 15.0
     """Seconds after its last request that a viewer stops counting in /api/streams."""
-

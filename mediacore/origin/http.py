@@ -7,7 +7,7 @@ the client accepts it (S6.2.1); CORS on everything so players on other origins w
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 

@@ -8,8 +8,8 @@ each branch (draft-pantos-hls-rfc8216bis S6.2.5); the handlers only wait and wri
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from aiohttp import web
 
@@ -115,10 +115,17 @@ def multivariant_playlist(state: OriginState, name: str, renditions: dict[Kind, 
         codecs.insert(0, video_track.codec_string)
         resolution = (video_track.width, video_track.height)
         frame_rate = video.frame_rate()
-    playlist.variants.append(Variant(
-        ll_playlist_uri(video.name if video.ready else audio.name), max(peak, 1), max(average, 1), tuple(codecs),
-        resolution, frame_rate, "aac" if with_audio and video.ready else None,
-    ))
+    playlist.variants.append(
+        Variant(
+            ll_playlist_uri(video.name if video.ready else audio.name),
+            max(peak, 1),
+            max(average, 1),
+            tuple(codecs),
+            resolution,
+            frame_rate,
+            "aac" if with_audio and video.ready else None,
+        )
+    )
     return playlist
 
 
@@ -177,8 +184,11 @@ async def media(request: web.Request) -> web.StreamResponse:
         # until the part is complete, then goes out whole (H6). Anything else is 404 (H7).
         deadline = state.clock() + state.blocking_timeout_factor * td
         while data is None:
-            if (parsed.session != rendition.session_id or (parsed.msn, parsed.part) != rendition.next_part()
-                    or rendition.ended):
+            if (
+                parsed.session != rendition.session_id
+                or (parsed.msn, parsed.part) != rendition.next_part()
+                or rendition.ended
+            ):
                 break
             remaining = deadline - state.clock()
             if remaining <= 0:
@@ -191,8 +201,9 @@ async def media(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text="no such part or segment", headers={"Cache-Control": f"max-age={td}"})
     content_type = "video/mp4" if rendition.prefix == LL_RENDITIONS["video"] else "audio/mp4"
     max_age = state.http.segment_max_age
-    return web.Response(body=data, content_type=content_type,
-                        headers={"Cache-Control": f"public, max-age={max_age}, immutable"})
+    return web.Response(
+        body=data, content_type=content_type, headers={"Cache-Control": f"public, max-age={max_age}, immutable"}
+    )
 
 
 def add_routes(app: web.Application) -> None:

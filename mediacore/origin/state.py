@@ -6,8 +6,9 @@ tracker through this one object, and metrics through a narrow protocol.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol
+from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 

@@ -22,7 +22,6 @@ class HlsConfig:
     """Worker threads muxing segments with PyAV off the event loop."""
 
 
-
 @dataclass(slots=True)
 class LlHlsConfig:
     part_duration: float = 0.2
@@ -32,9 +31,6 @@ class LlHlsConfig:
     """Segments listed; longer than the 6 x TD skip boundary so delta updates save bytes."""
     blocking_timeout_factor: float = 3.0
     """A blocked playlist or part request fails with 503 after this many target durations (B8)."""
-
-
-
 
 
 PACKAGER_QUEUE_BYTES = 256 * 1024 * 1024

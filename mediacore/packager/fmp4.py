@@ -35,13 +35,17 @@ def _descriptor(tag: int, body: bytes) -> bytes:
     length = len(body)
     if length > 0x0FFFFFFF:
         raise ValueError("descriptor too long")
-    size = bytes([0x80 | ((length >> 21) & 0x7F), 0x80 | ((length >> 14) & 0x7F), 0x80 | ((length >> 7) & 0x7F), length & 0x7F])
+    size = bytes(
+        [0x80 | ((length >> 21) & 0x7F), 0x80 | ((length >> 14) & 0x7F), 0x80 | ((length >> 7) & 0x7F), length & 0x7F]
+    )
     return bytes([tag]) + size + body
 
 
 def _esds(asc: bytes) -> bytes:
     decoder_specific = _descriptor(0x05, asc)
-    decoder_config = _descriptor(0x04, bytes([0x40, 0x15]) + b"\x00\x00\x00" + struct.pack(">II", 0, 0) + decoder_specific)
+    decoder_config = _descriptor(
+        0x04, bytes([0x40, 0x15]) + b"\x00\x00\x00" + struct.pack(">II", 0, 0) + decoder_specific
+    )
     sl_config = _descriptor(0x06, b"\x02")
     return full_box(b"esds", 0, 0, _descriptor(0x03, struct.pack(">HB", 0, 0) + decoder_config + sl_config))
 
@@ -74,20 +78,37 @@ def init_segment(track: Track, track_id: int = 1) -> bytes:
     video = track.kind is Kind.VIDEO
     ftyp = box(b"ftyp", b"iso6", struct.pack(">I", 0), b"iso6cmfcmp41dash")
     mvhd = full_box(
-        b"mvhd", 0, 0,
-        struct.pack(">IIII", 0, 0, 1000, 0), struct.pack(">IH", 0x00010000, 0x0100), b"\x00" * 10,
-        MATRIX, b"\x00" * 24, struct.pack(">I", track_id + 1),
+        b"mvhd",
+        0,
+        0,
+        struct.pack(">IIII", 0, 0, 1000, 0),
+        struct.pack(">IH", 0x00010000, 0x0100),
+        b"\x00" * 10,
+        MATRIX,
+        b"\x00" * 24,
+        struct.pack(">I", track_id + 1),
     )
     tkhd = full_box(
-        b"tkhd", 0, 3,
-        struct.pack(">IIIII", 0, 0, track_id, 0, 0), b"\x00" * 8,
-        struct.pack(">hhhH", 0, 0, 0 if video else 0x0100, 0), MATRIX,
+        b"tkhd",
+        0,
+        3,
+        struct.pack(">IIIII", 0, 0, track_id, 0, 0),
+        b"\x00" * 8,
+        struct.pack(">hhhH", 0, 0, 0 if video else 0x0100, 0),
+        MATRIX,
         struct.pack(">II", (track.width if video else 0) << 16, (track.height if video else 0) << 16),
     )
     mdhd = full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, track.timebase, 0, 0x55C4, 0))
     handler = b"vide" if video else b"soun"
-    hdlr = full_box(b"hdlr", 0, 0, struct.pack(">I", 0), handler, b"\x00" * 12,
-                    (b"VideoHandler" if video else b"SoundHandler") + b"\x00")
+    hdlr = full_box(
+        b"hdlr",
+        0,
+        0,
+        struct.pack(">I", 0),
+        handler,
+        b"\x00" * 12,
+        (b"VideoHandler" if video else b"SoundHandler") + b"\x00",
+    )
     media_header = full_box(b"vmhd", 0, 1, b"\x00" * 8) if video else full_box(b"smhd", 0, 0, b"\x00" * 4)
     dinf = box(b"dinf", full_box(b"dref", 0, 0, struct.pack(">I", 1), full_box(b"url ", 0, 1)))
     stbl = box(
@@ -115,7 +136,9 @@ def fragment(samples: list[Sample], base_decode_time: int, sequence: int, track_
     """One moof + mdat holding `samples` (a part, or a whole segment's worth)."""
     count = len(samples)
     entries = b"".join(
-        struct.pack(">IIIi", s.duration, len(s.data), SYNC_SAMPLE if s.keyframe else NON_SYNC_SAMPLE, s.composition_offset)
+        struct.pack(
+            ">IIIi", s.duration, len(s.data), SYNC_SAMPLE if s.keyframe else NON_SYNC_SAMPLE, s.composition_offset
+        )
         for s in samples
     )
     trun_flags = 0x000001 | 0x000100 | 0x000200 | 0x000400 | 0x000800

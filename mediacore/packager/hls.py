@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Callable
 
-from mediacore.packager.config import PACKAGER_QUEUE_BYTES, HlsConfig
 from mediacore.hub.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
 from mediacore.model.media import Frame, Kind
+from mediacore.model.timebase import round_half_up
+from mediacore.packager.config import PACKAGER_QUEUE_BYTES, HlsConfig
 from mediacore.packager.decode_order import DecodeOrder
 from mediacore.packager.segmenter import VIDEO_STALL_90K, SegmentDraft, Segmenter
 from mediacore.packager.ts import ContinuityCounters, mux_segment
 from mediacore.store.hls import HlsStore
-from mediacore.model.timebase import round_half_up
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,14 @@ def _mux_and_fix(frames: list[Frame], counters: ContinuityCounters) -> bytes:
 
 
 class HlsPackager:
-    def __init__(self, stream: Stream, store: HlsStore, config: HlsConfig, executor: Executor,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        store: HlsStore,
+        config: HlsConfig,
+        executor: Executor,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.clock = clock
         self.stream = stream
         self.store = store
@@ -66,8 +72,10 @@ class HlsPackager:
     async def _on_frame(self, frame: Frame) -> None:
         kind = frame.track.kind
         config = self._configs.get(kind)
-        if self._segmenter is None or (config is not None and config != frame.track.config) or (
-            config is None and self._configs
+        if (
+            self._segmenter is None
+            or (config is not None and config != frame.track.config)
+            or (config is None and self._configs)
         ):
             # First frame, a codec change, or a new track: a new timeline segment (M6).
             if self._segmenter is not None:
@@ -82,12 +90,19 @@ class HlsPackager:
         cuts = self._segmenter.stall_cuts
         for draft in self._segmenter.push(frame):
             if draft.audio_start:
-                log.info("stream %s: video stalled; %.2f s of audio in a segment of its own (within TARGETDURATION)",
-                         self.stream.name, draft.duration)
+                log.info(
+                    "stream %s: video stalled; %.2f s of audio in a segment of its own (within TARGETDURATION)",
+                    self.stream.name,
+                    draft.duration,
+                )
             await self._emit(draft)
         if self._segmenter.stall_cuts != cuts:
-            log.info("stream %s: no video for %.1f s; segment cut where video ended (%d so far)", self.stream.name,
-                     VIDEO_STALL_90K / 90000, self._segmenter.stall_cuts)
+            log.info(
+                "stream %s: no video for %.1f s; segment cut where video ended (%d so far)",
+                self.stream.name,
+                VIDEO_STALL_90K / 90000,
+                self._segmenter.stall_cuts,
+            )
 
     async def _discontinuity(self) -> None:
         if self._segmenter is None:
@@ -102,8 +117,11 @@ class HlsPackager:
             return
         store = self.store
         duration = draft.duration
-        if store.target_duration is not None and round_half_up(duration) > store.target_duration \
-                and not self._warned_long:
+        if (
+            store.target_duration is not None
+            and round_half_up(duration) > store.target_duration
+            and not self._warned_long
+        ):
             self._warned_long = True
             log.warning(
                 "stream %s: a %.3f s GOP exceeds TARGETDURATION %d; ask the publisher for keyframes every %g s",

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
+from mediacore.hub.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
+from mediacore.model.media import Frame, Kind, Track
 from mediacore.packager.config import PACKAGER_QUEUE_BYTES, HlsConfig, LlHlsConfig
 from mediacore.packager.decode_order import DecodeOrder
-from mediacore.hub.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
-from mediacore.store.ll import LlRendition
-from mediacore.model.media import Frame, Kind, Track
 from mediacore.packager.fmp4 import fragment, init_segment
-from mediacore.packager.parts import ClosedPart, PartCutter, declared_part_target
+from mediacore.packager.parts import ClosedPart, PartCutter
+from mediacore.store.ll import LlRendition
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,22 @@ class _Track:
 
 
 class LlHlsPackager:
-    def __init__(self, stream: Stream, renditions: dict[Kind, LlRendition], config: LlHlsConfig, hls: HlsConfig,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        renditions: dict[Kind, LlRendition],
+        config: LlHlsConfig,
+        hls: HlsConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.clock = clock
         self.stream = stream
         self.renditions = renditions
         self.config = config
         self.hls = hls
-        self.subscription: Subscription = stream.subscribe("llhls-packager", max_items=hls.queue_frames,
-                                                           max_bytes=PACKAGER_QUEUE_BYTES)
+        self.subscription: Subscription = stream.subscribe(
+            "llhls-packager", max_items=hls.queue_frames, max_bytes=PACKAGER_QUEUE_BYTES
+        )
         self._tracks: dict[Kind, _Track] = {}
         self._decode_order = DecodeOrder()
         self.parts_made = 0
@@ -87,8 +94,15 @@ class LlHlsPackager:
                 state.sequence += 1
                 data = fragment(part.samples, part.base_dts, state.sequence)
             state.rendition.add_part(
-                data, part.duration / state.track.timebase, part.independent, part.starts_parent,
-                part.ends_parent, part.wallclock, now, len(part.samples), gap=part.gap,
+                data,
+                part.duration / state.track.timebase,
+                part.independent,
+                part.starts_parent,
+                part.ends_parent,
+                part.wallclock,
+                now,
+                len(part.samples),
+                gap=part.gap,
             )
             self.parts_made += 1
 

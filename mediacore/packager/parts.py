@@ -117,8 +117,18 @@ class PartCutter:
             first = True
             while t < parent_end:
                 d = min(self.part_ticks, parent_end - t)
-                parts.append(ClosedPart([], t, d, False, wallclock + (t - start) / self.timebase,
-                                        ends_parent=t + d >= parent_end, starts_parent=first, gap=True))
+                parts.append(
+                    ClosedPart(
+                        [],
+                        t,
+                        d,
+                        False,
+                        wallclock + (t - start) / self.timebase,
+                        ends_parent=t + d >= parent_end,
+                        starts_parent=first,
+                        gap=True,
+                    )
+                )
                 first = False
                 t += d
         self._elapsed += ticks
@@ -151,7 +161,11 @@ class PartCutter:
             self._parent_ticks = 0
             self._parents += 1
         independent = part.samples[0].keyframe
-        return [ClosedPart(part.samples, part.base_dts, part.duration, independent, part.wallclock, ends_parent, starts_parent)]
+        return [
+            ClosedPart(
+                part.samples, part.base_dts, part.duration, independent, part.wallclock, ends_parent, starts_parent
+            )
+        ]
 
     def flush(self) -> list[ClosedPart]:
         """Close everything (publisher left, discontinuity): the held frame gets the last

@@ -137,11 +137,16 @@ class Segmenter:
         tail = [f for f in current.frames if f.track.kind is not Kind.VIDEO and _pts90(f) >= video_end]
         pieces: list[SegmentDraft] = []
         if head:
-            pieces.append(SegmentDraft(head, current.start_90k, 0, current.discontinuity, current.wallclock,
-                                       current.audio_start))
+            pieces.append(
+                SegmentDraft(head, current.start_90k, 0, current.discontinuity, current.wallclock, current.audio_start)
+            )
         for frame in tail:
             t = _pts90(frame)
-            if pieces and pieces[-1].audio_start and t - pieces[-1].start_90k < self.target_90k - BOUNDARY_TOLERANCE_90K:
+            if (
+                pieces
+                and pieces[-1].audio_start
+                and t - pieces[-1].start_90k < self.target_90k - BOUNDARY_TOLERANCE_90K
+            ):
                 pieces[-1].frames.append(frame)
                 continue
             if pieces:

@@ -19,20 +19,22 @@ from dataclasses import dataclass, field
 
 from mediacore.playlist.tags import format_date_time, parse_attributes, parse_date_time
 
-ONCE_TAGS = frozenset({
-    "#EXT-X-VERSION",
-    "#EXT-X-TARGETDURATION",
-    "#EXT-X-MEDIA-SEQUENCE",
-    "#EXT-X-DISCONTINUITY-SEQUENCE",
-    "#EXT-X-ENDLIST",
-    "#EXT-X-PLAYLIST-TYPE",
-    "#EXT-X-INDEPENDENT-SEGMENTS",
-    "#EXT-X-START",
-    "#EXT-X-PART-INF",
-    "#EXT-X-SERVER-CONTROL",
-    "#EXT-X-SKIP",
-    "#EXT-X-PRELOAD-HINT",
-})
+ONCE_TAGS = frozenset(
+    {
+        "#EXT-X-VERSION",
+        "#EXT-X-TARGETDURATION",
+        "#EXT-X-MEDIA-SEQUENCE",
+        "#EXT-X-DISCONTINUITY-SEQUENCE",
+        "#EXT-X-ENDLIST",
+        "#EXT-X-PLAYLIST-TYPE",
+        "#EXT-X-INDEPENDENT-SEGMENTS",
+        "#EXT-X-START",
+        "#EXT-X-PART-INF",
+        "#EXT-X-SERVER-CONTROL",
+        "#EXT-X-SKIP",
+        "#EXT-X-PRELOAD-HINT",
+    }
+)
 """Tags that may appear at most once in a media playlist (P6)."""
 
 
@@ -146,8 +148,9 @@ class MediaPlaylist:
         elif self.preload_hint is not None:
             lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{self.preload_hint}"')
         for report in self.rendition_reports:
-            lines.append(f'#EXT-X-RENDITION-REPORT:URI="{report.uri}",LAST-MSN={report.last_msn},'
-                         f"LAST-PART={report.last_part}")
+            lines.append(
+                f'#EXT-X-RENDITION-REPORT:URI="{report.uri}",LAST-MSN={report.last_msn},LAST-PART={report.last_part}'
+            )
         return "\n".join(lines) + "\n"
 
     @classmethod
@@ -219,8 +222,14 @@ class MediaPlaylist:
                 header(tag).program_date_time = parse_date_time(value)
             elif tag == "#EXT-X-PART":
                 attrs = parse_attributes(value)
-                segment().parts.append(Part(attrs["URI"], float(attrs["DURATION"]), attrs.get("INDEPENDENT") == "YES",
-                                            attrs.get("GAP") == "YES"))
+                segment().parts.append(
+                    Part(
+                        attrs["URI"],
+                        float(attrs["DURATION"]),
+                        attrs.get("INDEPENDENT") == "YES",
+                        attrs.get("GAP") == "YES",
+                    )
+                )
             elif tag == "#EXT-X-GAP":
                 segment().gap = True
             elif tag == "#EXTINF":
@@ -231,8 +240,9 @@ class MediaPlaylist:
                     pl.preload_hint = attrs["URI"]
             elif tag == "#EXT-X-RENDITION-REPORT":
                 attrs = parse_attributes(value)
-                pl.rendition_reports.append(RenditionReport(attrs["URI"], int(attrs.get("LAST-MSN", "-1")),
-                                                            int(attrs.get("LAST-PART", "-1"))))
+                pl.rendition_reports.append(
+                    RenditionReport(attrs["URI"], int(attrs.get("LAST-MSN", "-1")), int(attrs.get("LAST-PART", "-1")))
+                )
         return pl
 
 
@@ -252,5 +262,9 @@ def _render_server_control(control: ServerControl) -> str:
 def _parse_server_control(attrs: dict[str, str]) -> ServerControl:
     skip = attrs.get("CAN-SKIP-UNTIL")
     hold = attrs.get("PART-HOLD-BACK")
-    return ServerControl(attrs.get("CAN-BLOCK-RELOAD") == "YES", float(skip) if skip is not None else None,
-                         attrs.get("CAN-SKIP-DATERANGES") == "YES", float(hold) if hold is not None else None)
+    return ServerControl(
+        attrs.get("CAN-BLOCK-RELOAD") == "YES",
+        float(skip) if skip is not None else None,
+        attrs.get("CAN-SKIP-DATERANGES") == "YES",
+        float(hold) if hold is not None else None,
+    )

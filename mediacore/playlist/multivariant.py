@@ -81,23 +81,32 @@ class MultivariantPlaylist:
             elif tag == "#EXT-X-MEDIA":
                 a = parse_attributes(value)
                 if a.get("TYPE") == "AUDIO":
-                    pl.audio.append(AudioRendition(a["GROUP-ID"], a.get("NAME", ""), a.get("URI", ""),
-                                                   int(a.get("CHANNELS", "2")), a.get("DEFAULT") == "YES",
-                                                   a.get("AUTOSELECT") == "YES"))
+                    pl.audio.append(
+                        AudioRendition(
+                            a["GROUP-ID"],
+                            a.get("NAME", ""),
+                            a.get("URI", ""),
+                            int(a.get("CHANNELS", "2")),
+                            a.get("DEFAULT") == "YES",
+                            a.get("AUTOSELECT") == "YES",
+                        )
+                    )
             elif tag == "#EXT-X-STREAM-INF":
                 pending = parse_attributes(value)
             elif not line.startswith("#") and pending is not None:
                 resolution = pending.get("RESOLUTION")
                 width, _, height = (resolution or "").partition("x")
-                pl.variants.append(Variant(
-                    line,
-                    int(pending["BANDWIDTH"]),
-                    int(pending["AVERAGE-BANDWIDTH"]) if "AVERAGE-BANDWIDTH" in pending else None,
-                    tuple(c for c in pending.get("CODECS", "").split(",") if c),
-                    (int(width), int(height)) if resolution else None,
-                    float(pending["FRAME-RATE"]) if "FRAME-RATE" in pending else None,
-                    pending.get("AUDIO"),
-                ))
+                pl.variants.append(
+                    Variant(
+                        line,
+                        int(pending["BANDWIDTH"]),
+                        int(pending["AVERAGE-BANDWIDTH"]) if "AVERAGE-BANDWIDTH" in pending else None,
+                        tuple(c for c in pending.get("CODECS", "").split(",") if c),
+                        (int(width), int(height)) if resolution else None,
+                        float(pending["FRAME-RATE"]) if "FRAME-RATE" in pending else None,
+                        pending.get("AUDIO"),
+                    )
+                )
                 pending = None
         return pl
 

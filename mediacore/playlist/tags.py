@@ -18,7 +18,7 @@ def parse_attributes(text: str) -> dict[str, str]:
 
 
 def format_date_time(epoch_seconds: float) -> str:
-    t = dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc)
+    t = dt.datetime.fromtimestamp(epoch_seconds, dt.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 

@@ -27,11 +27,17 @@ class StoredSegment:
 
 
 class HlsStore:
-    def __init__(self, window_segments: int = 8, segment_duration: float = 2.0, media_sequence: int = 0,
-                 discontinuity_sequence: int = 0) -> None:
+    def __init__(
+        self,
+        window_segments: int = 8,
+        segment_duration: float = 2.0,
+        media_sequence: int = 0,
+        discontinuity_sequence: int = 0,
+    ) -> None:
         """`segment_duration` is the configured one: TARGETDURATION is never below it."""
-        self.window: SlidingWindow[StoredSegment] = SlidingWindow(window_segments, media_sequence,
-                                                                  discontinuity_sequence)
+        self.window: SlidingWindow[StoredSegment] = SlidingWindow(
+            window_segments, media_sequence, discontinuity_sequence
+        )
         self.segment_duration = segment_duration
         self.session_id = secrets.token_hex(4)
         self.target_duration: int | None = None
@@ -59,16 +65,18 @@ class HlsStore:
     def ready(self) -> bool:
         return bool(self.window) and self.target_duration is not None
 
-    def add_segment(self, duration: float, data: bytes, program_date_time: float, discontinuity: bool,
-                    now: float) -> StoredSegment:
+    def add_segment(
+        self, duration: float, data: bytes, program_date_time: float, discontinuity: bool, now: float
+    ) -> StoredSegment:
         if self.ended:
             raise RuntimeError("segment added to an ended playlist")
         if self.target_duration is None:
             self.target_duration = target_duration(duration, self.segment_duration)
         msn = self.next_msn
         self.next_msn += 1
-        seg = StoredSegment(msn, hls_segment_uri(self.session_id, msn), duration, data, program_date_time,
-                            discontinuity)
+        seg = StoredSegment(
+            msn, hls_segment_uri(self.session_id, msn), duration, data, program_date_time, discontinuity
+        )
         self._by_uri[seg.uri] = seg
         self.bytes_total += len(data)
         for head, retention in self.window.append(seg, self.target_duration):
@@ -97,8 +105,9 @@ class HlsStore:
             media_sequence=self.media_sequence,
             discontinuity_sequence=self.discontinuity_sequence,
             independent_segments=True,  # I1, I2: every segment starts with an IDR
-            segments=[Segment(s.msn, s.uri, s.duration, s.program_date_time, s.discontinuity)
-                      for s in self.window.segments],
+            segments=[
+                Segment(s.msn, s.uri, s.duration, s.program_date_time, s.discontinuity) for s in self.window.segments
+            ],
             ended=self.ended,
         )
 

@@ -72,8 +72,16 @@ class LlSegment:
 
 
 class LlRendition:
-    def __init__(self, name: str, prefix: str, window_segments: int, part_target: float, segment_duration: float,
-                 media_sequence: int = 0, discontinuity_sequence: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        prefix: str,
+        window_segments: int,
+        part_target: float,
+        segment_duration: float,
+        media_sequence: int = 0,
+        discontinuity_sequence: int = 0,
+    ) -> None:
         """`segment_duration` is the configured one: a short first parent (the stream began
         with a damaged GOP) must not fix a TARGETDURATION that later parents exceed."""
         self.name = name  # "video" or "audio": also the playlist's file name
@@ -121,8 +129,18 @@ class LlRendition:
     def mark_discontinuity(self) -> None:
         self._pending_discontinuity = True
 
-    def add_part(self, data: bytes, duration: float, independent: bool, starts_parent: bool,
-                 ends_parent: bool, wallclock: float, now: float, samples: int = 0, gap: bool = False) -> LlPart:
+    def add_part(
+        self,
+        data: bytes,
+        duration: float,
+        independent: bool,
+        starts_parent: bool,
+        ends_parent: bool,
+        wallclock: float,
+        now: float,
+        samples: int = 0,
+        gap: bool = False,
+    ) -> LlPart:
         """A part; a GAP part (`gap`) holds a hole in the media's timeline: it has no data,
         and its parent holds nothing but GAP parts (the packager keeps them apart)."""
         if self.ended:
@@ -132,8 +150,13 @@ class LlRendition:
                 self._complete_current(now)
             msn = self.next_msn
             self.next_msn += 1
-            self.current = LlSegment(msn, ll_parent_uri(self.prefix, self.session_id, msn), self.init_uri, wallclock,
-                                     self._pending_discontinuity)
+            self.current = LlSegment(
+                msn,
+                ll_parent_uri(self.prefix, self.session_id, msn),
+                self.init_uri,
+                wallclock,
+                self._pending_discontinuity,
+            )
             self._pending_discontinuity = False
         seg = self.current
         index = len(seg.parts)
@@ -306,15 +329,25 @@ class LlRendition:
             media_sequence=self.media_sequence,
             discontinuity_sequence=self.discontinuity_sequence,
             segments=[
-                Segment(seg.msn, seg.uri if seg.complete else None, seg.duration if seg.complete else 0.0,
-                        seg.program_date_time, seg.discontinuity, seg.gap and seg.complete, seg.init_uri,
-                        [Part(p.uri, p.duration, p.independent, p.gap) for p in seg.parts] if i >= part_from else [])
+                Segment(
+                    seg.msn,
+                    seg.uri if seg.complete else None,
+                    seg.duration if seg.complete else 0.0,
+                    seg.program_date_time,
+                    seg.discontinuity,
+                    seg.gap and seg.complete,
+                    seg.init_uri,
+                    [Part(p.uri, p.duration, p.independent, p.gap) for p in seg.parts] if i >= part_from else [],
+                )
                 for i, seg in enumerate(listed)
             ],
             ended=self.ended,
-            server_control=ServerControl(can_block_reload=True, can_skip_until=self.skip_boundary(),
-                                         can_skip_dateranges=True,
-                                         part_hold_back=PART_HOLD_BACK_PARTS * self.part_target),
+            server_control=ServerControl(
+                can_block_reload=True,
+                can_skip_until=self.skip_boundary(),
+                can_skip_dateranges=True,
+                part_hold_back=PART_HOLD_BACK_PARTS * self.part_target,
+            ),
             part_target=self.part_target,
             skipped_segments=skipped,
             recently_removed_dateranges="" if skipped and skip == "v2" else None,
