@@ -15,7 +15,6 @@ if os.environ.get("MEDIACORE_NO_EXTENSIONS") != "1":
 
     ext_modules = cythonize(
         [
-            Extension("cython_ext.packet_fifo", ["cython_ext/packet_fifo.py"]),
             Extension("cython_ext.jitter_buffer", ["cython_ext/jitter_buffer.py"]),
             Extension("cython_ext.priority_queue", ["cython_ext/priority_queue.py"]),
             Extension("cython_ext.rtp_packet", ["cython_ext/rtp_packet.py"]),

@@ -11,8 +11,7 @@ Rows: "header parse" is parse_rtp (it copies nothing; the payload is cut out on 
 "parse + payload" also cuts the payload out, the work aiortc's parse does; "parse + jitter
 buffer" pushes and pops every packet; "full path" adds depacketizing to access units
 (aiortc: depayload before JitterBuffer.add, as its RTCRtpReceiver does).
-The queue suite compares the hub's PriorityPacketQueue and PacketFifo with heapq and
-collections.deque.
+The queue suite compares the hub's PriorityPacketQueue with heapq and collections.deque.
 """
 
 from __future__ import annotations
@@ -37,10 +36,9 @@ from ingest.rtp.compiled import (
 )
 from ingest.rtp.h264_depacketize import H264Depacketizer as PureH264Depacketizer
 from ingest.rtp.jitter_buffer import JitterBuffer as PureJitterBuffer
-from mediacore.hub.packet_fifo import PacketFifo as PurePacketFifo
 from mediacore.hub.priority_queue import AUDIO, KEY, NONREF, REF
 from mediacore.hub.priority_queue import PriorityPacketQueue as PurePriorityPacketQueue
-from mediacore.hub.queues import FIFO_COMPILED, QUEUE_COMPILED, PacketFifo, PriorityPacketQueue
+from mediacore.hub.queues import QUEUE_COMPILED, PriorityPacketQueue
 
 PACKETS_PER_FRAME = 30
 FRAMES_PER_GOP = 60
@@ -193,17 +191,6 @@ def bench_queues(operations: int) -> dict[str, float]:
             pq.push(i, 1000, pattern[i % n])
             if i & 1:
                 pq.pop()
-        results[name] = rate(operations, time.perf_counter() - start)
-    for name, factory in (
-        ("PacketFifo (compiled)" if FIFO_COMPILED else "PacketFifo", lambda: PacketFifo(4096, 1 << 30)),
-        ("PacketFifo (pure)", lambda: PurePacketFifo(4096, 1 << 30)),
-    ):
-        q = factory()
-        start = time.perf_counter()
-        for i in range(operations):
-            q.push(i, 1000)
-            if i & 1:
-                q.pop()
         results[name] = rate(operations, time.perf_counter() - start)
     heap: list[tuple[int, int, int]] = []
     start = time.perf_counter()

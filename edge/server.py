@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from edge import policy
 from edge.cache import CachedResponse, ResponseCache, age_of
@@ -188,7 +189,7 @@ class EdgeNode:
         self.cache_entries.set(len(self.cache))
         self.evictions.set(self.cache.evictions)
         self.waiting.set(self.collapser.inflight)
-        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": "text/plain; version=0.0.4"})
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
     def app(self) -> web.Application:
         app = web.Application()

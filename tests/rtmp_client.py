@@ -5,10 +5,63 @@ tested with ffmpeg and GStreamer; this one is for what they never send."""
 from __future__ import annotations
 
 import asyncio
+import struct
+from dataclasses import dataclass
 
 from ingest.rtmp import amf0
-from ingest.rtmp.chunk import COMMAND_AMF0, SET_CHUNK_SIZE, ChunkReader, ChunkWriter
+from ingest.rtmp.chunk import (
+    COMMAND_AMF0,
+    DEFAULT_CHUNK_SIZE,
+    EXTENDED,
+    SET_CHUNK_SIZE,
+    ChunkReader,
+    ChunkWriter,
+    basic_header,
+    join_chunks,
+)
 from ingest.rtmp.handshake import HANDSHAKE_SIZE, client_hello
+
+
+@dataclass(slots=True)
+class _Sent:
+    timestamp: int
+    delta: int
+    length: int
+    type_id: int
+    stream_id: int
+
+
+class CompressingChunkWriter(ChunkWriter):
+    """An encoder's chunk writer: picks header formats 1-3 the way encoders do (same message
+    stream -> 1, same length and type too -> 2, same delta too -> 3), so the tests feed the
+    server what ffmpeg and OBS send."""
+
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        super().__init__(chunk_size)
+        self._last: dict[int, _Sent] = {}
+
+    def write(self, csid: int, type_id: int, stream_id: int, timestamp: int, payload: bytes) -> bytes:
+        timestamp &= 0xFFFFFFFF
+        last = self._last.get(csid)
+        if last is None or last.stream_id != stream_id:
+            self._last[csid] = _Sent(timestamp, timestamp, len(payload), type_id, stream_id)
+            return super().write(csid, type_id, stream_id, timestamp, payload)
+        delta = (timestamp - last.timestamp) & 0xFFFFFFFF
+        if last.length == len(payload) and last.type_id == type_id:
+            fmt = 3 if delta == last.delta else 2
+        else:
+            fmt = 1
+        field_value = last.delta if fmt == 3 else delta
+        extended = field_value >= EXTENDED
+        ext = struct.pack(">I", field_value) if extended else b""
+        header = basic_header(fmt, csid)
+        if fmt == 1:
+            header += (EXTENDED if extended else delta).to_bytes(3, "big") + len(payload).to_bytes(3, "big")
+            header += bytes((type_id,))
+        elif fmt == 2:
+            header += (EXTENDED if extended else delta).to_bytes(3, "big")
+        self._last[csid] = _Sent(timestamp, delta, len(payload), type_id, stream_id)
+        return join_chunks(header + ext, basic_header(3, csid) + ext, payload, self.chunk_size)
 
 
 def publish_sequence(name: str, writer: ChunkWriter, app: str = "live") -> bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from rtmp_client import publish_sequence
+from rtmp_client import CompressingChunkWriter, publish_sequence
 
 from ingest.rtmp import amf0
 from ingest.rtmp.chunk import (
@@ -44,7 +44,7 @@ def feed_all_and_bytewise(reader_factory, data: bytes) -> list[Message]:
 
 
 def test_all_four_header_formats_roundtrip_whole_and_bytewise():
-    w = ChunkWriter(128, compress=True)
+    w = CompressingChunkWriter(128)
     data = b""
     sent = []
     ts = 0
@@ -60,14 +60,14 @@ def test_all_four_header_formats_roundtrip_whole_and_bytewise():
 
 
 def test_compressing_writer_uses_every_header_format():
-    w = ChunkWriter(128, compress=True)
+    w = CompressingChunkWriter(128)
     firsts = [w.write(6, VIDEO, 1, 0, b"a" * 10)[0] >> 6]
     firsts.append(w.write(6, VIDEO, 1, 40, b"b" * 20)[0] >> 6)  # new length: fmt 1
     firsts.append(w.write(6, VIDEO, 1, 73, b"c" * 20)[0] >> 6)  # same length, new delta: fmt 2
     firsts.append(w.write(6, VIDEO, 1, 106, b"d" * 20)[0] >> 6)  # same delta: fmt 3
     assert firsts == [0, 1, 2, 3]
     r = ChunkReader()
-    data = ChunkWriter(128, compress=True)
+    data = CompressingChunkWriter(128)
     stream = b"".join(
         data.write(6, VIDEO, 1, t, bytes([t % 256]) * n) for t, n in [(0, 10), (40, 20), (73, 20), (106, 20)]
     )
@@ -104,7 +104,7 @@ def test_extended_timestamps_omitted_in_type3_chunks():
 
 
 def test_timestamp_deltas_accumulate_and_wrap_at_2_32():
-    w = ChunkWriter(4096, compress=True)
+    w = CompressingChunkWriter(4096)
     stamps = [0xFFFFFF00, 0xFFFFFFF0, 0x00000010, 0x00000030]  # crosses 2^32
     data = b"".join(w.write(4, AUDIO, 1, t, b"z" * 10) for t in stamps)
     msgs = feed_all_and_bytewise(ChunkReader, data)
@@ -220,10 +220,10 @@ def handshake(session: ServerSession) -> bytes:
     return reply
 
 
-def published_session(name: str = "shop1") -> tuple[ServerSession, ChunkWriter]:
+def published_session(w: ChunkWriter | None = None, name: str = "shop1") -> tuple[ServerSession, ChunkWriter]:
     s = ServerSession()
     handshake(s)
-    w = ChunkWriter(128)
+    w = w or ChunkWriter(128)
     events = s.receive_data(publish_sequence(name, w))
     assert [type(e).__name__ for e in events] == ["Connected", "PublishRequest"]
     s.accept_publish()
@@ -299,8 +299,7 @@ def test_frames_from_flv_tags_with_composition_time():
 @pytest.mark.parametrize("start", [0xFFFFFF - 500, 0xFFFFFFFF - 500])
 def test_timestamps_crossing_2_24_and_2_32_stay_continuous(start):
     """Through the chunk layer and the unwrapper: no jump, no discontinuity."""
-    s, w = published_session()
-    w.compress = True
+    s, w = published_session(CompressingChunkWriter(128))
     conv = RtmpToFrames("t")
     data = w.write(6, VIDEO, 1, start, video_payload(True, AVC_SEQUENCE_HEADER, 0, AVCC))
     data += w.write(4, AUDIO, 1, start, audio_payload(AAC_SEQUENCE_HEADER, ASC))

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from rtmp_client import publish_sequence
+from rtmp_client import CompressingChunkWriter, publish_sequence
 from test_rtmp_core import ASC, AVCC
 
 from ingest.rtmp import amf0
-from ingest.rtmp.chunk import AUDIO, VIDEO, ChunkLimits, ChunkReader, ChunkWriter
+from ingest.rtmp.chunk import AUDIO, VIDEO, ChunkLimits, ChunkReader
 from ingest.rtmp.errors import RtmpError
 from ingest.rtmp.flv import AAC_RAW, AAC_SEQUENCE_HEADER, AVC_NALU, AVC_SEQUENCE_HEADER, audio_payload, video_payload
 from ingest.rtmp.handshake import HANDSHAKE_SIZE, client_hello
@@ -43,7 +43,7 @@ SEED_FRAMES = 6  # video and audio frames each, after the two sequence headers
 def seed_flights() -> tuple[bytes, bytes]:
     """A whole publishing session as a client sends it after the handshake, in its two
     flights: the commands through `publish`, then (after NetStream.Publish.Start) the media."""
-    w = ChunkWriter(128, compress=True)
+    w = CompressingChunkWriter(128)
     commands = publish_sequence(SEED_NAME, w)
     media = w.write(6, VIDEO, 1, 0, video_payload(True, AVC_SEQUENCE_HEADER, 0, AVCC))
     media += w.write(4, AUDIO, 1, 0, audio_payload(AAC_SEQUENCE_HEADER, ASC))

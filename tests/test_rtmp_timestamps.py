@@ -8,7 +8,7 @@ import asyncio
 
 import av
 import pytest
-from rtmp_client import ScriptedPublisher
+from rtmp_client import CompressingChunkWriter, ScriptedPublisher
 
 from ingest.rtmp import amf0
 from ingest.rtmp.chunk import AUDIO, COMMAND_AMF0, VIDEO
@@ -28,8 +28,7 @@ async def test_clock_crossings_produce_no_discontinuity(engine, clip, start_ms):
     status = await client.publish("wrap")
     assert status[3]["code"] == "NetStream.Publish.Start"
     client.set_chunk_size(4096)
-    w = client.chunks
-    w.compress = True
+    w = client.chunks = CompressingChunkWriter(client.chunks.chunk_size)
     ts0 = start_ms & 0xFFFFFFFF
     client.send(
         w.write(6, VIDEO, 1, ts0, video_payload(True, AVC_SEQUENCE_HEADER, 0, bytes(vs.codec_context.extradata)))

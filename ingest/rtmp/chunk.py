@@ -248,7 +248,7 @@ class ChunkReader:
             cs.in_progress = False
 
 
-def _basic_header(fmt: int, csid: int) -> bytes:
+def basic_header(fmt: int, csid: int) -> bytes:
     if not 2 <= csid <= MAX_CSID:
         raise ValueError(f"chunk stream id {csid} out of range")
     if csid < 64:
@@ -258,55 +258,27 @@ def _basic_header(fmt: int, csid: int) -> bytes:
     return bytes(((fmt << 6) | 1, (csid - 64) & 0xFF, (csid - 64) >> 8))
 
 
-@dataclass(slots=True)
-class _WriterState:
-    timestamp: int
-    delta: int
-    length: int
-    type_id: int
-    stream_id: int
-
-
 class ChunkWriter:
-    """Splits messages into chunks. With compress=True it picks header formats 1-3 the way
-    encoders do (same stream -> 1, same length and type -> 2, same delta -> 3)."""
+    """Splits messages into chunks, every message with a full (type 0) header: the server
+    sends few, small messages, and any peer reads type 0."""
 
-    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE, compress: bool = False) -> None:
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         self.chunk_size = chunk_size
-        self.compress = compress
-        self._last: dict[int, _WriterState] = {}
 
     def write(self, csid: int, type_id: int, stream_id: int, timestamp: int, payload: bytes) -> bytes:
         timestamp &= 0xFFFFFFFF
-        last = self._last.get(csid)
-        fmt = 0
-        field_value = timestamp
-        if self.compress and last is not None and last.stream_id == stream_id:
-            delta = (timestamp - last.timestamp) & 0xFFFFFFFF
-            field_value = delta
-            if last.length == len(payload) and last.type_id == type_id:
-                fmt = 3 if delta == last.delta else 2
-            else:
-                fmt = 1
-        extended = field_value >= EXTENDED
-        ts3 = EXTENDED if extended else field_value
-        ext = struct.pack(">I", field_value) if extended else b""
-        header = _basic_header(fmt, csid)
-        if fmt == 0:
-            header += ts3.to_bytes(3, "big") + len(payload).to_bytes(3, "big") + bytes((type_id,))
-            header += stream_id.to_bytes(4, "little")
-        elif fmt == 1:
-            header += ts3.to_bytes(3, "big") + len(payload).to_bytes(3, "big") + bytes((type_id,))
-        elif fmt == 2:
-            header += ts3.to_bytes(3, "big")
-        elif fmt == 3 and last is not None:
-            extended = last.delta >= EXTENDED
-            ext = struct.pack(">I", last.delta) if extended else b""
-        out = [header, ext]
-        cont = _basic_header(3, csid) + ext
-        for offset in range(0, max(len(payload), 1), self.chunk_size):
-            if offset:
-                out.append(cont)
-            out.append(payload[offset : offset + self.chunk_size])
-        self._last[csid] = _WriterState(timestamp, field_value, len(payload), type_id, stream_id)
-        return b"".join(out)
+        extended = timestamp >= EXTENDED
+        ext = struct.pack(">I", timestamp) if extended else b""
+        header = basic_header(0, csid) + (EXTENDED if extended else timestamp).to_bytes(3, "big")
+        header += len(payload).to_bytes(3, "big") + bytes((type_id,)) + stream_id.to_bytes(4, "little")
+        return join_chunks(header + ext, basic_header(3, csid) + ext, payload, self.chunk_size)
+
+
+def join_chunks(first_header: bytes, continuation: bytes, payload: bytes, chunk_size: int) -> bytes:
+    """A message's chunks: the first header, then `continuation` before each further chunk."""
+    out = [first_header]
+    for offset in range(0, max(len(payload), 1), chunk_size):
+        if offset:
+            out.append(continuation)
+        out.append(payload[offset : offset + chunk_size])
+    return b"".join(out)

@@ -116,7 +116,6 @@ class ServerSession:
         self.app = ""
         self.app_params: dict[str, str] = {}
         self.stream_name = ""
-        self._pending_publish_txid = 0.0
         self._peer_window = 0
         self._acked = 0
         self._stream_ids: set[int] = set()
@@ -228,7 +227,7 @@ class ServerSession:
             self._stream_ids.add(PUBLISH_STREAM_ID)
             self._command(0, "_result", txid, None, float(PUBLISH_STREAM_ID))
         elif name == "publish":
-            self._on_publish(stream_id, txid, args, events)
+            self._on_publish(stream_id, args, events)
         elif name in ("FCUnpublish", "deleteStream", "closeStream"):
             if self.state == "publishing":
                 self.state = "connected"
@@ -276,7 +275,7 @@ class ServerSession:
         self.state = "connected"
         events.append(Connected(app, tc_url, str(command.get("flashVer", ""))))
 
-    def _on_publish(self, stream_id: int, txid: float, args: list[Any], events: list[Event]) -> None:
+    def _on_publish(self, stream_id: int, args: list[Any], events: list[Event]) -> None:
         if self.state == "publishing":
             raise RtmpError("publish while already publishing")
         if stream_id not in self._stream_ids:
@@ -293,7 +292,6 @@ class ServerSession:
             raise RtmpError(problem)
         key = params.get("key") or self.app_params.get("key", "")
         self.stream_name = name
-        self._pending_publish_txid = txid
         events.append(PublishRequest(name, key, publish_type))
 
     def _reject_name(self) -> None:

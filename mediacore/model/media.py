@@ -8,7 +8,7 @@ copies their payloads.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class Kind(enum.Enum):
@@ -54,11 +54,3 @@ class Frame:
 
     def seconds(self) -> float:
         return self.dts / self.track.timebase
-
-
-@dataclass(slots=True)
-class StreamInfo:
-    """What the publisher told us about the stream (RTMP onMetaData and similar)."""
-
-    metadata: dict[str, object] = field(default_factory=dict)
-    encoder: str = ""

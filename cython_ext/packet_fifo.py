@@ -1,1 +1,0 @@
-../mediacore/hub/packet_fifo.py
