@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 
 from mediacore.model.aac import AacError, parse_asc
+from mediacore.model.decode_order import after
 from mediacore.model.h264 import build_avcc, parse_avcc, parse_sps
 from mediacore.model.media import VIDEO_TIMEBASE, Frame, Kind, Track
 from mediacore.model.timebase import Unwrapper
@@ -120,9 +121,7 @@ class RtpToFrames:
         while len(self._pending) > keep:
             pts0, unit0 = self._pending.pop(0)
             dts = heapq.heappop(self._pts_heap) - self.reorder * self._step
-            if self._last_dts is not None and dts <= self._last_dts:
-                dts = self._last_dts + 1
-            dts = min(dts, pts0)
+            dts = min(after(dts, self._last_dts), pts0)
             self._last_dts = dts
             out.append(Frame(track, dts, pts0, unit0.keyframe, unit0.data, self._wall(pts0)))
         return out

@@ -29,6 +29,13 @@ from mediacore.model.timebase import rescale
 
 log = logging.getLogger(__name__)
 
+BITRATE_WINDOW = 10.0
+"""Seconds of ingest the reported bitrate averages over: long enough to span a few GOPs."""
+BITRATE_MIN_SPAN = 0.5
+"""Seconds of samples needed before a bitrate is reported at all (0 until then)."""
+BITRATE_SAMPLES = 64
+"""(time, bytes) samples kept per stream; the API is read every few seconds at most."""
+
 
 # Control events that travel in subscriber queues next to frames.
 @dataclass(frozen=True, slots=True)
@@ -127,7 +134,7 @@ class StreamStats:
     bytes: int = 0
     publishes: int = 0
     # (monotonic time, cumulative bytes) samples for the bitrate over the last seconds
-    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
+    samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=BITRATE_SAMPLES))
 
 
 class Stream:
@@ -239,13 +246,13 @@ class Stream:
         return REF if is_reference(frame.data, self._nal_length_size) else NONREF
 
     def bitrate(self, now: float) -> float:
-        """Bits per second over the last ~10 s of ingest (`now`: monotonic seconds)."""
+        """Bits per second over the last BITRATE_WINDOW seconds of ingest (`now`: monotonic seconds)."""
         samples = self.stats.samples
         samples.append((now, self.stats.bytes))
-        while len(samples) > 2 and now - samples[0][0] > 10.0:
+        while len(samples) > 2 and now - samples[0][0] > BITRATE_WINDOW:
             samples.popleft()
         t0, b0 = samples[0]
-        if now - t0 < 0.5:
+        if now - t0 < BITRATE_MIN_SPAN:
             return 0.0
         return (self.stats.bytes - b0) * 8 / (now - t0)
 

@@ -11,7 +11,7 @@ from email.utils import formatdate
 from aiohttp import web
 
 from mediacore.origin.http import client_key, not_found, playlist_response, state_of, stream_name
-from mediacore.playlist.uris import HLS_SEGMENT_ROUTE
+from mediacore.playlist.uris import HLS_SEGMENT_ROUTE, hls_segment_from_route
 
 TS_TYPE = "video/mp2t"
 
@@ -31,7 +31,7 @@ async def segment(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
     name = stream_name(request)
     store = state.hls_stores.get(name)
-    seg = store.get_segment(request.match_info["segment"] + ".ts", state.clock()) if store else None
+    seg = store.get_segment(hls_segment_from_route(request.match_info["segment"]), state.clock()) if store else None
     if seg is None:
         raise not_found("no such segment", (store.target_duration or 1) if store else 1)
     state.viewers.record(name, client_key(request), state.clock())

@@ -22,6 +22,8 @@ from mediacore.store.ll import LlRendition
 
 MAX_DIRECTIVE_DIGITS = 18
 """_HLS_msn / _HLS_part longer than this are refused: no stream reaches 10^18 segments."""
+BLOCKING_CACHE_TDS = 6
+"""Target durations a blocking playlist response may be cached: its (msn, part) never changes."""
 MULTIVARIANT_MAX_AGE = 2
 """Seconds the multivariant playlist may be cached: it changes only with codecs or bitrate."""
 
@@ -163,7 +165,7 @@ async def media_playlist(request: web.Request) -> web.StreamResponse:
         state.metrics.ll_blocked_wake.labels("playlist").observe(state.clock() - rendition.changed_at)
     # Blocking responses are immutable for their (msn, part): cacheable for 6 x TD; the
     # directive-less playlist changes every part: short-lived (HLS-RULES 1c).
-    cache = f"public, max-age={6 * td}" if blocking else "public, max-age=1"
+    cache = f"public, max-age={BLOCKING_CACHE_TDS * td}" if blocking else "public, max-age=1"
     return playlist_response(request, rendition.render(directives.skip), cache)
 
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 from mediacore.hub.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
+from mediacore.model.decode_order import DecodeOrder
 from mediacore.model.media import Frame, Kind
 from mediacore.model.timebase import round_half_up
 from mediacore.packager.config import PACKAGER_QUEUE_BYTES, HlsConfig
-from mediacore.packager.decode_order import DecodeOrder
 from mediacore.packager.segmenter import VIDEO_STALL_90K, SegmentDraft, Segmenter
 from mediacore.packager.ts import ContinuityCounters, mux_segment
 from mediacore.store.hls import HlsStore

@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 
 from mediacore.hub.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
+from mediacore.model.decode_order import DecodeOrder
 from mediacore.model.media import Frame, Kind, Track
 from mediacore.packager.config import PACKAGER_QUEUE_BYTES, HlsConfig, LlHlsConfig
-from mediacore.packager.decode_order import DecodeOrder
 from mediacore.packager.fmp4 import fragment, init_segment
 from mediacore.packager.parts import ClosedPart, PartCutter
 from mediacore.store.ll import LlRendition

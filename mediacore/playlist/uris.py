@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-HLS_SEGMENT_ROUTE = "{segment:[0-9a-f]+-[0-9]+}.ts"
-"""aiohttp route pattern of an HLS segment (match_info['segment'] is the name without .ts)."""
+HLS_SEGMENT_SUFFIX = ".ts"
+HLS_SEGMENT_ROUTE = "{segment:[0-9a-f]+-[0-9]+}" + HLS_SEGMENT_SUFFIX
+"""aiohttp route pattern of an HLS segment (match_info['segment'] is the name without the
+suffix; hls_segment_from_route() turns it back into the URI)."""
 LL_MEDIA_ROUTE = r"{name:[av]-[0-9a-z.\-]+}.{ext:mp4|m4s}"
 """aiohttp route pattern of an LL-HLS init segment, parent or part."""
 
@@ -23,7 +25,11 @@ LL_RENDITIONS = {"video": "v", "audio": "a"}
 
 
 def hls_segment_uri(session: str, msn: int) -> str:
-    return f"{session}-{msn}.ts"
+    return f"{session}-{msn}{HLS_SEGMENT_SUFFIX}"
+
+
+def hls_segment_from_route(name: str) -> str:
+    return name + HLS_SEGMENT_SUFFIX
 
 
 def ll_init_uri(prefix: str, session: str, number: int) -> str:

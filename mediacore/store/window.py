@@ -22,6 +22,10 @@ TD_HEADROOM = 0.25
 make a later segment of the same GOP length round above TARGETDURATION."""
 
 
+MIN_LISTED_TDS = 3
+"""A live playlist lists at least this many target durations of media (W4)."""
+
+
 def target_duration(first_segment: float, configured_segment: float) -> int:
     """TARGETDURATION for a playlist whose first segment lasted `first_segment` seconds."""
     return max(round_half_up(configured_segment), round_half_up(first_segment + TD_HEADROOM), 1)
@@ -57,7 +61,7 @@ class SlidingWindow(Generic[S]):
         self.segments.append(segment)
         removed = []
         listed = self.duration()
-        floor = 3 * target_duration
+        floor = MIN_LISTED_TDS * target_duration
         while len(self.segments) > self.min_segments:
             head = self.segments[0]
             if listed - head.duration < floor:

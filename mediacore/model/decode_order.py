@@ -1,4 +1,5 @@
-"""Strictly increasing decode times per track: the one DTS nudge of every packager.
+"""Strictly increasing decode times per track: the one DTS nudge, for the packagers and
+for decode times derived from RTP (which carries none).
 
 Muxers need strictly increasing DTS per stream; encoders that stamp B-frame DTS in whole
 milliseconds repeat values. A repeated or backward DTS is nudged one tick past the previous
@@ -11,6 +12,11 @@ from __future__ import annotations
 from mediacore.model.media import Frame, Kind
 
 
+def after(dts: int, last: int | None) -> int:
+    """`dts`, or one tick past `last` when it would not come after it."""
+    return dts if last is None or dts > last else last + 1
+
+
 class DecodeOrder:
     def __init__(self) -> None:
         self._last: dict[Kind, int] = {}
@@ -19,8 +25,8 @@ class DecodeOrder:
     def fix(self, frame: Frame) -> Frame:
         kind = frame.track.kind
         last = self._last.get(kind)
-        if last is not None and frame.dts <= last:
-            dts = last + 1
+        dts = after(frame.dts, last)
+        if dts != frame.dts:
             frame = Frame(frame.track, dts, max(frame.pts, dts), frame.keyframe, frame.data, frame.wallclock)
             self.nudged += 1
         self._last[kind] = frame.dts
