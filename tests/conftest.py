@@ -53,13 +53,20 @@ async def engine(config: Config) -> AsyncIterator[Engine]:
         await eng.stop()
 
 
-def ffmpeg_push_cmd(clip: Path, url: str, loop: bool = False, realtime: bool = True) -> list[str]:
+FLV_COPY = ["-c", "copy", "-f", "flv"]
+
+
+def ffmpeg_push_cmd(
+    clip: Path, url: str, loop: bool = False, realtime: bool = True, loops: int = 0, output: list[str] = FLV_COPY
+) -> list[str]:
+    """ffmpeg pushing `clip` to `url`: RTMP (FLV, streams copied) unless `output` says
+    otherwise; `loop` repeats it until stopped, `loops` that many extra times."""
     cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin"]
     if realtime:
         cmd.append("-re")
-    if loop:
-        cmd += ["-stream_loop", "-1"]
-    return cmd + ["-i", str(clip), "-c", "copy", "-f", "flv", url]
+    if loop or loops:
+        cmd += ["-stream_loop", "-1" if loop else str(loops)]
+    return cmd + ["-i", str(clip), *output, *([url] if url else [])]
 
 
 async def start_process(*cmd: str) -> asyncio.subprocess.Process:

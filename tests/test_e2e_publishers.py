@@ -13,51 +13,16 @@ pytestmark = pytest.mark.slow
 
 
 def gstreamer_pipeline(url: str) -> list[str]:
-    return [
-        "gst-launch-1.0",
-        "-q",
-        "videotestsrc",
-        "is-live=true",
-        "pattern=ball",
-        "!",
-        "video/x-raw,width=1280,height=720,framerate=30/1",
-        "!",
-        "x264enc",
-        "speed-preset=ultrafast",
-        "key-int-max=60",
-        "bframes=2",
-        "bitrate=2000",
-        "!",
-        "video/x-h264,profile=high",
-        "!",
-        "h264parse",
-        "!",
-        "queue",
-        "!",
-        "flvmux",
-        "name=mux",
-        "streamable=true",
-        "!",
-        "rtmp2sink",
-        f"location={url}",
-        "audiotestsrc",
-        "is-live=true",
-        "wave=sine",
-        "!",
-        "audioconvert",
-        "!",
-        "audioresample",
-        "!",
-        "audio/x-raw,rate=48000,channels=2",
-        "!",
-        "avenc_aac",
-        "!",
-        "aacparse",
-        "!",
-        "queue",
-        "!",
-        "mux.",
-    ]
+    video = (
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=1280,height=720,framerate=30/1 ! "
+        "x264enc speed-preset=ultrafast key-int-max=60 bframes=2 bitrate=2000 ! video/x-h264,profile=high ! "
+        f"h264parse ! queue ! flvmux name=mux streamable=true ! rtmp2sink location={url}"
+    )
+    audio = (
+        "audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! "
+        "avenc_aac ! aacparse ! queue ! mux."
+    )
+    return ["gst-launch-1.0", "-q", *video.split(), *audio.split()]
 
 
 async def test_gstreamer_rtmp2sink_push_plays(engine):

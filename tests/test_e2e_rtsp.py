@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from conftest import (
     count_packets,
+    ffmpeg_push_cmd,
     make_clip,
     play_in_browser,
     require_tool,
@@ -48,26 +49,8 @@ def check_playback(report: dict) -> None:
 
 
 def ffmpeg_rtsp(clip, url: str, transport: str, audio: list[str]) -> list[str]:
-    return [
-        "ffmpeg",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-nostdin",
-        "-re",
-        "-stream_loop",
-        str(LOOPS - 1),
-        "-i",
-        str(clip),
-        "-c:v",
-        "copy",
-        *audio,
-        "-f",
-        "rtsp",
-        "-rtsp_transport",
-        transport,
-        url,
-    ]
+    output = ["-c:v", "copy", *audio, "-f", "rtsp", "-rtsp_transport", transport]
+    return ffmpeg_push_cmd(clip, url, loops=LOOPS - 1, output=output)
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -125,6 +108,15 @@ async def test_ffmpeg_rtsp_opus_is_transcoded_to_aac_and_plays(engine):
 
 
 def gstreamer_rtsp_pipeline(url: str) -> list[str]:
+    video = (
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=1280,height=720,framerate=30/1 ! "
+        "x264enc speed-preset=ultrafast tune=zerolatency key-int-max=60 bitrate=2000 ! video/x-h264,profile=high ! "
+        "h264parse ! queue ! sink.sink_0"
+    )
+    audio = (
+        "audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! "
+        "opusenc ! queue ! sink.sink_1"
+    )
     return [
         "gst-launch-1.0",
         "-q",
@@ -132,40 +124,8 @@ def gstreamer_rtsp_pipeline(url: str) -> list[str]:
         "name=sink",
         f"location={url}",
         "protocols=udp",
-        "videotestsrc",
-        "is-live=true",
-        "pattern=ball",
-        "!",
-        "video/x-raw,width=1280,height=720,framerate=30/1",
-        "!",
-        "x264enc",
-        "speed-preset=ultrafast",
-        "tune=zerolatency",
-        "key-int-max=60",
-        "bitrate=2000",
-        "!",
-        "video/x-h264,profile=high",
-        "!",
-        "h264parse",
-        "!",
-        "queue",
-        "!",
-        "sink.sink_0",
-        "audiotestsrc",
-        "is-live=true",
-        "wave=sine",
-        "!",
-        "audioconvert",
-        "!",
-        "audioresample",
-        "!",
-        "audio/x-raw,rate=48000,channels=2",
-        "!",
-        "opusenc",
-        "!",
-        "queue",
-        "!",
-        "sink.sink_1",
+        *video.split(),
+        *audio.split(),
     ]
 
 

@@ -12,7 +12,16 @@ import subprocess
 
 import aiohttp
 import pytest
-from conftest import make_clip, play_in_browser, require_tool, start_process, stop_process, until, wait_for_playlist
+from conftest import (
+    ffmpeg_push_cmd,
+    make_clip,
+    play_in_browser,
+    require_tool,
+    start_process,
+    stop_process,
+    until,
+    wait_for_playlist,
+)
 from hls_rules import PlaylistHistory
 from impair import RtcpRelay, RtpImpairmentRelay
 
@@ -149,19 +158,7 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
         rtp_port, rtcp_port = relay_ports[kind]
         outputs += ["-map", stream, "-c", "copy", "-f", "rtp", f"rtp://127.0.0.1:{rtp_port}?rtcpport={rtcp_port}"]
     # 40 s of media: the stream outlasts the 21 s of playback even when the browser joins late.
-    pusher = await start_process(
-        "ffmpeg",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-nostdin",
-        "-re",
-        "-stream_loop",
-        "3",
-        "-i",
-        str(clip),
-        *outputs,
-    )
+    pusher = await start_process(*ffmpeg_push_cmd(clip, "", loops=3, output=outputs))
     history = PlaylistHistory()
     stop = asyncio.Event()
     try:

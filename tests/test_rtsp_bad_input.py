@@ -11,7 +11,7 @@ import struct
 
 import aiohttp
 import pytest
-from conftest import count_packets, require_tool, start_process, stop_process, until, wait_for_playlist
+from conftest import count_packets, ffmpeg_push_cmd, require_tool, start_process, stop_process, until, wait_for_playlist
 from test_rtp_depacketize import FFMPEG_SDP
 from test_rtsp_core import request
 
@@ -94,23 +94,8 @@ async def test_bad_rtsp_peers_are_closed_and_a_healthy_rtsp_stream_loses_nothing
     engine.config.rtsp.record_timeout = 1.0
     expected = count_packets(clip)
     base = f"rtsp://127.0.0.1:{engine.rtsp_port}/live/"
-    healthy = await start_process(
-        "ffmpeg",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-nostdin",
-        "-re",
-        "-i",
-        str(clip),
-        "-c",
-        "copy",
-        "-f",
-        "rtsp",
-        "-rtsp_transport",
-        "tcp",
-        base + "healthy",
-    )
+    rtsp_tcp = ["-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp"]
+    healthy = await start_process(*ffmpeg_push_cmd(clip, base + "healthy", output=rtsp_tcp))
     try:
         await wait_for_playlist(engine.http_port, "healthy", segments=1)
 

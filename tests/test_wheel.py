@@ -14,9 +14,18 @@ import sys
 import sysconfig
 from pathlib import Path
 
-import aiohttp
 import pytest
-from conftest import ROOT, free_port, make_clip, require_tool, start_process, stop_process, until
+from conftest import (
+    ROOT,
+    ffmpeg_push_cmd,
+    free_port,
+    make_clip,
+    require_tool,
+    start_process,
+    stop_process,
+    until,
+    wait_for_playlist,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -88,60 +97,21 @@ async def test_installed_server_takes_an_rtsp_publish_from_ffmpeg(installed: Pat
     config.write_text(
         f'[server]\nhost = "127.0.0.1"\nrtmp_port = {free_port()}\nrtsp_port = {rtsp_port}\nhttp_port = {http_port}\n'
     )
-    log = (tmp_path / "server.log").open("w")
-    server = await asyncio.create_subprocess_exec(
-        str(installed / "mediacore"), "serve", "--config", str(config), cwd=str(tmp_path), stdout=log, stderr=log
-    )
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        server = await asyncio.create_subprocess_exec(
+            str(installed / "mediacore"), "serve", "--config", str(config), cwd=str(tmp_path), stdout=log, stderr=log
+        )
     pusher = None
     try:
-        async with aiohttp.ClientSession() as session:
-
-            async def healthy() -> bool:
-                try:
-                    async with session.get(f"http://127.0.0.1:{http_port}/healthz") as r:
-                        return r.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            for _ in range(100):
-                if await healthy():
-                    break
-                await asyncio.sleep(0.1)
-            assert await healthy(), (tmp_path / "server.log").read_text()[-2000:]
-            pusher = await start_process(
-                "ffmpeg",
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-nostdin",
-                "-re",
-                "-i",
-                str(make_clip()),
-                "-c",
-                "copy",
-                "-f",
-                "rtsp",
-                "-rtsp_transport",
-                "tcp",
-                f"rtsp://127.0.0.1:{rtsp_port}/live/wheel",
-            )
-            listed = {"text": ""}
-
-            async def poll() -> None:
-                async with session.get(f"http://127.0.0.1:{http_port}/live/wheel/index.m3u8") as r:
-                    listed["text"] = await r.text() if r.status == 200 else ""
-
-            async def wait_listed() -> None:
-                while listed["text"].count("#EXTINF") < 2:
-                    await poll()
-                    await asyncio.sleep(0.2)
-
-            await asyncio.wait_for(wait_listed(), 30)
-        await until(
-            lambda: "publishing stream wheel" in (tmp_path / "server.log").read_text(), 5, "the publish log line"
-        )
+        await until(lambda: "HTTP on" in log_path.read_text(), 30, "the installed server listening")
+        rtsp_tcp = ["-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp"]
+        url = f"rtsp://127.0.0.1:{rtsp_port}/live/wheel"
+        pusher = await start_process(*ffmpeg_push_cmd(make_clip(), url, output=rtsp_tcp))
+        playlist = await wait_for_playlist(http_port, "wheel", segments=2, timeout=30)
+        assert "#EXT-X-TARGETDURATION" in playlist
+        assert "publishing stream wheel" in log_path.read_text()
     finally:
         if pusher is not None:
             await stop_process(pusher)
         await stop_process(server)
-        log.close()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from mediacore.playlist.media import MediaPlaylist, Segment
 from mediacore.playlist.uris import hls_segment_uri
-from mediacore.store.window import SlidingWindow, target_duration
+from mediacore.store.window import SlidingWindow, Windowed, target_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class StoredSegment:
     discontinuity: bool
 
 
-class HlsStore:
+class HlsStore(Windowed[StoredSegment]):
     def __init__(
         self,
         window_segments: int = 8,
@@ -48,18 +48,6 @@ class HlsStore:
         self._playlist_text: str | None = None
         self.version = 0
         self.bytes_total = 0
-
-    @property
-    def segments(self) -> list[StoredSegment]:
-        return list(self.window.segments)
-
-    @property
-    def media_sequence(self) -> int:
-        return self.window.media_sequence
-
-    @property
-    def discontinuity_sequence(self) -> int:
-        return self.window.discontinuity_sequence
 
     @property
     def ready(self) -> bool:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from mediacore.playlist.media import MediaPlaylist, Part, RenditionReport, Segment, ServerControl
 from mediacore.playlist.uris import ll_init_uri, ll_parent_uri, ll_part_uri, ll_playlist_uri
 from mediacore.store.notifier import Notifier
-from mediacore.store.window import SlidingWindow, target_duration
+from mediacore.store.window import SlidingWindow, Windowed, target_duration
 
 PART_WINDOW_TDS = 3
 """Parts are listed for the parents within this many target durations of the end (G1)."""
@@ -71,7 +71,9 @@ class LlSegment:
         return b"".join(p.data for p in self.parts)
 
 
-class LlRendition:
+class LlRendition(Windowed[LlSegment]):
+    """One LL-HLS rendition; `segments` are its complete parents in the window."""
+
     def __init__(
         self,
         name: str,
@@ -105,19 +107,6 @@ class LlRendition:
         self.td_source: LlRendition | None = None
         self.bytes_total = 0
         self.changed_at = 0.0  # monotonic time of the last change (for wake-up latency)
-
-    @property
-    def segments(self) -> list[LlSegment]:
-        """The complete parents in the window."""
-        return list(self.window.segments)
-
-    @property
-    def media_sequence(self) -> int:
-        return self.window.media_sequence
-
-    @property
-    def discontinuity_sequence(self) -> int:
-        return self.window.discontinuity_sequence
 
     # Production ----------------------------------------------------------------------
 

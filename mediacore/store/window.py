@@ -74,3 +74,21 @@ class SlidingWindow(Generic[S]):
                 self.discontinuity_sequence += 1
             removed.append((head, head.duration + max(served, floor)))
         return removed
+
+
+class Windowed(Generic[S]):
+    """A playlist owner's view of its window: the listed segments and sequence numbers."""
+
+    window: SlidingWindow[S]
+
+    @property
+    def segments(self) -> list[S]:
+        return list(self.window.segments)
+
+    @property
+    def media_sequence(self) -> int:
+        return self.window.media_sequence
+
+    @property
+    def discontinuity_sequence(self) -> int:
+        return self.window.discontinuity_sequence
