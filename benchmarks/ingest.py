@@ -126,25 +126,30 @@ def measure(
     )
 
 
+def serve_cmd(rtmp_port: int, http_port: int) -> list[str]:
+    """`mediacore serve` on loopback with these ports (RTSP on any free one), quiet."""
+    return [
+        sys.executable,
+        "-m",
+        "mediacore.app.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--rtmp-port",
+        str(rtmp_port),
+        "--http-port",
+        str(http_port),
+        "--rtsp-port",
+        str(free_port()),
+        "--log-level",
+        "warning",
+    ]
+
+
 def run_mediacore(clip: Path, streams: int, seconds: float, warmup: float) -> IngestResult:
     rtmp_port, http_port = free_port(), free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mediacore.app.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--rtmp-port",
-            str(rtmp_port),
-            "--http-port",
-            str(http_port),
-            "--rtsp-port",
-            str(free_port()),
-            "--log-level",
-            "warning",
-        ],
+        serve_cmd(rtmp_port, http_port),
         stdout=subprocess.DEVNULL,
     )
     try:

@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from benchmarks.ingest import free_port, push, wait_port
+from benchmarks.ingest import free_port, push, serve_cmd, wait_port
 from benchmarks.media import make_clip
 
 
@@ -36,22 +36,7 @@ def live_origin(stream: str = "bench") -> Iterator[tuple[int, subprocess.Popen[b
     clip = make_clip(10)
     rtmp_port, http_port = free_port(), free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mediacore.app.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--rtmp-port",
-            str(rtmp_port),
-            "--http-port",
-            str(http_port),
-            "--rtsp-port",
-            str(free_port()),
-            "--log-level",
-            "warning",
-        ],
+        serve_cmd(rtmp_port, http_port),
         stdout=subprocess.DEVNULL,
     )
     pusher = None

@@ -5,7 +5,7 @@ when the timestamp changes. Output is length-prefixed (AVCC) with parameter sets
 the avcC record.
 
 It reads every video packet, so this one source is also compiled by Cython
-(cython_ext/h264_depacketize.pxd); `mediacore.compiled` picks the build.
+(cython_ext/h264_depacketize.pxd); `ingest.rtp.compiled` picks the build.
 """
 
 from __future__ import annotations

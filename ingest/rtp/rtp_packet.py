@@ -10,7 +10,7 @@ another payload type are dropped without ever copying their payload.
 
 This is the per-packet hot path of RTP ingest, so this one source is also compiled by
 Cython (cython_ext/rtp_packet.pxd makes RtpPacket a C struct and parse_rtp a C function);
-the header is read byte by byte, which both builds do well. `mediacore.compiled` picks the
+the header is read byte by byte, which both builds do well. `ingest.rtp.compiled` picks the
 build.
 """
 

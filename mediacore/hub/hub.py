@@ -3,7 +3,7 @@
 Fan-out never awaits the slowest reader: each subscriber has a bounded PriorityPacketQueue.
 When a subscriber falls behind, non-reference video frames go first, then whole GOP tails
 (that subscriber then skips video until the next keyframe, so it never receives a GOP with
-a hole in it), and audio last; every drop is counted (mediacore/priority_queue.py).
+a hole in it), and audio last; every drop is counted (mediacore/hub/priority_queue.py).
 
 A publisher that leaves and comes back within the grace period continues the same Stream:
 the new session's timestamps are rebased to continue after the old ones (so every consumer
