@@ -30,27 +30,28 @@ class PlaylistHistory:
         if self.target_duration is None:
             self.target_duration = pl.target_duration
         assert pl.target_duration == self.target_duration, "T3: TARGETDURATION changed"
-        for seg in pl.segments:
+        listed = pl.complete_segments  # an LL-HLS parent in progress has parts, no URI yet
+        for seg in listed:
             assert round_half_up(seg.duration) <= pl.target_duration, f"T2: EXTINF {seg.duration} > TD"
         if self.last_media_sequence >= 0:
             assert pl.media_sequence >= self.last_media_sequence, "M2: MEDIA-SEQUENCE decreased"
-        for i, seg in enumerate(pl.segments):
-            msn = pl.media_sequence + i
+        for seg in listed:
+            msn = seg.msn
             assert self.uri_by_msn.setdefault(msn, seg.uri) == seg.uri, f"M4: URI of MSN {msn} changed"
             if seg.program_date_time is not None:
                 prev = self.pdt_by_msn.setdefault(msn, seg.program_date_time)
                 assert abs(prev - seg.program_date_time) < 0.002, f"PDT of MSN {msn} changed"
         # M2: the head moved by exactly the number of segments removed.
-        if self.last_media_sequence >= 0 and pl.segments:
-            assert self.uri_by_msn[pl.media_sequence] == pl.segments[0].uri
+        if self.last_media_sequence >= 0 and listed:
+            assert self.uri_by_msn[pl.media_sequence] == listed[0].uri
         if pl.media_sequence > 0:
-            assert len(pl.segments) >= 6, "W7: fewer than 6 segments after sliding"
-            assert sum(s.duration for s in pl.segments) >= 3 * pl.target_duration, "W4: under 3 x TD"
+            assert len(listed) >= 6, "W7: fewer than 6 segments after sliding"
+            assert sum(s.duration for s in listed) >= 3 * pl.target_duration, "W4: under 3 x TD"
         # D4: PDT continues from the previous segment's PDT + EXTINF, absent a discontinuity.
-        for a, b in zip(pl.segments, pl.segments[1:]):
+        for a, b in zip(listed, listed[1:]):
             if a.program_date_time is not None and b.program_date_time is not None and not b.discontinuity:
                 assert abs(a.program_date_time + a.duration - b.program_date_time) < 0.04, "D4"
         self.last_media_sequence = pl.media_sequence
         self.reloads += 1
-        self.max_segments = max(self.max_segments, len(pl.segments))
+        self.max_segments = max(self.max_segments, len(listed))
         return pl
