@@ -127,7 +127,15 @@ class Viewer:
         if status != 200:
             self.stats.errors.append(f"playlist {status}")
             return None
-        return parse_media_playlist(body.decode())
+        return self._parse(body.decode())
+
+    def _parse(self, text: str) -> Playlist | None:
+        """A playlist the viewer can use, or None (counted as an error) for a broken one."""
+        try:
+            return parse_media_playlist(text)
+        except (ValueError, KeyError) as e:
+            self.stats.errors.append(f"playlist unreadable: {e}")
+            return None
 
     def _tick(self, resume_after: float) -> None:
         """Advance the simulated playhead to now; detect stalls and resumptions."""
@@ -185,12 +193,16 @@ class Viewer:
             return self.stats
         text = body.decode()
         if is_multivariant(text):
-            variant = MultivariantPlaylist.parse(text).variants[0].uri
+            try:
+                variant = MultivariantPlaylist.parse(text).variants[0].uri
+            except (ValueError, KeyError, IndexError) as e:
+                self.stats.errors.append(f"multivariant playlist unreadable: {e}")
+                return self.stats
             self._media_url = urljoin(self.url, variant)
             pl = await self._playlist()
         else:
             self._media_url = self.url
-            pl = parse_media_playlist(text)
+            pl = self._parse(text)
         if pl is None:
             return self.stats
         ticker = asyncio.create_task(self._ticks(deadline, pl))

@@ -9,6 +9,7 @@ runs outside the checkout and checks that mediacore is imported from the wheel."
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -42,6 +43,7 @@ def run(*cmd: str | Path, cwd: Path) -> str:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the wheel installed; returns its bin directory."""
     work = tmp_path_factory.mktemp("wheel")
+    leftover = not (ROOT / "build").exists()  # pip builds in the tree; leave it as it was
     run(
         sys.executable,
         "-m",
@@ -55,6 +57,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ROOT,
         cwd=work,
     )
+    if leftover:
+        shutil.rmtree(ROOT / "build", ignore_errors=True)
     (wheel,) = (work / "dist").glob("mediacore-*.whl")
     venv = work / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=work)

@@ -40,7 +40,7 @@ def session_limits(config: RtmpConfig) -> SessionLimits:
 class RtmpConnection(asyncio.Protocol):
     def __init__(self, server: RtmpServer) -> None:
         self.server = server
-        self.session = ServerSession(server.limits, epoch_ms=int(time.monotonic() * 1000))
+        self.session = ServerSession(server.limits, epoch_ms=int(server.clock() * 1000))
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.publisher: Publisher | None = None
@@ -92,7 +92,7 @@ class RtmpConnection(asyncio.Protocol):
         if isinstance(event, MediaMessage):
             if self.frames is None or self.publisher is None:
                 return
-            tracks, frames = self.frames.push(event.type_id, event.timestamp, event.payload, time.time())
+            tracks, frames = self.frames.push(event.type_id, event.timestamp, event.payload, self.server.wall_clock())
             for track in tracks:
                 self.publisher.update_track(track)
             for frame in frames:
@@ -173,8 +173,12 @@ class RtmpServer:
         on_connection: Callable[[], None] = lambda: None,
         on_disconnect: Callable[[], None] = lambda: None,
         on_error: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.hub = hub
+        self.clock = clock  # monotonic seconds: timeouts, buffering, RTCP timing
+        self.wall_clock = wall_clock  # seconds since the epoch: frames' wall-clock times (PDT)
         self.config = config
         self.limits = session_limits(config)
         self.authorize = authorize

@@ -19,7 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mediacore.model.names import MAX_PUBLISH_QUERY, MAX_STREAM_NAME, split_publish_name, stream_name_problem
+from mediacore.model.names import (
+    MAX_PUBLISH_QUERY,
+    MAX_STREAM_NAME,
+    PUBLISH_APP,
+    split_publish_name,
+    stream_name_problem,
+)
 
 from . import amf0
 from .chunk import (
@@ -57,7 +63,6 @@ USER_PING_REQUEST = 6
 USER_PING_RESPONSE = 7
 
 _DEFAULTS = RtmpConfig()  # every bound is named once, in ingest/rtmp/config.py
-APP_NAME = "live"
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +249,7 @@ class ServerSession:
         raw_app = str(command.get("app", ""))
         app, params = split_publish_name(raw_app.strip("/"))
         tc_url = str(command.get("tcUrl", ""))
-        if app != APP_NAME:
+        if app != PUBLISH_APP:
             self._command(
                 0,
                 "_error",
@@ -252,7 +257,7 @@ class ServerSession:
                 None,
                 {"level": "error", "code": "NetConnection.Connect.Rejected", "description": f"unknown app {app!r}"},
             )
-            raise RtmpError(f"connect to unknown app {app!r} (publish to rtmp://HOST/{APP_NAME}/STREAM)")
+            raise RtmpError(f"connect to unknown app {app!r} (publish to rtmp://HOST/{PUBLISH_APP}/STREAM)")
         self.app = app
         self.app_params = params
         limits = self.limits

@@ -39,9 +39,14 @@ class RawRtpInput:
         host: str = "0.0.0.0",
         timeout: float = 10.0,
         on_error: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         check_ingestible(sdp)
         self.hub = hub
+        self.clock = clock  # monotonic seconds: timeouts, buffering, RTCP timing
+        self.wall_clock = wall_clock  # seconds since the epoch: frames' wall-clock times (PDT)
+
         self.name = name
         self.sdp = sdp
         self.host = host
@@ -107,12 +112,12 @@ class RawRtpInput:
         return True
 
     def _on_rtp(self, index: int, data: bytes) -> None:
-        now = time.monotonic()
+        now = self.clock()
         self._last_rx = now
         if self.publisher is None and not self._publish(now):
             return
         try:
-            self.receivers[index].on_rtp(data, now, time.time())
+            self.receivers[index].on_rtp(data, now, self.wall_clock())
         except (RtpError, H264Error) as e:
             self._fail(str(e))
 
@@ -120,18 +125,18 @@ class RawRtpInput:
         self._rtcp_peer[index] = addr
         receiver = self.receivers.get(index)
         if receiver is not None:
-            receiver.on_rtcp(data, time.monotonic())
+            receiver.on_rtcp(data, self.clock())
 
     def _tick(self) -> None:
         if self.closed:
             return
-        now = time.monotonic()
+        now = self.clock()
         if self.publisher is not None:
             if now - self._last_rx > self.timeout:
                 self._unpublish(f"no RTP for {self.timeout:g} s")
             else:
                 try:
-                    wall = time.time()
+                    wall = self.wall_clock()
                     for index, receiver in self.receivers.items():
                         for rtcp in receiver.tick(now, wall):
                             peer = self._rtcp_peer.get(index)
@@ -152,7 +157,7 @@ class RawRtpInput:
             return
         for receiver in self.receivers.values():
             try:
-                receiver.finish(time.monotonic(), time.time())
+                receiver.finish(self.clock(), self.wall_clock())
             except (RtpError, H264Error):
                 pass
         self.receivers = {}

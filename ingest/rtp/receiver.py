@@ -21,9 +21,9 @@ from .errors import RtpError
 from .packet import Nack, Pli, ReceiverReport, ReportBlock, SenderReport, parse_rtcp, parse_rtp
 from .sdp import MediaDescription
 from .to_stream import RtpToFrames, SessionClock, aac_track, audio_track, video_track
-from .transcode import OpusToAac, ThreadedTranscoder
+from .transcode import SAMPLE_RATE, OpusToAac, ThreadedTranscoder
 
-log = logging.getLogger("mediacore.rtp")
+log = logging.getLogger("mediacore.rtsp")  # the name operators filter RTP ingest lines by
 
 FLUSH_HORIZON = 3600.0
 """Seconds past `now` at which a finished session's buffer is drained: later than any
@@ -63,7 +63,9 @@ class TrackReceiver:
             self.depacketizer = OpusDepacketizer()
             core = OpusToAac()
             self.track = aac_track(core.config)
-            self._frames_track = Track(Kind.AUDIO, "opus", 48000, b"", "opus", sample_rate=48000, channels=2)
+            self._frames_track = Track(
+                Kind.AUDIO, "opus", SAMPLE_RATE, b"", "opus", sample_rate=SAMPLE_RATE, channels=2
+            )
             self.transcoder = ThreadedTranscoder(core, self._on_aac)
             self._wall_anchor: tuple[int, float] | None = None
             publisher.update_track(self.track)
@@ -177,7 +179,7 @@ class TrackReceiver:
         assert self.track is not None and self._wall_anchor is not None
         pts0, wall0 = self._wall_anchor
         for pts, data in frames:
-            self.publisher.send(Frame(self.track, pts, pts, True, data, wall0 + (pts - pts0) / 48000))
+            self.publisher.send(Frame(self.track, pts, pts, True, data, wall0 + (pts - pts0) / SAMPLE_RATE))
 
     def on_rtp(self, data: bytes, now: float, wall: float) -> None:
         try:

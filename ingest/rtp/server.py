@@ -53,7 +53,7 @@ class RtspConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self._created = self._last_rx = time.monotonic()
+        self._created = self._last_rx = self.server.clock()
         self._tick()
 
     def _allocate_ports(self) -> tuple[int, int]:
@@ -64,7 +64,7 @@ class RtspConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        self._last_rx = time.monotonic()
+        self._last_rx = self.server.clock()
         try:
             for item in self.parser.feed(data):
                 if isinstance(item, Interleaved):
@@ -90,9 +90,9 @@ class RtspConnection(asyncio.Protocol):
         for index, setup in self.session.tracks.items():
             if setup.tcp and index in self.receivers:
                 if item.channel == setup.channels[0]:
-                    self.receivers[index].on_rtp(item.data, time.monotonic(), time.time())
+                    self.receivers[index].on_rtp(item.data, self.server.clock(), self.server.wall_clock())
                 elif item.channel == setup.channels[1]:
-                    self.receivers[index].on_rtcp(item.data, time.monotonic())
+                    self.receivers[index].on_rtcp(item.data, self.server.clock())
 
     async def _open_udp(self) -> None:
         loop = asyncio.get_running_loop()
@@ -103,15 +103,15 @@ class RtspConnection(asyncio.Protocol):
             def on_rtp(data: bytes, addr: tuple[str, int], index: int = index) -> None:
                 receiver = self.receivers.get(index)
                 if receiver is not None:
-                    self._last_rx = time.monotonic()
-                    receiver.on_rtp(data, self._last_rx, time.time())
+                    self._last_rx = self.server.clock()
+                    receiver.on_rtp(data, self._last_rx, self.server.wall_clock())
 
             rtp_transport, _protocol = await loop.create_datagram_endpoint(lambda: Datagrams(on_rtp), sock=rtp_sock)
 
             def on_rtcp(data: bytes, addr: tuple[str, int], index: int = index) -> None:
                 receiver = self.receivers.get(index)
                 if receiver is not None:
-                    receiver.on_rtcp(data, time.monotonic())
+                    receiver.on_rtcp(data, self.server.clock())
 
             rtcp_transport, _protocol = await loop.create_datagram_endpoint(lambda: Datagrams(on_rtcp), sock=rtcp_sock)
             self._udp += [rtp_transport, rtcp_transport]
@@ -140,7 +140,7 @@ class RtspConnection(asyncio.Protocol):
         """Every TICK_SECONDS: release packets whose playout deadline passed, send NACKs, time out."""
         if self.closed:
             return
-        now = time.monotonic()
+        now = self.server.clock()
         config = self.server.config
         if not self.session.recording and now - self._created > config.record_timeout:
             self.fail(f"no RECORD within {config.record_timeout:g} s")
@@ -148,7 +148,7 @@ class RtspConnection(asyncio.Protocol):
         if now - self._last_rx > config.session_timeout:
             self.fail(f"no data for {config.session_timeout:g} s")
             return
-        wall = time.time()
+        wall = self.server.wall_clock()
         try:
             for index, receiver in self.receivers.items():
                 for rtcp in receiver.tick(now, wall):
@@ -185,7 +185,7 @@ class RtspConnection(asyncio.Protocol):
         if self.publisher is not None:
             for receiver in self.receivers.values():
                 try:
-                    receiver.finish(time.monotonic(), time.time())
+                    receiver.finish(self.server.clock(), self.server.wall_clock())
                 except (RtpError, H264Error):
                     pass
             log.info("rtsp %s: stream %s unpublished (%s)", self.peer, self.session.stream_name, reason)
@@ -213,8 +213,12 @@ class RtspServer:
         config: RtspConfig,
         authorize: Callable[[str, str], bool],
         on_error: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.hub = hub
+        self.clock = clock  # monotonic seconds: timeouts, buffering, RTCP timing
+        self.wall_clock = wall_clock  # seconds since the epoch: frames' wall-clock times (PDT)
         self.config = config
         self.authorize = authorize
         self.on_error = on_error

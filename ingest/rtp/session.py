@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from mediacore.model.names import split_publish_name, stream_name_problem
+from mediacore.model.names import PUBLISH_APP, split_publish_name, stream_name_problem
 
 from .errors import RtpError
 from .rtsp import Request, response
@@ -76,8 +76,8 @@ class RtspSession:
         path = urlsplit(req.uri).path.strip("/")
         query = urlsplit(req.uri).query
         app, _, raw = path.partition("/")
-        if app != "live":
-            raise RtpError(f"ANNOUNCE for {req.uri[:100]!r}: publish to rtsp://HOST/live/STREAM")
+        if app != PUBLISH_APP:
+            raise RtpError(f"ANNOUNCE for {req.uri[:100]!r}: publish to rtsp://HOST/{PUBLISH_APP}/STREAM")
         name, params = split_publish_name(raw + ("?" + query if query else ""))
         problem = stream_name_problem(name)
         if problem is not None:

@@ -10,6 +10,8 @@ import sys
 from typing import Any
 
 from mediacore.app.config import Config, ConfigError, load_config
+from mediacore.model.names import PUBLISH_APP
+from mediacore.playlist.uris import playback_urls
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,13 +91,15 @@ async def _run(config: Config, demo: bool) -> None:
             from mediacore.app.demo import demo_command
 
             name = config.demo.stream
-            url = f"rtmp://127.0.0.1:{engine.rtmp_port}/live/{name}"
+            url = f"rtmp://127.0.0.1:{engine.rtmp_port}/{PUBLISH_APP}/{name}"
             publisher = await asyncio.create_subprocess_exec(*demo_command(url, config.demo))
-            print(f"demo stream publishing; watch it at {engine.base_url()}/watch/{name}", flush=True)
-            print(f"HLS playlist: {engine.base_url()}/live/{name}/index.m3u8", flush=True)
+            urls = playback_urls(engine.base_url(), name)
+            print(f"demo stream publishing; watch it at {urls['watch']}", flush=True)
+            print(f"HLS playlist: {urls['hls']}", flush=True)
         else:
             print(
-                f"mediacore serving: rtmp://HOST:{engine.rtmp_port}/live/STREAM -> {engine.base_url()}/watch/STREAM",
+                f"mediacore serving: rtmp://HOST:{engine.rtmp_port}/{PUBLISH_APP}/STREAM -> "
+                f"{playback_urls(engine.base_url(), 'STREAM')['watch']}",
                 flush=True,
             )
         await stop.wait()

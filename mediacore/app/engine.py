@@ -75,10 +75,18 @@ class Engine:
             on_connection=self._rtmp_connected,
             on_disconnect=self.metrics.rtmp_active.dec,
             on_error=self.metrics.ingest_errors.labels("rtmp").inc,
+            clock=clock,
+            wall_clock=wall_clock,
         )
         self.rtsp = RtspServer(
-            self.hub, config.rtsp, self.authorize_publish, on_error=self.metrics.ingest_errors.labels("rtsp").inc
+            self.hub,
+            config.rtsp,
+            self.authorize_publish,
+            on_error=self.metrics.ingest_errors.labels("rtsp").inc,
+            clock=clock,
+            wall_clock=wall_clock,
         )
+        self.wall_clock = wall_clock
         self.hub.on_stream_started.append(self._stream_started)
         self.hub.on_stream_unpublished.append(self._stream_unpublished)
         self.metrics.attach(self.hub.streams, self._segments_made, self.viewers, self._rtp_receivers, clock)
@@ -229,6 +237,8 @@ class Engine:
             self.config.server.host,
             self.config.rtp.input_timeout,
             on_error=self.metrics.ingest_errors.labels("rtp").inc,
+            clock=self.clock,
+            wall_clock=self.wall_clock,
         )
         await rtp_input.start()
         self.rtp_inputs.append(rtp_input)

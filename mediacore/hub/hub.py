@@ -180,7 +180,7 @@ class Stream:
         self.publishing = True
         self.ended = False
         self.epoch += 1
-        self.published_at = self.hub.clock()
+        self.published_at = self.hub.wall_clock()
         self.stats.publishes += 1
         self._epoch_origin = None
         self._offsets = {}
@@ -285,9 +285,9 @@ class StreamPublisher:
 class Hub:
     """Registry of live streams. Listeners hear about streams appearing (packagers attach)."""
 
-    def __init__(self, config: HubConfig | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: HubConfig | None = None, wall_clock: Callable[[], float] = time.time) -> None:
         self.config = config or HubConfig()
-        self.clock = clock  # wall clock (seconds since the epoch) for publish times
+        self.wall_clock = wall_clock  # seconds since the epoch, for publish times
         self.streams: dict[str, Stream] = {}
         self.on_stream_started: list[Callable[[Stream], None]] = []
         self.on_stream_unpublished: list[Callable[[Stream], None]] = []

@@ -20,7 +20,6 @@ def after(dts: int, last: int | None) -> int:
 class DecodeOrder:
     def __init__(self) -> None:
         self._last: dict[Kind, int] = {}
-        self.nudged = 0  # frames whose DTS was moved
 
     def fix(self, frame: Frame) -> Frame:
         kind = frame.track.kind
@@ -28,7 +27,6 @@ class DecodeOrder:
         dts = after(frame.dts, last)
         if dts != frame.dts:
             frame = Frame(frame.track, dts, max(frame.pts, dts), frame.keyframe, frame.data, frame.wallclock)
-            self.nudged += 1
         self._last[kind] = frame.dts
         return frame
 

@@ -13,8 +13,14 @@ MAX_STREAM_NAME = 128
 """Longest stream name in characters: long enough for any shop's naming, short enough for
 a URL path segment and a metric label."""
 
+PUBLISH_APP = "live"
+"""The one application publishers connect to: rtmp://HOST/live/STREAM, rtsp://HOST/live/STREAM."""
+
 MAX_PUBLISH_QUERY = 1024
 """Characters a publish name may carry after '?' (the key and other parameters)."""
+
+SHOWN_NAME = 64
+"""Characters of a refused name quoted in an error: enough to recognise, not a log flood."""
 
 _ALLOWED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -24,7 +30,7 @@ def stream_name_problem(name: str) -> str | None:
     if len(name) > MAX_STREAM_NAME:
         return f"stream name of {len(name)} characters exceeds the limit of {MAX_STREAM_NAME}"
     if not _ALLOWED.match(name) or ".." in name:
-        shown = name if len(name) <= 64 else name[:64] + "..."
+        shown = name if len(name) <= SHOWN_NAME else name[:SHOWN_NAME] + "..."
         return f"stream name {shown!r} is not allowed (letters, digits, '_', '-', '.')"
     return None
 

@@ -10,6 +10,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from mediacore.model.media import Kind
 from mediacore.origin.http import state_of
 from mediacore.origin.state import OriginState
+from mediacore.playlist.uris import playback_urls
 
 
 def stream_state(publishing: bool, ended: bool) -> str:
@@ -46,11 +47,7 @@ def stream_summary(state: OriginState, name: str) -> dict[str, object]:
         "frames": {k.value: n for k, n in stream.stats.frames.items()},
         "segments": store.next_msn if store else 0,
         "target_duration": store.target_duration if store else None,
-        "urls": {
-            "hls": f"{base}/live/{name}/index.m3u8",
-            "ll_hls": f"{base}/live/{name}/ll.m3u8",
-            "watch": f"{base}/watch/{name}",
-        },
+        "urls": playback_urls(base, name),
     }
 
 

@@ -11,7 +11,7 @@ from email.utils import formatdate
 from aiohttp import web
 
 from mediacore.origin.http import client_key, not_found, playlist_response, state_of, stream_name
-from mediacore.playlist.uris import HLS_SEGMENT_ROUTE, hls_segment_from_route
+from mediacore.playlist.uris import HLS_PLAYLIST, HLS_SEGMENT_ROUTE, STREAM_ROOT, hls_segment_from_route
 
 TS_TYPE = "video/mp2t"
 
@@ -47,5 +47,5 @@ async def segment(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/live/{stream}/index.m3u8", media_playlist)
-    app.router.add_get("/live/{stream}/" + HLS_SEGMENT_ROUTE, segment)
+    app.router.add_get(STREAM_ROOT + HLS_PLAYLIST, media_playlist)
+    app.router.add_get(STREAM_ROOT + HLS_SEGMENT_ROUTE, segment)

@@ -16,8 +16,18 @@ from aiohttp import web
 from mediacore.model.media import Kind
 from mediacore.origin.http import client_key, not_found, playlist_response, state_of, stream_name
 from mediacore.origin.state import OriginState
-from mediacore.playlist.multivariant import AudioRendition, MultivariantPlaylist, Variant
-from mediacore.playlist.uris import LL_MEDIA_ROUTE, LL_RENDITIONS, ll_playlist_uri, ll_prefix, parse_ll_media
+from mediacore.playlist.multivariant import STEREO, AudioRendition, MultivariantPlaylist, Variant
+from mediacore.playlist.uris import (
+    LL_DIR,
+    LL_MEDIA_ROUTE,
+    LL_MULTIVARIANT,
+    LL_RENDITIONS,
+    STREAM_ROOT,
+    ll_playlist_uri,
+    ll_prefix,
+    ll_rendition_uri,
+    parse_ll_media,
+)
 from mediacore.store.ll import LlRendition
 
 MAX_DIRECTIVE_DIGITS = 18
@@ -108,7 +118,9 @@ def multivariant_playlist(state: OriginState, name: str, renditions: dict[Kind, 
     if with_audio and audio_track is not None:
         a_peak, a_avg = audio.bandwidth()
         peak, average = peak + a_peak, average + a_avg
-        playlist.audio.append(AudioRendition("aac", "main", ll_playlist_uri(audio.name), audio_track.channels or 2))
+        playlist.audio.append(
+            AudioRendition("aac", "main", ll_playlist_uri(audio.name), audio_track.channels or STEREO)
+        )
         codecs.append(audio_track.codec_string)
     resolution, frame_rate = None, None
     if video.ready and video_track is not None:
@@ -142,7 +154,7 @@ async def media_playlist(request: web.Request) -> web.StreamResponse:
     prefix = LL_RENDITIONS.get(request.match_info["rendition"])
     rendition = next((r for r in renditions.values() if r.prefix == prefix), None)
     if rendition is None or not rendition.ready:
-        raise web.HTTPNotFound(text="no such rendition", headers={"Cache-Control": "max-age=1"})
+        raise not_found("no such rendition")
     td = rendition.target_duration or 1
     try:
         directives = parse_directives(request.query)
@@ -177,7 +189,7 @@ async def media(request: web.Request) -> web.StreamResponse:
     prefix = ll_prefix(name)
     rendition = next((r for r in renditions.values() if r.prefix == prefix), None)
     if rendition is None:
-        raise web.HTTPNotFound(headers={"Cache-Control": "max-age=1"})
+        raise not_found("no such part or segment")
     td = rendition.target_duration or 1
     data = rendition.resource(uri, state.clock())
     parsed = parse_ll_media(name) if ext == "m4s" else None
@@ -200,7 +212,7 @@ async def media(request: web.Request) -> web.StreamResponse:
             if data is not None:
                 state.metrics.ll_blocked_wake.labels("part").observe(state.clock() - rendition.changed_at)
     if data is None:
-        raise web.HTTPNotFound(text="no such part or segment", headers={"Cache-Control": f"max-age={td}"})
+        raise not_found("no such part or segment", td)
     content_type = "video/mp4" if rendition.prefix == LL_RENDITIONS["video"] else "audio/mp4"
     max_age = state.http.segment_max_age
     return web.Response(
@@ -209,6 +221,6 @@ async def media(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/live/{stream}/ll.m3u8", multivariant)
-    app.router.add_get("/live/{stream}/ll/{rendition}.m3u8", media_playlist)
-    app.router.add_get("/live/{stream}/ll/" + LL_MEDIA_ROUTE, media)
+    app.router.add_get(STREAM_ROOT + LL_MULTIVARIANT, multivariant)
+    app.router.add_get(STREAM_ROOT + LL_DIR + ll_rendition_uri("{rendition}"), media_playlist)
+    app.router.add_get(STREAM_ROOT + LL_DIR + LL_MEDIA_ROUTE, media)

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from mediacore.origin.api import stream_state
 from mediacore.origin.http import state_of, stream_name
+from mediacore.playlist.uris import WATCH_PAGE
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 STATIC_MAX_AGE = 86400
@@ -23,7 +24,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
 async def index(request: web.Request) -> web.StreamResponse:
     streams = state_of(request).streams
     items = "".join(
-        f'<li><a href="/watch/{n}">{n}</a> ({stream_state(s.publishing, s.ended)})</li>'
+        f'<li><a href="{WATCH_PAGE.format(stream=n)}">{n}</a> ({stream_state(s.publishing, s.ended)})</li>'
         for n, s in sorted(streams.items())
     )
     html = (WEB_DIR / "index.html").read_text().replace("{{STREAMS}}", items or "<li>no streams yet</li>")
@@ -38,6 +39,6 @@ async def hls_js(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/watch/{stream}", watch)
+    app.router.add_get(WATCH_PAGE, watch)
     app.router.add_get("/static/hls.min.js", hls_js)
     app.router.add_get("/", index)

@@ -86,7 +86,6 @@ class LlHlsPackager:
         self._emit(state, state.cutter.push(self._decode_order.fix(frame)))
 
     def _emit(self, state: _Track, parts: list[ClosedPart]) -> None:
-        now = self.clock()
         for part in parts:
             if part.gap:
                 data = b""  # a hole in the track: listed as GAP=YES, nothing to write
@@ -100,7 +99,7 @@ class LlHlsPackager:
                 part.starts_parent,
                 part.ends_parent,
                 part.wallclock,
-                now,
+                self.clock(),  # when this part is complete: blocked requests' wake-up is timed from it
                 len(part.samples),
                 gap=part.gap,
             )

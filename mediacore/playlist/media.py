@@ -32,7 +32,6 @@ ONCE_TAGS = frozenset(
         "#EXT-X-PART-INF",
         "#EXT-X-SERVER-CONTROL",
         "#EXT-X-SKIP",
-        "#EXT-X-PRELOAD-HINT",
     }
 )
 """Tags that may appear at most once in a media playlist (P6)."""
@@ -102,11 +101,6 @@ class MediaPlaylist:
     @property
     def complete_segments(self) -> list[Segment]:
         return [s for s in self.segments if s.uri is not None]
-
-    @property
-    def parts(self) -> list[tuple[int, int, Part]]:
-        """(msn, index, part) for every listed part, in order."""
-        return [(s.msn, i, p) for s in self.segments for i, p in enumerate(s.parts)]
 
     def render(self) -> str:
         lines = [

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 from mediacore.playlist.tags import parse_attributes, yes
 
+STEREO = 2
+"""CHANNELS when a track does not say: AAC from our publishers is stereo unless it says otherwise."""
+
 
 @dataclass(frozen=True, slots=True)
 class AudioRendition:
@@ -19,7 +22,7 @@ class AudioRendition:
     group_id: str
     name: str
     uri: str
-    channels: int = 2
+    channels: int = STEREO
     default: bool = True
     autoselect: bool = True
 

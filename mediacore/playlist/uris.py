@@ -13,6 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+STREAM_ROOT = "/live/{stream}/"
+"""Where a stream's playlists and media live in the URL space (the contract's /live/STREAM/)."""
+HLS_PLAYLIST = "index.m3u8"
+LL_MULTIVARIANT = "ll.m3u8"
+LL_DIR = "ll/"
+"""LL-HLS rendition playlists and media sit below the multivariant playlist, in ll/."""
+WATCH_PAGE = "/watch/{stream}"
+
 HLS_SEGMENT_SUFFIX = ".ts"
 HLS_SEGMENT_ROUTE = "{segment:[0-9a-f]+-[0-9]+}" + HLS_SEGMENT_SUFFIX
 """aiohttp route pattern of an HLS segment (match_info['segment'] is the name without the
@@ -44,9 +52,24 @@ def ll_part_uri(prefix: str, session: str, msn: int, index: int) -> str:
     return f"{prefix}-{session}-{msn}.{index}.m4s"
 
 
+def ll_rendition_uri(rendition: str) -> str:
+    """A rendition playlist's URI relative to its sibling renditions (rendition reports)."""
+    return f"{rendition}.m3u8"
+
+
 def ll_playlist_uri(rendition: str) -> str:
     """A rendition playlist's URI relative to the multivariant playlist."""
-    return f"ll/{rendition}.m3u8"
+    return LL_DIR + ll_rendition_uri(rendition)
+
+
+def playback_urls(base: str, stream: str) -> dict[str, str]:
+    """The URLs a viewer of `stream` opens, below the origin's `base` URL."""
+    root = base + STREAM_ROOT.format(stream=stream)
+    return {
+        "hls": root + HLS_PLAYLIST,
+        "ll_hls": root + LL_MULTIVARIANT,
+        "watch": base + WATCH_PAGE.format(stream=stream),
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from mediacore.playlist.media import MediaPlaylist, Part, RenditionReport, Segment, ServerControl
-from mediacore.playlist.uris import ll_init_uri, ll_parent_uri, ll_part_uri, ll_playlist_uri
+from mediacore.playlist.uris import ll_init_uri, ll_parent_uri, ll_part_uri, ll_rendition_uri
 from mediacore.store.notifier import Notifier
 from mediacore.store.window import SlidingWindow, Windowed, target_duration
 
@@ -107,6 +107,7 @@ class LlRendition(Windowed[LlSegment]):
         self.td_source: LlRendition | None = None
         self.bytes_total = 0
         self.changed_at = 0.0  # monotonic time of the last change (for wake-up latency)
+        self._rendered: dict[str | None, str] = {}  # playlist text per skip mode, until the next change
 
     # Production ----------------------------------------------------------------------
 
@@ -199,9 +200,11 @@ class LlRendition(Windowed[LlSegment]):
 
     def _publish(self, now: float) -> None:
         self.changed_at = now
+        self._rendered.clear()
         self.changed.notify()
         for peer in self.peers:
-            peer.changed.notify()  # their rendition reports changed too (R3)
+            peer._rendered.clear()  # their rendition reports changed too (R3)
+            peer.changed.notify()
 
     # Queries -------------------------------------------------------------------------
 
@@ -309,7 +312,7 @@ class LlRendition(Windowed[LlSegment]):
         for peer in self.peers:
             if peer.ready:
                 last_msn, last_part = peer.last_part()
-                reports.append(RenditionReport(f"{peer.name}.m3u8", last_msn, last_part))
+                reports.append(RenditionReport(ll_rendition_uri(peer.name), last_msn, last_part))
         msn, index = self.next_part()
         return MediaPlaylist(
             target_duration=td,
@@ -325,7 +328,7 @@ class LlRendition(Windowed[LlSegment]):
                     seg.program_date_time,
                     seg.discontinuity,
                     seg.gap and seg.complete,
-                    seg.init_uri,
+                    seg.init_uri or None,
                     [Part(p.uri, p.duration, p.independent, p.gap) for p in seg.parts] if i >= part_from else [],
                 )
                 for i, seg in enumerate(listed)
@@ -345,7 +348,10 @@ class LlRendition(Windowed[LlSegment]):
         )
 
     def render(self, skip: str | None = None) -> str:
-        return self.playlist(skip).render()
-
-    def playlist_uri(self) -> str:
-        return ll_playlist_uri(self.name)
+        """The playlist text, rendered once per change: every request woken by a part gets
+        the same text."""
+        mode = skip if skip in ("YES", "v2") else None
+        text = self._rendered.get(mode)
+        if text is None:
+            text = self._rendered[mode] = self.playlist(mode).render()
+        return text

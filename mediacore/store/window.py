@@ -60,15 +60,13 @@ class SlidingWindow(Generic[S]):
         downloadable from now (W5, G2)."""
         self.segments.append(segment)
         removed = []
-        listed = self.duration()
         floor = MIN_LISTED_TDS * target_duration
         while len(self.segments) > self.min_segments:
             head = self.segments[0]
-            if listed - head.duration < floor:
+            served = self.duration()  # the playlist as it was just before this removal
+            if served - head.duration < floor:
                 break
-            served = listed  # the playlist as it was just before this removal
             self.segments.popleft()
-            listed -= head.duration
             self.media_sequence += 1
             if head.discontinuity:
                 self.discontinuity_sequence += 1
