@@ -21,7 +21,7 @@ from ingest.rtp.sdp import SessionDescription, parse_sdp
 from ingest.rtp.server import RtspServer
 from mediacore.app.config import Config, ConfigError
 from mediacore.app.lifecycle import EndStream, StreamLifecycle
-from mediacore.app.metrics import Metrics
+from mediacore.app.metrics import Metrics, ScrapeSources
 from mediacore.hub.hub import Hub, Stream
 from mediacore.model.media import Kind
 from mediacore.origin.app import create_app
@@ -89,7 +89,9 @@ class Engine:
         self.wall_clock = wall_clock
         self.hub.on_stream_started.append(self._stream_started)
         self.hub.on_stream_unpublished.append(self._stream_unpublished)
-        self.metrics.attach(self.hub.streams, self._segments_made, self.viewers, self._rtp_receivers, clock)
+        self.metrics.attach(
+            ScrapeSources(self.hub.streams, self._segments_made, self.viewers, self._rtp_receivers, clock)
+        )
         self._runner: web.AppRunner | None = None
         self.rtp_inputs: list[RawRtpInput] = []
         self.rtmp_port = 0

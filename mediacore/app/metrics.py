@@ -7,6 +7,7 @@ media path itself never touches a metric object.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -18,6 +19,22 @@ from mediacore.hub.priority_queue import AUDIO, KEY, NONREF, REF
 from mediacore.origin.viewers import ViewerTracker
 
 DROP_LABELS = {AUDIO: "audio", KEY: "keyframe", REF: "reference", NONREF: "non_reference"}
+
+
+BLOCKED_WAKE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+"""Seconds from a part landing to the response of a request blocked on it: sub-millisecond
+is the goal, a second is already a stall."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeSources:
+    """What the collector reads at scrape time, handed over by the engine."""
+
+    streams: Mapping[str, Stream]
+    segments_made: Callable[[str], int]
+    viewers: ViewerTracker
+    rtp_receivers: Callable[[], Iterable[tuple[str, TrackReceiver]]]
+    clock: Callable[[], float]
 
 
 class Metrics:
@@ -43,38 +60,20 @@ class Metrics:
             "From a part being complete to the response of a request blocked on it",
             ["kind"],
             registry=self.registry,
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            buckets=BLOCKED_WAKE_BUCKETS,
         )
 
-    def attach(
-        self,
-        streams: Mapping[str, Stream],
-        segments_made: Callable[[str], int],
-        viewers: ViewerTracker,
-        rtp_receivers: Callable[[], Iterable[tuple[str, TrackReceiver]]],
-        clock: Callable[[], float],
-    ) -> None:
+    def attach(self, sources: ScrapeSources) -> None:
         """Read the engine's parts at scrape time (the media path never touches a metric)."""
-        self.registry.register(_EngineCollector(streams, segments_made, viewers, rtp_receivers, clock))
+        self.registry.register(_EngineCollector(sources))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class _EngineCollector(Collector):
-    def __init__(
-        self,
-        streams: Mapping[str, Stream],
-        segments_made: Callable[[str], int],
-        viewers: ViewerTracker,
-        rtp_receivers: Callable[[], Iterable[tuple[str, TrackReceiver]]],
-        clock: Callable[[], float],
-    ) -> None:
-        self.streams = streams
-        self.segments_made = segments_made
-        self.viewers = viewers
-        self.rtp_receivers = rtp_receivers
-        self.clock = clock
+    def __init__(self, sources: ScrapeSources) -> None:
+        self.sources = sources
 
     def collect(self) -> Iterator[Metric]:
         live = GaugeMetricFamily("mediacore_streams", "Streams known to the hub", labels=["state"])
@@ -88,16 +87,16 @@ class _EngineCollector(Collector):
         )
         viewers = GaugeMetricFamily("mediacore_viewers", "Viewers seen recently", labels=["stream"])
         counts = {"live": 0, "idle": 0, "ended": 0}
-        now = self.clock()
-        for name, stream in self.streams.items():
+        now = self.sources.clock()
+        for name, stream in self.sources.streams.items():
             counts["live" if stream.publishing else "ended" if stream.ended else "idle"] += 1
             for kind, n in stream.stats.frames.items():
                 frames.add_metric([name, kind.value], n)
             in_bytes.add_metric([name], stream.stats.bytes)
             for level, label in DROP_LABELS.items():
                 drops.add_metric([name, label], sum(s.queue.dropped_by_priority[level] for s in stream.subscribers))
-            segments.add_metric([name], self.segments_made(name))
-            viewers.add_metric([name], self.viewers.count(name, now))
+            segments.add_metric([name], self.sources.segments_made(name))
+            viewers.add_metric([name], self.sources.viewers.count(name, now))
         for state, n in counts.items():
             live.add_metric([state], n)
         yield from (live, frames, in_bytes, segments, drops, viewers)
@@ -120,7 +119,7 @@ class _EngineCollector(Collector):
         jitter = GaugeMetricFamily(
             "mediacore_rtp_jitter_seconds", "RFC 3550 interarrival jitter", labels=["stream", "media"]
         )
-        for stream, receiver in self.rtp_receivers():
+        for stream, receiver in self.sources.rtp_receivers():
             media = receiver.media.kind
             for event, n in receiver.counters().items():
                 if event.endswith("_frames"):
