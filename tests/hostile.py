@@ -16,8 +16,8 @@ from types import TracebackType
 
 import aiohttp
 import psutil
-
 from conftest import count_packets, ffmpeg_push_cmd, start_process, stop_process, until, wait_for_playlist
+
 from mediacore.app.engine import Engine
 from mediacore.model.media import Kind
 

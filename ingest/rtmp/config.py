@@ -33,3 +33,18 @@ class RtmpConfig:
     """Acknowledgement window we announce (bytes); the same figure ffmpeg and nginx-rtmp use."""
     out_chunk_size: int = 4096
     """Chunk size for what we send; replies are small, 4096 keeps them in one chunk."""
+    publish_deadline: float = 15.0
+    """Seconds from connecting to publishing: a socket that handshakes and pings but never
+    publishes would hold its buffers forever. Encoders publish within a second or two."""
+    max_connections: int = 1000
+    """RTMP connections open at once; past it new ones are closed at once (a shop runs far fewer
+    publishers, and each may hold max_buffered_bytes)."""
+    max_connections_per_ip: int = 20
+    """RTMP connections open at once from one address: a studio behind one NAT runs a handful
+    of encoders; a flood from one host must not take the listener."""
+    max_write_buffer: int = 1024 * 1024
+    """Bytes queued for a peer that does not read our replies before it is closed: replies are
+    a few hundred bytes; only a peer that never reads gets here."""
+    max_publishes_per_connection: int = 4
+    """Publish commands one connection may make: encoders publish once, some republish after
+    a hiccup; a publish/unpublish loop must not create streams without end."""

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from mediacore.hub.publisher import Publisher, PublishPoint, StreamBusy
+from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
 
 from .amf0 import AmfLimits
@@ -45,8 +46,11 @@ class RtmpConnection(asyncio.Protocol):
         self.peer = "?"
         self.publisher: Publisher | None = None
         self.frames: RtmpToFrames | None = None
+        self.address = ""  # the peer's IP address, for the per-address cap
+        self.publishes = 0
         self._last_rx = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._publish_deadline: asyncio.TimerHandle | None = None
         self.closed = False
 
     # Transport callbacks ---------------------------------------------------------------
@@ -55,11 +59,17 @@ class RtmpConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.address = str(peer[0]) if peer else "?"
+        refusal = self.server.admit(self.address)
         self.server.connections.add(self)
         self.server.on_connection()
+        if refusal is not None:
+            self.server.refuse(self, refusal)
+            return
         loop = asyncio.get_running_loop()
         self._last_rx = loop.time()
         self._timer = loop.call_later(self.server.config.handshake_timeout, self._check_timeout)
+        self._publish_deadline = loop.call_later(self.server.config.publish_deadline, self._check_published)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -81,8 +91,7 @@ class RtmpConnection(asyncio.Protocol):
         if self.publisher is not None:
             self.publisher.close()
             self.publisher = None
-        if self._timer is not None:
-            self._timer.cancel()
+        self._cancel_timers()
         self.server.connections.discard(self)
         self.server.on_disconnect()
 
@@ -111,27 +120,45 @@ class RtmpConnection(asyncio.Protocol):
             log.debug("rtmp %s: connected app=%s encoder=%s", self.peer, event.app, event.flash_ver)
 
     def _on_publish(self, request: PublishRequest) -> None:
+        self.publishes += 1
+        limit = self.server.config.max_publishes_per_connection
+        if self.publishes > limit:
+            self.session.reject_publish("NetStream.Publish.Rejected", f"at most {limit} publishes per connection")
+            raise RtmpError(f"publish number {self.publishes} on one connection (limit {limit})")
         if not self.server.authorize(request.name, request.key):
             self.session.reject_publish("NetStream.Publish.Unauthorized", "publish key is missing or wrong")
             raise RtmpError(f"publish to {request.name!r} refused: key missing or wrong")
         try:
             self.publisher = self.server.hub.publish(request.name)
         except StreamBusy as e:
-            self.session.reject_publish("NetStream.Publish.BadName", f"stream {request.name} is already publishing")
+            self.session.reject_publish("NetStream.Publish.BadName", str(e))
             raise RtmpError(str(e)) from e
         self.frames = RtmpToFrames(request.name)
         self.session.accept_publish()
         log.info("rtmp %s: publishing stream %s", self.peer, request.name)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._cancel_timers()
         self._timer = asyncio.get_running_loop().call_later(self.server.config.idle_timeout, self._check_timeout)
 
     # Helpers ---------------------------------------------------------------------------
 
     def _flush(self) -> None:
         out = self.session.data_to_send()
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out)
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(out)
+            queued = transport.get_write_buffer_size()
+            if queued > self.server.config.max_write_buffer and not self.closed:
+                self.fail(f"peer does not read: {queued} bytes queued (limit {self.server.config.max_write_buffer})")
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._timer, self._publish_deadline):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._publish_deadline = None
+
+    def _check_published(self) -> None:
+        if not self.closed and self.publisher is None:
+            self.fail(f"no publish within {self.server.config.publish_deadline:g} s of connecting")
 
     def _check_timeout(self) -> None:
         if self.closed:
@@ -155,8 +182,9 @@ class RtmpConnection(asyncio.Protocol):
         name = self.session.stream_name or "-"
         log.warning("rtmp %s [%s]: closed: %s", self.peer, name, reason)
         self.server.on_error()
-        self._flush()
         self.closed = True
+        self._flush()
+        self._cancel_timers()
         if self.publisher is not None:
             self.publisher.close()
             self.publisher = None
@@ -186,7 +214,27 @@ class RtmpServer:
         self.on_disconnect = on_disconnect
         self.on_error = on_error
         self.connections: set[RtmpConnection] = set()
+        self.refused = 0  # connections closed at once for a connection cap
         self._server: asyncio.base_events.Server | None = None
+
+    def admit(self, address: str) -> str | None:
+        """Why a new connection from `address` is refused (a connection cap), or None."""
+        config = self.config
+        if len(self.connections) >= config.max_connections:
+            return f"{len(self.connections)} connections open (limit {config.max_connections})"
+        from_address = sum(1 for c in self.connections if c.address == address)
+        if from_address >= config.max_connections_per_ip:
+            return f"{from_address} connections from {address} (limit {config.max_connections_per_ip})"
+        return None
+
+    def refuse(self, connection: RtmpConnection, reason: str) -> None:
+        before, self.refused = self.refused, self.refused + 1
+        if worth_logging(before, self.refused):
+            log.warning("rtmp %s: refused: %s (%d refused so far)", connection.peer, reason, self.refused)
+        self.on_error()
+        connection.closed = True
+        if connection.transport is not None:
+            connection.transport.abort()
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()

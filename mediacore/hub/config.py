@@ -11,3 +11,6 @@ class HubConfig:
     """Frames a subscriber may lag before the hub drops for it; about 8 s at 30 fps + audio."""
     subscriber_queue_bytes: int = 32 * 1024 * 1024
     """Bytes a subscriber may lag before the hub drops for it."""
+    max_streams: int = 500
+    """Streams the hub holds at once (live, reconnecting or ended but still served): each has
+    packagers, stores and metric series; past it a new name is refused."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from mediacore.hub.config import HubConfig
 from mediacore.hub.priority_queue import AUDIO, KEY, NONREF, REF
-from mediacore.hub.publisher import StreamBusy
+from mediacore.hub.publisher import StreamBusy, TooManyStreams
 from mediacore.hub.queues import PriorityPacketQueue
 from mediacore.model.h264 import H264Error, is_reference, parse_avcc
 from mediacore.model.media import Frame, Kind, Track
@@ -304,6 +304,11 @@ class Hub:
         if stream is not None and stream.publishing:
             raise StreamBusy(f"stream {name!r} is already being published")
         fresh = stream is None or stream.ended
+        if stream is None and len(self.streams) >= self.config.max_streams:
+            raise TooManyStreams(
+                f"stream {name!r} refused: the server holds {len(self.streams)} streams "
+                f"(limit {self.config.max_streams})"
+            )
         if stream is None:
             stream = Stream(self, name)
             self.streams[name] = stream

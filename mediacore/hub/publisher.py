@@ -15,6 +15,10 @@ class StreamBusy(Exception):
     """A second publisher asked for a stream name that is already being published."""
 
 
+class TooManyStreams(StreamBusy):
+    """The hub holds as many streams as it may: a new name is refused."""
+
+
 class Publisher(Protocol):
     """One publishing session: tracks, frames and metadata go in; close() ends it."""
 

@@ -1,0 +1,135 @@
+"""Hostile RTMP peers beside a healthy ffmpeg stream: a socket that never publishes, a flood
+of connections from one address, a peer that never reads, a publish/unpublish loop, and a
+flood of new stream names. Each is closed or refused with a clear log line and counted; the
+healthy stream's playlist keeps answering and loses nothing (tests/hostile.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import pytest
+from conftest import until
+from hostile import HealthyStream
+from rtmp_client import ScriptedPublisher
+
+from ingest.rtmp import amf0
+from ingest.rtmp.chunk import COMMAND_AMF0, USER_CONTROL
+from ingest.rtmp.session import USER_PING_REQUEST
+
+pytestmark = pytest.mark.slow
+
+
+def closed_lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "mediacore.rtmp" and text in r.getMessage()]
+
+
+async def test_a_socket_that_never_publishes_is_closed_at_the_deadline(engine, clip, caplog):
+    engine.config.rtmp.publish_deadline = 1.0
+    async with HealthyStream(engine, clip) as healthy:
+        idle = ScriptedPublisher("127.0.0.1", engine.rtmp_port)
+        await idle.connect()
+        connect = amf0.encode("connect", 1.0, {"app": "live", "tcUrl": "rtmp://h/live"})
+        idle.send(idle.chunks.write(3, COMMAND_AMF0, 0, 0, connect))
+        for i in range(10):  # alive and talking, but never publishing
+            idle.send(
+                idle.chunks.write(2, USER_CONTROL, 0, 0, USER_PING_REQUEST.to_bytes(2, "big") + i.to_bytes(4, "big"))
+            )
+        assert await idle.closed_by_server(5.0)
+        await idle.close()
+        await healthy.check()
+    assert closed_lines(caplog, "no publish within 1 s of connecting")
+
+
+async def test_connections_past_the_per_address_cap_are_refused(engine, clip, caplog):
+    engine.config.rtmp.max_connections_per_ip = 4  # the healthy ffmpeg holds one
+    async with HealthyStream(engine, clip) as healthy:
+        peers = [await asyncio.open_connection("127.0.0.1", engine.rtmp_port) for _ in range(8)]
+        closed = 0
+        for reader, _ in peers:
+            try:
+                closed += await asyncio.wait_for(reader.read(1), 1.0) == b""
+            except (TimeoutError, ConnectionError):
+                pass
+        assert closed == 5, closed  # 3 admitted beside the healthy stream, 5 refused
+        assert engine.rtmp.refused == 5
+        for _, writer in peers:
+            writer.close()
+        await healthy.check()
+    assert closed_lines(caplog, "refused: 4 connections from 127.0.0.1 (limit 4)")
+
+
+async def test_a_peer_that_never_reads_is_closed(engine, clip, caplog):
+    engine.config.rtmp.max_write_buffer = 64 * 1024
+    async with HealthyStream(engine, clip) as healthy:
+        deaf = ScriptedPublisher("127.0.0.1", engine.rtmp_port)
+        await deaf.connect()
+        deaf.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        deaf.reader._transport.pause_reading()  # type: ignore[attr-defined]  # a client that never reads
+        ping = deaf.chunks.write(2, USER_CONTROL, 0, 0, USER_PING_REQUEST.to_bytes(2, "big") + bytes(4))
+        connect = deaf.chunks.write(3, COMMAND_AMF0, 0, 0, amf0.encode("connect", 1.0, {"app": "live"}))
+        deaf.send(connect)
+        try:
+            for _ in range(20000):  # each ping asks for an 18-byte reply: up to 180 MB of replies
+                deaf.send(ping * 512)
+                await deaf.writer.drain()
+                await asyncio.sleep(0)
+                if closed_lines(caplog, "peer does not read"):
+                    break
+        except ConnectionError:
+            pass
+        await until(lambda: bool(closed_lines(caplog, "peer does not read")), 10, "the deaf peer being closed")
+        deaf.writer.close()
+        await healthy.check()
+
+
+async def test_a_publish_loop_on_one_connection_stops_at_the_limit(engine, clip, caplog):
+    limit = engine.config.rtmp.max_publishes_per_connection
+    async with HealthyStream(engine, clip) as healthy:
+        looper = ScriptedPublisher("127.0.0.1", engine.rtmp_port)
+        await looper.connect()
+        status = await looper.publish("loop0")
+        assert status[3]["code"] == "NetStream.Publish.Start"
+        refused = None
+        for i in range(1, limit + 2):
+            looper.send(
+                looper.chunks.write(8, COMMAND_AMF0, 1, 0, amf0.encode("FCUnpublish", 0.0, None, f"loop{i - 1}"))
+            )
+            looper.send(
+                looper.chunks.write(8, COMMAND_AMF0, 1, 0, amf0.encode("publish", 0.0, None, f"loop{i}", "live"))
+            )
+            try:
+                status = await looper.wait_for_status()
+            except ConnectionError:
+                refused = i
+                break
+            if status[3]["code"] != "NetStream.Publish.Start":
+                refused = i
+                assert status[3]["code"] == "NetStream.Publish.Rejected"
+                break
+        assert refused == limit, refused  # the limit-th republish is publish number limit + 1
+        assert await looper.closed_by_server()
+        await looper.close()
+        await healthy.check()
+    assert closed_lines(caplog, f"publish number {limit + 1} on one connection (limit {limit})")
+    assert sum(1 for name in engine.hub.streams if name.startswith("loop")) == limit
+
+
+async def test_new_stream_names_past_the_hub_limit_are_refused(engine, clip, caplog):
+    caplog.set_level(logging.INFO, logger="mediacore.rtmp")
+    engine.config.hub.max_streams = 3  # the healthy stream and two more
+    async with HealthyStream(engine, clip) as healthy:
+        codes = []
+        for i in range(4):
+            peer = ScriptedPublisher("127.0.0.1", engine.rtmp_port)
+            await peer.connect()
+            try:
+                codes.append((await peer.publish(f"many{i}"))[3]["code"])
+            except ConnectionError:
+                codes.append("closed")
+            await peer.close()
+        assert codes[:2] == ["NetStream.Publish.Start"] * 2
+        assert codes[2:] == ["NetStream.Publish.BadName"] * 2, codes
+        await healthy.check()
+    assert closed_lines(caplog, "the server holds 3 streams (limit 3)")
