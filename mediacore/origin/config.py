@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
@@ -13,3 +13,6 @@ class HttpConfig:
     """Cache lifetime of segments: URIs are unique per stream session, so they never change."""
     viewer_timeout: float = 15.0
     """Seconds after its last request that a viewer stops counting in /api/streams."""
+    trusted_proxies: list[str] = field(default_factory=list)
+    """Addresses (nginx, a CDN) whose X-Forwarded-For is believed; from anyone else the header
+    is ignored, so one client cannot pose as a crowd of viewers."""

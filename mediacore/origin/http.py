@@ -18,6 +18,10 @@ STATE_KEY: web.AppKey[OriginState] = web.AppKey("origin")
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MAX_USER_AGENT = 200
 """Characters of User-Agent kept in a viewer's identity: enough to tell players apart."""
+MAX_FORWARDED_FOR = 1024
+"""Characters of X-Forwarded-For read: a few dozen hops of proxies, never a memory sink."""
+MAX_ADDRESS = 45
+"""Longest textual IP address (IPv6 with an embedded IPv4)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -30,10 +34,24 @@ def not_found(text: str, max_age: int = 1) -> web.HTTPNotFound:
     return web.HTTPNotFound(text=text, headers={"Cache-Control": f"max-age={max_age}"})
 
 
+def client_address(remote: str, forwarded_for: str, trusted_proxies: list[str]) -> str:
+    """The viewer's address: the peer's, or, when the peer is a trusted proxy, the nearest
+    X-Forwarded-For hop that is not one (hops are appended left to right)."""
+    address = remote
+    if address in trusted_proxies and forwarded_for:
+        for hop in reversed(forwarded_for[:MAX_FORWARDED_FOR].split(",")):
+            address = hop.strip()[:MAX_ADDRESS] or address
+            if address not in trusted_proxies:
+                break
+    return address
+
+
 def client_key(request: web.Request) -> str:
-    """Who is watching: address (first X-Forwarded-For hop) and User-Agent."""
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    address = forwarded.split(",")[0].strip() or (request.remote or "?")
+    """Who is watching: address and User-Agent."""
+    state = state_of(request)
+    address = client_address(
+        request.remote or "?", request.headers.get("X-Forwarded-For", ""), state.http.trusted_proxies
+    )
     return f"{address}|{request.headers.get('User-Agent', '')[:MAX_USER_AGENT]}"
 
 
