@@ -40,13 +40,19 @@ class CachedResponse:
 
 def max_age_of(cache_control: str) -> float | None:
     """Seconds a response may be reused, or None if it must not be stored."""
-    lowered = cache_control.lower()
-    if "no-store" in lowered or "private" in lowered:
+    if forbids_storing(cache_control):
         return None
+    lowered = cache_control.lower()
     if "no-cache" in lowered:
         return 0.0
     match = MAX_AGE.search(lowered)
     return float(match.group(1)) if match else None
+
+
+def forbids_storing(cache_control: str) -> bool:
+    """The upstream said this response must not be kept by a shared cache."""
+    lowered = cache_control.lower()
+    return "no-store" in lowered or "private" in lowered
 
 
 def age_of(header: str) -> float:

@@ -1,4 +1,5 @@
-"""Settings of one edge node. Every bound the edge applies lives here or in `edge.cache`, once."""
+"""Settings of one edge node. Every bound the edge applies lives here, or named once beside the code
+that applies it (`edge.cache`, `edge.keys`, `edge.frontier`, `edge.policy`)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,27 @@ class EdgeConfig:
     """Seconds for one upstream response; above the origin's 3 x TD blocking limit."""
     negative_ttl: float = 1.0
     """Seconds a 404 from upstream is reused: short, so a part or segment published just after is not hidden."""
+    media_negative_ttl: float = 0.2
+    """Seconds a 404 for a segment, part or init segment is reused at most: under one PART-TARGET
+    (0.22 s by default), so a stored media 404 never covers a part that is published meanwhile.
+    (A 404 for a segment or part not yet published is not stored at all: `edge.frontier`.)"""
     stale_playlist_seconds: float = 4.0
     """How old a cached playlist may be when served because the upstream failed."""
     max_connections: int = 256
     """Keep-alive connections to each upstream (the pool holds this many per upstream, in total too)."""
+    max_blocked_per_client: int = 8
+    """Distinct blocked playlist requests (`_HLS_msn`) one client may have in flight; past it 429.
+    A viewer needs one per rendition it follows (two for video plus audio), and viewers behind one
+    address share identical requests, so this refuses only clients that block on many parts at once."""
+    max_blocked_upstream: int = 128
+    """Distinct blocked playlist requests in flight to the upstream, never more than half of
+    max_connections: each holds a connection up to 3 x TD, and the rest stay free for media.
+    Past it 503."""
+    trusted_proxies: list[str] = field(default_factory=list)
+    """Addresses or networks (`10.0.0.0/8`) of proxies whose X-Forwarded-For names the client;
+    from any other peer the header is ignored and the client is the peer address. A trusted peer
+    that names no client (a downstream edge, which asks for all its viewers) is bounded only by
+    max_blocked_upstream: list a mid tier's edges here."""
     upstream_keepalive: float = 60.0
     """Seconds an idle upstream connection stays open: well above a playlist reload interval, so reloads reuse it."""
     cors_origin: str = "*"

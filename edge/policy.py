@@ -6,7 +6,7 @@ so every freshness and stale-if-error rule here is testable by choosing numbers,
 
 from __future__ import annotations
 
-from edge.cache import CachedResponse, max_age_of
+from edge.cache import CachedResponse, forbids_storing, max_age_of
 from edge.config import EdgeConfig
 
 NOT_STORABLE = -1.0
@@ -15,6 +15,14 @@ STORED_STATUSES = (200, 404)
 """Statuses worth keeping: media and playlists, and 404s so a stampede on a missing name is one request."""
 PLAYLIST_SUFFIX = ".m3u8"
 """Playlists are rewritten under one name every part or segment; media objects never change."""
+MEDIA_SUFFIXES = (".ts", ".m4s", ".mp4")
+"""HLS segments, LL-HLS parts and parents, init segments: the names whose 404s are kept
+`media_negative_ttl` at most, as a part may be published a part target later."""
+NO_STORE = "no-store"
+"""Cache-Control of a 404 for a segment or part not published yet: true only until it is."""
+RETRY_AFTER_SECONDS = 1
+"""Retry-After of a refused blocked request: by then the client's requests in flight have been
+answered (a part target or so) or it has reloaded the playlist anyway."""
 
 
 def is_playlist(path: str) -> bool:
@@ -22,12 +30,30 @@ def is_playlist(path: str) -> bool:
     return path.endswith(PLAYLIST_SUFFIX)
 
 
-def max_age_for(status: int, cache_control: str, config: EdgeConfig) -> float:
-    """Seconds this upstream response may be reused. A 404 is kept at most `negative_ttl`
-    (and at least that, whatever it says) so a name published a moment later shows up soon."""
+def is_media(path: str) -> bool:
+    """Whether the path names a segment, part or init segment."""
+    return path.endswith(MEDIA_SUFFIXES)
+
+
+def negative_ttl(path: str, config: EdgeConfig) -> float:
+    """The longest a 404 for `path` is reused: `negative_ttl`, and for media never more than
+    `media_negative_ttl` (a future part's 404 must not outlive the time until it exists)."""
+    if is_media(path):
+        return min(config.negative_ttl, config.media_negative_ttl)
+    return config.negative_ttl
+
+
+def max_age_for(status: int, cache_control: str, config: EdgeConfig, path: str = "", in_future: bool = False) -> float:
+    """Seconds this upstream response may be reused. A 404 is kept at most `negative_ttl(path)`
+    (and that long when the upstream gives no max-age or 0), so a name published a moment later
+    shows up soon; never when the upstream says no-store, nor when it names a segment or part
+    still in the future (`in_future`, from `edge.frontier`)."""
     max_age = max_age_of(cache_control)
     if status == 404:
-        max_age = min(max_age or config.negative_ttl, config.negative_ttl)
+        if in_future or forbids_storing(cache_control):
+            return NOT_STORABLE
+        bound = negative_ttl(path, config)
+        return min(max_age or bound, bound)
     return max_age if max_age is not None else NOT_STORABLE
 
 
@@ -50,3 +76,9 @@ def may_serve_stale(path: str, entry: CachedResponse, now: float, config: EdgeCo
     if is_playlist(path):
         return now - entry.stored_at <= config.stale_playlist_seconds
     return True
+
+
+def blocked_upstream_limit(config: EdgeConfig) -> int:
+    """Distinct blocked requests in flight to the upstream: `max_blocked_upstream`, never more
+    than half the upstream connections (and at least one)."""
+    return max(1, min(config.max_blocked_upstream, config.max_connections // 2))

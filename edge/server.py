@@ -2,12 +2,17 @@
 
 - Misses for one cache key share one upstream request (Collapser); LL-HLS blocking
   playlist requests and preload-hint part requests are keyed by their path plus the
-  normalised `_HLS_msn/_HLS_part/_HLS_skip`, so thousands of viewers blocked on the next
-  part cost one upstream request. Other query parameters (playback tokens) go upstream
-  but are not part of the key.
+  canonical `_HLS_msn/_HLS_part/_HLS_skip` (`edge.keys`: integers without leading zeros,
+  skip only as YES or v2), so thousands of viewers blocked on the next part cost one
+  upstream request. Malformed directives are answered 400 here. Other query parameters
+  (playback tokens) go upstream but are not part of the key.
+- Blocked requests (`_HLS_msn`) are admitted per client and in total (`edge.limits`): past
+  the bounds 429 / 503 with Retry-After, so no client can hold the upstream connections.
 - Freshness follows the upstream's Cache-Control; responses carry `Age` (HLS-RULES 1c).
 - When the upstream fails, cached media is served stale; playlists only while younger than
-  `stale_playlist_seconds`, then a clear 502. Upstream 404s are cached briefly.
+  `stale_playlist_seconds`, then a clear 502. Upstream 404s are cached briefly, media 404s
+  under a part target, and a 404 for a segment or part not published yet (`edge.frontier`)
+  not at all: it is passed on with no-store.
 - Upstreams are tried in order: an edge can use another edge (tiers).
 
 What to serve from the cache is decided in `edge.policy` (pure, given `now`); this module is
@@ -18,23 +23,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from urllib.parse import urlencode
+from collections.abc import Callable, Mapping
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from edge import policy
+from edge import keys, limits, policy
 from edge.cache import CachedResponse, ResponseCache, age_of
 from edge.collapse import Collapser
 from edge.config import EdgeConfig
+from edge.frontier import Frontiers
 
 log = logging.getLogger("mediacore.edge")
 
 PASSED_HEADERS = ("Content-Type", "Cache-Control", "Expires", "Last-Modified")
-HLS_DIRECTIVES = ("_HLS_msn", "_HLS_part", "_HLS_skip")
+FRESHNESS_HEADERS = ("Cache-Control", "Expires")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 """Upstream seconds: from a parent tier's cache hit (milliseconds) to LL-HLS blocking requests held for seconds."""
 
@@ -43,10 +48,15 @@ class UpstreamError(Exception):
     """The upstream could not be reached or answered with a server error."""
 
 
-def cache_key(request: web.Request) -> str:
-    """Path plus the HLS directives in a fixed order (B11); tokens are not part of it."""
-    query = [(k, request.query[k]) for k in HLS_DIRECTIVES if k in request.query]
-    return request.path + ("?" + urlencode(query) if query else "")
+REFUSED_BAD_DIRECTIVE = "bad_directive"
+REFUSED = {limits.CLIENT: ("blocked_per_client", 429), limits.UPSTREAM: ("blocked_upstream", 503)}
+"""Why a blocked request was refused -> the `reason` label of mediacore_edge_refused and the status."""
+
+
+def edge_request(request: web.Request) -> keys.EdgeRequest:
+    """The cache key and upstream path of a request (BadDirective for malformed directives)."""
+    url = request.rel_url
+    return keys.edge_request(request.path, url.raw_path, url.raw_query_string, policy.is_playlist(request.path))
 
 
 class EdgeNode:
@@ -59,6 +69,9 @@ class EdgeNode:
         self.clock = clock
         self.cache = ResponseCache(config.cache_mb * 1024 * 1024)
         self.collapser: Collapser[CachedResponse] = Collapser()
+        self.frontiers = Frontiers()
+        self.trusted_proxies = keys.parse_networks(config.trusted_proxies)
+        self.blocked = limits.BlockedRequests(config.max_blocked_per_client, policy.blocked_upstream_limit(config))
         self._session: aiohttp.ClientSession | None = None
         self.registry = CollectorRegistry()
         r = self.registry
@@ -83,6 +96,25 @@ class EdgeNode:
         self.cache_entries = Gauge("mediacore_edge_cache_entries", "Entries held in the cache", registry=r)
         self.evictions = Gauge("mediacore_edge_evictions", "Entries evicted to stay within the budget", registry=r)
         self.waiting = Gauge("mediacore_edge_collapsed_waiters", "Distinct keys being fetched right now", registry=r)
+        self.refused = Counter(
+            "mediacore_edge_refused",
+            "Requests answered without the upstream: 400 malformed _HLS_ directive, 429 / 503 blocked-request bounds",
+            ["reason"],
+            registry=r,
+        )
+        for reason in (REFUSED_BAD_DIRECTIVE, *(name for name, _ in REFUSED.values())):
+            self.refused.labels(reason)
+        self.future_404 = Counter(
+            "mediacore_edge_future_404",
+            "404s for segments or parts not published yet, passed on with no-store instead of cached",
+            registry=r,
+        )
+        self.blocked_requests = Gauge(
+            "mediacore_edge_blocked_requests", "Blocked playlist requests (_HLS_msn) in flight", registry=r
+        )
+        self.blocked_keys = Gauge(
+            "mediacore_edge_blocked_keys", "Distinct blocked playlist requests in flight (upstream fetches)", registry=r
+        )
 
     # Upstream --------------------------------------------------------------------------
 
@@ -101,7 +133,9 @@ class EdgeNode:
             )
         return self._session
 
-    async def _fetch(self, path_qs: str) -> CachedResponse:
+    async def _fetch(self, path: str, path_qs: str) -> CachedResponse:
+        """GET `path_qs` (the canonical upstream form of a request for `path`) from the first
+        upstream that answers."""
         last_error: Exception | None = None
         for upstream in self.config.upstreams:
             start = self.clock()
@@ -115,14 +149,27 @@ class EdgeNode:
                         raise UpstreamError(f"{upstream} answered {resp.status}")
                     now = self.clock()
                     self.upstream_latency.observe(now - start)
-                    headers = tuple((h, resp.headers[h]) for h in PASSED_HEADERS if h in resp.headers)
-                    max_age = policy.max_age_for(resp.status, resp.headers.get("Cache-Control", ""), self.config)
-                    return CachedResponse(resp.status, body, headers, now, max_age, age_of(resp.headers.get("Age", "")))
+                    return self._response(path, resp.status, resp.headers, body, now)
             except (TimeoutError, aiohttp.ClientError, UpstreamError) as e:
                 self.upstream_errors.inc()
                 last_error = e
                 log.warning("edge: upstream %s failed for %s: %s", upstream, path_qs, e or type(e).__name__)
         raise UpstreamError(str(last_error) or type(last_error).__name__)
+
+    def _response(
+        self, path: str, status: int, upstream_headers: Mapping[str, str], body: bytes, now: float
+    ) -> CachedResponse:
+        """The entry for an upstream answer; a 404 for a name still in the future goes out no-store."""
+        headers = tuple((h, upstream_headers[h]) for h in PASSED_HEADERS if h in upstream_headers)
+        cache_control = upstream_headers.get("Cache-Control", "")
+        in_future = status == 404 and self.frontiers.in_future(path)
+        if in_future:  # true only until it is published: neither this edge nor any cache after it keeps it
+            self.future_404.inc()
+            headers = tuple(h for h in headers if h[0] not in FRESHNESS_HEADERS) + (("Cache-Control", policy.NO_STORE),)
+        elif status == 200 and policy.is_playlist(path):
+            self.frontiers.learn(path, body.decode("utf-8", "replace"))
+        max_age = policy.max_age_for(status, cache_control, self.config, path, in_future)
+        return CachedResponse(status, body, headers, now, max_age, age_of(upstream_headers.get("Age", "")))
 
     # Serving ---------------------------------------------------------------------------
 
@@ -131,16 +178,44 @@ class EdgeNode:
             return self.metrics_response()
         if request.method not in ("GET", "HEAD"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
-        key = cache_key(request)
+        try:
+            wanted = edge_request(request)
+        except keys.BadDirective as e:
+            self.refused.labels(REFUSED_BAD_DIRECTIVE).inc()
+            raise web.HTTPBadRequest(text=str(e), headers=self._cors()) from e
+        key = wanted.key
         now = self.clock()
         entry = self.cache.get(key)
         if entry is not None and policy.serve_fresh(entry, now):
             self.hits.inc()
             return self.respond(request, entry, now, "HIT")
+        if not wanted.directives.blocking:
+            return await self._miss(request, key, wanted.upstream)
+        forwarded = ", ".join(request.headers.getall("X-Forwarded-For", []))
+        client = keys.client_address(request.remote, forwarded, self.trusted_proxies)
+        refused = self.blocked.admit(client, key)
+        if refused is not None:
+            return self._refuse(refused, client, key)
+        try:
+            return await self._miss(request, key, wanted.upstream)
+        finally:
+            self.blocked.release(client, key)
+
+    def _refuse(self, bound: str, client: str | None, key: str) -> web.Response:
+        reason, status = REFUSED[bound]
+        self.refused.labels(reason).inc()
+        log.debug("edge: %s refused for %s (%s)", key, client, reason)
+        headers = self._cors()
+        headers["Retry-After"] = str(policy.RETRY_AFTER_SECONDS)
+        headers["Cache-Control"] = policy.NO_STORE
+        text = "too many blocked requests from this client" if bound == limits.CLIENT else "too many blocked requests"
+        return web.Response(status=status, text=text, headers=headers)
+
+    async def _miss(self, request: web.Request, key: str, upstream_path: str) -> web.StreamResponse:
         self.misses.inc()
         before = self.collapser.collapsed
         try:
-            entry = await self.collapser.run(key, lambda: self._store(key, request.path_qs))
+            entry = await self.collapser.run(key, lambda: self._store(key, request.path, upstream_path))
         except UpstreamError as e:
             stale, now = self.cache.get(key), self.clock()
             if stale is not None and policy.may_serve_stale(request.path, stale, now, self.config):
@@ -151,10 +226,10 @@ class EdgeNode:
             self.collapsed.inc()
         return self.respond(request, entry, self.clock(), "MISS")
 
-    async def _store(self, key: str, path_qs: str) -> CachedResponse:
+    async def _store(self, key: str, path: str, path_qs: str) -> CachedResponse:
         self.waiting.set(self.collapser.inflight)
         log.debug("edge: upstream fetch %s", key)  # one line per key per fetch: a herd shows up as repeats
-        entry = await self._fetch(path_qs)
+        entry = await self._fetch(path, path_qs)
         if policy.storable(entry):
             self.cache.put(key, entry)
         return entry
@@ -189,6 +264,8 @@ class EdgeNode:
         self.cache_entries.set(len(self.cache))
         self.evictions.set(self.cache.evictions)
         self.waiting.set(self.collapser.inflight)
+        self.blocked_requests.set(self.blocked.requests)
+        self.blocked_keys.set(self.blocked.keys)
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
     def app(self) -> web.Application:

@@ -8,12 +8,13 @@ import resource
 import aiohttp
 import pytest
 import pytest_asyncio
-from conftest import ffmpeg_push_cmd, free_port, make_clip, play_in_browser, start_process, stop_process
+from conftest import ffmpeg_push_cmd, free_port, make_clip, play_in_browser, start_process, stop_process, until
 
 from edge.server import EdgeConfig, run_edge
 from mediacore.app.config import load_config
 from mediacore.app.engine import Engine
 from mediacore.playlist.media import MediaPlaylist
+from mediacore.playlist.uris import ll_part_uri, parse_ll_media
 from player_client.llhls import follow
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -116,6 +117,8 @@ async def test_blocking_playlist_requests_collapse_by_normalised_key(tiers):
         f"_HLS_msn={msn}&_HLS_part={part}",
         f"_HLS_part={part}&_HLS_msn={msn}",
         f"_HLS_msn={msn}&_HLS_part={part}&token=viewer-specific",
+        f"_HLS_msn=00{msn}&_HLS_part=0{part}",  # leading zeros: the same integers
+        f"_HLS_msn={msn}&_HLS_part={part}&_HLS_skip=x",  # a skip the origin ignores
     ]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
 
@@ -124,9 +127,32 @@ async def test_blocking_playlist_requests_collapse_by_normalised_key(tiers):
                 await r.read()
                 return r.status
 
-        statuses = await asyncio.gather(*(one(queries[i % 3]) for i in range(300)))
+        statuses = await asyncio.gather(*(one(queries[i % len(queries)]) for i in range(300)))
     assert set(statuses) == {200}
     assert origin_count(tiers.engine, route) - before == 1
+
+
+async def test_a_404_for_the_part_after_the_hint_poisons_neither_tier(tiers):
+    video = tiers.engine.ll_renditions["tv"][next(iter(tiers.engine.ll_renditions["tv"]))]
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):  # a hint early in its parent, so the part after it is in the same parent
+            async with session.get(f"{tiers.edge}/live/tv/ll/video.m3u8") as r:
+                hint = MediaPlaylist.parse(await r.text()).preload_hint
+            name = parse_ll_media(hint.removesuffix(".m4s")) if hint else None
+            if name is not None and name.part is not None and name.part <= 5:
+                after = ll_part_uri(name.prefix, name.session, name.msn, name.part + 1)
+                async with session.get(f"{tiers.edge}/live/tv/ll/{after}") as r:
+                    if r.status == 404:
+                        told = r.headers["Cache-Control"]
+                        break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("no 404 for the part after the hint")
+        await until(lambda: video.resource(after, 0.0) is not None, 5, f"part {after}", 0.01)
+        async with session.get(f"{tiers.edge}/live/tv/ll/{after}") as r:  # was: the 404 again, from either tier
+            assert r.status == 200, (r.status, r.headers.get("X-Cache"))
+            assert await r.read() == video.resource(after, 0.0)
+    assert told == "no-store"
 
 
 async def test_hlsjs_and_player_client_play_through_two_tiers(tiers):

@@ -1,8 +1,9 @@
 """The edge's freshness and stale-if-error rules over real HTTP, on a clock the test moves.
 
 A small aiohttp upstream stands in for the origin (a playlist with max-age=1, a segment with a
-long max-age, a 404); the edge in front of it reads time only from a FakeClock. Time passes
-by `clock.advance(...)`, never by sleeping, so the windows are checked exactly and quickly.
+long max-age, a 404 for a stream that is not live); the edge in front of it reads time only
+from a FakeClock. Time passes by `clock.advance(...)`, never by sleeping, so the windows are
+checked exactly and quickly.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from edge.server import EdgeConfig, EdgeNode, run_edge
 
 PLAYLIST = "/live/s/index.m3u8"
 SEGMENT = "/live/s/seg1.ts"
-MISSING = "/live/s/seg9.ts"
+MISSING = "/live/gone/index.m3u8"
+"""A stream that is not live: its 404 is kept negative_ttl (a media 404 is kept less: test_abuse_edge.py)."""
 SEGMENT_BYTES = bytes(range(256)) * 64
 
 

@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     edge.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     edge.add_argument("--http-port", type=int, default=8081, help="HTTP port (default 8081)")
     edge.add_argument("--cache-mb", type=int, default=512, help="cache budget in MiB (default 512)")
+    edge.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        help="address of a downstream edge or proxy whose X-Forwarded-For names the viewer "
+        "(a mid-tier edge lists its edges here); repeat for several",
+    )
     edge.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -45,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
 async def _run_edge(args: argparse.Namespace) -> None:
     from edge.server import EdgeConfig, run_edge
 
-    config = EdgeConfig(upstreams=args.upstream or [args.origin], cache_mb=args.cache_mb)
+    config = EdgeConfig(
+        upstreams=args.upstream or [args.origin], cache_mb=args.cache_mb, trusted_proxies=args.trusted_proxy
+    )
     runner, port = await run_edge(config, args.host, args.http_port)
     print(f"edge serving on http://{args.host}:{port} in front of {', '.join(config.upstreams)}", flush=True)
     stop = asyncio.Event()

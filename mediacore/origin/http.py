@@ -34,6 +34,12 @@ def not_found(text: str, max_age: int = 1) -> web.HTTPNotFound:
     return web.HTTPNotFound(text=text, headers={"Cache-Control": f"max-age={max_age}"})
 
 
+def not_yet(text: str) -> web.HTTPNotFound:
+    """A 404 for something that will exist soon (a part past the preload hint): no cache may
+    keep it, or viewers would be refused the part once it is there."""
+    return web.HTTPNotFound(text=text, headers={"Cache-Control": "no-store"})
+
+
 def client_address(remote: str, forwarded_for: str, trusted_proxies: list[str]) -> str:
     """The viewer's address: the peer's, or, when the peer is a trusted proxy, the nearest
     X-Forwarded-For hop that is not one (hops are appended left to right)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from mediacore.model.media import Kind
-from mediacore.origin.http import client_key, not_found, playlist_response, state_of, stream_name
+from mediacore.origin.http import client_key, not_found, not_yet, playlist_response, state_of, stream_name
 from mediacore.origin.state import OriginState
 from mediacore.playlist.multivariant import STEREO, AudioRendition, MultivariantPlaylist, Variant
 from mediacore.playlist.uris import (
@@ -212,6 +212,13 @@ async def media(request: web.Request) -> web.StreamResponse:
             if data is not None:
                 state.metrics.ll_blocked_wake.labels("part").observe(state.clock() - rendition.changed_at)
     if data is None:
+        if (
+            parsed is not None
+            and parsed.session == rendition.session_id
+            and (parsed.msn, parsed.part or 0) >= rendition.next_part()
+            and not rendition.ended
+        ):
+            raise not_yet("no such part or segment yet")
         raise not_found("no such part or segment", td)
     content_type = "video/mp4" if rendition.prefix == LL_RENDITIONS["video"] else "audio/mp4"
     max_age = state.http.segment_max_age
