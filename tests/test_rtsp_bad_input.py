@@ -12,6 +12,7 @@ import struct
 import aiohttp
 import pytest
 from conftest import count_packets, ffmpeg_push_cmd, require_tool, start_process, stop_process, until, wait_for_playlist
+from rtsp_client import RtspClient
 from test_rtp_depacketize import FFMPEG_SDP
 from test_rtsp_core import request
 
@@ -42,40 +43,6 @@ STAP_A_TRUNCATED = (
     rtp(1001, bytes([0x78, 0x00, 0x50]) + bytes(10), marker=True),
     "STAP-A inner NAL unit declares 80 bytes, 10 remain",
 )
-
-
-class RtspClient:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.cseq = 0
-
-    async def open(self) -> RtspClient:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        return self
-
-    async def call(self, method: str, uri: str, headers: str = "", body: bytes = b"") -> str:
-        self.cseq += 1
-        self.writer.write(request(method, uri, self.cseq, headers, body))
-        await self.writer.drain()
-        head = (await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)).decode()
-        for line in head.split("\r\n"):
-            if line.lower().startswith("content-length:"):
-                await self.reader.readexactly(int(line.split(":")[1]))
-        return head
-
-    def send(self, data: bytes) -> None:
-        self.writer.write(data)
-
-    async def closed_by_server(self, timeout: float = 5.0) -> bool:
-        try:
-            while await asyncio.wait_for(self.reader.read(65536), timeout):
-                pass
-        except (TimeoutError, ConnectionError):
-            return False
-        return True
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def logged(caplog, text: str) -> bool:

@@ -18,6 +18,16 @@ class RtspConfig:
     """Seconds a connection may take from connecting to RECORD before it is closed."""
     session_timeout: float = 30.0
     """Seconds without RTSP or RTP data before a publishing session is closed."""
+    max_connections: int = 1000
+    """RTSP connections open at once; past it a new one is closed at once (as [rtmp]): above
+    the UDP range's 250 two-track sessions, with room for TCP publishers and for connections
+    still setting up."""
+    max_connections_per_ip: int = 20
+    """RTSP connections open at once from one address (as [rtmp]): a studio or gateway behind
+    one NAT runs a handful of encoders; a flood from one host must not take the listener."""
+    max_write_buffer: int = 1024 * 1024
+    """Bytes of replies and interleaved RTCP a connection may leave unread before it is
+    closed: a peer that sends requests and never reads cannot grow the server's memory."""
 
 
 TICK_SECONDS = 0.02
@@ -31,5 +41,9 @@ TEARDOWN_LINGER = 0.3
 """Seconds to keep collecting UDP after TEARDOWN: datagrams sent just before it may still be in flight."""
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 """SO_RCVBUF of RTP sockets: a burst of a 4K keyframe must not overflow the kernel's buffer."""
+SOURCE_SILENCE = 2.0
+"""Seconds the locked source of a track (its UDP address, its SSRC) must stay silent before
+another may take its place: longer than any pause in a live sender's packets, short enough
+that a sender that restarts (new port, new SSRC) is back within a GOP or so."""
 PUBLISH_RETRY = 1.0
 """Seconds a raw RTP input waits before trying again to publish a name that is busy."""

@@ -4,8 +4,11 @@ cameras, encoders and gateways without RTSP push (`ffmpeg -f rtp -sdp_file ...`)
 Each media of the SDP listens on its m= port (RTCP on the next port, or a=rtcp). The input
 publishes its stream when packets arrive and unpublishes after `timeout` seconds without
 any, so a sender that stops and starts again republishes like an RTMP or RTSP publisher
-would. RTCP goes back (generic NACK, receiver reports) to wherever the sender's RTCP came
-from. The per-track pipeline is ingest/rtp/receiver.py's TrackReceiver.
+would. Each media takes RTP from one source address, the first it hears (and one SSRC);
+another only once that one has been silent for SOURCE_SILENCE: strangers' datagrams are
+dropped and counted (`foreign`). RTCP is taken only from the RTP source's host, and goes
+back (generic NACK, PLI, receiver reports) only to where that host's RTCP comes from. The
+per-track pipeline is ingest/rtp/receiver.py's TrackReceiver.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ import time
 from collections.abc import Callable
 
 from mediacore.hub.publisher import Publisher, PublishPoint, StreamBusy
+from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
 
 from .config import PUBLISH_RETRY, TICK_SECONDS, UDP_RECEIVE_BUFFER
 from .errors import RtpError
-from .receiver import TrackReceiver
+from .receiver import SourceLock, TrackReceiver
 from .sdp import SessionDescription, check_ingestible
 from .server import Datagrams
 from .to_stream import SessionClock
@@ -56,7 +60,11 @@ class RawRtpInput:
         self.receivers: dict[int, TrackReceiver] = {}
         self.ports: dict[int, tuple[int, int]] = {}  # media index -> bound (RTP, RTCP) ports
         self._transports: dict[int, tuple[asyncio.DatagramTransport, asyncio.DatagramTransport]] = {}
-        self._rtcp_peer: dict[int, tuple[str, int]] = {}
+        # Where each media's RTP and RTCP may come from; they outlive sessions, so a stranger
+        # cannot take an input over in the moment between a session and the next.
+        self._rtp_sources = {i: SourceLock() for i in range(len(sdp.media))}
+        self._rtcp_sources = {i: SourceLock(leader=self._rtp_sources[i]) for i in range(len(sdp.media))}
+        self.strangers = 0  # datagrams from a foreign source while no session was publishing
         self._last_rx = 0.0
         self._retry_at = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -91,7 +99,7 @@ class RawRtpInput:
     def _protocol(self, index: int, rtcp: bool) -> Callable[[], Datagrams]:
         if rtcp:
             return lambda: Datagrams(lambda data, addr: self._on_rtcp(index, data, addr))
-        return lambda: Datagrams(lambda data, addr: self._on_rtp(index, data))
+        return lambda: Datagrams(lambda data, addr: self._on_rtp(index, data, addr))
 
     def _publish(self, now: float) -> bool:
         if now < self._retry_at:
@@ -106,26 +114,59 @@ class RawRtpInput:
         clock = SessionClock()
         ssrc = secrets.randbits(32) | 1
         self.receivers = {
-            i: TrackReceiver(m, self.publisher, f"input {self.name}", clock, ssrc) for i, m in enumerate(self.sdp.media)
+            i: TrackReceiver(
+                m,
+                self.publisher,
+                f"input {self.name}",
+                clock,
+                ssrc,
+                rtp_source=self._rtp_sources[i],
+                rtcp_source=self._rtcp_sources[i],
+            )
+            for i, m in enumerate(self.sdp.media)
         }
         log.info("rtp input %s: packets arriving, stream published", self.name)
         return True
 
-    def _on_rtp(self, index: int, data: bytes) -> None:
+    def _on_rtp(self, index: int, data: bytes, addr: tuple[str, int]) -> None:
         now = self.clock()
-        self._last_rx = now
-        if self.publisher is None and not self._publish(now):
-            return
+        if self.publisher is None:
+            if not self._rtp_sources[index].admit(addr, now):
+                self.strangers += 1
+                if worth_logging(self.strangers - 1, self.strangers):
+                    log.warning(
+                        "rtp input %s: dropped a datagram from a foreign source (%d so far): RTP from %s:%d, "
+                        "the source is %s",
+                        self.name,
+                        self.strangers,
+                        addr[0],
+                        addr[1],
+                        self._rtp_sources[index].describe(),
+                    )
+                return
+            self._last_rx = now
+            if not self._publish(now):
+                return
         try:
-            self.receivers[index].on_rtp(data, now, self.wall_clock())
+            if self.receivers[index].on_rtp(data, now, self.wall_clock(), addr):
+                self._last_rx = now  # strangers' datagrams keep no session alive
         except (RtpError, H264Error) as e:
             self._fail(str(e))
+        except Exception as e:
+            self._fail(f"internal error: {e!r}", e)
 
     def _on_rtcp(self, index: int, data: bytes, addr: tuple[str, int]) -> None:
-        self._rtcp_peer[index] = addr
+        now = self.clock()
         receiver = self.receivers.get(index)
-        if receiver is not None:
-            receiver.on_rtcp(data, self.clock())
+        if receiver is None:
+            # Learn where the sender's RTCP comes from even before its RTP (ffmpeg sends its
+            # first report first); it is answered only once RTP from the same host arrives.
+            self._rtcp_sources[index].admit(addr, now)
+            return
+        try:
+            receiver.on_rtcp(data, now, addr)
+        except Exception as e:
+            self._fail(f"internal error: {e!r}", e)
 
     def _tick(self) -> None:
         if self.closed:
@@ -139,15 +180,21 @@ class RawRtpInput:
                     wall = self.wall_clock()
                     for index, receiver in self.receivers.items():
                         for rtcp in receiver.tick(now, wall):
-                            peer = self._rtcp_peer.get(index)
+                            # Only to the RTP source's host, where its RTCP comes from.
+                            peer = self._rtcp_sources[index].current
                             if peer is not None:
                                 self._transports[index][1].sendto(rtcp, peer)
                 except (RtpError, H264Error) as e:
                     self._fail(str(e))
+                except Exception as e:  # logged and reset: the timer and its timeout go on
+                    self._fail(f"internal error in the input's timer: {e!r}", e)
         self._timer = asyncio.get_running_loop().call_later(TICK_SECONDS, self._tick)
 
-    def _fail(self, reason: str) -> None:
-        log.warning("rtp input %s: session reset: %s", self.name, reason)
+    def _fail(self, reason: str, error: BaseException | None = None) -> None:
+        if error is None:
+            log.warning("rtp input %s: session reset: %s", self.name, reason)
+        else:
+            log.error("rtp input %s: session reset: %s", self.name, reason, exc_info=error)
         self.on_error()
         self._unpublish(reason)
 
@@ -158,8 +205,8 @@ class RawRtpInput:
         for receiver in self.receivers.values():
             try:
                 receiver.finish(self.clock(), self.wall_clock())
-            except (RtpError, H264Error):
-                pass
+            except Exception as e:  # the stream ends anyway; what was buffered is lost
+                log.warning("rtp input %s: flushing a track failed: %r", self.name, e)
         self.receivers = {}
         publisher.close()
         log.info("rtp input %s: stream unpublished (%s)", self.name, reason)

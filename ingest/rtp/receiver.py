@@ -12,10 +12,11 @@ import logging
 
 from ingest.rtp.compiled import JitterBuffer
 from mediacore.hub.publisher import Publisher
+from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
 from mediacore.model.media import Frame, Kind, Track
 
-from .config import PLI_INTERVAL, REPORT_INTERVAL
+from .config import PLI_INTERVAL, REPORT_INTERVAL, SOURCE_SILENCE
 from .depacketize import AacDepacketizer, H264Depacketizer, OpusDepacketizer
 from .errors import RtpError
 from .packet import Nack, Pli, ReceiverReport, ReportBlock, SenderReport, parse_rtcp, parse_rtp
@@ -30,20 +31,110 @@ FLUSH_HORIZON = 3600.0
 playout deadline, so everything buffered is released."""
 
 
-def worth_logging(before: int, count: int) -> bool:
-    """Whether a count of bad packets that rose from `before` to `count` passed a mark worth
-    a log line: each of the first ten, then the 16th, 32nd, 64th...: a hostile or broken
-    sender cannot flood the log, and an operator still sees it go on."""
-    return count > before and (before < 10 or count.bit_length() > before.bit_length())
+Address = tuple[str, int]
+
+
+class SourceLock:
+    """The one UDP address a track's datagrams may come from, sans-I/O.
+
+    An RTP lock takes the first address it hears, from `host` only if one is given (RTSP:
+    the client's host; raw RTP inputs: any). Another address replaces it only once it has
+    been silent for `silence` seconds: a sender that restarts gets back in, a stranger
+    beside a live sender does not.
+
+    An RTCP lock follows an RTP lock (`leader`): it takes the first address it hears from
+    the RTP source's host and keeps it for as long as the RTP source stays the same (RTCP
+    comes every few seconds only, so silence cannot tell a sender from a stranger there).
+    An address heard just before the RTP source was locked is kept (ffmpeg sends its first
+    report before its first packet).
+    """
+
+    def __init__(
+        self, host: str | None = None, silence: float = SOURCE_SILENCE, leader: SourceLock | None = None
+    ) -> None:
+        self.host = host
+        self.silence = silence
+        self.leader = leader
+        self.address: Address | None = None
+        self._seen = 0.0  # when the locked address last sent
+        self._since = 0.0  # when it was locked
+        self._epoch: Address | None = None  # RTCP: the RTP source this address belongs to
+
+    def admit(self, source: Address, now: float) -> bool:
+        """Whether a datagram from `source` arriving at `now` is the sender's."""
+        if self.leader is not None:
+            return self._follow(self.leader, source, now)
+        if source == self.address:
+            self._seen = now
+            return True
+        if self.host is not None and source[0] != self.host:
+            return False
+        if self.address is not None and now - self._seen < self.silence:
+            return False
+        self.address = source
+        self._seen = self._since = now
+        return True
+
+    def _follow(self, leader: SourceLock, source: Address, now: float) -> bool:
+        self._sync(leader)
+        host = leader.address[0] if leader.address is not None else leader.host
+        if host is not None and source[0] != host:
+            return False
+        if self.address is not None and source != self.address:
+            return False
+        self.address = source
+        self._seen = now
+        return True
+
+    def _sync(self, leader: SourceLock) -> None:
+        """A new RTP source forgets the RTCP address of the previous one."""
+        if leader.address is None or self._epoch == leader.address:
+            return
+        fresh = (
+            self.address is not None
+            and self.address[0] == leader.address[0]
+            and self._seen >= leader._since - leader.silence
+        )
+        if not fresh:
+            self.address = None
+        self._epoch = leader.address
+
+    @property
+    def current(self) -> Address | None:
+        """The locked address while it is the sender's (RTCP replies go only here)."""
+        if self.leader is not None:
+            self._sync(self.leader)
+            if self.leader.address is None:
+                return None
+        return self.address
+
+    def describe(self) -> str:
+        if self.address is not None:
+            return f"{self.address[0]}:{self.address[1]}"
+        lead = self.leader
+        host = self.host if lead is None else lead.address[0] if lead.address is not None else lead.host
+        return f"{host}, port not yet known" if host else "not yet known"
 
 
 class TrackReceiver:
     """One announced media: RTP -> jitter buffer -> depacketizer -> frames -> hub."""
 
     def __init__(
-        self, media: MediaDescription, publisher: Publisher, peer: str, clock: SessionClock, receiver_ssrc: int = 0
+        self,
+        media: MediaDescription,
+        publisher: Publisher,
+        peer: str,
+        clock: SessionClock,
+        receiver_ssrc: int = 0,
+        rtp_source: SourceLock | None = None,
+        rtcp_source: SourceLock | None = None,
     ) -> None:
+        """`rtp_source` / `rtcp_source`: where this track's UDP datagrams may come from
+        (None: anywhere, as over the RTSP TCP connection, whose peer is the publisher)."""
         self.media = media
+        self.rtp_source = rtp_source
+        self.rtcp_source = rtcp_source
+        self.foreign = 0  # datagrams from another address or SSRC than the track's source, dropped
         self.publisher = publisher
         self.peer = peer
         self.jitter = JitterBuffer(media.clock_rate)
@@ -77,7 +168,8 @@ class TrackReceiver:
             )
             self.track = audio_track(media)
             publisher.update_track(self.track)
-        self.ssrc = 0
+        self.ssrc = 0  # the sender's SSRC: the first seen, another only after SOURCE_SILENCE without it
+        self._ssrc_seen: float | None = None  # when the locked SSRC last sent (None: none locked yet)
         self._last_seq = -1  # sequence number of the last packet released by the jitter buffer
         self.receiver_ssrc = receiver_ssrc
         self.bad_rtcp = 0
@@ -89,18 +181,30 @@ class TrackReceiver:
         self._orphans_logged = 0  # FU-A fragments without a start, as of the last tick
         self._reported = (0, 0)  # (expected, received) at the previous receiver report
 
-    def on_rtcp(self, data: bytes, now: float) -> None:
+    def on_rtcp(self, data: bytes, now: float, source: Address | None = None) -> bool:
+        """One RTCP datagram; False if it came from another address than the track's source."""
+        if source is not None and self.rtcp_source is not None and not self.rtcp_source.admit(source, now):
+            self._foreign(f"RTCP from {source[0]}:{source[1]}, the source is {self.rtcp_source.describe()}")
+            return False
         try:
             packets = parse_rtcp(data)
         except RtpError as e:
             self.bad_rtcp += 1
             self._report_bad("a bad RTCP packet", self.bad_rtcp, e)
-            return
+            return True
         for packet in packets:
             if isinstance(packet, SenderReport) and (self.ssrc in (0, packet.ssrc)):
                 self.sender_reports += 1
                 self._last_sr = (int(packet.ntp_seconds * 65536) & 0xFFFFFFFF, now)
                 self.frames.sender_report(packet.rtp_timestamp, packet.unix_time)
+        return True
+
+    def _foreign(self, why: str) -> None:
+        self.foreign += 1
+        if worth_logging(self.foreign - 1, self.foreign):
+            log.warning(
+                "rtp %s: dropped a datagram from a foreign source (%d so far): %s", self.peer, self.foreign, why
+            )
 
     def tick(self, now: float, wall: float) -> list[bytes]:
         """Periodic work: release packets whose deadline passed; RTCP to send back (generic
@@ -170,6 +274,7 @@ class TrackReceiver:
             "reordered": jb.reordered,
             "bad": self.bad_packets,
             "bad_rtcp": self.bad_rtcp,
+            "foreign": self.foreign,
             "orphan_fragment": getattr(d, "dropped_fragments", 0),
             "damaged_frames": getattr(d, "damaged_units", 0),
             "skipped_frames": getattr(d, "skipped_units", 0),
@@ -181,18 +286,40 @@ class TrackReceiver:
         for pts, data in frames:
             self.publisher.send(Frame(self.track, pts, pts, True, data, wall0 + (pts - pts0) / SAMPLE_RATE))
 
-    def on_rtp(self, data: bytes, now: float, wall: float) -> None:
+    def on_rtp(self, data: bytes, now: float, wall: float, source: Address | None = None) -> bool:
+        """One RTP datagram (from `source`, over UDP); False if it was not the sender's: from
+        another address than the track's source, or of another SSRC than the sender's while
+        the sender's has not been silent for SOURCE_SILENCE (a stranger's packets would
+        otherwise resynchronise the jitter buffer onto theirs)."""
+        if source is not None and self.rtp_source is not None and not self.rtp_source.admit(source, now):
+            self._foreign(f"RTP from {source[0]}:{source[1]}, the source is {self.rtp_source.describe()}")
+            return False
         try:
             packet = parse_rtp(data)
         except RtpError as e:
             self.bad_packets += 1
             self._report_bad("a bad RTP packet", self.bad_packets, e)
-            return
+            return True
         if packet.payload_type != self.media.payload_type:
-            return
-        self.ssrc = packet.ssrc
+            return True
+        if packet.ssrc != self.ssrc or self._ssrc_seen is None:
+            silent = now - self._ssrc_seen if self._ssrc_seen is not None else None
+            if silent is not None and silent < SOURCE_SILENCE:
+                self._foreign(f"SSRC {packet.ssrc:08x}, the sender's is {self.ssrc:08x}")
+                return False
+            if silent is not None:
+                log.info(
+                    "rtp %s: SSRC %08x silent for %.1f s, following SSRC %08x",
+                    self.peer,
+                    self.ssrc,
+                    silent,
+                    packet.ssrc,
+                )
+            self.ssrc = packet.ssrc
+        self._ssrc_seen = now
         self.jitter.push(packet.sequence, packet.timestamp, packet.ssrc, packet, now)
         self.drain(now, wall)
+        return True
 
     def drain(self, now: float, wall: float) -> None:
         """Depacketize what the jitter buffer releases at `now`; frames are stamped with

@@ -5,6 +5,7 @@ decisions live in rtsp.py, session.py, packet.py, depacketize.py and to_stream.p
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import socket
@@ -12,12 +13,13 @@ import time
 from collections.abc import Callable, Iterator
 
 from mediacore.hub.publisher import Publisher, PublishPoint, StreamBusy
+from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
 
 from .config import TEARDOWN_LINGER, TICK_SECONDS, UDP_RECEIVE_BUFFER, RtspConfig
 from .errors import RtpError
-from .receiver import TrackReceiver
-from .rtsp import Interleaved, RtspParser, response
+from .receiver import SourceLock, TrackReceiver
+from .rtsp import Interleaved, RtspParser, interleaved, response
 from .session import RtspSession
 from .to_stream import SessionClock
 
@@ -32,6 +34,12 @@ class Datagrams(asyncio.DatagramProtocol):
         self.on_data(data, addr)
 
 
+def plain_host(host: str) -> str:
+    """The IPv4 address of an IPv4-mapped IPv6 peer (as a dual-stack listener reports it),
+    as the UDP sockets (IPv4) see the same host."""
+    return host.removeprefix("::ffff:") if host.startswith("::ffff:") and "." in host else host
+
+
 class RtspConnection(asyncio.Protocol):
     def __init__(self, server: RtspServer) -> None:
         self.server = server
@@ -39,22 +47,33 @@ class RtspConnection(asyncio.Protocol):
         self.session = RtspSession(server.check_publish, self._allocate_ports)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.host = "?"  # the client's address: the only host its UDP datagrams may come from
+        self.admitted = False
         self.publisher: Publisher | None = None
         self.receivers: dict[int, TrackReceiver] = {}
         self._sockets: list[tuple[socket.socket, socket.socket]] = []
         self._udp: list[asyncio.BaseTransport] = []
         self._rtcp_out: dict[int, tuple[asyncio.DatagramTransport, tuple[str, int]]] = {}
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the TICK_SECONDS timer, from RECORD on
+        self._deadline: asyncio.TimerHandle | None = None  # before RECORD: the nearer of the two timeouts
         self._created = 0.0
         self._last_rx = 0.0
+        self._writing_paused = False
+        self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.host = plain_host(peer[0]) if peer else "?"
+        if not self.server.admit(self):
+            self.closed = True
+            self.transport.abort()  # type: ignore[union-attr]
+            return
+        self.admitted = True
         self._created = self._last_rx = self.server.clock()
-        self._tick()
+        self._arm_deadline()
 
     def _allocate_ports(self) -> tuple[int, int]:
         pair = self.server.bind_udp_pair()
@@ -66,25 +85,69 @@ class RtspConnection(asyncio.Protocol):
             return
         self._last_rx = self.server.clock()
         try:
-            for item in self.parser.feed(data):
-                if isinstance(item, Interleaved):
-                    self._interleaved(item)
-                    continue
-                was_recording = self.session.recording
-                reply = self.session.handle(item)
-                if self.transport is not None:
-                    self.transport.write(reply)
-                if self._sockets and item.method == "SETUP":
-                    asyncio.get_running_loop().create_task(self._open_udp())
-                if self.session.recording and not was_recording:
-                    self._start_publishing()
-                if self.session.closed:
-                    # UDP datagrams sent just before TEARDOWN may still be in flight: collect
-                    # them for a moment before releasing the buffers and closing.
-                    asyncio.get_running_loop().call_later(TEARDOWN_LINGER, self.close, "teardown")
-                    return
+            self._receive(data)
         except (RtpError, H264Error) as e:
             self.fail(str(e))
+        except Exception as e:  # a bug must close this session with its trace, not leave it half-alive
+            self.fail(f"internal error: {e!r}", e)
+
+    def _receive(self, data: bytes) -> None:
+        for item in self.parser.feed(data):
+            if self.closed:
+                return
+            if isinstance(item, Interleaved):
+                self._interleaved(item)
+                continue
+            was_recording = self.session.recording
+            refusals = self.session.refusals
+            reply = self.session.handle(item)
+            if worth_logging(refusals, self.session.refusals):
+                log.warning(
+                    "rtsp %s [%s]: %s refused: %s",
+                    self.peer,
+                    self.session.stream_name or "-",
+                    item.method[:20],
+                    self.session.refusal,
+                )
+            self._write(reply)
+            if self._sockets and item.method == "SETUP":
+                task = asyncio.get_running_loop().create_task(self._open_udp())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if self.session.recording and not was_recording:
+                self._start_publishing()
+            if self.session.closed:
+                # UDP datagrams sent just before TEARDOWN may still be in flight: collect
+                # them for a moment before releasing the buffers and closing.
+                asyncio.get_running_loop().call_later(TEARDOWN_LINGER, self.close, "teardown")
+                return
+
+    def _write(self, data: bytes) -> None:
+        """Send to the peer; a peer that leaves more than max_write_buffer bytes unread (it
+        sends requests and never reads the replies) is closed instead of buffered for."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        buffered = transport.get_write_buffer_size()
+        limit = self.server.config.max_write_buffer
+        if buffered > limit:
+            log.warning(
+                "rtsp %s [%s]: closed: peer does not read: %d bytes queued (limit %d)",
+                self.peer,
+                self.session.stream_name or "-",
+                buffered,
+                limit,
+            )
+            self.server.unread_closed += 1
+            self.server.on_error()
+            self.close("write buffer full")
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
 
     def _interleaved(self, item: Interleaved) -> None:
         for index, setup in self.session.tracks.items():
@@ -95,29 +158,48 @@ class RtspConnection(asyncio.Protocol):
                     self.receivers[index].on_rtcp(item.data, self.server.clock())
 
     async def _open_udp(self) -> None:
+        try:
+            await self._wrap_udp_sockets()
+        except Exception as e:
+            self.fail(f"internal error opening UDP: {e!r}", e)
+
+    async def _wrap_udp_sockets(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._sockets:
+        while self._sockets and not self.closed:
             rtp_sock, rtcp_sock = self._sockets.pop(0)
             index = next(i for i, s in self.session.tracks.items() if s.server_ports[0] == rtp_sock.getsockname()[1])
+            transports: list[asyncio.DatagramTransport] = []
+            for sock, rtcp in ((rtp_sock, False), (rtcp_sock, True)):
+                if self.closed:  # closed while the other socket was being wrapped
+                    sock.close()
+                    continue
+                on_data = functools.partial(self._on_udp, index, rtcp)
+                transport, _protocol = await loop.create_datagram_endpoint(
+                    functools.partial(Datagrams, on_data), sock=sock
+                )
+                self._udp.append(transport)
+                transports.append(transport)
+                if self.closed:
+                    transport.close()
+            if len(transports) == 2:
+                setup = self.session.tracks[index]
+                # RTCP replies go to the client's host only, at the port it declared.
+                self._rtcp_out[index] = (transports[1], (self.host, setup.client_ports[1]))
 
-            def on_rtp(data: bytes, addr: tuple[str, int], index: int = index) -> None:
-                receiver = self.receivers.get(index)
-                if receiver is not None:
-                    self._last_rx = self.server.clock()
-                    receiver.on_rtp(data, self._last_rx, self.server.wall_clock())
-
-            rtp_transport, _protocol = await loop.create_datagram_endpoint(lambda: Datagrams(on_rtp), sock=rtp_sock)
-
-            def on_rtcp(data: bytes, addr: tuple[str, int], index: int = index) -> None:
-                receiver = self.receivers.get(index)
-                if receiver is not None:
-                    receiver.on_rtcp(data, self.server.clock())
-
-            rtcp_transport, _protocol = await loop.create_datagram_endpoint(lambda: Datagrams(on_rtcp), sock=rtcp_sock)
-            self._udp += [rtp_transport, rtcp_transport]
-            host = self.peer.rsplit(":", 1)[0]
-            setup = self.session.tracks[index]
-            self._rtcp_out[index] = (rtcp_transport, (host, setup.client_ports[1]))
+    def _on_udp(self, index: int, rtcp: bool, data: bytes, addr: tuple[str, int]) -> None:
+        receiver = self.receivers.get(index)
+        if receiver is None or self.closed:
+            return
+        now = self.server.clock()
+        try:
+            if rtcp:
+                receiver.on_rtcp(data, now, addr)
+            elif receiver.on_rtp(data, now, self.server.wall_clock(), addr):
+                self._last_rx = now  # strangers' datagrams keep no session alive
+        except (RtpError, H264Error) as e:
+            self.fail(str(e))
+        except Exception as e:
+            self.fail(f"internal error: {e!r}", e)
 
     def _start_publishing(self) -> None:
         assert self.session.sdp is not None
@@ -128,49 +210,98 @@ class RtspConnection(asyncio.Protocol):
         clock = SessionClock()
         ssrc = secrets.randbits(32) | 1
         for index, media in enumerate(self.session.sdp.media):
-            self.receivers[index] = TrackReceiver(media, self.publisher, self.peer, clock, ssrc)
+            udp = not self.session.tracks[index].tcp
+            # UDP: only the RTSP client's host, from the port its first datagram comes from;
+            # RTCP from that host, from the port its first report comes from.
+            rtp_source = SourceLock(self.host) if udp else None
+            rtcp_source = SourceLock(leader=rtp_source) if rtp_source is not None else None
+            self.receivers[index] = TrackReceiver(
+                media, self.publisher, self.peer, clock, ssrc, rtp_source=rtp_source, rtcp_source=rtcp_source
+            )
         log.info(
             "rtsp %s: publishing stream %s (%s)",
             self.peer,
             self.session.stream_name,
             ", ".join("TCP" if s.tcp else "UDP" for s in self.session.tracks.values()),
         )
+        # From RECORD on, the session timer releases packets, sends RTCP and keeps the timeouts.
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._timer = asyncio.get_running_loop().call_later(TICK_SECONDS, self._tick)
+
+    def _timed_out(self, now: float) -> bool:
+        """Close the session if it missed a deadline; True if it did."""
+        config = self.server.config
+        if not self.session.recording and now - self._created >= config.record_timeout:
+            self.fail(f"no RECORD within {config.record_timeout:g} s")
+            return True
+        if now - self._last_rx >= config.session_timeout:
+            self.fail(f"no data for {config.session_timeout:g} s")
+            return True
+        return False
+
+    def _arm_deadline(self) -> None:
+        """Before RECORD, one timer at the nearer of the RECORD and idle deadlines: a
+        connection that has not published costs no periodic work."""
+        config = self.server.config
+        due = min(self._created + config.record_timeout, self._last_rx + config.session_timeout)
+        delay = max(due - self.server.clock(), 0.0)
+        self._deadline = asyncio.get_running_loop().call_later(delay, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._deadline = None
+        if self.closed or self.session.recording:
+            return
+        try:
+            if not self._timed_out(self.server.clock()):
+                self._arm_deadline()
+        except Exception as e:
+            self.fail(f"internal error in the session deadline: {e!r}", e)
 
     def _tick(self) -> None:
-        """Every TICK_SECONDS: release packets whose playout deadline passed, send NACKs, time out."""
+        """Every TICK_SECONDS from RECORD on: release packets whose playout deadline passed,
+        send NACKs and reports, time out. Whatever it raises closes the session with a
+        logged error: a timer that died silently would also stop the session's timeouts."""
+        self._timer = None
         if self.closed:
             return
-        now = self.server.clock()
-        config = self.server.config
-        if not self.session.recording and now - self._created > config.record_timeout:
-            self.fail(f"no RECORD within {config.record_timeout:g} s")
-            return
-        if now - self._last_rx > config.session_timeout:
-            self.fail(f"no data for {config.session_timeout:g} s")
-            return
-        wall = self.server.wall_clock()
         try:
+            now = self.server.clock()
+            if self._timed_out(now):
+                return
+            wall = self.server.wall_clock()
             for index, receiver in self.receivers.items():
                 for rtcp in receiver.tick(now, wall):
                     self._send_rtcp(index, rtcp)
         except (RtpError, H264Error) as e:
             self.fail(str(e))
             return
-        self._timer = asyncio.get_running_loop().call_later(TICK_SECONDS, self._tick)
+        except Exception as e:
+            self.fail(f"internal error in the session timer: {e!r}", e)
+            return
+        if not self.closed:
+            self._timer = asyncio.get_running_loop().call_later(TICK_SECONDS, self._tick)
 
     def _send_rtcp(self, index: int, data: bytes) -> None:
         setup = self.session.tracks.get(index)
         if setup is not None and setup.tcp:
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.write(b"$" + bytes([setup.channels[1]]) + len(data).to_bytes(2, "big") + data)
+            if not self._writing_paused:  # RTCP is periodic: skipped, not buffered, while the peer does not read
+                self._write(interleaved(setup.channels[1], data))
         elif index in self._rtcp_out:
             transport, addr = self._rtcp_out[index]
             transport.sendto(data, addr)
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str, error: BaseException | None = None) -> None:
+        """Close the session for a protocol violation (logged as a warning) or an internal
+        error (`error`, logged with its traceback); either counts as an ingest error."""
         if self.closed:
             return
-        log.warning("rtsp %s [%s]: closed: %s", self.peer, self.session.stream_name or "-", reason)
+        name = self.session.stream_name or "-"
+        if error is None:
+            log.warning("rtsp %s [%s]: closed: %s", self.peer, name, reason)
+        else:
+            log.error("rtsp %s [%s]: closed: %s", self.peer, name, reason, exc_info=error)
         self.server.on_error()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(response("0", 400, "Bad Request"))
@@ -180,30 +311,39 @@ class RtspConnection(asyncio.Protocol):
         if self.closed and self.publisher is None and not self._udp:
             return
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._deadline):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._deadline = None
         if self.publisher is not None:
             for receiver in self.receivers.values():
                 try:
                     receiver.finish(self.server.clock(), self.server.wall_clock())
-                except (RtpError, H264Error):
-                    pass
+                except Exception as e:  # the stream ends anyway; what was buffered is lost
+                    log.warning("rtsp %s: flushing a track at close failed: %r", self.peer, e)
             log.info("rtsp %s: stream %s unpublished (%s)", self.peer, self.session.stream_name, reason)
             self.publisher.close()
             self.publisher = None
         for transport in self._udp:
             transport.close()
+        self._udp.clear()
+        self._rtcp_out.clear()
         for pair in self._sockets:
             for sock in pair:
                 sock.close()
         self._sockets.clear()
         if self.transport is not None:
-            self.transport.close()
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()  # the peer is not reading: what it left unread goes with it
+            else:
+                self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
             self.close("connection closed")
-        self.server.connections.discard(self)
+        if self.admitted:
+            self.admitted = False
+            self.server.release(self)
 
 
 class RtspServer:
@@ -223,6 +363,9 @@ class RtspServer:
         self.authorize = authorize
         self.on_error = on_error
         self.connections: set[RtspConnection] = set()
+        self.per_host: dict[str, int] = {}  # open connections by client address
+        self.refused = 0  # connections closed at once for a connection cap
+        self.unread_closed = 0  # connections closed for leaving more than max_write_buffer unread
         self._server: asyncio.base_events.Server | None = None
         self._next_port = config.udp_port_min
         self.host = "0.0.0.0"
@@ -232,6 +375,33 @@ class RtspServer:
         for conn in list(self.connections):
             for receiver in conn.receivers.values():
                 yield conn.session.stream_name, receiver
+
+    def admit(self, conn: RtspConnection) -> bool:
+        """Whether a new connection fits under max_connections and max_connections_per_ip;
+        one that does is counted until release(), one that does not is logged and counted."""
+        config = self.config
+        open_here = self.per_host.get(conn.host, 0)
+        if len(self.connections) >= config.max_connections:
+            reason = f"{len(self.connections)} connections open (limit {config.max_connections})"
+        elif open_here >= config.max_connections_per_ip:
+            reason = f"{open_here} connections from {conn.host} (limit {config.max_connections_per_ip})"
+        else:
+            self.connections.add(conn)
+            self.per_host[conn.host] = open_here + 1
+            return True
+        before, self.refused = self.refused, self.refused + 1
+        if worth_logging(before, self.refused):
+            log.warning("rtsp %s: refused: %s (%d refused so far)", conn.peer, reason, self.refused)
+        self.on_error()
+        return False
+
+    def release(self, conn: RtspConnection) -> None:
+        self.connections.discard(conn)
+        left = self.per_host.get(conn.host, 0) - 1
+        if left > 0:
+            self.per_host[conn.host] = left
+        else:
+            self.per_host.pop(conn.host, None)
 
     def check_publish(self, name: str, key: str) -> str | None:
         if not self.authorize(name, key):
@@ -264,13 +434,7 @@ class RtspServer:
     async def start(self, host: str, port: int) -> int:
         self.host = host
         loop = asyncio.get_running_loop()
-
-        def factory() -> RtspConnection:
-            conn = RtspConnection(self)
-            self.connections.add(conn)
-            return conn
-
-        self._server = await loop.create_server(factory, host, port, reuse_address=True)
+        self._server = await loop.create_server(lambda: RtspConnection(self), host, port, reuse_address=True)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:

@@ -108,7 +108,7 @@ class _EngineCollector(Collector):
         packets = CounterMetricFamily(
             "mediacore_rtp_packets",
             "RTP packets by what became of them (received, lost, late, duplicate, "
-            "reordered, bad, bad_rtcp, orphan_fragment)",
+            "reordered, bad, bad_rtcp, orphan_fragment, foreign: from a stranger's address or SSRC)",
             labels=["stream", "media", "event"],
         )
         dropped = CounterMetricFamily(
