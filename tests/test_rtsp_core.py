@@ -97,6 +97,14 @@ def test_bad_announces(uri, sdp, message):
         publish_session().handle(RtspParser().feed(request("ANNOUNCE", uri, 1, "", sdp.encode()))[0])
 
 
+def test_a_refused_announce_never_repeats_the_publish_key():
+    with pytest.raises(RtpError) as refused:
+        publish_session().handle(
+            RtspParser().feed(request("ANNOUNCE", "rtsp://h/admin/cam?key=s3cret", 1, "", FFMPEG_SDP.encode()))[0]
+        )
+    assert "s3cret" not in str(refused.value) and "/admin/cam" in str(refused.value)
+
+
 def test_wrong_key_is_refused():
     s = publish_session(refusal="Unauthorized: key")
     r = s.handle(RtspParser().feed(request("ANNOUNCE", "rtsp://h/live/cam?key=no", 1, "", FFMPEG_SDP.encode()))[0])

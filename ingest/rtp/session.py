@@ -152,7 +152,9 @@ class RtspSession:
         query = urlsplit(req.uri).query
         app, _, raw = path.partition("/")
         if app != PUBLISH_APP:
-            raise RtpError(f"ANNOUNCE for {req.uri[:100]!r}: publish to rtsp://HOST/{PUBLISH_APP}/STREAM")
+            # The path only: the query may hold the publish key, which never goes to a log.
+            shown = "/" + path[:100]
+            raise RtpError(f"ANNOUNCE for {shown!r}: publish to rtsp://HOST/{PUBLISH_APP}/STREAM")
         name, params = split_publish_name(raw + ("?" + query if query else ""))
         problem = stream_name_problem(name)
         if problem is not None:
