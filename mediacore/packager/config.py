@@ -20,6 +20,13 @@ class HlsConfig:
     """Frames the packager may fall behind ingest before it drops (to the next keyframe)."""
     mux_threads: int = 2
     """Worker threads muxing segments with PyAV off the event loop."""
+    max_timestamp_jump: float = 10.0
+    """Seconds (or 3 x TARGETDURATION if longer) a track's timestamps may jump, either way, and
+    stay one timeline; a longer jump starts a new one (EXT-X-DISCONTINUITY) instead of a hole
+    spanned with GAP parts or one huge segment."""
+    max_segment_bytes: int = 64 * 1024 * 1024
+    """Bytes an open segment or LL-HLS parent may hold before it is cut without a keyframe
+    (frozen timestamps never reach the duration bound)."""
 
 
 @dataclass(slots=True)
@@ -36,3 +43,8 @@ class LlHlsConfig:
 PACKAGER_QUEUE_BYTES = 256 * 1024 * 1024
 """Bytes a packager's hub queue may hold: the frame count (queue_frames) is the working
 bound; this only stops a stream of absurdly large frames from taking the machine's memory."""
+
+FRAME_OVERHEAD_BYTES = 256
+"""What a frame held in an open segment or part costs beyond its payload (the frame object,
+its timestamps, its list slot), counted toward max_segment_bytes: a flood of tiny frames must
+reach that bound too."""

@@ -2,7 +2,9 @@
 
 TARGETDURATION is fixed by the store when the first segment lands (mediacore/store/window.py,
 T3). The engine only remuxes, so it cannot shorten a GOP that the publisher made longer than
-that: such a segment is logged.
+that: such a segment is logged. A timestamp jump beyond max(10 s, 3 x TARGETDURATION) starts
+a new timeline, and a segment no keyframe closes is cut at 3 x TARGETDURATION
+(mediacore/packager/timeline.py).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from mediacore.model.media import Frame, Kind
 from mediacore.model.timebase import round_half_up
 from mediacore.packager.config import PACKAGER_QUEUE_BYTES, HlsConfig
 from mediacore.packager.segmenter import VIDEO_STALL_90K, SegmentDraft, Segmenter
+from mediacore.packager.timeline import TimelineGuard, first_of_doubling, jump_limit, segment_limit
 from mediacore.packager.ts import ContinuityCounters, mux_segment
 from mediacore.store.hls import HlsStore
+from mediacore.store.window import target_duration
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +53,10 @@ class HlsPackager:
         self._segmenter: Segmenter | None = None
         self._configs: dict[Kind, bytes] = {}
         self._decode_order = DecodeOrder()
+        self._guard = TimelineGuard()
         self._counters = ContinuityCounters()
         self._warned_long = False
+        self._audio_segments = 0  # segments of audio alone, while video was stalled or cut
         self.segments_made = 0
 
     async def run(self) -> None:
@@ -60,6 +66,7 @@ class HlsPackager:
                 if isinstance(item, Frame):
                     await self._on_frame(item)
                 elif isinstance(item, (Discontinuity, Unpublished)):
+                    self._guard.reset()
                     await self._discontinuity()
                 elif isinstance(item, StreamEnded):
                     await self._discontinuity()
@@ -80,28 +87,86 @@ class HlsPackager:
             # First frame, a codec change, or a new track: a new timeline segment (M6).
             if self._segmenter is not None:
                 await self._discontinuity()
+            self._guard.reset()
             has_video = Kind.VIDEO in self.stream.tracks
             if self._segmenter is None:
-                self._segmenter = Segmenter(self.config.segment_duration, has_video)
+                self._segmenter = Segmenter(self.config.segment_duration, has_video, self.config.max_segment_bytes)
             self._segmenter.has_video = has_video
             self._configs = {k: t.config for k, t in self.stream.tracks.items()}
             self._configs[kind] = frame.track.config
-        frame = self._decode_order.fix(frame)
-        cuts = self._segmenter.stall_cuts
-        for draft in self._segmenter.push(frame):
-            if draft.audio_start:
-                log.info(
-                    "stream %s: video stalled; %.2f s of audio in a segment of its own (within TARGETDURATION)",
+        segmenter = self._segmenter
+        settings = self.config
+        td = self.store.target_duration
+        limit = jump_limit(settings.max_timestamp_jump, td or target_duration(0.0, settings.segment_duration))
+        if self._guard.jumped(frame, limit):
+            if first_of_doubling(self._guard.jumps):
+                log.warning(
+                    "stream %s: %s timestamps jumped %+.1f s (more than %g s); new timeline, EXT-X-DISCONTINUITY"
+                    " (%d so far)",
                     self.stream.name,
-                    draft.duration,
+                    kind.value,
+                    self._guard.last_jump,
+                    limit,
+                    self._guard.jumps,
                 )
+            await self._discontinuity()
+        offsets = self._guard.bad_offsets
+        frame = self._guard.presentable(frame, limit)
+        if self._guard.bad_offsets != offsets and first_of_doubling(self._guard.bad_offsets):
+            log.warning(
+                "stream %s: a %s frame presented more than %g s from its decode time; presented at its decode"
+                " time (%d so far)",
+                self.stream.name,
+                kind.value,
+                limit,
+                self._guard.bad_offsets,
+            )
+        longest = segment_limit(settings.max_timestamp_jump, td, settings.segment_duration)
+        segmenter.max_90k = round(longest * 90000)
+        frame = self._decode_order.fix(frame)
+        cuts = segmenter.stall_cuts
+        forced = (segmenter.keyframe_cuts, segmenter.byte_cuts, segmenter.bounded)
+        for draft in segmenter.push(frame):
+            if draft.audio_start:
+                self._audio_segments += 1
+                if first_of_doubling(self._audio_segments):
+                    log.info(
+                        "stream %s: no decodable video; %.2f s of audio in a segment of its own (within"
+                        " TARGETDURATION, %d so far)",
+                        self.stream.name,
+                        draft.duration,
+                        self._audio_segments,
+                    )
             await self._emit(draft)
-        if self._segmenter.stall_cuts != cuts:
+        if segmenter.stall_cuts != cuts and first_of_doubling(segmenter.stall_cuts):
             log.info(
                 "stream %s: no video for %.1f s; segment cut where video ended (%d so far)",
                 self.stream.name,
                 VIDEO_STALL_90K / 90000,
-                self._segmenter.stall_cuts,
+                segmenter.stall_cuts,
+            )
+        if segmenter.keyframe_cuts != forced[0] and first_of_doubling(segmenter.keyframe_cuts):
+            log.warning(
+                "stream %s: no keyframe for %g s; segment cut, video resumes at the next keyframe (%d so far)",
+                self.stream.name,
+                longest,
+                segmenter.keyframe_cuts,
+            )
+        if segmenter.byte_cuts != forced[1] and first_of_doubling(segmenter.byte_cuts):
+            log.warning(
+                "stream %s: a segment reached %g MiB before a keyframe closed it (frozen timestamps?); segment"
+                " cut, video resumes at the next keyframe (%d so far)",
+                self.stream.name,
+                self.config.max_segment_bytes / 2**20,
+                segmenter.byte_cuts,
+            )
+        if segmenter.bounded != forced[2] and first_of_doubling(segmenter.bounded):
+            log.warning(
+                "stream %s: a hole or jump in the timestamps would make a segment longer than %g s; it ends"
+                " with its media, EXT-X-DISCONTINUITY (%d so far)",
+                self.stream.name,
+                longest,
+                segmenter.bounded,
             )
 
     async def _discontinuity(self) -> None:

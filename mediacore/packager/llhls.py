@@ -1,6 +1,9 @@
 """The LL-HLS packager of one stream: hub subscription -> CMAF parts in two renditions
 (video, audio), each an LlRendition. Parts are written the moment their last frame's
-duration is known (one frame after it arrives); boxes are tiny, so this runs on the loop."""
+duration is known (one frame after it arrives); boxes are tiny, so this runs on the loop.
+A timestamp jump beyond max(10 s, 3 x TARGETDURATION) (mediacore/packager/timeline.py), or a
+hole in one track longer than GAP parts may fill (mediacore/packager/parts.py), starts a new
+timeline in every rendition at once, so their discontinuities stay aligned."""
 
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ from mediacore.model.media import Frame, Kind, Track
 from mediacore.packager.config import PACKAGER_QUEUE_BYTES, HlsConfig, LlHlsConfig
 from mediacore.packager.fmp4 import fragment, init_segment
 from mediacore.packager.parts import ClosedPart, PartCutter
+from mediacore.packager.timeline import TimelineGuard, first_of_doubling, jump_limit, segment_limit
 from mediacore.store.ll import LlRendition
+from mediacore.store.window import target_duration
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +28,9 @@ class _Track:
     def __init__(self, rendition: LlRendition, track: Track, config: LlHlsConfig, hls: HlsConfig) -> None:
         self.rendition = rendition
         self.track = track
-        self.cutter = PartCutter(track.timebase, track.kind is Kind.VIDEO, config.part_duration, hls.segment_duration)
+        self.cutter = PartCutter(
+            track.timebase, track.kind is Kind.VIDEO, config.part_duration, hls.segment_duration, hls.max_segment_bytes
+        )
         self.sequence = 0
         rendition.set_init(init_segment(track))
 
@@ -47,6 +54,7 @@ class LlHlsPackager:
         )
         self._tracks: dict[Kind, _Track] = {}
         self._decode_order = DecodeOrder()
+        self._guard = TimelineGuard()
         self.parts_made = 0
 
     async def run(self) -> None:
@@ -56,6 +64,7 @@ class LlHlsPackager:
                 if isinstance(item, Frame):
                     self._on_frame(item)
                 elif isinstance(item, (Discontinuity, Unpublished)):
+                    self._guard.reset()
                     self._flush(discontinuity=True)
                 elif isinstance(item, StreamEnded):
                     self._flush(discontinuity=False)
@@ -83,7 +92,58 @@ class LlHlsPackager:
             state = _Track(rendition, frame.track, self.config, self.hls)
             self._tracks[kind] = state
             self._decode_order.reset(kind)
-        self._emit(state, state.cutter.push(self._decode_order.fix(frame)))
+            self._guard.reset(kind)
+        td = self._target_duration()
+        limit = jump_limit(self.hls.max_timestamp_jump, td or target_duration(0.0, self.hls.segment_duration))
+        if self._guard.jumped(frame, limit):
+            if first_of_doubling(self._guard.jumps):
+                log.info(
+                    "stream %s: LL-HLS: %s timestamps jumped %+.1f s; new timeline in every rendition (%d so far)",
+                    self.stream.name,
+                    kind.value,
+                    self._guard.last_jump,
+                    self._guard.jumps,
+                )
+            self._flush(discontinuity=True)
+        frame = self._guard.presentable(frame, limit)
+        cutter = state.cutter
+        longest = segment_limit(self.hls.max_timestamp_jump, td, self.hls.segment_duration)
+        cutter.max_parent_ticks = round(longest * state.track.timebase)
+        cuts = cutter.keyframe_cuts + cutter.byte_cuts
+        self._emit(state, cutter.push(self._decode_order.fix(frame)))
+        if cutter.new_timeline:
+            # A hole in this track longer than GAP parts may fill: every rendition starts the new
+            # timeline together (their discontinuities line up).
+            if first_of_doubling(cutter.new_timelines):
+                log.info(
+                    "stream %s: LL-HLS: a hole of more than %g s in %s; new timeline in every rendition (%d so far)",
+                    self.stream.name,
+                    self.hls.segment_duration,
+                    kind.value,
+                    cutter.new_timelines,
+                )
+            for other in self._tracks.values():
+                if other is not state:
+                    self._emit(other, other.cutter.flush())
+                    self._decode_order.reset(other.track.kind)
+            for each in self.renditions.values():
+                each.mark_discontinuity()
+        made = cutter.keyframe_cuts + cutter.byte_cuts
+        if made != cuts and first_of_doubling(made):
+            log.warning(
+                "stream %s: LL-HLS: no keyframe within %g s or %g MiB; %s parent cut, video resumes at the next"
+                " keyframe (%d so far)",
+                self.stream.name,
+                longest,
+                self.hls.max_segment_bytes / 2**20,
+                kind.value,
+                made,
+            )
+
+    def _target_duration(self) -> int | None:
+        """The renditions' TARGETDURATION (they share one, T4), None until the first parent fixes it."""
+        fixed = [r.target_duration for r in self.renditions.values() if r.target_duration is not None]
+        return max(fixed) if fixed else None
 
     def _emit(self, state: _Track, parts: list[ClosedPart]) -> None:
         for part in parts:

@@ -2,7 +2,9 @@
 HLS store and every LL-HLS rendition.
 
 - Segments leave only from the head, one MEDIA-SEQUENCE step each (M2, M3), never leaving
-  fewer than `min_segments` (>= 6, A8.11) nor less than 3 x TD listed (W4).
+  fewer than `min_segments` (>= 6, A8.11) nor less than 3 x TD listed (W4), and never
+  listing more than MAX_LISTED_FACTOR x `min_segments`: segments far shorter than the target
+  (a publisher whose timestamps do not advance) must not pile up without limit to make 3 x TD.
 - A removed DISCONTINUITY increments DISCONTINUITY-SEQUENCE (M5).
 - A removed segment stays downloadable for its duration plus the longest playlist duration
   served while it was listed (W5), and its LL-HLS parts at least 3 x TD (G2).
@@ -24,6 +26,10 @@ make a later segment of the same GOP length round above TARGETDURATION."""
 
 MIN_LISTED_TDS = 3
 """A live playlist lists at least this many target durations of media (W4)."""
+MAX_LISTED_FACTOR = 3
+"""A live playlist lists at most this many times its minimum of segments: W4 gives way only to
+segments far shorter than the target (frozen timestamps), whose memory would otherwise grow
+without limit."""
 
 
 def target_duration(first_segment: float, configured_segment: float) -> int:
@@ -61,10 +67,11 @@ class SlidingWindow(Generic[S]):
         self.segments.append(segment)
         removed = []
         floor = MIN_LISTED_TDS * target_duration
+        ceiling = MAX_LISTED_FACTOR * self.min_segments
         while len(self.segments) > self.min_segments:
             head = self.segments[0]
             served = self.duration()  # the playlist as it was just before this removal
-            if served - head.duration < floor:
+            if served - head.duration < floor and len(self.segments) <= ceiling:
                 break
             self.segments.popleft()
             self.media_sequence += 1
