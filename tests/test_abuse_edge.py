@@ -23,15 +23,14 @@ import pytest
 from aiohttp import web
 from conftest import until
 from hostile import HealthyStream
-from test_edge import origin_count
+from test_edge import ask_for_the_part_after_the_hint, origin_count
 from test_edge_stale import FakeClock
 
 from edge.config import EdgeConfig
 from edge.server import EdgeNode, run_edge
 from mediacore.app.engine import Engine
 from mediacore.model.media import Kind
-from mediacore.playlist.media import MediaPlaylist
-from mediacore.playlist.uris import ll_part_uri, parse_ll_media
+from mediacore.playlist.uris import parse_ll_media
 from mediacore.store.ll import LlRendition
 
 SESSION = "abc"
@@ -386,21 +385,8 @@ async def test_real_origin_a_404_after_the_hint_does_not_poison_the_next_part(en
     _, base = edge
     async with HealthyStream(engine, clip) as healthy:
         video = await live_video(engine, healthy.name)
-        playlist = f"{base}/live/{healthy.name}/ll/video.m3u8"
         async with session_from("127.0.0.2") as early, session_from("127.0.0.3") as other:
-            for _ in range(200):  # a hint early in its parent, so the part after it is in the same parent
-                async with early.get(playlist) as r:
-                    hint = MediaPlaylist.parse(await r.text()).preload_hint
-                name = parse_ll_media(hint.removesuffix(".m4s")) if hint else None
-                if name is not None and name.part is not None and name.part <= 5:
-                    after = ll_part_uri(name.prefix, name.session, name.msn, name.part + 1)
-                    async with early.get(f"{base}/live/{healthy.name}/ll/{after}") as r:
-                        if r.status == 404:
-                            told = r.headers["Cache-Control"]
-                            break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("no 404 for the part after the hint")
+            after, told = await ask_for_the_part_after_the_hint(early, f"{base}/live/{healthy.name}/ll")
             await until(lambda: video.resource(after, 0.0) is not None, 5, f"part {after}", 0.01)
             async with other.get(f"{base}/live/{healthy.name}/ll/{after}") as r:
                 assert r.status == 200, (r.status, r.headers.get("X-Cache"))  # was: a cached 404 for 1 s

@@ -132,22 +132,26 @@ async def test_blocking_playlist_requests_collapse_by_normalised_key(tiers):
     assert origin_count(tiers.engine, route) - before == 1
 
 
+async def ask_for_the_part_after_the_hint(session: aiohttp.ClientSession, ll_base: str) -> tuple[str, str]:
+    """Ask for the part after the preload hint until the answer is a 404 (a hint early in its
+    parent, so that part is in the same parent); returns (its URI, the 404's Cache-Control)."""
+    for _ in range(200):
+        async with session.get(f"{ll_base}/video.m3u8") as r:
+            hint = MediaPlaylist.parse(await r.text()).preload_hint
+        name = parse_ll_media(hint.removesuffix(".m4s")) if hint else None
+        if name is not None and name.part is not None and name.part <= 5:
+            after = ll_part_uri(name.prefix, name.session, name.msn, name.part + 1)
+            async with session.get(f"{ll_base}/{after}") as r:
+                if r.status == 404:
+                    return after, r.headers["Cache-Control"]
+        await asyncio.sleep(0.05)
+    raise AssertionError("no 404 for the part after the hint")
+
+
 async def test_a_404_for_the_part_after_the_hint_poisons_neither_tier(tiers):
     video = tiers.engine.ll_renditions["tv"][next(iter(tiers.engine.ll_renditions["tv"]))]
     async with aiohttp.ClientSession() as session:
-        for _ in range(200):  # a hint early in its parent, so the part after it is in the same parent
-            async with session.get(f"{tiers.edge}/live/tv/ll/video.m3u8") as r:
-                hint = MediaPlaylist.parse(await r.text()).preload_hint
-            name = parse_ll_media(hint.removesuffix(".m4s")) if hint else None
-            if name is not None and name.part is not None and name.part <= 5:
-                after = ll_part_uri(name.prefix, name.session, name.msn, name.part + 1)
-                async with session.get(f"{tiers.edge}/live/tv/ll/{after}") as r:
-                    if r.status == 404:
-                        told = r.headers["Cache-Control"]
-                        break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("no 404 for the part after the hint")
+        after, told = await ask_for_the_part_after_the_hint(session, f"{tiers.edge}/live/tv/ll")
         await until(lambda: video.resource(after, 0.0) is not None, 5, f"part {after}", 0.01)
         async with session.get(f"{tiers.edge}/live/tv/ll/{after}") as r:  # was: the 404 again, from either tier
             assert r.status == 200, (r.status, r.headers.get("X-Cache"))
