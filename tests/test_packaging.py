@@ -113,6 +113,17 @@ async def test_second_publisher_is_refused_and_republish_continues_timeline():
     assert first_after.dts > items[29].dts, "timeline must continue after republish"
 
 
+def test_kick_stops_only_the_current_session():
+    hub = Hub()
+    stopped: list[str] = []
+    pub = hub.publish("s", stop=stopped.append)
+    assert hub.kick("s", "operator") and stopped == ["operator"]
+    pub.close()
+    assert not hub.kick("s", "again"), "nobody publishes: nothing to stop"
+    hub.publish("s")  # a session that cannot be stopped from outside (a raw RTP input)
+    assert not hub.kick("s", "x") and stopped == ["operator"]
+
+
 async def test_subscription_get_waits_for_frames():
     hub = Hub()
     pub = hub.publish("s")

@@ -129,7 +129,7 @@ class RtmpConnection(asyncio.Protocol):
             self.session.reject_publish("NetStream.Publish.Unauthorized", "publish key is missing or wrong")
             raise RtmpError(f"publish to {request.name!r} refused: key missing or wrong")
         try:
-            self.publisher = self.server.hub.publish(request.name)
+            self.publisher = self.server.hub.publish(request.name, stop=self.stop)
         except StreamBusy as e:
             self.session.reject_publish("NetStream.Publish.BadName", str(e))
             raise RtmpError(str(e)) from e
@@ -174,6 +174,19 @@ class RtmpConnection(asyncio.Protocol):
             self.fail(f"no data for {idle:.1f} s (idle timeout {limit:g} s)")
             return
         self._timer = loop.call_later(limit - idle, self._check_timeout)
+
+    def stop(self, reason: str) -> None:
+        """The server ends this session (kicked, key revoked): logged, not an ingest error."""
+        if self.closed:
+            return
+        log.info("rtmp %s [%s]: stopped by the server: %s", self.peer, self.session.stream_name or "-", reason)
+        self.closed = True
+        self._cancel_timers()
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
+        if self.transport is not None:
+            self.transport.close()
 
     def fail(self, reason: str) -> None:
         """Log once, send what the session queued (an error status), close this connection."""

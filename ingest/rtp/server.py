@@ -204,7 +204,7 @@ class RtspConnection(asyncio.Protocol):
     def _start_publishing(self) -> None:
         assert self.session.sdp is not None
         try:
-            self.publisher = self.server.hub.publish(self.session.stream_name)
+            self.publisher = self.server.hub.publish(self.session.stream_name, stop=self.stop)
         except StreamBusy as e:
             raise RtpError(str(e)) from e
         clock = SessionClock()
@@ -306,6 +306,12 @@ class RtspConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(response("0", 400, "Bad Request"))
         self.close(reason)
+
+    def stop(self, reason: str) -> None:
+        """The server ends this session (kicked, key revoked): logged, not an ingest error."""
+        if not self.closed:
+            log.info("rtsp %s [%s]: stopped by the server: %s", self.peer, self.session.stream_name or "-", reason)
+            self.close(f"stopped by the server: {reason}")
 
     def close(self, reason: str) -> None:
         if self.closed and self.publisher is None and not self._udp:

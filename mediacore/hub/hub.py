@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from mediacore.hub.config import HubConfig
 from mediacore.hub.priority_queue import AUDIO, KEY, NONREF, REF
-from mediacore.hub.publisher import StreamBusy, TooManyStreams
+from mediacore.hub.publisher import StopPublishing, StreamBusy, TooManyStreams
 from mediacore.hub.queues import PriorityPacketQueue
 from mediacore.model.h264 import H264Error, is_reference, parse_avcc
 from mediacore.model.media import Frame, Kind, Track
@@ -150,6 +150,8 @@ class Stream:
         self.ended = False
         self.epoch = -1
         self.published_at = 0.0
+        self.stop_publisher: StopPublishing | None = None
+        """Ends the current publishing session (set by ingest at publish, cleared when it leaves)."""
         self.stats = StreamStats()
         # Timeline continuity across publishes: the latest presentation time seen so far
         # (90 kHz) and, per epoch, the offset added to each track's timestamps. The new
@@ -190,6 +192,7 @@ class Stream:
 
     def _end_publish(self) -> None:
         self.publishing = False
+        self.stop_publisher = None
         for sub in list(self.subscribers):
             sub.offer_event(Unpublished(self.epoch))
 
@@ -299,7 +302,7 @@ class Hub:
         stream = self.streams.get(name)
         return stream is not None and stream.publishing
 
-    def publish(self, name: str) -> StreamPublisher:
+    def publish(self, name: str, stop: StopPublishing | None = None) -> StreamPublisher:
         stream = self.streams.get(name)
         if stream is not None and stream.publishing:
             raise StreamBusy(f"stream {name!r} is already being published")
@@ -313,11 +316,22 @@ class Hub:
             stream = Stream(self, name)
             self.streams[name] = stream
         stream._begin_publish()
+        stream.stop_publisher = stop
         if fresh:
             for cb in self.on_stream_started:
                 cb(stream)
         log.info("stream %s: publish started (epoch %d)", name, stream.epoch)
         return StreamPublisher(self, stream)
+
+    def kick(self, name: str, reason: str) -> bool:
+        """End the publishing session of `name` (it may publish again, if it is still
+        allowed to); False if nobody is publishing it or its ingest cannot be stopped."""
+        stream = self.streams.get(name)
+        if stream is None or not stream.publishing or stream.stop_publisher is None:
+            return False
+        log.warning("stream %s: publisher stopped: %s", name, reason)
+        stream.stop_publisher(reason)
+        return True
 
     def _unpublished(self, stream: Stream) -> None:
         stream._end_publish()

@@ -6,6 +6,7 @@ be driven in tests by anything with these two shapes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from mediacore.model.media import Frame, Track
@@ -31,9 +32,14 @@ class Publisher(Protocol):
     def close(self) -> None: ...
 
 
-class PublishPoint(Protocol):
-    """Where publishers come from: publish(name) or StreamBusy; is_publishing(name)."""
+StopPublishing = Callable[[str], None]
+"""How the server ends a publishing session from outside it (an operator's kick, a revoked
+key): ingest passes one to publish() and closes its session, with the reason, when called."""
 
-    def publish(self, name: str) -> Publisher: ...
+
+class PublishPoint(Protocol):
+    """Where publishers come from: publish(name, stop) or StreamBusy; is_publishing(name)."""
+
+    def publish(self, name: str, stop: StopPublishing | None = None) -> Publisher: ...
 
     def is_publishing(self, name: str) -> bool: ...
