@@ -2,8 +2,8 @@
 imports inside functions and under TYPE_CHECKING included): no cycles, and every import
 points the way the data path does: model <- hub <- packager -> store <- origin <- app,
 playlist beside the store; ingest sees only the model and the hub's Publisher protocol;
-edge and player_client see only the playlist model; nothing but the command-line tools
-import the app."""
+edge and player_client see only the playlist model (the edge also the playback-token rule of
+mediacore.access, a leaf); nothing but the command-line tools import the app."""
 
 from __future__ import annotations
 
@@ -20,13 +20,20 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "mediacore": (),  # the package's own __init__
     "mediacore.model": (),
     "mediacore.playlist": (),
+    "mediacore.access": (),
     "mediacore.hub": ("mediacore.model",),
     "mediacore.store": ("mediacore.model", "mediacore.playlist"),
     "mediacore.packager": ("mediacore.model", "mediacore.hub", "mediacore.store", "mediacore.playlist"),
-    "mediacore.origin": ("mediacore.model", "mediacore.hub", "mediacore.store", "mediacore.playlist"),
+    "mediacore.origin": (
+        "mediacore.model",
+        "mediacore.hub",
+        "mediacore.store",
+        "mediacore.playlist",
+        "mediacore.access",
+    ),
     "mediacore.app": ("mediacore", "ingest", "edge", "player_client"),
     "ingest": ("mediacore.model", "mediacore.hub.publisher"),
-    "edge": ("mediacore.playlist",),
+    "edge": ("mediacore.playlist", "mediacore.access"),
     "player_client": ("mediacore.playlist",),
     "benchmarks": ("mediacore", "ingest", "edge", "player_client"),  # the mediacore-bench command
 }
