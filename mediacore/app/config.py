@@ -16,7 +16,9 @@ from typing import Any
 
 from ingest.rtmp.config import RtmpConfig
 from ingest.rtp.config import RtspConfig
+from mediacore.access.tokens import ALL_STREAMS, MIN_SECRET_BYTES, PlaybackPolicy
 from mediacore.hub.config import HubConfig
+from mediacore.model.names import is_stream_name
 from mediacore.origin.config import HttpConfig
 from mediacore.packager.config import HlsConfig, LlHlsConfig
 
@@ -59,6 +61,15 @@ class AuthConfig:
     """Per-stream publish keys ({"shop1": "secret"}); a listed stream needs ?key=K to publish."""
     default_publish_key: str = ""
     """Key required to publish any stream not listed above; empty means open publishing."""
+    playback_secret: str = ""
+    """HMAC-SHA256 key of playback tokens (`mediacore sign-url` signs with it; edges verify
+    with it). At least 16 bytes when playback_streams is set; keep it out of version control."""
+    playback_streams: list[str] = field(default_factory=list)
+    """Streams whose playlists and media need a signed `?token=` (403 without, 410 once
+    expired); `["*"]` protects every stream. Empty: playback is open."""
+
+    def playback_policy(self) -> PlaybackPolicy:
+        return PlaybackPolicy(self.playback_secret.encode(), tuple(self.playback_streams))
 
 
 @dataclass(slots=True)
@@ -149,3 +160,11 @@ def validate(config: Config) -> None:
         raise ConfigError("llhls.part_duration must be between 0.05 and 2 seconds")
     if not 128 <= config.rtmp.max_chunk_size <= 0x7FFFFFFF:
         raise ConfigError("rtmp.max_chunk_size must be between 128 and 2^31-1")
+    auth = config.auth
+    for name in auth.playback_streams:
+        if not isinstance(name, str) or not (name == ALL_STREAMS or is_stream_name(name)):
+            raise ConfigError(f"auth.playback_streams: {name!r} is not a stream name or *")
+    if auth.playback_streams and len(auth.playback_secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"auth.playback_secret must be at least {MIN_SECRET_BYTES} bytes when playback_streams is set"
+        )

@@ -60,6 +60,7 @@ class Engine:
             self.base_url,
             clock,
             wall_clock,
+            config.auth.playback_policy(),
         )
         self.packagers: dict[str, HlsPackager] = {}
         self.ll_packagers: dict[str, LlHlsPackager] = {}

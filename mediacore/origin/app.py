@@ -1,11 +1,12 @@
-"""The origin's aiohttp application: every route of the URL contract, one middleware."""
+"""The origin's aiohttp application: every route of the URL contract; CORS and metrics outside,
+playback tokens inside (so refusals carry CORS headers and are counted)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from mediacore.origin import api, hls, llhls, pages
-from mediacore.origin.http import STATE_KEY, cors_and_metrics
+from mediacore.origin.http import STATE_KEY, cors_and_metrics, playback_tokens
 from mediacore.origin.state import OriginState
 
 MAX_REQUEST_BODY = 64 * 1024
@@ -13,7 +14,7 @@ MAX_REQUEST_BODY = 64 * 1024
 
 
 def create_app(state: OriginState) -> web.Application:
-    app = web.Application(middlewares=[cors_and_metrics], client_max_size=MAX_REQUEST_BODY)
+    app = web.Application(middlewares=[cors_and_metrics, playback_tokens], client_max_size=MAX_REQUEST_BODY)
     app[STATE_KEY] = state
     hls.add_routes(app)
     llhls.add_routes(app)

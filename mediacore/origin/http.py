@@ -1,5 +1,6 @@
 """HTTP pieces every origin route shares: the state key, stream names from the URL, viewer
-identity, playlist responses, 404s with a cache lifetime, and the CORS + metrics middleware.
+identity, playlist responses, 404s with a cache lifetime, the CORS + metrics middleware and
+the playback-token middleware.
 
 Headers follow docs/hls-rules.md: playlists as application/vnd.apple.mpegurl (P1), gzip when
 the client accepts it (S6.2.1); CORS on everything so players on other origins work.
@@ -11,8 +12,11 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from mediacore.access.tokens import TOKEN_PARAM, Verdict
 from mediacore.model.names import is_stream_name
 from mediacore.origin.state import OriginState
+from mediacore.playlist.query import with_query
+from mediacore.playlist.uris import STREAM_ROOT
 
 STATE_KEY: web.AppKey[OriginState] = web.AppKey("origin")
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
@@ -22,6 +26,14 @@ MAX_FORWARDED_FOR = 1024
 """Characters of X-Forwarded-For read: a few dozen hops of proxies, never a memory sink."""
 MAX_ADDRESS = 45
 """Longest textual IP address (IPv6 with an embedded IPv4)."""
+
+PROTECTED_HEADER = "X-Mediacore-Protected"
+"""Set to 1 on every response (errors included) for a stream that needs a playback token, so
+an edge never hands a cached copy to a viewer without one."""
+TOKEN_KEY: web.RequestKey[str] = web.RequestKey("playback_token", str)
+"""Where the playback middleware leaves a request's verified token for playlist_response()."""
+MEDIA_PREFIX = STREAM_ROOT.split("{", 1)[0]
+"""/live/: the routes below it are a stream's playlists and media, the ones tokens protect."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -69,6 +81,11 @@ def stream_name(request: web.Request) -> str:
 
 
 def playlist_response(request: web.Request, text: str, cache_control: str) -> web.Response:
+    """A playlist; for a request with a verified playback token, every URI in it carries the
+    token (rewritten after rendering: the stores' cached text stays token-free)."""
+    token = request.get(TOKEN_KEY)
+    if token is not None:
+        text = with_query(text, TOKEN_PARAM, token)
     response = web.Response(body=text.encode(), content_type=PLAYLIST_TYPE, headers={"Cache-Control": cache_control})
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         response.enable_compression()
@@ -105,4 +122,40 @@ async def cors_and_metrics(request: web.Request, handler: Handler) -> web.Stream
         state.metrics.http_bytes.inc(len(response.body))
     if isinstance(response, web.HTTPException):
         raise response
+    return response
+
+
+@web.middleware
+async def playback_tokens(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every route below /live/STREAM/ of a protected stream (playlists, blocking requests,
+    segments, parts, init segments) needs a valid `token`: 403 when it is missing, malformed,
+    badly signed or for another stream, 410 when it has expired; both `no-store`. The token is
+    checked when the request arrives, so a response under way (a blocked request, a download)
+    completes even if the token expires meanwhile. Other routes (the watch page, the API) are
+    not affected; neither are streams that need no token."""
+    state = state_of(request)
+    name = request.match_info.get("stream")
+    resource = request.match_info.route.resource
+    if (
+        name is None
+        or resource is None
+        or not resource.canonical.startswith(MEDIA_PREFIX)
+        or not state.playback.protects(name)
+    ):
+        return await handler(request)
+    token = request.query.get(TOKEN_PARAM)
+    verdict = state.playback.check(name, token, state.wall_clock())
+    marked = {PROTECTED_HEADER: "1"}
+    refused = {"Cache-Control": "no-store", **marked}
+    if verdict is Verdict.EXPIRED:
+        raise web.HTTPGone(text="playback token expired", headers=refused)
+    if verdict is not Verdict.VALID:
+        raise web.HTTPForbidden(text="playback token missing or invalid", headers=refused)
+    request[TOKEN_KEY] = token or ""
+    try:
+        response = await handler(request)
+    except web.HTTPException as e:
+        e.headers.update(marked)
+        raise
+    response.headers.update(marked)
     return response

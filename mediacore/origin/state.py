@@ -7,11 +7,12 @@ tracker through this one object, and metrics through a narrow protocol.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 
+from mediacore.access.tokens import PlaybackPolicy
 from mediacore.hub.hub import Stream
 from mediacore.model.media import Kind
 from mediacore.origin.config import HttpConfig
@@ -47,4 +48,6 @@ class OriginState:
     clock: Callable[[], float]
     """Monotonic seconds: segment retention and blocking deadlines."""
     wall_clock: Callable[[], float]
-    """Seconds since the epoch: Expires headers and uptimes."""
+    """Seconds since the epoch: Expires headers, uptimes and playback token expiry."""
+    playback: PlaybackPolicy = field(default_factory=PlaybackPolicy)
+    """Which streams need a signed playback token (`[auth] playback_streams`) and its secret."""
