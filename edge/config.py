@@ -41,3 +41,12 @@ class EdgeConfig:
     """Seconds an idle upstream connection stays open: well above a playlist reload interval, so reloads reuse it."""
     cors_origin: str = "*"
     """Access-Control-Allow-Origin sent with every response, so browser players on other sites can read them."""
+    playback_secret: str = ""
+    """The origin's `[auth] playback_secret`. With it the edge checks playback tokens itself (403 /
+    410 without asking the upstream), keeps them out of its cache, asks the upstream with a
+    short-lived token of its own and writes each viewer's token into the playlists it serves.
+    Without it, responses the upstream marks as protected are refused (403): the edge could not
+    tell who may see them."""
+    upstream_token_ttl: int = 60
+    """Seconds the token the edge signs for one upstream request is valid: well above the longest
+    upstream request (upstream_timeout), short enough to be worthless if it leaks from a log."""

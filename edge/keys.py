@@ -10,7 +10,10 @@ Pure functions on strings; the server hands them the request's path, raw query a
   is dropped from the key and from the upstream request (the origin ignores it, so it
   could only bust the cache).
 - Only playlists take directives; on any other path the `_HLS_` parameters are dropped.
-- Other parameters (playback tokens) go upstream untouched but are not part of the key.
+- The playback token (`token`) is neither part of the key nor sent upstream as received: it
+  is handed to the server apart (`EdgeRequest.token`), which checks it itself and signs its
+  own for the upstream (see `edge.server`). Other parameters go upstream untouched but are
+  not part of the key.
 - The client is the peer address; `X-Forwarded-For` is read only when the peer is one of
   the configured trusted proxies (and a trusted proxy that names no client is no one client).
 """
@@ -22,6 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
+from mediacore.access.tokens import TOKEN_PARAM
+from mediacore.playlist.uris import STREAM_ROOT
+
 MSN, PART, SKIP = "_HLS_msn", "_HLS_part", "_HLS_skip"
 HLS_DIRECTIVES = (MSN, PART, SKIP)
 """The LL-HLS delivery directives, in the order they appear in a cache key (B11)."""
@@ -32,6 +38,9 @@ MAX_DIRECTIVE_DIGITS = 18
 more, as no stream reaches 10^18 segments."""
 MAX_CLIENT_TEXT = 64
 """Characters kept of a forwarded client address that is not an IP address."""
+
+MEDIA_PREFIX = STREAM_ROOT.split("{", 1)[0]
+"""/live/: the stream's name is the path segment after it."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -64,6 +73,8 @@ class EdgeRequest:
     upstream: str
     """Path and query sent upstream: the canonical directives, then every other parameter as received."""
     directives: Directives
+    token: str | None = None
+    """The request's playback token (its first `token` parameter, decoded), None without one."""
 
 
 def directive_number(name: str, value: str) -> int:
@@ -76,11 +87,12 @@ def directive_number(name: str, value: str) -> int:
     return int(significant)
 
 
-def split_query(raw_query: str) -> tuple[dict[str, str], list[str]]:
-    """The first value of each `_HLS_` directive (decoded, as the origin reads them), and the
-    other parameters as received (raw, in order)."""
+def split_query(raw_query: str) -> tuple[dict[str, str], list[str], str | None]:
+    """The first value of each `_HLS_` directive (decoded, as the origin reads them), the
+    other parameters as received (raw, in order) and the first playback token (decoded)."""
     directives: dict[str, str] = {}
     others: list[str] = []
+    token: str | None = None
     for piece in raw_query.split("&"):
         if not piece:
             continue
@@ -88,9 +100,11 @@ def split_query(raw_query: str) -> tuple[dict[str, str], list[str]]:
         name = unquote_plus(raw_name)
         if name in HLS_DIRECTIVES:
             directives.setdefault(name, unquote_plus(raw_value))
+        elif name == TOKEN_PARAM:
+            token = unquote_plus(raw_value) if token is None else token
         else:
             others.append(piece)
-    return directives, others
+    return directives, others, token
 
 
 def parse_directives(values: dict[str, str]) -> Directives:
@@ -105,12 +119,25 @@ def parse_directives(values: dict[str, str]) -> Directives:
 def edge_request(path: str, raw_path: str, raw_query: str, playlist: bool) -> EdgeRequest:
     """`path` is the decoded path (the key), `raw_path` the path as received (sent upstream).
     Raises BadDirective for a playlist request with a malformed `_HLS_msn` / `_HLS_part`."""
-    values, others = split_query(raw_query)
+    values, others, token = split_query(raw_query)
     directives = parse_directives(values) if playlist else Directives()
     canonical = directives.query()
     key = path + ("?" + canonical if canonical else "")
     query = "&".join(([canonical] if canonical else []) + others)
-    return EdgeRequest(key, raw_path + ("?" + query if query else ""), directives)
+    return EdgeRequest(key, raw_path + ("?" + query if query else ""), directives, token)
+
+
+def stream_of(path: str) -> str | None:
+    """The stream a `/live/STREAM/...` path belongs to; None for any other path."""
+    if not path.startswith(MEDIA_PREFIX):
+        return None
+    name, slash, _ = path[len(MEDIA_PREFIX) :].partition("/")
+    return name if slash and name else None
+
+
+def with_param(path_qs: str, name: str, value: str) -> str:
+    """`path_qs` with `name=value` appended to its query (value URL-safe as it is)."""
+    return f"{path_qs}{'&' if '?' in path_qs else '?'}{name}={value}"
 
 
 def parse_networks(addresses: Sequence[str]) -> tuple[Network, ...]:

@@ -14,6 +14,15 @@
   under a part target, and a 404 for a segment or part not published yet (`edge.frontier`)
   not at all: it is passed on with no-store.
 - Upstreams are tried in order: an edge can use another edge (tiers).
+- Playback tokens (`mediacore.access.tokens`): the origin marks every response of a protected
+  stream `X-Mediacore-Protected: 1`, and the edge keeps that mark in the cache entry. With the
+  secret (`playback_secret`) the edge checks a request's token itself (403 / 410, counted in
+  `mediacore_edge_refused`), keys and stores responses without tokens (the upstream's token is
+  taken off the playlist URIs before storing), asks the upstream with a short-lived token of
+  its own, and writes the viewer's own token into each playlist it serves. Each request is
+  authorised on its own when it is answered, whether from the cache, a collapsed fetch or a
+  stale copy: a marked entry goes only to a request with a valid token, so one viewer's
+  token never serves another who has none. An upstream 403 / 410 is never stored.
 
 What to serve from the cache is decided in `edge.policy` (pure, given `now`); this module is
 the aiohttp shell around it. The clock is injected (`EdgeNode(clock=...)`) so tests can move it.
@@ -24,6 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
@@ -35,10 +45,16 @@ from edge.cache import CachedResponse, ResponseCache, age_of
 from edge.collapse import Collapser
 from edge.config import EdgeConfig
 from edge.frontier import Frontiers
+from mediacore.access.tokens import MIN_SECRET_BYTES, TOKEN_PARAM, Verdict, sign, verify
+from mediacore.playlist.query import with_query, without_query
 
 log = logging.getLogger("mediacore.edge")
 
-PASSED_HEADERS = ("Content-Type", "Cache-Control", "Expires", "Last-Modified")
+PROTECTED_HEADER = "X-Mediacore-Protected"
+"""Set by the origin on every response of a stream that needs a playback token; kept in the entry."""
+PASSED_HEADERS = ("Content-Type", "Cache-Control", "Expires", "Last-Modified", PROTECTED_HEADER)
+EDGE_VIEWER = "edge"
+"""The viewer id in the tokens the edge signs for its upstream requests (it shows in the origin's logs)."""
 FRESHNESS_HEADERS = ("Cache-Control", "Expires")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 """Upstream seconds: from a parent tier's cache hit (milliseconds) to LL-HLS blocking requests held for seconds."""
@@ -49,6 +65,10 @@ class UpstreamError(Exception):
 
 
 REFUSED_BAD_DIRECTIVE = "bad_directive"
+REFUSED_TOKEN = {Verdict.FORBIDDEN: "token_forbidden", Verdict.EXPIRED: "token_expired"}
+"""A request whose playback token is bad or expired -> the `reason` label of mediacore_edge_refused."""
+REFUSED_NO_TOKEN = "token_missing"
+"""A request without a (checkable) playback token for a response marked protected."""
 REFUSED = {limits.CLIENT: ("blocked_per_client", 429), limits.UPSTREAM: ("blocked_upstream", 503)}
 """Why a blocked request was refused -> the `reason` label of mediacore_edge_refused and the status."""
 
@@ -60,11 +80,21 @@ def edge_request(request: web.Request) -> keys.EdgeRequest:
 
 
 class EdgeNode:
-    def __init__(self, config: EdgeConfig, clock: Callable[[], float] = time.monotonic) -> None:
-        """`clock` is the only source of time (monotonic seconds): freshness, Age, stale windows
-        and upstream latency all read it, so a test can drive them without waiting."""
+    def __init__(
+        self,
+        config: EdgeConfig,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`clock` is the source of time for caching (monotonic seconds): freshness, Age, stale
+        windows and upstream latency all read it, so a test can drive them without waiting.
+        `wall_clock` (seconds since the epoch) is read only for playback token expiry."""
         if not config.upstreams:
             raise ValueError("an edge needs at least one upstream (--origin)")
+        self.secret = config.playback_secret.encode()
+        if self.secret and len(self.secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"the playback secret must be at least {MIN_SECRET_BYTES} bytes")
+        self.wall_clock = wall_clock
         self.config = config
         self.clock = clock
         self.cache = ResponseCache(config.cache_mb * 1024 * 1024)
@@ -102,7 +132,12 @@ class EdgeNode:
             ["reason"],
             registry=r,
         )
-        for reason in (REFUSED_BAD_DIRECTIVE, *(name for name, _ in REFUSED.values())):
+        for reason in (
+            REFUSED_BAD_DIRECTIVE,
+            *(name for name, _ in REFUSED.values()),
+            *REFUSED_TOKEN.values(),
+            REFUSED_NO_TOKEN,
+        ):
             self.refused.labels(reason)
         self.future_404 = Counter(
             "mediacore_edge_future_404",
@@ -167,7 +202,11 @@ class EdgeNode:
             self.future_404.inc()
             headers = tuple(h for h in headers if h[0] not in FRESHNESS_HEADERS) + (("Cache-Control", policy.NO_STORE),)
         elif status == 200 and policy.is_playlist(path):
-            self.frontiers.learn(path, body.decode("utf-8", "replace"))
+            text = body.decode("utf-8", "replace")
+            if PROTECTED_HEADER in upstream_headers:  # stored token-free; each viewer gets its own written in
+                text = without_query(text, TOKEN_PARAM)
+                body = text.encode()
+            self.frontiers.learn(path, text)
         max_age = policy.max_age_for(status, cache_control, self.config, path, in_future)
         return CachedResponse(status, body, headers, now, max_age, age_of(upstream_headers.get("Age", "")))
 
@@ -184,22 +223,49 @@ class EdgeNode:
             self.refused.labels(REFUSED_BAD_DIRECTIVE).inc()
             raise web.HTTPBadRequest(text=str(e), headers=self._cors()) from e
         key = wanted.key
+        stream = keys.stream_of(request.path)
+        token: str | None = None  # the request's token, once checked
+        if stream is not None and wanted.token is not None and self.secret:
+            verdict = verify(self.secret, wanted.token, stream, self.wall_clock())
+            if verdict is not Verdict.VALID:
+                return self._refuse_token(REFUSED_TOKEN[verdict], verdict.status)
+            token = wanted.token
+        upstream = self._upstream_path(stream, wanted)
         now = self.clock()
         entry = self.cache.get(key)
         if entry is not None and policy.serve_fresh(entry, now):
             self.hits.inc()
-            return self.respond(request, entry, now, "HIT")
+            return self.respond(request, entry, now, "HIT", token)
         if not wanted.directives.blocking:
-            return await self._miss(request, key, wanted.upstream)
+            return await self._miss(request, key, upstream, token)
         forwarded = ", ".join(request.headers.getall("X-Forwarded-For", []))
         client = keys.client_address(request.remote, forwarded, self.trusted_proxies)
         refused = self.blocked.admit(client, key)
         if refused is not None:
             return self._refuse(refused, client, key)
         try:
-            return await self._miss(request, key, wanted.upstream)
+            return await self._miss(request, key, upstream, token)
         finally:
             self.blocked.release(client, key)
+
+    def _upstream_path(self, stream: str | None, wanted: keys.EdgeRequest) -> str:
+        """What to ask the upstream: with the secret, any stream's path carries a token the edge
+        signs itself (the same for every viewer, so collapsing and the cache stay shared);
+        without it, the viewer's token goes as it came."""
+        if stream is not None and self.secret:
+            expires = int(self.wall_clock()) + self.config.upstream_token_ttl
+            return keys.with_param(wanted.upstream, TOKEN_PARAM, sign(self.secret, stream, expires, EDGE_VIEWER))
+        if wanted.token is not None:
+            return keys.with_param(wanted.upstream, TOKEN_PARAM, quote(wanted.token, safe=""))
+        return wanted.upstream
+
+    def _refuse_token(self, reason: str, status: int) -> web.Response:
+        self.refused.labels(reason).inc()
+        headers = self._cors()
+        headers["Cache-Control"] = policy.NO_STORE
+        headers[PROTECTED_HEADER] = "1"
+        text = "playback token expired" if status == 410 else "playback token missing or invalid"
+        return web.Response(status=status, text=text, headers=headers)
 
     def _refuse(self, bound: str, client: str | None, key: str) -> web.Response:
         reason, status = REFUSED[bound]
@@ -211,7 +277,7 @@ class EdgeNode:
         text = "too many blocked requests from this client" if bound == limits.CLIENT else "too many blocked requests"
         return web.Response(status=status, text=text, headers=headers)
 
-    async def _miss(self, request: web.Request, key: str, upstream_path: str) -> web.StreamResponse:
+    async def _miss(self, request: web.Request, key: str, upstream_path: str, token: str | None) -> web.StreamResponse:
         self.misses.inc()
         before = self.collapser.collapsed
         try:
@@ -220,11 +286,11 @@ class EdgeNode:
             stale, now = self.cache.get(key), self.clock()
             if stale is not None and policy.may_serve_stale(request.path, stale, now, self.config):
                 self.stale.inc()
-                return self.respond(request, stale, now, "STALE")
+                return self.respond(request, stale, now, "STALE", token)
             raise web.HTTPBadGateway(text=f"upstream unavailable: {e}", headers=self._cors()) from e
         if self.collapser.collapsed > before:
             self.collapsed.inc()
-        return self.respond(request, entry, self.clock(), "MISS")
+        return self.respond(request, entry, self.clock(), "MISS", token)
 
     async def _store(self, key: str, path: str, path_qs: str) -> CachedResponse:
         self.waiting.set(self.collapser.inflight)
@@ -242,21 +308,32 @@ class EdgeNode:
             "Access-Control-Expose-Headers": "Age, Content-Length, Date",
         }
 
-    def respond(self, request: web.Request, entry: CachedResponse, now: float, state: str) -> web.Response:
+    def respond(
+        self, request: web.Request, entry: CachedResponse, now: float, state: str, token: str | None = None
+    ) -> web.Response:
+        """`entry` for `request`, whose checked playback token is `token` (None: it has none).
+        An entry marked protected goes only to a request with a valid token, and a playlist in
+        it carries that request's token on every URI."""
         headers = dict(entry.headers)
+        body = entry.body
+        if PROTECTED_HEADER in headers:
+            if token is None:
+                return self._refuse_token(REFUSED_NO_TOKEN, 403)
+            if entry.status == 200 and policy.is_playlist(request.path):
+                body = with_query(body.decode("utf-8", "replace"), TOKEN_PARAM, token).encode()
         headers.update(self._cors())
         headers["Age"] = str(int(entry.age(now)))
         headers["X-Cache"] = state
         content_type = headers.pop("Content-Type", "application/octet-stream")
         response = web.Response(
             status=entry.status,
-            body=entry.body if request.method == "GET" else b"",
+            body=body if request.method == "GET" else b"",
             headers=headers,
             content_type=content_type.split(";")[0],
         )
         if policy.is_playlist(request.path) and "gzip" in request.headers.get("Accept-Encoding", ""):
             response.enable_compression()
-        self.bytes_out.inc(len(entry.body))
+        self.bytes_out.inc(len(body))
         return response
 
     def metrics_response(self) -> web.Response:

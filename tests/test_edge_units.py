@@ -208,16 +208,25 @@ def test_malformed_directives_are_refused(query: str):
         request(query)
 
 
-def test_tokens_go_upstream_but_not_into_the_key():
-    asked = request("token=a%2Bb&_HLS_msn=07&x=1&_HLS_skip=x")
+def test_tokens_are_kept_apart_from_the_key_and_the_upstream_query():
+    asked = request("token=a%2Bb&_HLS_msn=07&x=1&_HLS_skip=x&token=second")
     assert asked.key == PLAYLIST + "?_HLS_msn=7"
-    assert asked.upstream == PLAYLIST + "?_HLS_msn=7&token=a%2Bb&x=1"  # other parameters as received
+    assert asked.upstream == PLAYLIST + "?_HLS_msn=7&x=1"  # other parameters as received
+    assert asked.token == "a+b"  # the first one, decoded: the edge checks it and signs its own upstream
 
 
 def test_media_paths_take_no_directives():
     segment = "/live/s/abc-7.ts"
     asked = request("_HLS_msn=abc&_HLS_part=1&token=t", segment)  # the origin ignores them there
-    assert (asked.key, asked.upstream, asked.directives.blocking) == (segment, segment + "?token=t", False)
+    assert (asked.key, asked.upstream, asked.directives.blocking, asked.token) == (segment, segment, False, "t")
+
+
+def test_the_stream_of_a_path():
+    assert keys.stream_of("/live/shop1/ll/v-ab-3.1.m4s") == "shop1"
+    assert keys.stream_of("/live/shop1/index.m3u8") == "shop1"
+    assert keys.stream_of("/live/shop1") is None
+    assert keys.stream_of("/watch/shop1") is None
+    assert keys.stream_of("/live//x.ts") is None
 
 
 def test_the_client_is_the_peer_unless_a_trusted_proxy_names_it():
