@@ -1,17 +1,25 @@
-"""`mediacore serve` and `mediacore demo`."""
+"""`mediacore serve`, `mediacore demo`, `mediacore edge` and `mediacore sign-url`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+from mediacore.access.tokens import MIN_SECRET_BYTES, TOKEN_PARAM, TokenError, sign
 from mediacore.app.config import Config, ConfigError, load_config
-from mediacore.model.names import PUBLISH_APP
-from mediacore.playlist.uris import playback_urls
+from mediacore.model.names import PUBLISH_APP, is_stream_name
+from mediacore.playlist.uris import STREAM_ROOT, WATCH_PAGE, playback_urls
+
+SECRET_ENV = "MEDIACORE_PLAYBACK_SECRET"
+"""Environment variable an edge (or sign-url) reads the playback secret from when no file is given."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,15 +53,75 @@ def _parser() -> argparse.ArgumentParser:
         help="address of a downstream edge or proxy whose X-Forwarded-For names the viewer "
         "(a mid-tier edge lists its edges here); repeat for several",
     )
+    edge.add_argument(
+        "--playback-secret-file",
+        help=f"file holding the origin's [auth] playback_secret (or set {SECRET_ENV}): "
+        "the edge then checks playback tokens itself and caches protected streams",
+    )
     edge.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    signer = sub.add_parser("sign-url", help="print a playback URL with a signed, expiring token added")
+    signer.add_argument(
+        "url", help="a stream URL: .../live/STREAM/index.m3u8, .../live/STREAM/ll.m3u8, .../watch/STREAM"
+    )
+    source = signer.add_mutually_exclusive_group()
+    source.add_argument("--config", help="TOML configuration holding [auth] playback_secret")
+    source.add_argument("--secret-file", help=f"file holding the playback secret (default: {SECRET_ENV})")
+    signer.add_argument("--ttl", type=int, required=True, help="seconds the token stays valid")
+    signer.add_argument("--viewer", default="", help="viewer id written into the token (letters, digits, - and _)")
     return parser
+
+
+def read_secret(path: str | None) -> str:
+    """The playback secret from a file (surrounding whitespace dropped), else from SECRET_ENV;
+    never from the command line, where other users of the machine could read it."""
+    if path:
+        return Path(path).read_text().strip()
+    return os.environ.get(SECRET_ENV, "")
+
+
+def stream_of_url(url: str) -> str:
+    """The stream a playback URL names (/live/STREAM/... or /watch/STREAM)."""
+    path = urlsplit(url).path
+    for pattern in (STREAM_ROOT, WATCH_PAGE):
+        prefix = pattern.split("{", 1)[0]
+        if path.startswith(prefix):
+            name = unquote(path[len(prefix) :].split("/", 1)[0])
+            if is_stream_name(name):
+                return name
+    raise ValueError(f"{url} is not a stream URL (/live/STREAM/... or /watch/STREAM)")
+
+
+def signed_url(url: str, secret: str, ttl: int, viewer: str, now: float) -> str:
+    """`url` with `token=` added (before any fragment), valid for `ttl` seconds from `now`."""
+    token = sign(secret.encode(), stream_of_url(url), int(now) + ttl, viewer)
+    base, hash_mark, fragment = url.partition("#")
+    return f"{base}{'&' if '?' in base else '?'}{TOKEN_PARAM}={token}{hash_mark}{fragment}"
+
+
+def _sign_url(args: argparse.Namespace) -> int:
+    try:
+        secret = load_config(args.config).auth.playback_secret if args.config else read_secret(args.secret_file)
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"no playback secret of at least {MIN_SECRET_BYTES} bytes (--config, --secret-file or {SECRET_ENV})"
+            )
+        if args.ttl <= 0:
+            raise ValueError("--ttl must be positive")
+        print(signed_url(args.url, secret, args.ttl, args.viewer, time.time()))
+    except (ConfigError, OSError, ValueError, TokenError) as e:
+        print(f"mediacore sign-url: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 async def _run_edge(args: argparse.Namespace) -> None:
     from edge.server import EdgeConfig, run_edge
 
     config = EdgeConfig(
-        upstreams=args.upstream or [args.origin], cache_mb=args.cache_mb, trusted_proxies=args.trusted_proxy
+        upstreams=args.upstream or [args.origin],
+        cache_mb=args.cache_mb,
+        trusted_proxies=args.trusted_proxy,
+        playback_secret=args.playback_secret,
     )
     runner, port = await run_edge(config, args.host, args.http_port)
     print(f"edge serving on http://{args.host}:{port} in front of {', '.join(config.upstreams)}", flush=True)
@@ -124,10 +192,20 @@ async def _run(config: Config, demo: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "sign-url":
+        return _sign_url(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "edge":
         import uvloop
 
+        try:
+            args.playback_secret = read_secret(args.playback_secret_file)
+        except OSError as e:
+            print(f"mediacore edge: {e}", file=sys.stderr)
+            return 2
+        if args.playback_secret and len(args.playback_secret.encode()) < MIN_SECRET_BYTES:
+            print(f"mediacore edge: the playback secret must be at least {MIN_SECRET_BYTES} bytes", file=sys.stderr)
+            return 2
         try:
             uvloop.run(_run_edge(args))
         except KeyboardInterrupt:
