@@ -306,6 +306,7 @@ def refused_count(engine, reason: str) -> float:
 async def test_slowloris_and_strangers_on_the_public_port_beside_a_healthy_stream(engine, clip, caplog) -> None:
     require_tool("ffmpeg")
     engine.config.http.header_timeout = 2.0
+    engine.config.http.max_connections_per_ip = 100
     engine.config.admin.token = TOKEN
     await engine.stop_http()
     await engine.start_http()

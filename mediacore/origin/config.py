@@ -30,10 +30,11 @@ class HttpConfig:
     keepalive_timeout: float = 75.0
     """Seconds an idle keep-alive connection stays open between requests (above the 60 s
     nginx and most CDNs keep upstream connections, so the proxy closes first)."""
-    max_connections_per_ip: int = 100
+    max_connections_per_ip: int = 512
     """Connections open at once from one TCP peer address on the public port (never from
-    X-Forwarded-For); an LL-HLS player holds a few, a household or office behind one NAT a
-    few dozen. Past it a new connection gets 429 and is closed. 0: no limit."""
+    X-Forwarded-For); an LL-HLS player holds a few, an office behind one NAT a few hundred,
+    a mediacore edge up to 256 to its upstream (list edges and proxies in trusted_proxies to
+    exempt them). Past it a new connection gets 429 and is closed. 0: no limit."""
     max_connections: int = 20000
     """Connections open at once on the public port, from everyone; past it a new connection
     gets 503 and is closed (keep it under the process's file descriptor limit). 0: no limit."""
