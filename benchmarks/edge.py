@@ -51,8 +51,12 @@ def run(seconds: float, connections: int, viewers: int, out: Path | None) -> dic
     if shutil.which("wrk") is None:
         raise SystemExit("mediacore-bench edge needs wrk (apt-get install wrk)")
     report: dict = {"suite": "edge", "connections": connections, "seconds": seconds}
-    with live_origin() as (http_port, _), tempfile.TemporaryDirectory(prefix="mediacore-bench-edge-") as tmp:
+    with (
+        live_origin() as (http_port, admin_port, _),
+        tempfile.TemporaryDirectory(prefix="mediacore-bench-edge-") as tmp,
+    ):
         origin = f"http://127.0.0.1:{http_port}"
+        origin_metrics = f"http://127.0.0.1:{admin_port}/metrics"
         edge_port, edge = start_edge(origin)
         nginx_port = free_port()
         nginx = start_nginx_proxy(Path(tmp), nginx_port, f"127.0.0.1:{http_port}")
@@ -82,7 +86,7 @@ def run(seconds: float, connections: int, viewers: int, out: Path | None) -> dic
                     )
 
             # LL-HLS viewers through the edge; one probe client through the edge, one direct.
-            before = fetch_text(f"{origin}/metrics")
+            before = fetch_text(origin_metrics)
             edge_base = targets["mediacore-edge"]
 
             async def load() -> tuple[list, object, object]:
@@ -96,7 +100,7 @@ def run(seconds: float, connections: int, viewers: int, out: Path | None) -> dic
             started = time.monotonic()
             stats, via_edge, direct = asyncio.run(load())
             elapsed = time.monotonic() - started
-            after = fetch_text(f"{origin}/metrics")
+            after = fetch_text(origin_metrics)
             part_requests = metric_sum(after, "mediacore_http_requests_total", "/ll/{name}.{ext}") - metric_sum(
                 before, "mediacore_http_requests_total", "/ll/{name}.{ext}"
             )

@@ -69,8 +69,9 @@ def plot(report: dict, stats: list[ViewerStats], path: Path) -> None:
 
 
 def run(edges: int, tiers: int, viewers: int, seconds: float, low_latency: bool, out: Path | None) -> dict:
-    with live_origin() as (http_port, _):
+    with live_origin() as (http_port, admin_port, _):
         origin = f"http://127.0.0.1:{http_port}"
+        origin_metrics = f"http://127.0.0.1:{admin_port}/metrics"
         processes = []
         upstream = origin
         mid_url = None
@@ -84,7 +85,7 @@ def run(edges: int, tiers: int, viewers: int, seconds: float, low_latency: bool,
                 port, proc = start_edge(upstream)
                 processes.append(proc)
                 leaves.append(f"http://127.0.0.1:{port}")
-            before = fetch_text(f"{origin}/metrics")
+            before = fetch_text(origin_metrics)
             ring = HashRing(leaves)
             per_edge: dict[str, int] = {leaf: 0 for leaf in leaves}
             for i in range(viewers):
@@ -106,7 +107,7 @@ def run(edges: int, tiers: int, viewers: int, seconds: float, low_latency: bool,
                 file=sys.stderr,
             )
             stats = asyncio.run(everyone())
-            after = fetch_text(f"{origin}/metrics")
+            after = fetch_text(origin_metrics)
             leaf_figures = [_edge_figures(leaf) for leaf in leaves]
             mid_figures = _edge_figures(mid_url) if mid_url else None
         finally:

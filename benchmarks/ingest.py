@@ -126,8 +126,9 @@ def measure(
     )
 
 
-def serve_cmd(rtmp_port: int, http_port: int) -> list[str]:
-    """`mediacore serve` on loopback with these ports (RTSP on any free one), quiet."""
+def serve_cmd(rtmp_port: int, http_port: int, admin_port: int = 0) -> list[str]:
+    """`mediacore serve` on loopback with these ports (RTSP on any free one, the admin
+    listener on `admin_port` or any free one), quiet."""
     return [
         sys.executable,
         "-m",
@@ -141,6 +142,8 @@ def serve_cmd(rtmp_port: int, http_port: int) -> list[str]:
         str(http_port),
         "--rtsp-port",
         str(free_port()),
+        "--admin-port",
+        str(admin_port),
         "--log-level",
         "warning",
     ]

@@ -64,7 +64,7 @@ async def ticker(seconds: float, label: str) -> None:
         await asyncio.sleep(1)
 
 
-async def measure(http_port: int, seconds: float) -> dict:
+async def measure(http_port: int, admin_port: int, seconds: float) -> dict:
     base = f"http://127.0.0.1:{http_port}"
     ll_page, client, _ = await asyncio.gather(
         browser(f"{base}/watch/bench?ll=1", seconds),
@@ -72,7 +72,7 @@ async def measure(http_port: int, seconds: float) -> dict:
         ticker(seconds + 5, "LL-HLS"),
     )
     plain_page, _ = await asyncio.gather(browser(f"{base}/watch/bench", seconds / 2), ticker(seconds / 2, "HLS"))
-    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
         metrics = r.read().decode()
 
     def settle(samples: list[dict], key: str) -> list[float]:
@@ -110,8 +110,8 @@ async def measure(http_port: int, seconds: float) -> dict:
 
 
 def run(seconds: float, out: Path | None) -> dict:
-    with live_origin() as (http_port, _):
-        report = asyncio.run(measure(http_port, seconds))
+    with live_origin() as (http_port, admin_port, _):
+        report = asyncio.run(measure(http_port, admin_port, seconds))
 
     def fmt(v: object) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)

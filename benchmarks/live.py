@@ -31,18 +31,20 @@ def fetch_text(url: str, timeout: float = 5.0) -> str:
 
 
 @contextmanager
-def live_origin(stream: str = "bench") -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """Yields (http_port, server process) once HLS and LL-HLS of `stream` are being served."""
+def live_origin(stream: str = "bench") -> Iterator[tuple[int, int, subprocess.Popen[bytes]]]:
+    """Yields (http_port, admin_port, server process) once HLS and LL-HLS of `stream` are
+    being served; /metrics is on the admin port."""
     clip = make_clip(10)
-    rtmp_port, http_port = free_port(), free_port()
+    rtmp_port, http_port, admin_port = free_port(), free_port(), free_port()
     server = subprocess.Popen(
-        serve_cmd(rtmp_port, http_port),
+        serve_cmd(rtmp_port, http_port, admin_port),
         stdout=subprocess.DEVNULL,
     )
     pusher = None
     try:
         wait_port(rtmp_port)
         wait_port(http_port)
+        wait_port(admin_port)
         pusher = push(clip, f"rtmp://127.0.0.1:{rtmp_port}/live/{stream}")
         deadline = time.monotonic() + 30
         while True:
@@ -55,7 +57,7 @@ def live_origin(stream: str = "bench") -> Iterator[tuple[int, subprocess.Popen[b
                     raise RuntimeError("the origin never served the stream") from e
                 time.sleep(0.2)
         time.sleep(4)  # a few segments, as a viewer joining a running show would find
-        yield http_port, server
+        yield http_port, admin_port, server
     finally:
         if pusher is not None:
             pusher.terminate()

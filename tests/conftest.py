@@ -36,7 +36,15 @@ def clip() -> Path:
 def config() -> Config:
     cfg = load_config(
         None,
-        {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(), "http_port": free_port()}},
+        {
+            "server": {
+                "host": "127.0.0.1",
+                "rtmp_port": free_port(),
+                "rtsp_port": free_port(),
+                "http_port": free_port(),
+            },
+            "admin": {"port": 0},  # a free port: engine.admin_port
+        },
     )
     cfg.hls.end_grace = 3.0
     return cfg

@@ -61,6 +61,8 @@ async def test_demo_command_serves_a_stream_hlsjs_plays_hls_and_llhls():
         str(rtmp_port),
         "--rtsp-port",
         str(free_port()),
+        "--admin-port",
+        "0",
         cwd=str(ROOT),
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -40,7 +40,15 @@ async def tiers():
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 16384), hard))
     config = load_config(
         None,
-        {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(), "http_port": free_port()}},
+        {
+            "server": {
+                "host": "127.0.0.1",
+                "rtmp_port": free_port(),
+                "rtsp_port": free_port(),
+                "http_port": free_port(),
+            },
+            "admin": {"port": 0},
+        },
     )
     engine = Engine(config)
     await engine.start()

@@ -48,7 +48,15 @@ class Live:
 async def live():
     config = load_config(
         None,
-        {"server": {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(), "http_port": free_port()}},
+        {
+            "server": {
+                "host": "127.0.0.1",
+                "rtmp_port": free_port(),
+                "rtsp_port": free_port(),
+                "http_port": free_port(),
+            },
+            "admin": {"port": 0},
+        },
     )
     config.hls.end_grace = 8.0
     engine = Engine(config)

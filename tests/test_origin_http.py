@@ -62,7 +62,7 @@ async def test_cors_preflight(live):
         assert r.headers["Access-Control-Allow-Origin"] == "*"
 
 
-async def test_api_streams_metrics_health_watch(live):
+async def test_api_streams_metrics_health_watch(engine, live):
     session, _ = live
     async with session.get("/live/shop1/index.m3u8") as r:
         assert r.status == 200
@@ -73,6 +73,8 @@ async def test_api_streams_metrics_health_watch(live):
     assert info["viewers"] == 1 and info["uptime_s"] >= 0
     assert info["urls"]["hls"].endswith("/live/shop1/index.m3u8")
     async with session.get("/metrics") as r:
+        assert r.status == 404, "/metrics is not public unless [http] public_metrics says so"
+    async with aiohttp.ClientSession() as admin, admin.get(f"http://127.0.0.1:{engine.admin_port}/metrics") as r:
         text = await r.text()
     assert 'mediacore_streams{state="live"} 1.0' in text
     assert 'mediacore_viewers{stream="shop1"} 1.0' in text

@@ -26,6 +26,7 @@ async def test_configured_raw_input_listens_on_the_sdp_ports(tmp_path):
                 "http_port": free_port(),
             },
             "rtp": {"inputs": [{"stream": "cam", "sdp": str(sdp)}]},
+            "admin": {"port": 0},
         },
     )
     engine = Engine(config)
@@ -56,6 +57,7 @@ async def test_missing_sdp_file_fails_start(tmp_path):
                 "http_port": free_port(),
             },
             "rtp": {"inputs": [{"stream": "cam", "sdp": str(tmp_path / "missing.sdp")}]},
+            "admin": {"port": 0},
         },
     )
     engine = Engine(config)

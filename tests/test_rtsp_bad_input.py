@@ -51,7 +51,7 @@ def logged(caplog, text: str) -> bool:
 
 async def scrape(engine) -> str:
     async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{engine.http_port}/metrics") as resp:
+        async with session.get(f"http://127.0.0.1:{engine.admin_port}/metrics") as resp:
             return await resp.text()
 
 

@@ -100,6 +100,7 @@ async def test_installed_server_takes_an_rtsp_publish_from_ffmpeg(installed: Pat
     config = tmp_path / "mediacore.toml"
     config.write_text(
         f'[server]\nhost = "127.0.0.1"\nrtmp_port = {free_port()}\nrtsp_port = {rtsp_port}\nhttp_port = {http_port}\n'
+        "[admin]\nport = 0\n"
     )
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:

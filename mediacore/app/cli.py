@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--rtmp-port", type=int, help="RTMP ingest port (default 1935)")
         p.add_argument("--rtsp-port", type=int, help="RTSP ingest port (default 8554)")
         p.add_argument("--http-port", type=int, help="HTTP origin port (default 8080)")
+        p.add_argument("--admin-port", type=int, help="admin listener port, on [admin] host (default 8090; 0: any)")
         p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
         if name == "demo":
             p.add_argument("--stream", help="demo stream name (default demo)")
@@ -148,6 +149,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         if value is not None:
             server[key] = value
     out: dict[str, dict[str, Any]] = {"server": server}
+    if args.admin_port is not None:
+        out["admin"] = {"port": args.admin_port}
     if getattr(args, "stream", None):
         out["demo"] = {"stream": args.stream}
     return out

@@ -19,8 +19,11 @@ from ingest.rtp.config import RtspConfig
 from mediacore.access.tokens import ALL_STREAMS, MIN_SECRET_BYTES, PlaybackPolicy
 from mediacore.hub.config import HubConfig
 from mediacore.model.names import is_stream_name
-from mediacore.origin.config import HttpConfig
+from mediacore.origin.config import AdminConfig, HttpConfig
 from mediacore.packager.config import HlsConfig, LlHlsConfig
+
+MIN_ADMIN_TOKEN = 16
+"""Characters an admin token needs at least: short tokens can be guessed over the network."""
 
 
 class ConfigError(ValueError):
@@ -58,7 +61,8 @@ class RtpConfig:
 @dataclass(slots=True)
 class AuthConfig:
     publish_keys: dict[str, str] = field(default_factory=dict)
-    """Per-stream publish keys ({"shop1": "secret"}); a listed stream needs ?key=K to publish."""
+    """Per-stream publish keys ({"shop1": "secret"}); a listed stream needs ?key=K to publish.
+    The admin API rotates and revokes keys here at runtime (they last until a restart)."""
     default_publish_key: str = ""
     """Key required to publish any stream not listed above; empty means open publishing."""
     playback_secret: str = ""
@@ -93,6 +97,7 @@ class Config:
     llhls: LlHlsConfig = field(default_factory=LlHlsConfig)
     hub: HubConfig = field(default_factory=HubConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
 
@@ -168,3 +173,12 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"auth.playback_secret must be at least {MIN_SECRET_BYTES} bytes when playback_streams is set"
         )
+    http = config.http
+    if http.header_timeout <= 0 or http.keepalive_timeout <= 0:
+        raise ConfigError("http.header_timeout and http.keepalive_timeout must be positive")
+    if http.max_connections_per_ip < 0 or http.max_connections < 0:
+        raise ConfigError("http.max_connections_per_ip and http.max_connections must be 0 (no limit) or more")
+    if not 0 <= config.admin.port <= 65535:
+        raise ConfigError("admin.port must be between 0 and 65535")
+    if config.admin.token and len(config.admin.token) < MIN_ADMIN_TOKEN:
+        raise ConfigError(f"admin.token must be at least {MIN_ADMIN_TOKEN} characters (or empty)")

@@ -11,8 +11,6 @@ from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from aiohttp import web
-
 from ingest.rtmp.server import RtmpServer
 from ingest.rtp.errors import RtpError
 from ingest.rtp.raw import RawRtpInput
@@ -24,7 +22,9 @@ from mediacore.app.lifecycle import EndStream, StreamLifecycle
 from mediacore.app.metrics import Metrics, ScrapeSources
 from mediacore.hub.hub import Hub, Stream
 from mediacore.model.media import Kind
+from mediacore.origin.admin import AdminState, create_admin_app
 from mediacore.origin.app import create_app
+from mediacore.origin.listener import Listener, ListenerLimits
 from mediacore.origin.state import OriginState
 from mediacore.origin.viewers import ViewerTracker
 from mediacore.packager.hls import HlsPackager
@@ -93,11 +93,13 @@ class Engine:
         self.metrics.attach(
             ScrapeSources(self.hub.streams, self._segments_made, self.viewers, self._rtp_receivers, clock)
         )
-        self._runner: web.AppRunner | None = None
+        self._http: Listener | None = None
+        self._admin: Listener | None = None
         self.rtp_inputs: list[RawRtpInput] = []
         self.rtmp_port = 0
         self.rtsp_port = 0
         self.http_port = 0
+        self.admin_port = 0
 
     def _segments_made(self, name: str) -> int:
         packager = self.packagers.get(name)
@@ -178,6 +180,24 @@ class Engine:
             loop = asyncio.get_running_loop()
             self._lifecycle_timer = loop.call_later(max(0.0, deadline - self.clock()), self.run_lifecycle)
 
+    def end_stream(self, name: str, reason: str) -> bool:
+        """End `name` now, as the lifecycle would after end_grace: stop its publisher (if
+        any), EXT-X-ENDLIST, forget it after ended_retention; a later publish starts afresh.
+        False if there is no such stream, it has ended already or its publisher cannot be
+        stopped."""
+        stream = self.hub.get(name)
+        if stream is None or stream.ended:
+            return False
+        if stream.publishing:
+            self.hub.kick(name, reason)
+            if stream.publishing:  # nothing stopped it (a raw RTP input)
+                return False
+        stream.end()
+        self.lifecycle.ended(name, self.clock())
+        self._schedule_lifecycle()
+        log.info("stream %s: ended (%s)", name, reason)
+        return True
+
     def run_lifecycle(self) -> None:
         """Apply what the lifecycle says is due now (the timer calls this; so may a test)."""
         now = self.clock()
@@ -221,14 +241,17 @@ class Engine:
                 raise ConfigError(f"rtp input {item.stream}: {item.sdp}: {e}") from e
             await self.add_rtp_input(item.stream, sdp)
         await self.start_http()
+        await self.start_admin()
         log.info(
-            "RTMP ingest on %s:%d, RTSP on %s:%d, HTTP on %s:%d",
+            "RTMP ingest on %s:%d, RTSP on %s:%d, HTTP on %s:%d, admin on %s:%d",
             srv.host,
             self.rtmp_port,
             srv.host,
             self.rtsp_port,
             srv.host,
             self.http_port,
+            self.config.admin.host,
+            self.admin_port,
         )
 
     async def add_rtp_input(self, name: str, sdp: SessionDescription) -> RawRtpInput:
@@ -247,22 +270,40 @@ class Engine:
         self.rtp_inputs.append(rtp_input)
         return rtp_input
 
+    def _publish_keys(self) -> dict[str, str]:
+        return self.config.auth.publish_keys
+
+    def _refused(self, reason: str) -> None:
+        self.metrics.http_refused.labels(reason).inc()
+
     async def start_http(self) -> None:
         """Start (or restart, on the same port) the HTTP origin; ingest is unaffected."""
-        srv = self.config.server
-        self._runner = web.AppRunner(create_app(self.origin), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, srv.host, self.http_port or srv.http_port, reuse_address=True)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.http_port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        srv, http = self.config.server, self.config.http
+        limits = ListenerLimits(
+            http.header_timeout, http.keepalive_timeout, http.max_connections_per_ip, http.max_connections
+        )
+        listener = Listener(create_app(self.origin), "http", limits, http.trusted_proxies, self._refused)
+        self.http_port = await listener.start(srv.host, self.http_port or srv.http_port)
+        self._http = listener
 
     async def stop_http(self) -> None:
-        """Stop serving HTTP (maintenance, failover drills) while ingest and packaging go on."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        """Stop serving HTTP (maintenance, failover drills) while ingest and packaging go on
+        (the admin listener stays up)."""
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
+
+    async def start_admin(self) -> None:
+        """The admin listener ([admin]): metrics, health, the stream list and the operator's
+        mutations, on its own (loopback by default) address."""
+        admin, http = self.config.admin, self.config.http
+        state = AdminState(
+            admin, self.origin, self.hub, self._publish_keys, self.end_stream, self.metrics.admin_requests
+        )
+        limits = ListenerLimits(http.header_timeout, http.keepalive_timeout)
+        listener = Listener(create_admin_app(state), "admin", limits, on_refused=self._refused)
+        self.admin_port = await listener.start(admin.host, self.admin_port or admin.port)
+        self._admin = listener
 
     async def stop(self) -> None:
         await self.rtmp.stop()
@@ -277,6 +318,9 @@ class Engine:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.stop_http()
+        if self._admin is not None:
+            await self._admin.stop()
+            self._admin = None
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     def base_url(self) -> str:

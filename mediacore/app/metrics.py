@@ -2,6 +2,11 @@
 
 Per-stream figures are read from the hub and stores at scrape time by a collector, so the
 media path itself never touches a metric object.
+
+Every label value is bounded: HTTP routes are route templates ("unmatched" for anything
+else), never raw paths; statuses are HTTP codes; reasons, kinds and protocols are fixed
+words; stream names come from the hub at scrape time, so there are at most [hub]
+max_streams of them and a forgotten stream's series disappear with it.
 """
 
 from __future__ import annotations
@@ -54,6 +59,15 @@ class Metrics:
             "mediacore_http_requests", "HTTP requests served", ["route", "status"], registry=self.registry
         )
         self.http_bytes = Counter("mediacore_http_response_bytes", "Response body bytes sent", registry=self.registry)
+        self.http_refused = Counter(
+            "mediacore_http_refused_connections",
+            "HTTP connections refused or closed by a listener bound (per_ip, max_connections, header_timeout)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.admin_requests = Counter(
+            "mediacore_admin_requests", "Admin listener requests", ["route", "status"], registry=self.registry
+        )
 
         self.ll_blocked_wake = Histogram(
             "mediacore_llhls_blocked_response_seconds",

@@ -1,4 +1,5 @@
-"""The JSON API, Prometheus metrics and the health check."""
+"""The public read-only JSON API, the health check and (if configured) Prometheus metrics;
+the same readers serve the admin listener (admin.py)."""
 
 from __future__ import annotations
 
@@ -57,16 +58,27 @@ async def api_streams(request: web.Request) -> web.StreamResponse:
     return web.json_response(body, headers={"Cache-Control": "no-cache"}, dumps=lambda o: json.dumps(o, indent=1))
 
 
-async def metrics(request: web.Request) -> web.StreamResponse:
-    return web.Response(body=state_of(request).metrics.render(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+def metrics_response(state: OriginState) -> web.Response:
+    return web.Response(body=state.metrics.render(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
 
-async def healthz(request: web.Request) -> web.StreamResponse:
-    live = sum(1 for s in state_of(request).streams.values() if s.publishing)
+def health_response(state: OriginState) -> web.Response:
+    live = sum(1 for s in state.streams.values() if s.publishing)
     return web.json_response({"status": "ok", "live_streams": live}, headers={"Cache-Control": "no-cache"})
 
 
-def add_routes(app: web.Application) -> None:
+async def metrics(request: web.Request) -> web.StreamResponse:
+    return metrics_response(state_of(request))
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return health_response(state_of(request))
+
+
+def add_routes(app: web.Application, public_metrics: bool) -> None:
+    """The public port's read-only routes; /metrics only if [http] public_metrics says so
+    (the admin listener always serves it). Nothing here changes anything."""
     app.router.add_get("/api/streams", api_streams)
-    app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    if public_metrics:
+        app.router.add_get("/metrics", metrics)

@@ -1,5 +1,6 @@
-"""The origin's aiohttp application: every route of the URL contract; CORS and metrics outside,
-playback tokens inside (so refusals carry CORS headers and are counted)."""
+"""The origin's public aiohttp application: every read-only route of the URL contract; CORS
+and metrics outside, playback tokens inside (so refusals carry CORS headers and are counted).
+Nothing on it changes state; the operator's API is the admin listener (admin.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,6 @@ def create_app(state: OriginState) -> web.Application:
     app[STATE_KEY] = state
     hls.add_routes(app)
     llhls.add_routes(app)
-    api.add_routes(app)
+    api.add_routes(app, state.http.public_metrics)
     pages.add_routes(app)
     return app
