@@ -73,16 +73,20 @@ def publish_sequence(name: str, writer: ChunkWriter, app: str = "live") -> bytes
 
 
 class ScriptedPublisher:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, local_host: str | None = None) -> None:
+        """`local_host` connects from that loopback address (127.0.0.2 is another host to
+        the server)."""
         self.host = host
         self.port = port
+        self.local_host = local_host
         self.reader: asyncio.StreamReader
         self.writer: asyncio.StreamWriter
         self.chunks = ChunkWriter(128)
         self.incoming = ChunkReader()
 
     async def connect(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        local = (self.local_host, 0) if self.local_host is not None else None
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port, local_addr=local)
         self.writer.write(client_hello())
         s0s1s2 = await self.reader.readexactly(1 + 2 * HANDSHAKE_SIZE)
         self.writer.write(s0s1s2[1 : 1 + HANDSHAKE_SIZE])

@@ -66,8 +66,9 @@ def announced(allocated: list[tuple[int, int]] | None = None) -> RtspSession:
         pairs.append((30000 + 2 * len(pairs), 30001 + 2 * len(pairs)))
         return pairs[-1]
 
-    s = RtspSession(lambda name, key: None, allocate)
+    s = RtspSession(allocate)
     s.handle(RtspParser().feed(request("ANNOUNCE", "rtsp://h/live/cam", 1, "", FFMPEG_SDP.encode()))[0])
+    assert s.decide_announce().startswith(b"RTSP/1.0 200")
     assert s.sdp is not None
     return s
 

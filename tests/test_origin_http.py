@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from mediacore.app.config import ConfigError, load_config
+from mediacore.hub.publisher import PublishAttempt
 from mediacore.model.media import Kind, Track
 
 
@@ -89,12 +90,15 @@ async def test_api_streams_metrics_health_watch(engine, live):
 
 
 async def test_publish_keys(engine):
+    def attempt(name: str, key: str) -> PublishAttempt:
+        return PublishAttempt(name, key, "rtmp", "127.0.0.1")
+
     engine.config.auth.publish_keys = {"vip": "s3cret"}
-    assert engine.authorize_publish("vip", "s3cret")
-    assert not engine.authorize_publish("vip", "")
-    assert engine.authorize_publish("open", "")
+    assert await engine.authorize_publish(attempt("vip", "s3cret")) is None
+    assert await engine.authorize_publish(attempt("vip", "")) == "publish key is missing or wrong"
+    assert await engine.authorize_publish(attempt("open", "")) is None
     engine.config.auth.default_publish_key = "k"
-    assert not engine.authorize_publish("open", "")
+    assert await engine.authorize_publish(attempt("open", "")) == "publish key is missing or wrong"
 
 
 def test_config_file_and_overrides(tmp_path):

@@ -84,13 +84,15 @@ rtsp_chunk = st.one_of(
 @given(st.lists(rtsp_chunk, max_size=30))
 def test_rtsp_parser_and_session_return_or_raise_rtp_error(chunks):
     parser = RtspParser()
-    session = RtspSession(lambda name, key: None, lambda: (30000, 30001))
+    session = RtspSession(lambda: (30000, 30001))
     try:
         for chunk in chunks:
             for item in parser.feed(chunk):
                 assert isinstance(item, (Request, Interleaved))
                 if isinstance(item, Request):
                     assert isinstance(session.handle(item), bytes)
+                    if session.pending is not None:
+                        assert isinstance(session.decide_announce(), bytes)
             assert len(parser._buf) <= MAX_HEADER_BYTES + 4 + 65536 + 4 + 1_048_576
     except RtpError:
         pass

@@ -46,9 +46,19 @@ def test_parser_limits(data, message):
         RtspParser().feed(data)
 
 
-def publish_session(refusal: str | None = None) -> RtspSession:
+class PublishSession(RtspSession):
+    """A session whose pending ANNOUNCE is decided at once: refused (401) unless the key is k."""
+
+    def handle(self, req: Request) -> bytes:
+        reply = super().handle(req)
+        if self.pending is not None:
+            return self.decide_announce() if self.pending.key == "k" else self.decide_announce(401, "Unauthorized")
+        return reply
+
+
+def publish_session() -> RtspSession:
     ports = iter([(30000, 30001), (30002, 30003)])
-    return RtspSession(lambda name, key: refusal if key != "k" else None, lambda: next(ports))
+    return PublishSession(lambda: next(ports))
 
 
 def test_publish_flow_udp_and_tcp():
@@ -106,7 +116,7 @@ def test_a_refused_announce_never_repeats_the_publish_key():
 
 
 def test_wrong_key_is_refused():
-    s = publish_session(refusal="Unauthorized: key")
+    s = publish_session()
     r = s.handle(RtspParser().feed(request("ANNOUNCE", "rtsp://h/live/cam?key=no", 1, "", FFMPEG_SDP.encode()))[0])
     assert r.startswith(b"RTSP/1.0 401") and s.closed
 

@@ -1,5 +1,11 @@
 """The asyncio shell around the RTMP core: moves bytes between sockets and ServerSession,
-and hands frames to the hub through the Publisher interface. No protocol logic lives here."""
+and hands frames to the hub through the Publisher interface. No protocol logic lives here.
+
+A publish request is decided by the server's Authorizer, which may take a round trip to a
+publish hook: meanwhile the connection holds what arrives after the request (and stops
+reading past HELD_WHILE_DECIDING bytes); it replays that once the publish is accepted
+(encoders wait for NetStream.Publish.Start anyway) and drops it if the publish is refused
+or the peer leaves."""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from mediacore.hub.publisher import Publisher, PublishPoint, StreamBusy
+from mediacore.hub.publisher import HELD_WHILE_DECIDING, Authorizer, PublishAttempt, Publisher, PublishPoint, StreamBusy
 from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
 
@@ -16,12 +22,19 @@ from .amf0 import AmfLimits
 from .chunk import ChunkLimits
 from .config import RtmpConfig
 from .errors import RtmpError
-from .session import Connected, MediaMessage, Metadata, PublishRequest, ServerSession, SessionLimits, Unpublished
+from .session import (
+    Connected,
+    Event,
+    MediaMessage,
+    Metadata,
+    PublishRequest,
+    ServerSession,
+    SessionLimits,
+    Unpublished,
+)
 from .to_stream import RtmpToFrames
 
 log = logging.getLogger("mediacore.rtmp")
-
-Authorizer = Callable[[str, str], bool]
 
 
 def session_limits(config: RtmpConfig) -> SessionLimits:
@@ -51,6 +64,9 @@ class RtmpConnection(asyncio.Protocol):
         self._last_rx = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._publish_deadline: asyncio.TimerHandle | None = None
+        self._deciding: asyncio.Task[None] | None = None  # the pending publish decision
+        self._held: list[Event] = []  # events parsed after the publish request, until its decision
+        self._held_bytes = bytearray()  # bytes that arrived while reading was paused for it
         self.closed = False
 
     # Transport callbacks ---------------------------------------------------------------
@@ -75,17 +91,30 @@ class RtmpConnection(asyncio.Protocol):
         if self.closed:
             return
         self._last_rx = asyncio.get_running_loop().time()
+        if self._deciding is not None:
+            self._held_bytes += data  # until the decision; past a bound, reading pauses
+            if len(self._held_bytes) > HELD_WHILE_DECIDING and self.transport is not None:
+                self.transport.pause_reading()
+            return
         try:
-            events = self.session.receive_data(data)
-            for event in events:
-                self._on_event(event)
+            self._on_events(self.session.receive_data(data))
         except (RtmpError, H264Error) as e:
             self.fail(str(e))
             return
         self._flush()
 
+    def _on_events(self, events: list[Event]) -> None:
+        for i, event in enumerate(events):
+            if self.closed:
+                return
+            if self._deciding is not None:
+                self._held.extend(events[i:])
+                return
+            self._on_event(event)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._abandon_decision()
         for event in self.session.close():
             self._on_event(event)
         if self.publisher is not None:
@@ -125,11 +154,65 @@ class RtmpConnection(asyncio.Protocol):
         if self.publishes > limit:
             self.session.reject_publish("NetStream.Publish.Rejected", f"at most {limit} publishes per connection")
             raise RtmpError(f"publish number {self.publishes} on one connection (limit {limit})")
-        if not self.server.authorize(request.name, request.key):
-            self.session.reject_publish("NetStream.Publish.Unauthorized", "publish key is missing or wrong")
-            raise RtmpError(f"publish to {request.name!r} refused: key missing or wrong")
+        attempt = PublishAttempt(request.name, request.key, "rtmp", self.address)
+        self._deciding = asyncio.get_running_loop().create_task(self._decide(request, attempt))
+
+    async def _decide(self, request: PublishRequest, attempt: PublishAttempt) -> None:
+        """Await the authorizer, then answer the publish request and replay what was held."""
         try:
-            self.publisher = self.server.hub.publish(request.name, stop=self.stop)
+            refusal = await self.server.authorize(attempt)
+        except Exception as e:  # fail closed: an authorizer that breaks admits nobody
+            log.error("rtmp %s [%s]: publish authorization failed: %r", self.peer, request.name, e, exc_info=e)
+            refusal = "publish authorization failed"
+        if self.closed:  # the peer left while the decision was pending
+            return
+        self._deciding = None
+        if refusal is not None:
+            self._refuse_publish(request.name, refusal)
+            return
+        try:
+            self._start_publishing(request, attempt)
+            held, self._held = self._held, []
+            self._on_events(held)
+            data, self._held_bytes = bytes(self._held_bytes), bytearray()
+            if data and not self.closed:
+                if self._deciding is not None:  # the held events asked to publish again
+                    self._held_bytes += data
+                else:
+                    self._on_events(self.session.receive_data(data))
+        except (RtmpError, H264Error) as e:
+            self.fail(str(e))
+            return
+        self._flush()
+        if not self.closed and self._deciding is None and self.transport is not None:
+            self.transport.resume_reading()
+
+    def _refuse_publish(self, name: str, reason: str) -> None:
+        """Answer NetStream.Publish.Unauthorized and close; one log line for the first ten
+        refusals, then every power of two (a client retrying a bad key cannot flood the log)."""
+        server = self.server
+        before, server.publish_refusals = server.publish_refusals, server.publish_refusals + 1
+        if worth_logging(before, server.publish_refusals):
+            refused = server.publish_refusals
+            log.warning("rtmp %s [%s]: publish refused: %s (%d refused so far)", self.peer, name, reason, refused)
+        self.session.reject_publish("NetStream.Publish.Unauthorized", reason)
+        server.on_error()
+        self.closed = True
+        self._flush()
+        self._cancel_timers()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _abandon_decision(self) -> None:
+        if self._deciding is not None:
+            self._deciding.cancel()
+            self._deciding = None
+        self._held.clear()
+        self._held_bytes.clear()
+
+    def _start_publishing(self, request: PublishRequest, attempt: PublishAttempt) -> None:
+        try:
+            self.publisher = self.server.hub.publish(request.name, stop=self.stop, attempt=attempt)
         except StreamBusy as e:
             self.session.reject_publish("NetStream.Publish.BadName", str(e))
             raise RtmpError(str(e)) from e
@@ -181,6 +264,7 @@ class RtmpConnection(asyncio.Protocol):
             return
         log.info("rtmp %s [%s]: stopped by the server: %s", self.peer, self.session.stream_name or "-", reason)
         self.closed = True
+        self._abandon_decision()
         self._cancel_timers()
         if self.publisher is not None:
             self.publisher.close()
@@ -196,6 +280,7 @@ class RtmpConnection(asyncio.Protocol):
         log.warning("rtmp %s [%s]: closed: %s", self.peer, name, reason)
         self.server.on_error()
         self.closed = True
+        self._abandon_decision()
         self._flush()
         self._cancel_timers()
         if self.publisher is not None:
@@ -228,6 +313,7 @@ class RtmpServer:
         self.on_error = on_error
         self.connections: set[RtmpConnection] = set()
         self.refused = 0  # connections closed at once for a connection cap
+        self.publish_refusals = 0  # publish requests the authorizer refused
         self._server: asyncio.base_events.Server | None = None
 
     def admit(self, address: str) -> str | None:

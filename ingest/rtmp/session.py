@@ -6,8 +6,11 @@ Rules it follows:
   Window Acknowledgement Size, Set Peer Bandwidth, Set Chunk Size, then `_result`
   NetConnection.Connect.Success, the order ffmpeg, librtmp (OBS) and GStreamer expect.
 - releaseStream / FCPublish / createStream / publish get the replies encoders wait for.
-- `publish` yields a PublishRequest event; the shell answers with accept_publish() or
-  reject_publish() after checking the key and the hub. The stream name (and key) come
+- `publish` yields a PublishRequest event and the session waits in state "pending" until
+  the shell answers with accept_publish() or reject_publish() (the decision may take a
+  round trip to a publish hook). Media and metadata on the requested message stream are
+  passed on while pending too: the shell holds them until its decision, then replays them
+  or drops them with the connection. The stream name (and key) come
   from the publish argument, `STREAM?key=K`, or the app's query string.
 - Audio, video and @setDataFrame are accepted only on the published message stream.
 - Acknowledgements are sent every window the peer asked for; pings are answered.
@@ -61,6 +64,9 @@ USER_STREAM_BEGIN = 0
 USER_STREAM_EOF = 1
 USER_PING_REQUEST = 6
 USER_PING_RESPONSE = 7
+
+_PUBLISHING = ("pending", "publishing")
+"""States in which the requested message stream carries media: accepted, or awaiting the decision."""
 
 _DEFAULTS = RtmpConfig()  # every bound is named once, in ingest/rtmp/config.py
 
@@ -117,7 +123,7 @@ class ServerSession:
         self._reader = ChunkReader(limits.chunk)
         self._writer = ChunkWriter(DEFAULT_CHUNK_SIZE)  # the spec's size until we announce ours
         self._out = bytearray()
-        self.state = "handshake"  # handshake, connecting, connected, publishing, closed
+        self.state = "handshake"  # handshake, connecting, connected, pending, publishing, closed
         self.app = ""
         self.app_params: dict[str, str] = {}
         self.stream_name = ""
@@ -174,7 +180,7 @@ class ServerSession:
     def _handle(self, msg: Message, events: list[Event]) -> None:
         t = msg.type_id
         if t == VIDEO or t == AUDIO:
-            if self.state == "publishing" and msg.stream_id in self._stream_ids:
+            if self.state in _PUBLISHING and msg.stream_id in self._stream_ids:
                 events.append(MediaMessage(t, msg.timestamp, msg.payload))
             return
         if t == COMMAND_AMF0 or t == COMMAND_AMF3:
@@ -183,11 +189,11 @@ class ServerSession:
             return
         if t == DATA_AMF0 or t == DATA_AMF3:
             body = msg.payload[1:] if t == DATA_AMF3 and msg.payload[:1] == b"\x00" else msg.payload
-            if self.state == "publishing":
+            if self.state in _PUBLISHING:
                 self._on_data(amf0.decode(body, self.limits.amf), events)
             return
         if t == AGGREGATE:
-            if self.state != "publishing":
+            if self.state not in _PUBLISHING:
                 return
             subs = iter_aggregate(msg.payload)
             base = subs[0][1] if subs else 0
@@ -234,7 +240,7 @@ class ServerSession:
         elif name == "publish":
             self._on_publish(stream_id, args, events)
         elif name in ("FCUnpublish", "deleteStream", "closeStream"):
-            if self.state == "publishing":
+            if self.state in _PUBLISHING:
                 self.state = "connected"
                 if name == "FCUnpublish":
                     self._command(0, "onFCUnpublish", 0, None, {"code": "NetStream.Unpublish.Success"})
@@ -281,7 +287,7 @@ class ServerSession:
         events.append(Connected(app, tc_url, str(command.get("flashVer", ""))))
 
     def _on_publish(self, stream_id: int, args: list[Any], events: list[Event]) -> None:
-        if self.state == "publishing":
+        if self.state in _PUBLISHING:
             raise RtmpError("publish while already publishing")
         if stream_id not in self._stream_ids:
             raise RtmpError(f"publish on message stream {stream_id}, which was never created")
@@ -297,14 +303,18 @@ class ServerSession:
             raise RtmpError(problem)
         key = params.get("key") or self.app_params.get("key", "")
         self.stream_name = name
+        self.state = "pending"
         events.append(PublishRequest(name, key, publish_type))
 
     def _reject_name(self) -> None:
         self._status("error", "NetStream.Publish.BadName", "stream name is not allowed")
 
     def accept_publish(self) -> None:
-        """The shell accepted the PublishRequest: start the stream."""
-        self.state = "publishing"
+        """The shell accepted the PublishRequest: start the stream. (If the peer unpublished
+        while the decision was pending, the session stays connected: the shell replays that
+        Unpublished event after this.)"""
+        if self.state == "pending":
+            self.state = "publishing"
         self._user_control(USER_STREAM_BEGIN, PUBLISH_STREAM_ID)
         self._status(
             "status",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mediacore.model.names import without_query
+
 from .errors import RtpError
 
 MAX_REQUEST_LINE = 4096
@@ -61,12 +63,12 @@ class RtspParser:
             head = bytes(buf[:end]).decode("utf-8", errors="replace").split("\r\n")
             parts = head[0].split(" ")
             if len(parts) != 3 or not parts[2].startswith("RTSP/"):
-                raise RtpError(f"malformed RTSP request line {head[0][:80]!r}")
+                raise RtpError(f"malformed RTSP request line {without_query(head[0][:80])!r}")
             headers: dict[str, str] = {}
             for line in head[1:]:
                 name, sep, value = line.partition(":")
                 if not sep:
-                    raise RtpError(f"malformed RTSP header {line[:80]!r}")
+                    raise RtpError(f"malformed RTSP header {without_query(line[:80])!r}")
                 headers[name.strip().lower()] = value.strip()
             try:
                 length = int(headers.get("content-length", "0"))

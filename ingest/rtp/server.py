@@ -1,6 +1,10 @@
 """The asyncio shell around the RTSP/RTP core: the RTSP TCP connection (with interleaved
 RTP), the UDP sockets of each track, and the hand-off of frames to the hub. Protocol
-decisions live in rtsp.py, session.py, packet.py, depacketize.py and to_stream.py."""
+decisions live in rtsp.py, session.py, packet.py, depacketize.py and to_stream.py.
+
+An ANNOUNCE is decided by the server's Authorizer (it may take a round trip to a publish
+hook): meanwhile the connection holds what arrives after it (and stops reading past
+HELD_WHILE_DECIDING bytes), answers the ANNOUNCE after the decision, then goes on with it."""
 
 from __future__ import annotations
 
@@ -12,14 +16,14 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 
-from mediacore.hub.publisher import Publisher, PublishPoint, StreamBusy
+from mediacore.hub.publisher import HELD_WHILE_DECIDING, Authorizer, PublishAttempt, Publisher, PublishPoint, StreamBusy
 from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
 
 from .config import TEARDOWN_LINGER, TICK_SECONDS, UDP_RECEIVE_BUFFER, RtspConfig
 from .errors import RtpError
 from .receiver import SourceLock, TrackReceiver
-from .rtsp import Interleaved, RtspParser, interleaved, response
+from .rtsp import Interleaved, Request, RtspParser, interleaved, response
 from .session import RtspSession
 from .to_stream import SessionClock
 
@@ -44,7 +48,7 @@ class RtspConnection(asyncio.Protocol):
     def __init__(self, server: RtspServer) -> None:
         self.server = server
         self.parser = RtspParser()
-        self.session = RtspSession(server.check_publish, self._allocate_ports)
+        self.session = RtspSession(self._allocate_ports)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.host = "?"  # the client's address: the only host its UDP datagrams may come from
@@ -60,6 +64,10 @@ class RtspConnection(asyncio.Protocol):
         self._last_rx = 0.0
         self._writing_paused = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._attempt: PublishAttempt | None = None  # the admitted credentials, from ANNOUNCE on
+        self._deciding: asyncio.Task[None] | None = None  # the pending ANNOUNCE decision
+        self._held: list[Request | Interleaved] = []  # parsed after that ANNOUNCE, until its decision
+        self._held_bytes = bytearray()  # arrived while reading was paused for it
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -92,8 +100,19 @@ class RtspConnection(asyncio.Protocol):
             self.fail(f"internal error: {e!r}", e)
 
     def _receive(self, data: bytes) -> None:
-        for item in self.parser.feed(data):
+        if self._deciding is not None:
+            self._held_bytes += data  # until the decision; past a bound, reading pauses
+            if len(self._held_bytes) > HELD_WHILE_DECIDING and self.transport is not None:
+                self.transport.pause_reading()
+            return
+        self._handle_items(self.parser.feed(data))
+
+    def _handle_items(self, items: list[Request | Interleaved]) -> None:
+        for i, item in enumerate(items):
             if self.closed:
+                return
+            if self._deciding is not None:
+                self._held.extend(items[i:])
                 return
             if isinstance(item, Interleaved):
                 self._interleaved(item)
@@ -110,6 +129,9 @@ class RtspConnection(asyncio.Protocol):
                     self.session.refusal,
                 )
             self._write(reply)
+            if self.session.pending is not None:
+                self._begin_decision()
+                continue
             if self._sockets and item.method == "SETUP":
                 task = asyncio.get_running_loop().create_task(self._open_udp())
                 self._tasks.add(task)
@@ -121,6 +143,69 @@ class RtspConnection(asyncio.Protocol):
                 # them for a moment before releasing the buffers and closing.
                 asyncio.get_running_loop().call_later(TEARDOWN_LINGER, self.close, "teardown")
                 return
+
+    def _begin_decision(self) -> None:
+        pending = self.session.pending
+        assert pending is not None
+        attempt = PublishAttempt(pending.name, pending.key, "rtsp", self.host)
+        self._deciding = asyncio.get_running_loop().create_task(self._decide(attempt))
+
+    async def _decide(self, attempt: PublishAttempt) -> None:
+        """Await the authorizer, answer the ANNOUNCE, then go on with what was held."""
+        try:
+            refusal = await self.server.authorize(attempt)
+        except Exception as e:  # fail closed: an authorizer that breaks admits nobody
+            log.error("rtsp %s [%s]: publish authorization failed: %r", self.peer, attempt.stream, e, exc_info=e)
+            refusal = "publish authorization failed"
+        if self.closed:  # the peer left while the decision was pending
+            return
+        self._deciding = None
+        if refusal is None and self.server.hub.is_publishing(attempt.stream):
+            self._write(self.session.decide_announce(453, "Invalid Range"))
+            self._refused(attempt.stream, "stream is already being published", error=False)
+            return
+        if refusal is not None:
+            self._write(self.session.decide_announce(401, "Unauthorized"))
+            self._refused(attempt.stream, refusal)
+            return
+        self._attempt = attempt
+        self._write(self.session.decide_announce())
+        try:
+            held, self._held = self._held, []
+            self._handle_items(held)
+            data, self._held_bytes = bytes(self._held_bytes), bytearray()
+            if data and not self.closed:
+                self._receive(data)
+        except (RtpError, H264Error) as e:
+            self.fail(str(e))
+            return
+        except Exception as e:
+            self.fail(f"internal error: {e!r}", e)
+            return
+        if not self.closed and self._deciding is None and self.transport is not None:
+            self.transport.resume_reading()
+
+    def _refused(self, name: str, reason: str, error: bool = True) -> None:
+        """Log a refused publish (the first ten, then every power of two), count it as an
+        ingest error if it is one (a name that is busy is not), and close once the reply had
+        a moment to leave."""
+        server = self.server
+        before, server.publish_refusals = server.publish_refusals, server.publish_refusals + 1
+        if worth_logging(before, server.publish_refusals):
+            refused = server.publish_refusals
+            log.warning("rtsp %s [%s]: publish refused: %s (%d refused so far)", self.peer, name, reason, refused)
+        if error:
+            server.on_error()
+        self._held.clear()
+        self._held_bytes.clear()
+        asyncio.get_running_loop().call_later(TEARDOWN_LINGER, self.close, "publish refused")
+
+    def _abandon_decision(self) -> None:
+        if self._deciding is not None:
+            self._deciding.cancel()
+            self._deciding = None
+        self._held.clear()
+        self._held_bytes.clear()
 
     def _write(self, data: bytes) -> None:
         """Send to the peer; a peer that leaves more than max_write_buffer bytes unread (it
@@ -204,7 +289,7 @@ class RtspConnection(asyncio.Protocol):
     def _start_publishing(self) -> None:
         assert self.session.sdp is not None
         try:
-            self.publisher = self.server.hub.publish(self.session.stream_name, stop=self.stop)
+            self.publisher = self.server.hub.publish(self.session.stream_name, stop=self.stop, attempt=self._attempt)
         except StreamBusy as e:
             raise RtpError(str(e)) from e
         clock = SessionClock()
@@ -317,6 +402,7 @@ class RtspConnection(asyncio.Protocol):
         if self.closed and self.publisher is None and not self._udp:
             return
         self.closed = True
+        self._abandon_decision()
         for timer in (self._timer, self._deadline):
             if timer is not None:
                 timer.cancel()
@@ -357,7 +443,7 @@ class RtspServer:
         self,
         hub: PublishPoint,
         config: RtspConfig,
-        authorize: Callable[[str, str], bool],
+        authorize: Authorizer,
         on_error: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -372,6 +458,7 @@ class RtspServer:
         self.per_host: dict[str, int] = {}  # open connections by client address
         self.refused = 0  # connections closed at once for a connection cap
         self.unread_closed = 0  # connections closed for leaving more than max_write_buffer unread
+        self.publish_refusals = 0  # ANNOUNCEs the authorizer refused
         self._server: asyncio.base_events.Server | None = None
         self._next_port = config.udp_port_min
         self.host = "0.0.0.0"
@@ -408,13 +495,6 @@ class RtspServer:
             self.per_host[conn.host] = left
         else:
             self.per_host.pop(conn.host, None)
-
-    def check_publish(self, name: str, key: str) -> str | None:
-        if not self.authorize(name, key):
-            return "Unauthorized: publish key is missing or wrong"
-        if self.hub.is_publishing(name):
-            return "Invalid Range: stream is already being published"
-        return None
 
     def bind_udp_pair(self) -> tuple[socket.socket, socket.socket]:
         """An even RTP port and the RTCP port after it, from the configured range."""

@@ -5,8 +5,10 @@ SETUP once per announced media before RECORD, UDP (client_port pair, ports 1-655
 interleaved (an even channel and the next, 0-255): 461 Unsupported Transport for anything
 else, 455 for a second SETUP of a media (one UDP port pair per track); RECORD once every
 media is set up; GET_PARAMETER / SET_PARAMETER keep the session alive; TEARDOWN ends it.
-The shell supplies the decisions that need the world (may this name publish? which UDP
-ports?) as callables; everything else is decided here.
+The shell supplies the decisions that need the world: which UDP ports (a callable), and may
+this name publish with this key: an ANNOUNCE that passes every check here waits in
+`pending` until the shell calls decide_announce() with its answer (it may take a round trip
+to a publish hook). Everything else is decided here.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from mediacore.model.names import PUBLISH_APP, split_publish_name, stream_name_problem
+from mediacore.model.names import PUBLISH_APP, split_publish_name, stream_name_problem, without_query
 
 from .errors import RtpError
 from .rtsp import Request, response
@@ -97,6 +99,16 @@ def parse_transport(header: str) -> TransportChoice:
     raise first or TransportError("no Transport header")
 
 
+@dataclass(frozen=True, slots=True)
+class PendingAnnounce:
+    """An ANNOUNCE awaiting the shell's decision."""
+
+    cseq: str
+    name: str
+    key: str = field(repr=False)  # never in a repr, so never in a log line
+    sdp: SessionDescription
+
+
 @dataclass(slots=True)
 class TrackSetup:
     index: int
@@ -107,13 +119,10 @@ class TrackSetup:
 
 
 class RtspSession:
-    def __init__(
-        self, authorize: Callable[[str, str], str | None], allocate_ports: Callable[[], tuple[int, int]]
-    ) -> None:
-        """authorize(name, key) returns None to accept or a reason to refuse;
-        allocate_ports() returns a (rtp, rtcp) pair of bound server UDP ports."""
-        self.authorize = authorize
+    def __init__(self, allocate_ports: Callable[[], tuple[int, int]]) -> None:
+        """allocate_ports() returns a (rtp, rtcp) pair of bound server UDP ports."""
         self.allocate_ports = allocate_ports
+        self.pending: PendingAnnounce | None = None
         self.session_id = secrets.token_hex(8)
         self.stream_name = ""
         self.sdp: SessionDescription | None = None
@@ -146,7 +155,7 @@ class RtspSession:
         return response(req.cseq, 501, "Not Implemented")
 
     def _announce(self, req: Request) -> bytes:
-        if self.sdp is not None:
+        if self.sdp is not None or self.pending is not None:
             return response(req.cseq, 455, "Method Not Valid in This State")
         path = urlsplit(req.uri).path.strip("/")
         query = urlsplit(req.uri).query
@@ -161,13 +170,22 @@ class RtspSession:
             raise RtpError(problem)
         sdp = parse_sdp(req.body.decode("utf-8", errors="replace"))
         check_ingestible(sdp)
-        refusal = self.authorize(name, params.get("key", ""))
-        if refusal is not None:
-            self.closed = True
-            return response(req.cseq, 401 if "key" in refusal else 453, refusal.split(":")[0])
         self.stream_name = name
-        self.sdp = sdp
-        return response(req.cseq, 200, "OK")
+        self.pending = PendingAnnounce(req.cseq, name, params.get("key", ""), sdp)
+        return b""
+
+    def decide_announce(self, status: int = 200, reason: str = "OK") -> bytes:
+        """The shell's answer to the pending ANNOUNCE: 200 accepts it; any other status (401
+        Unauthorized, 453 for a name already being published) refuses it and ends the session."""
+        pending = self.pending
+        if pending is None:
+            raise RtpError("no ANNOUNCE awaits a decision")
+        self.pending = None
+        if status != 200:
+            self.closed = True
+            return response(pending.cseq, status, reason)
+        self.sdp = pending.sdp
+        return response(pending.cseq, 200, "OK")
 
     def _setup(self, req: Request) -> bytes:
         if self.sdp is None or self.recording:
@@ -219,4 +237,4 @@ class RtspSession:
                 return i
         if len(self.sdp.media) == 1:
             return 0
-        raise RtpError(f"SETUP for {uri[:100]!r} names no announced media")
+        raise RtpError(f"SETUP for {without_query(uri[:100])!r} names no announced media")

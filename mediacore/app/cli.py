@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -14,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from mediacore.access.tokens import MIN_SECRET_BYTES, TOKEN_PARAM, TokenError, sign
-from mediacore.app.config import Config, ConfigError, load_config
+from mediacore.app.config import Config, ConfigError, check_open_publish, load_config, publish_is_open
 from mediacore.model.names import PUBLISH_APP, is_stream_name
 from mediacore.playlist.uris import STREAM_ROOT, WATCH_PAGE, playback_urls
 
@@ -156,6 +157,17 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return out
 
 
+def demo_publish_key(config: Config) -> str:
+    """The key `mediacore demo` pushes its stream with. On a server where anyone could
+    publish (no default key, no hook) the demo makes one up and makes it the default key, so
+    the demo can listen on every address of a fresh machine without opening publishing to
+    all; it prints the key, for a person to push a stream of their own."""
+    auth = config.auth
+    if publish_is_open(auth) and config.demo.stream not in auth.publish_keys:
+        auth.default_publish_key = secrets.token_urlsafe(12)
+    return auth.publish_keys.get(config.demo.stream, auth.default_publish_key)
+
+
 async def _run(config: Config, demo: bool) -> None:
     from mediacore.app.engine import Engine
 
@@ -171,9 +183,15 @@ async def _run(config: Config, demo: bool) -> None:
             from mediacore.app.demo import demo_command
 
             name = config.demo.stream
-            url = f"rtmp://127.0.0.1:{engine.rtmp_port}/{PUBLISH_APP}/{name}"
+            key = demo_publish_key(config)  # main() made it up already, if it had to
+            query = f"?key={key}" if key else ""
+            url = f"rtmp://127.0.0.1:{engine.rtmp_port}/{PUBLISH_APP}/{name}{query}"
             publisher = await asyncio.create_subprocess_exec(*demo_command(url, config.demo))
             urls = playback_urls(engine.base_url(), name)
+            if key and config.auth.default_publish_key == key:
+                print(
+                    f"publish your own stream: rtmp://HOST:{engine.rtmp_port}/{PUBLISH_APP}/STREAM{query}", flush=True
+                )
             print(f"demo stream publishing; watch it at {urls['watch']}", flush=True)
             print(f"HLS playlist: {urls['hls']}", flush=True)
         else:
@@ -216,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         config = load_config(args.config, _overrides(args))
+        if args.command == "demo":
+            demo_publish_key(config)  # a made-up key closes open publishing: checked next
+        check_open_publish(config)
     except (ConfigError, OSError) as e:
         print(f"mediacore: configuration error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ this module adds the app's own sections and loads, overrides and validates the w
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,28 @@ class AuthConfig:
     """Per-stream publish keys ({"shop1": "secret"}); a listed stream needs ?key=K to publish.
     The admin API rotates and revokes keys here at runtime (they last until a restart)."""
     default_publish_key: str = ""
-    """Key required to publish any stream not listed above; empty means open publishing."""
+    """Key required to publish any stream not listed above; empty means no key is checked
+    for them (open publishing, unless a publish hook decides)."""
+    publish_hook: str = ""
+    """URL that decides every publish attempt that passed the keys: POST JSON {stream, key,
+    protocol, remote}; a 2xx answer allows, anything else refuses, and so does no answer
+    within publish_hook_timeout (fail-closed). Empty: no hook."""
+    publish_hook_timeout: float = 2.0
+    """Seconds the hook may take to answer before the attempt is refused: encoders give up
+    on a publish after about 10 s, and a streamer should hear why well before that."""
+    publish_hook_recheck: float = 30.0
+    """Seconds between re-checks of every live publisher the hook admitted: a refusal then
+    (the streamer's key was revoked) stops the publisher; a re-check that gets no answer
+    keeps it (a hook outage does not end every live show)."""
+    max_failed_publishes: int = 5
+    """Refused publish attempts (wrong key, refused by the hook, a takeover) one address may
+    make within failed_publish_window; past it, its attempts are refused without checking
+    (the hook is not asked) until the window has passed: keys cannot be guessed."""
+    failed_publish_window: float = 60.0
+    """Seconds over which max_failed_publishes counts, from an address's first refusal."""
+    allow_open_publish: bool = False
+    """Start even though anyone may publish (no default_publish_key, no publish_hook) on a
+    server listening beyond loopback. Without it such a server refuses to start."""
     playback_secret: str = ""
     """HMAC-SHA256 key of playback tokens (`mediacore sign-url` signs with it; edges verify
     with it). At least 16 bytes when playback_streams is set; keep it out of version control."""
@@ -182,3 +204,36 @@ def validate(config: Config) -> None:
         raise ConfigError("admin.port must be between 0 and 65535")
     if config.admin.token and len(config.admin.token) < MIN_ADMIN_TOKEN:
         raise ConfigError(f"admin.token must be at least {MIN_ADMIN_TOKEN} characters (or empty)")
+    if auth.publish_hook and not auth.publish_hook.startswith(("http://", "https://")):
+        raise ConfigError("auth.publish_hook must be an http:// or https:// URL")
+    if auth.publish_hook_timeout <= 0 or auth.publish_hook_recheck <= 0:
+        raise ConfigError("auth.publish_hook_timeout and auth.publish_hook_recheck must be positive")
+    if auth.max_failed_publishes < 1 or auth.failed_publish_window <= 0:
+        raise ConfigError("auth.max_failed_publishes must be at least 1 and auth.failed_publish_window positive")
+
+
+def publish_is_open(auth: AuthConfig) -> bool:
+    """Whether anyone may publish some stream name: no default key and no hook."""
+    return not auth.default_publish_key and not auth.publish_hook
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_open_publish(config: Config) -> None:
+    """Refuse a server on which anyone could publish, reachable beyond this machine. Checked
+    when the server starts rather than when the file loads: the defaults themselves (0.0.0.0,
+    no key) are such a server, and a file listing them is still a valid file."""
+    host = config.server.host
+    if publish_is_open(config.auth) and not config.auth.allow_open_publish and not is_loopback(host):
+        raise ConfigError(
+            f"anyone could publish: no [auth] default_publish_key or publish_hook, and server.host = "
+            f"{host!r} is reachable beyond this machine. Set a key or a hook, listen on 127.0.0.1, "
+            f"or set [auth] allow_open_publish = true"
+        )

@@ -22,6 +22,7 @@ import av
 import numpy as np
 
 from mediacore.app.config import DemoConfig
+from mediacore.model.names import without_query
 
 log = logging.getLogger("mediacore.app.demo")
 
@@ -84,7 +85,7 @@ class DemoPublisher:
             except (av.FFmpegError, OSError) as e:
                 if self._stop.is_set():
                     break
-                log.warning("demo publisher: %s; retrying in 1 s", e)
+                log.warning("demo publisher: %s; retrying in 1 s", without_query(str(e)))  # the URL holds the key
                 self._stop.wait(1.0)
 
     def _publish_once(self) -> None:

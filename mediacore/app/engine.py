@@ -4,7 +4,6 @@ owned in one place so that every task has an owner that cancels it."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -17,10 +16,13 @@ from ingest.rtp.raw import RawRtpInput
 from ingest.rtp.receiver import TrackReceiver
 from ingest.rtp.sdp import SessionDescription, parse_sdp
 from ingest.rtp.server import RtspServer
-from mediacore.app.config import Config, ConfigError
+from mediacore.app.config import Config, ConfigError, check_open_publish
 from mediacore.app.lifecycle import EndStream, StreamLifecycle
 from mediacore.app.metrics import Metrics, ScrapeSources
+from mediacore.app.publish_auth import PublishPolicy, Refusal
+from mediacore.app.publish_hook import PublishHook
 from mediacore.hub.hub import Hub, Stream
+from mediacore.hub.publisher import PublishAttempt
 from mediacore.model.media import Kind
 from mediacore.origin.admin import AdminState, create_admin_app
 from mediacore.origin.app import create_app
@@ -69,6 +71,9 @@ class Engine:
         self.lifecycle = StreamLifecycle(config.hls.end_grace, config.hls.ended_retention)
         self._lifecycle_timer: asyncio.TimerHandle | None = None
         self.executor = ThreadPoolExecutor(config.hls.mux_threads, thread_name_prefix="mux")
+        self.publish_policy = PublishPolicy(config.auth)
+        auth = config.auth
+        self.publish_hook = PublishHook(auth.publish_hook, auth.publish_hook_timeout) if auth.publish_hook else None
         self.rtmp = RtmpServer(
             self.hub,
             config.rtmp,
@@ -116,10 +121,49 @@ class Engine:
         self.metrics.rtmp_connections.inc()
         self.metrics.rtmp_active.inc()
 
-    def authorize_publish(self, name: str, key: str) -> bool:
-        auth = self.config.auth
-        expected = auth.publish_keys.get(name, auth.default_publish_key)
-        return not expected or hmac.compare_digest(expected.encode(), key.encode())
+    # Publish authorization -------------------------------------------------------------
+
+    async def authorize_publish(self, attempt: PublishAttempt) -> str | None:
+        """The Authorizer of both ingest servers: the local policy (rate limit, keys, resume),
+        then the publish hook if one is configured. None allows; else the refusal's text."""
+        stream = self.hub.get(attempt.stream)
+        reconnecting = stream is not None and not stream.publishing and not stream.ended
+        previous = stream.attempt if stream is not None and reconnecting else None
+        refusal = self.publish_policy.check(attempt, previous, self.clock())
+        if refusal is None and self.publish_hook is not None:
+            answer = await self.publish_hook.ask(attempt)
+            if answer.status and not answer.allowed:
+                hook_refusal = Refusal("hook", f"refused by the publish hook (HTTP {answer.status})")
+                refusal = self.publish_policy.failed(attempt, hook_refusal, self.clock())
+            elif not answer.allowed:
+                refusal = Refusal("hook_error", "the publish hook did not answer; try again later")
+        if refusal is None:
+            return None
+        self.metrics.publish_refused.labels(refusal.reason).inc()
+        return refusal.message
+
+    async def recheck_publishers(self) -> None:
+        """Ask the hook again about every live publisher it admitted; stop those it now
+        refuses. A re-check that gets no answer keeps the publisher (logged by the hook)."""
+        hook = self.publish_hook
+        if hook is None:
+            return
+        live = [(s, s.attempt) for s in self.hub.streams.values() if s.publishing and s.attempt is not None]
+        answers = await asyncio.gather(*(hook.ask(attempt) for _, attempt in live if attempt is not None))
+        for (stream, attempt), answer in zip(live, answers, strict=True):
+            if answer.allowed or not answer.status:
+                continue
+            if stream.publishing and stream.attempt is attempt:  # still the publisher that was asked about
+                self.metrics.publish_refused.labels("revoked").inc()
+                self.hub.kick(stream.name, f"the publish hook refused it on re-check (HTTP {answer.status})")
+
+    async def _recheck_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.auth.publish_hook_recheck)
+            try:
+                await self.recheck_publishers()
+            except Exception as e:  # one failed round must not end the re-checks
+                log.error("publish re-check failed: %r", e, exc_info=e)
 
     # Stream lifecycle ------------------------------------------------------------------
 
@@ -232,6 +276,7 @@ class Engine:
 
     async def start(self) -> None:
         srv = self.config.server
+        check_open_publish(self.config)
         self.rtmp_port = await self.rtmp.start(srv.host, srv.rtmp_port)
         self.rtsp_port = await self.rtsp.start(srv.host, srv.rtsp_port)
         for item in self.config.rtp.inputs:
@@ -242,6 +287,8 @@ class Engine:
             await self.add_rtp_input(item.stream, sdp)
         await self.start_http()
         await self.start_admin()
+        if self.publish_hook is not None:
+            self._spawn(self._recheck_loop(), "publish-recheck")
         log.info(
             "RTMP ingest on %s:%d, RTSP on %s:%d, HTTP on %s:%d, admin on %s:%d",
             srv.host,
@@ -321,6 +368,8 @@ class Engine:
         if self._admin is not None:
             await self._admin.stop()
             self._admin = None
+        if self.publish_hook is not None:
+            await self.publish_hook.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     def base_url(self) -> str:

@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ingest.rtp.receiver import TrackReceiver
+from mediacore.app.publish_auth import REASONS
 from mediacore.hub.hub import Stream
 from mediacore.hub.priority_queue import AUDIO, KEY, NONREF, REF
 from mediacore.origin.viewers import ViewerTracker
@@ -55,6 +56,14 @@ class Metrics:
             ["protocol"],
             registry=self.registry,
         )
+        self.publish_refused = Counter(
+            "mediacore_publish_refused",
+            "Publish attempts refused, and publishers stopped on re-check (revoked), by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REASONS:
+            self.publish_refused.labels(reason)
         self.http_requests = Counter(
             "mediacore_http_requests", "HTTP requests served", ["route", "status"], registry=self.registry
         )

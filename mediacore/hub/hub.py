@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from mediacore.hub.config import HubConfig
 from mediacore.hub.priority_queue import AUDIO, KEY, NONREF, REF
-from mediacore.hub.publisher import StopPublishing, StreamBusy, TooManyStreams
+from mediacore.hub.publisher import PublishAttempt, StopPublishing, StreamBusy, TooManyStreams
 from mediacore.hub.queues import PriorityPacketQueue
 from mediacore.model.h264 import H264Error, is_reference, parse_avcc
 from mediacore.model.media import Frame, Kind, Track
@@ -152,6 +152,9 @@ class Stream:
         self.published_at = 0.0
         self.stop_publisher: StopPublishing | None = None
         """Ends the current publishing session (set by ingest at publish, cleared when it leaves)."""
+        self.attempt: PublishAttempt | None = None
+        """The credentials the latest publishing session was admitted with (None: published
+        by the server itself, a raw RTP input); kept after it leaves, for the resume check."""
         self.stats = StreamStats()
         # Timeline continuity across publishes: the latest presentation time seen so far
         # (90 kHz) and, per epoch, the offset added to each track's timestamps. The new
@@ -302,7 +305,9 @@ class Hub:
         stream = self.streams.get(name)
         return stream is not None and stream.publishing
 
-    def publish(self, name: str, stop: StopPublishing | None = None) -> StreamPublisher:
+    def publish(
+        self, name: str, stop: StopPublishing | None = None, attempt: PublishAttempt | None = None
+    ) -> StreamPublisher:
         stream = self.streams.get(name)
         if stream is not None and stream.publishing:
             raise StreamBusy(f"stream {name!r} is already being published")
@@ -317,6 +322,7 @@ class Hub:
             self.streams[name] = stream
         stream._begin_publish()
         stream.stop_publisher = stop
+        stream.attempt = attempt
         if fresh:
             for cb in self.on_stream_started:
                 cb(stream)

@@ -44,3 +44,12 @@ def split_publish_name(raw: str) -> tuple[str, dict[str, str]]:
     name, _, query = raw.partition("?")
     params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
     return name, params
+
+
+_QUERY = re.compile(r"\?[^\s'\"]*")
+
+
+def without_query(text: str) -> str:
+    """`text` with every URL query cut out ('rtsp://h/live/a?key=K/x' -> 'rtsp://h/live/a?...'):
+    a publish key travels in the query, and no log line or error message may repeat it."""
+    return _QUERY.sub("?...", text)
