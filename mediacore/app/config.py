@@ -147,5 +147,9 @@ def validate(config: Config) -> None:
         raise ConfigError("llhls.window_segments must be at least 6 (Apple HLS A8.11)")
     if not 0.05 <= config.llhls.part_duration <= 2.0:
         raise ConfigError("llhls.part_duration must be between 0.05 and 2 seconds")
+    if hls.max_packager_restarts < 0:
+        raise ConfigError("hls.max_packager_restarts must not be negative")
+    if hls.packager_restart_window <= 0:
+        raise ConfigError("hls.packager_restart_window must be positive")
     if not 128 <= config.rtmp.max_chunk_size <= 0x7FFFFFFF:
         raise ConfigError("rtmp.max_chunk_size must be between 128 and 2^31-1")

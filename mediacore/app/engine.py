@@ -22,6 +22,7 @@ from ingest.rtp.server import RtspServer
 from mediacore.app.config import Config, ConfigError
 from mediacore.app.lifecycle import EndStream, StreamLifecycle
 from mediacore.app.metrics import Metrics, ScrapeSources
+from mediacore.app.supervision import RestartBudget
 from mediacore.hub.hub import Hub, Stream
 from mediacore.model.media import Kind
 from mediacore.origin.app import create_app
@@ -36,6 +37,10 @@ from mediacore.store.ll import LlRendition
 
 log = logging.getLogger("mediacore")
 
+HLS = "hls"
+LLHLS = "llhls"
+"""The outputs a stream's packagers write: the label of mediacore_packager_errors_total."""
+
 
 class Engine:
     def __init__(
@@ -49,6 +54,9 @@ class Engine:
         self.stores: dict[str, HlsStore] = {}
         self.ll_renditions: dict[str, dict[Kind, LlRendition]] = {}
         self.viewers = ViewerTracker(config.http.viewer_timeout)
+        self.failed: dict[str, str] = {}
+        """Streams whose packager failed past [hls] max_packager_restarts, with the reason."""
+        self.restarts = RestartBudget(config.hls.max_packager_restarts, config.hls.packager_restart_window)
         self.origin = OriginState(
             config.http,
             config.llhls.blocking_timeout_factor,
@@ -60,6 +68,7 @@ class Engine:
             self.base_url,
             clock,
             wall_clock,
+            self.failed,
         )
         self.packagers: dict[str, HlsPackager] = {}
         self.ll_packagers: dict[str, LlHlsPackager] = {}
@@ -90,7 +99,7 @@ class Engine:
         self.hub.on_stream_started.append(self._stream_started)
         self.hub.on_stream_unpublished.append(self._stream_unpublished)
         self.metrics.attach(
-            ScrapeSources(self.hub.streams, self._segments_made, self.viewers, self._rtp_receivers, clock)
+            ScrapeSources(self.hub.streams, self._segments_made, self.viewers, self._rtp_receivers, clock, self.failed)
         )
         self._runner: web.AppRunner | None = None
         self.rtp_inputs: list[RawRtpInput] = []
@@ -123,6 +132,8 @@ class Engine:
     def _stream_started(self, stream: Stream) -> None:
         self.lifecycle.published(stream.name)
         self._schedule_lifecycle()
+        self.failed.pop(stream.name, None)
+        self.restarts.forget(stream.name)
         old = self.stores.get(stream.name)
         store = HlsStore(
             self.config.hls.window_segments,
@@ -131,9 +142,7 @@ class Engine:
             discontinuity_sequence=old.discontinuity_sequence + 1 if old else 0,
         )
         self.stores[stream.name] = store
-        packager = HlsPackager(stream, store, self.config.hls, self.executor, self.clock)
-        self.packagers[stream.name] = packager
-        self._spawn(packager.run(), f"hls-{stream.name}")
+        self._run_hls(stream, store)
         self._start_llhls(stream)
 
     def _start_llhls(self, stream: Stream) -> None:
@@ -159,12 +168,104 @@ class Engine:
         video.peers, audio.peers = [audio], [video]
         audio.td_source = video
         self.ll_renditions[stream.name] = renditions
-        packager = LlHlsPackager(stream, renditions, ll, self.config.hls, self.clock)
+        self._run_llhls(stream, renditions)
+
+    def _run_hls(self, stream: Stream, store: HlsStore, segments_made: int = 0) -> None:
+        packager = HlsPackager(stream, store, self.config.hls, self.executor, self.clock)
+        packager.segments_made = segments_made  # a restart continues the counter
+        self.packagers[stream.name] = packager
+        self._spawn(
+            packager.run(),
+            f"hls-{stream.name}",
+            lambda error: self._packager_failed(stream, HLS, packager, error),
+        )
+
+    def _run_llhls(self, stream: Stream, renditions: dict[Kind, LlRendition]) -> None:
+        packager = LlHlsPackager(stream, renditions, self.config.llhls, self.config.hls, self.clock)
         self.ll_packagers[stream.name] = packager
-        self._spawn(packager.run(), f"llhls-{stream.name}")
+        self._spawn(
+            packager.run(),
+            f"llhls-{stream.name}",
+            lambda error: self._packager_failed(stream, LLHLS, packager, error),
+        )
+
+    # Packager supervision --------------------------------------------------------------
+
+    def _packager_failed(
+        self, stream: Stream, output: str, packager: HlsPackager | LlHlsPackager, error: BaseException
+    ) -> None:
+        """A packager task raised (its traceback is logged): restart it on the same playlist
+        after a discontinuity, or, past [hls] max_packager_restarts within
+        packager_restart_window, mark the stream failed. Never left frozen while live."""
+        self.metrics.packager_errors.labels(output).inc()
+        name = stream.name
+        current = self.packagers.get(name) if output == HLS else self.ll_packagers.get(name)
+        if current is not packager or self.hub.get(name) is not stream:
+            return  # the stream was forgotten or started afresh meanwhile: nothing of it to restart
+        now = self.clock()
+        if stream.ended or name in self.failed:
+            # Nothing more will come for this output (its StreamEnded may be what it failed on).
+            self._end_output(name, output, now)
+            return
+        hls = self.config.hls
+        if not self.restarts.allow(name, output, now):
+            self._fail(
+                stream,
+                output,
+                f"the {output} packager failed {hls.max_packager_restarts + 1} times within "
+                f"{hls.packager_restart_window:g} s; last error: {error!r}",
+            )
+            return
+        log.warning(
+            "stream %s: %s packager restarted after an error (%d of %d restarts within %g s); the playlist goes"
+            " on after EXT-X-DISCONTINUITY from the next keyframe",
+            name,
+            output,
+            self.restarts.restarts(name, output),
+            hls.max_packager_restarts,
+            hls.packager_restart_window,
+        )
+        if output == HLS:
+            store = self.stores[name]
+            store.break_timeline()
+            self._run_hls(stream, store, packager.segments_made if isinstance(packager, HlsPackager) else 0)
+        else:
+            renditions = self.ll_renditions[name]
+            for rendition in renditions.values():
+                rendition.break_timeline(now)
+            self._run_llhls(stream, renditions)
+
+    def _end_output(self, name: str, output: str, now: float) -> None:
+        """EXT-X-ENDLIST on an output whose packager is gone."""
+        if output == HLS:
+            store = self.stores.get(name)
+            if store is not None:
+                store.end()
+        else:
+            for rendition in self.ll_renditions.get(name, {}).values():
+                rendition.end(now)
+
+    def _fail(self, stream: Stream, output: str, reason: str) -> None:
+        """The stream is failed: "failed" in the API and /healthz, every playlist ends, the
+        publisher is disconnected (so the encoder sees it), and the name is forgotten after
+        [hls] ended_retention like any ended stream. A publish after that starts afresh."""
+        name = stream.name
+        now = self.clock()
+        self.failed[name] = reason
+        log.error("stream %s: failed: %s; playlists ended, publisher disconnected", name, reason)
+        self._end_output(name, output, now)  # its packager is gone; the other one ends below
+        self.hub.kick(name, f"stream failed: {reason}")
+        if not stream.ended:
+            stream.end()  # the packager still running writes what it holds, then ENDLIST
+        self.lifecycle.ended(name, now)
+        self._schedule_lifecycle()
 
     def _stream_unpublished(self, stream: Stream) -> None:
-        self.lifecycle.unpublished(stream.name, stream.epoch, self.clock())
+        if stream.ended:
+            # Ended already (failed): nothing to wait for; forget it in due time.
+            self.lifecycle.ended(stream.name, self.clock())
+        else:
+            self.lifecycle.unpublished(stream.name, stream.epoch, self.clock())
         self._schedule_lifecycle()
 
     def _schedule_lifecycle(self) -> None:
@@ -193,17 +294,29 @@ class Engine:
                 self.ll_renditions.pop(action.name, None)
                 self.ll_packagers.pop(action.name, None)
                 self.viewers.forget(action.name)
+                self.failed.pop(action.name, None)
+                self.restarts.forget(action.name)
                 log.info("stream %s: forgotten after retention", action.name)
         self._schedule_lifecycle()
 
-    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+    def _spawn(
+        self,
+        coro: Coroutine[object, object, None],
+        name: str,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("task %s failed", t.get_name(), exc_info=t.exception())
+            if t.cancelled():
+                return
+            error = t.exception()
+            if error is not None:
+                log.error("task %s failed", t.get_name(), exc_info=error)
+                if on_error is not None:
+                    on_error(error)
 
         task.add_done_callback(done)
 

@@ -13,7 +13,9 @@ from mediacore.origin.state import OriginState
 from mediacore.playlist.uris import playback_urls
 
 
-def stream_state(publishing: bool, ended: bool) -> str:
+def stream_state(publishing: bool, ended: bool, failed: bool = False) -> str:
+    if failed:
+        return "failed"
     return "live" if publishing else ("ended" if ended else "reconnecting")
 
 
@@ -26,7 +28,8 @@ def stream_summary(state: OriginState, name: str) -> dict[str, object]:
     fps = stream.metadata.get("framerate") or stream.metadata.get("videoframerate")
     return {
         "name": name,
-        "state": stream_state(stream.publishing, stream.ended),
+        "state": stream_state(stream.publishing, stream.ended, name in state.failed),
+        "failure": state.failed.get(name),
         "codecs": ",".join(t.codec_string for t in (video, audio) if t is not None),
         "video": None
         if video is None
@@ -62,8 +65,17 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
-    live = sum(1 for s in state_of(request).streams.values() if s.publishing)
-    return web.json_response({"status": "ok", "live_streams": live}, headers={"Cache-Control": "no-cache"})
+    """ "ok"; "degraded" (HTTP 200) while a stream is failed: one broken stream must not take
+    the node and its healthy streams out of a balancer, the body and
+    mediacore_streams{state="failed"} are for alerting."""
+    state = state_of(request)
+    live = sum(1 for s in state.streams.values() if s.publishing)
+    failed = sorted(name for name in state.failed if name in state.streams)
+    status = "degraded" if failed else "ok"
+    return web.json_response(
+        {"status": status, "live_streams": live, "failed_streams": failed},
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 def add_routes(app: web.Application) -> None:

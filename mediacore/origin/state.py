@@ -7,7 +7,7 @@ tracker through this one object, and metrics through a narrow protocol.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from prometheus_client import Counter, Histogram
@@ -48,3 +48,6 @@ class OriginState:
     """Monotonic seconds: segment retention and blocking deadlines."""
     wall_clock: Callable[[], float]
     """Seconds since the epoch: Expires headers and uptimes."""
+    failed: Mapping[str, str] = field(default_factory=dict)
+    """Streams marked failed (a packager kept raising), with the reason: state "failed" in
+    the API, listed by /healthz."""
