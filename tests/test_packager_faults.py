@@ -11,7 +11,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import ffmpeg_push_cmd, require_tool, start_process, stop_process, until, wait_for_playlist
+from conftest import (
+    ffmpeg_push_cmd,
+    ffprobe_frames,
+    require_tool,
+    start_process,
+    stop_process,
+    until,
+    wait_for_playlist,
+)
 
 from mediacore.app.engine import Engine
 from mediacore.app.supervision import RestartBudget
@@ -73,28 +81,6 @@ async def test_ll_rendition_breaks_the_timeline_and_wakes_blocked_requests() -> 
 
 
 # A real ffmpeg push, faults injected ------------------------------------------------------
-
-
-async def ffprobe_frames(path: Path) -> int:
-    """Video frames ffprobe decodes in `path`; fails on any error it reports."""
-    proc = await asyncio.create_subprocess_exec(
-        "ffprobe",
-        "-v",
-        "error",
-        "-count_frames",
-        "-select_streams",
-        "v",
-        "-show_entries",
-        "stream=nb_read_frames",
-        "-of",
-        "csv=p=0",
-        str(path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0 and not err.strip(), err.decode()
-    return int(out.decode().split()[0].rstrip(","))  # TS lists the stream under its program too
 
 
 class Faults:

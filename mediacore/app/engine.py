@@ -57,6 +57,7 @@ class Engine:
         self.failed: dict[str, str] = {}
         """Streams whose packager failed past [hls] max_packager_restarts, with the reason."""
         self.restarts = RestartBudget(config.hls.max_packager_restarts, config.hls.packager_restart_window)
+        self.draining = False
         self.origin = OriginState(
             config.http,
             config.llhls.blocking_timeout_factor,
@@ -124,6 +125,8 @@ class Engine:
 
     def authorize_publish(self, name: str, key: str) -> bool:
         auth = self.config.auth
+        if self.draining:
+            return False  # shutting down: a publish that slips in before the listeners close
         expected = auth.publish_keys.get(name, auth.default_publish_key)
         return not expected or hmac.compare_digest(expected.encode(), key.encode())
 
@@ -203,7 +206,7 @@ class Engine:
         if current is not packager or self.hub.get(name) is not stream:
             return  # the stream was forgotten or started afresh meanwhile: nothing of it to restart
         now = self.clock()
-        if stream.ended or name in self.failed:
+        if stream.ended or self.draining or name in self.failed:
             # Nothing more will come for this output (its StreamEnded may be what it failed on).
             self._end_output(name, output, now)
             return
@@ -262,17 +265,20 @@ class Engine:
 
     def _stream_unpublished(self, stream: Stream) -> None:
         if stream.ended:
-            # Ended already (failed): nothing to wait for; forget it in due time.
+            # Ended already (failed, or draining): nothing to wait for; forget it in due time.
             self.lifecycle.ended(stream.name, self.clock())
         else:
             self.lifecycle.unpublished(stream.name, stream.epoch, self.clock())
         self._schedule_lifecycle()
 
     def _schedule_lifecycle(self) -> None:
-        """One timer, at the lifecycle's next deadline."""
+        """One timer, at the lifecycle's next deadline (none while draining: every stream is
+        ended and stays served until the process exits)."""
         if self._lifecycle_timer is not None:
             self._lifecycle_timer.cancel()
             self._lifecycle_timer = None
+        if self.draining:
+            return
         deadline = self.lifecycle.next_deadline()
         if deadline is not None:
             loop = asyncio.get_running_loop()
@@ -375,6 +381,47 @@ class Engine:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def drain(self) -> None:
+        """Shut down gracefully (the CLI's first SIGTERM or SIGINT), within [server]
+        drain_timeout: refuse and close ingest (the listeners, every publishing session, so
+        encoders see the disconnect), end every stream so its packagers write their open
+        segments and parts and put EXT-X-ENDLIST on every playlist (blocked LL-HLS requests
+        wake with it), then keep serving HTTP for drain_grace so players fetch the final
+        segment. `stop()` follows."""
+        srv = self.config.server
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + srv.drain_timeout
+        self.draining = self.origin.draining = True
+        self._schedule_lifecycle()  # cancels the timer: nothing is forgotten while draining
+        streams = [s for s in self.hub.streams.values() if not s.ended]
+        log.info(
+            "draining: closing ingest, ending %d stream(s); HTTP served for up to %g s", len(streams), srv.drain_timeout
+        )
+        for stream in list(self.hub.streams.values()):
+            self.hub.kick(stream.name, "the server is shutting down")
+        await self.rtmp.stop()
+        await self.rtsp.stop()
+        for rtp_input in self.rtp_inputs:
+            await rtp_input.stop()
+        for stream in list(self.hub.streams.values()):
+            if not stream.ended:
+                stream.end()  # the packagers write what they hold, then EXT-X-ENDLIST
+        late: set[asyncio.Task[None]] = set()
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - loop.time()))
+        grace = min(srv.drain_grace, max(0.0, deadline - loop.time()))
+        if late:
+            log.warning(
+                "draining: %d packager(s) did not finish within %g s (%s); serving HTTP %g s more",
+                len(late),
+                srv.drain_timeout,
+                ", ".join(sorted(t.get_name() for t in late)),
+                grace,
+            )
+        else:
+            log.info("drained: every playlist has ended; serving HTTP %g s more", grace)
+        await asyncio.sleep(grace)
 
     async def stop(self) -> None:
         await self.rtmp.stop()

@@ -67,13 +67,15 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 async def healthz(request: web.Request) -> web.StreamResponse:
     """ "ok"; "degraded" (HTTP 200) while a stream is failed: one broken stream must not take
     the node and its healthy streams out of a balancer, the body and
-    mediacore_streams{state="failed"} are for alerting."""
+    mediacore_streams{state="failed"} are for alerting; "draining" (HTTP 503) after SIGTERM,
+    so balancers send no new viewers while the ended playlists are still served."""
     state = state_of(request)
     live = sum(1 for s in state.streams.values() if s.publishing)
     failed = sorted(name for name in state.failed if name in state.streams)
-    status = "degraded" if failed else "ok"
+    status = "draining" if state.draining else "degraded" if failed else "ok"
     return web.json_response(
         {"status": status, "live_streams": live, "failed_streams": failed},
+        status=503 if state.draining else 200,
         headers={"Cache-Control": "no-cache"},
     )
 
