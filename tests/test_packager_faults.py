@@ -164,6 +164,11 @@ async def test_a_packager_that_raises_is_restarted_and_the_playlists_go_on(
         assert parent.parts[0].independent and parent.init_uri != video.segments[0].init_uri
         (tmp_path / "resumed.mp4").write_bytes(video.inits[parent.init_uri] + parent.data())
         assert await ffprobe_frames(tmp_path / "resumed.mp4") >= 30
+        # The restarted packager began at a video keyframe: the audio parents start with the
+        # video ones again (I3) rather than a GOP ahead of them.
+        await until(lambda: any(s.discontinuity for s in audio.segments), 10, "audio's new timeline")
+        audio_parent = next(s for s in audio.segments if s.discontinuity)
+        assert abs(audio_parent.program_date_time - parent.program_date_time) < 0.1  # a frame or two: interleaving
         # The neighbour never noticed; the API still says live; the faults are counted.
         assert not any(s.discontinuity for s in good.segments) and not good.ended
         async with aiohttp.ClientSession(f"http://127.0.0.1:{engine.http_port}") as session:

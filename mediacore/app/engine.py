@@ -183,8 +183,10 @@ class Engine:
             lambda error: self._packager_failed(stream, HLS, packager, error),
         )
 
-    def _run_llhls(self, stream: Stream, renditions: dict[Kind, LlRendition]) -> None:
-        packager = LlHlsPackager(stream, renditions, self.config.llhls, self.config.hls, self.clock)
+    def _run_llhls(self, stream: Stream, renditions: dict[Kind, LlRendition], restart: bool = False) -> None:
+        packager = LlHlsPackager(
+            stream, renditions, self.config.llhls, self.config.hls, self.clock, from_keyframe=restart
+        )
         self.ll_packagers[stream.name] = packager
         self._spawn(
             packager.run(),
@@ -236,7 +238,7 @@ class Engine:
             renditions = self.ll_renditions[name]
             for rendition in renditions.values():
                 rendition.break_timeline(now)
-            self._run_llhls(stream, renditions)
+            self._run_llhls(stream, renditions, restart=True)
 
     def _end_output(self, name: str, output: str, now: float) -> None:
         """EXT-X-ENDLIST on an output whose packager is gone."""
