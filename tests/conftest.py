@@ -140,6 +140,28 @@ async def until(condition: Callable[[], bool], timeout: float, what: str, interv
         await asyncio.sleep(interval)
 
 
+async def ffprobe_frames(path: Path) -> int:
+    """Video frames ffprobe decodes in `path`; fails on any error it reports."""
+    proc = await asyncio.create_subprocess_exec(
+        "ffprobe",
+        "-v",
+        "error",
+        "-count_frames",
+        "-select_streams",
+        "v",
+        "-show_entries",
+        "stream=nb_read_frames",
+        "-of",
+        "csv=p=0",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0 and not err.strip(), err.decode()
+    return int(out.decode().split()[0].rstrip(","))  # TS lists the stream under its program too
+
+
 def require_tool(name: str) -> None:
     if shutil.which(name) is None:
         pytest.fail(f"{name} is not installed; `make test` installs it (scripts/install-system-deps.sh)")

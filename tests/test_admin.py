@@ -151,7 +151,7 @@ async def test_admin_reads_and_errors_are_json(engine) -> None:
             (info,) = await r.json()
         assert info["name"] == "shop" and info["state"] == "live"
         async with session.get(admin_url(engine, "/healthz")) as r:
-            assert await r.json() == {"status": "ok", "live_streams": 1}
+            assert await r.json() == {"status": "ok", "live_streams": 1, "failed_streams": []}
     status, _, body = await call(engine, "POST", "/api/streams/shop/kick")
     assert status == 403 and "set [admin] token" in body["error"]
     assert engine.hub.is_publishing("shop")

@@ -81,7 +81,7 @@ async def test_api_streams_metrics_health_watch(engine, live):
     assert 'mediacore_viewers{stream="shop1"} 1.0' in text
     assert "mediacore_http_requests_total" in text
     async with session.get("/healthz") as r:
-        assert (await r.json()) == {"status": "ok", "live_streams": 1}
+        assert (await r.json()) == {"status": "ok", "live_streams": 1, "failed_streams": []}
     async with session.get("/watch/shop1") as r:
         page = await r.text()
     assert "/static/hls.min.js" in page and "index.m3u8" in page and "ll.m3u8" in page

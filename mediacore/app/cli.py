@@ -22,6 +22,8 @@ from mediacore.playlist.uris import STREAM_ROOT, WATCH_PAGE, playback_urls
 SECRET_ENV = "MEDIACORE_PLAYBACK_SECRET"
 """Environment variable an edge (or sign-url) reads the playback secret from when no file is given."""
 
+log = logging.getLogger("mediacore")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mediacore", description="Live-streaming engine for live commerce")
@@ -168,16 +170,24 @@ def demo_publish_key(config: Config) -> str:
     return auth.publish_keys.get(config.demo.stream, auth.default_publish_key)
 
 
-async def _run(config: Config, demo: bool) -> None:
+async def _run(config: Config, demo: bool) -> int:
+    """Serve until SIGTERM or SIGINT, then drain ([server] drain_timeout) and stop; a second
+    signal stops at once. 0 after a drain, 1 if a second signal cut it short."""
     from mediacore.app.engine import Engine
 
     engine = Engine(config)
     await engine.start()
     publisher = None
     stop = asyncio.Event()
+    abort = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        (abort if stop.is_set() else stop).set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
+    code = 0
     try:
         if demo:
             from mediacore.app.demo import demo_command
@@ -201,6 +211,22 @@ async def _run(config: Config, demo: bool) -> None:
                 flush=True,
             )
         await stop.wait()
+        log.info("shutting down: draining for up to %g s (a second signal stops at once)", config.server.drain_timeout)
+        drain = asyncio.create_task(engine.drain())
+        aborted = asyncio.create_task(abort.wait())
+        await asyncio.wait({drain, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        aborted.cancel()
+        if not drain.done():
+            log.warning("second signal: stopping without finishing the drain")
+            drain.cancel()
+            code = 1
+        try:
+            await drain
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("the drain failed; stopping")
+            code = 1
     finally:
         if publisher is not None and publisher.returncode is None:
             publisher.terminate()
@@ -209,6 +235,7 @@ async def _run(config: Config, demo: bool) -> None:
             except TimeoutError:
                 publisher.kill()
         await engine.stop()
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,10 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
 
-        uvloop.run(_run(config, demo=args.command == "demo"))
+        return uvloop.run(_run(config, demo=args.command == "demo"))
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 1
 
 
 if __name__ == "__main__":

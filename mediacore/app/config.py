@@ -39,6 +39,14 @@ class ServerConfig:
     http_port: int = 8080
     public_url: str = ""
     """Base URL printed for viewers (the watch page link); derived from host/port if empty."""
+    drain_timeout: float = 10.0
+    """Seconds a drain (the first SIGTERM or SIGINT) takes at most, from the signal to closing
+    HTTP: ingest is closed at once, publishers are disconnected, open segments and parts are
+    written and every playlist gets EXT-X-ENDLIST, then HTTP serves `drain_grace` more. Set
+    the orchestrator's kill timeout above it."""
+    drain_grace: float = 3.0
+    """Seconds HTTP keeps serving once every playlist has ended, so players fetch the final
+    segment and the playlist with EXT-X-ENDLIST (cut short by `drain_timeout`)."""
 
 
 @dataclass(slots=True)
@@ -185,6 +193,12 @@ def validate(config: Config) -> None:
         raise ConfigError("llhls.window_segments must be at least 6 (Apple HLS A8.11)")
     if not 0.05 <= config.llhls.part_duration <= 2.0:
         raise ConfigError("llhls.part_duration must be between 0.05 and 2 seconds")
+    if hls.max_packager_restarts < 0:
+        raise ConfigError("hls.max_packager_restarts must not be negative")
+    if hls.packager_restart_window <= 0:
+        raise ConfigError("hls.packager_restart_window must be positive")
+    if config.server.drain_timeout < 0 or config.server.drain_grace < 0:
+        raise ConfigError("server.drain_timeout and server.drain_grace must not be negative")
     if not 128 <= config.rtmp.max_chunk_size <= 0x7FFFFFFF:
         raise ConfigError("rtmp.max_chunk_size must be between 128 and 2^31-1")
     auth = config.auth

@@ -21,6 +21,7 @@ from mediacore.app.lifecycle import EndStream, StreamLifecycle
 from mediacore.app.metrics import Metrics, ScrapeSources
 from mediacore.app.publish_auth import PublishPolicy, Refusal
 from mediacore.app.publish_hook import PublishHook
+from mediacore.app.supervision import RestartBudget
 from mediacore.hub.hub import Hub, Stream
 from mediacore.hub.publisher import PublishAttempt
 from mediacore.model.media import Kind
@@ -38,6 +39,10 @@ from mediacore.store.ll import LlRendition
 
 log = logging.getLogger("mediacore")
 
+HLS = "hls"
+LLHLS = "llhls"
+"""The outputs a stream's packagers write: the label of mediacore_packager_errors_total."""
+
 
 class Engine:
     def __init__(
@@ -51,6 +56,10 @@ class Engine:
         self.stores: dict[str, HlsStore] = {}
         self.ll_renditions: dict[str, dict[Kind, LlRendition]] = {}
         self.viewers = ViewerTracker(config.http.viewer_timeout)
+        self.failed: dict[str, str] = {}
+        """Streams whose packager failed past [hls] max_packager_restarts, with the reason."""
+        self.restarts = RestartBudget(config.hls.max_packager_restarts, config.hls.packager_restart_window)
+        self.draining = False
         self.origin = OriginState(
             config.http,
             config.llhls.blocking_timeout_factor,
@@ -63,6 +72,7 @@ class Engine:
             clock,
             wall_clock,
             config.auth.playback_policy(),
+            self.failed,
         )
         self.packagers: dict[str, HlsPackager] = {}
         self.ll_packagers: dict[str, LlHlsPackager] = {}
@@ -96,7 +106,7 @@ class Engine:
         self.hub.on_stream_started.append(self._stream_started)
         self.hub.on_stream_unpublished.append(self._stream_unpublished)
         self.metrics.attach(
-            ScrapeSources(self.hub.streams, self._segments_made, self.viewers, self._rtp_receivers, clock)
+            ScrapeSources(self.hub.streams, self._segments_made, self.viewers, self._rtp_receivers, clock, self.failed)
         )
         self._http: Listener | None = None
         self._admin: Listener | None = None
@@ -126,6 +136,8 @@ class Engine:
     async def authorize_publish(self, attempt: PublishAttempt) -> str | None:
         """The Authorizer of both ingest servers: the local policy (rate limit, keys, resume),
         then the publish hook if one is configured. None allows; else the refusal's text."""
+        if self.draining:
+            return "the server is shutting down"  # a publish that slips in before the listeners close
         stream = self.hub.get(attempt.stream)
         reconnecting = stream is not None and not stream.publishing and not stream.ended
         previous = stream.attempt if stream is not None and reconnecting else None
@@ -170,6 +182,8 @@ class Engine:
     def _stream_started(self, stream: Stream) -> None:
         self.lifecycle.published(stream.name)
         self._schedule_lifecycle()
+        self.failed.pop(stream.name, None)
+        self.restarts.forget(stream.name)
         old = self.stores.get(stream.name)
         store = HlsStore(
             self.config.hls.window_segments,
@@ -178,9 +192,7 @@ class Engine:
             discontinuity_sequence=old.discontinuity_sequence + 1 if old else 0,
         )
         self.stores[stream.name] = store
-        packager = HlsPackager(stream, store, self.config.hls, self.executor, self.clock)
-        self.packagers[stream.name] = packager
-        self._spawn(packager.run(), f"hls-{stream.name}")
+        self._run_hls(stream, store)
         self._start_llhls(stream)
 
     def _start_llhls(self, stream: Stream) -> None:
@@ -206,19 +218,116 @@ class Engine:
         video.peers, audio.peers = [audio], [video]
         audio.td_source = video
         self.ll_renditions[stream.name] = renditions
-        packager = LlHlsPackager(stream, renditions, ll, self.config.hls, self.clock)
+        self._run_llhls(stream, renditions)
+
+    def _run_hls(self, stream: Stream, store: HlsStore, segments_made: int = 0) -> None:
+        packager = HlsPackager(stream, store, self.config.hls, self.executor, self.clock)
+        packager.segments_made = segments_made  # a restart continues the counter
+        self.packagers[stream.name] = packager
+        self._spawn(
+            packager.run(),
+            f"hls-{stream.name}",
+            lambda error: self._packager_failed(stream, HLS, packager, error),
+        )
+
+    def _run_llhls(self, stream: Stream, renditions: dict[Kind, LlRendition], restart: bool = False) -> None:
+        packager = LlHlsPackager(
+            stream, renditions, self.config.llhls, self.config.hls, self.clock, from_keyframe=restart
+        )
         self.ll_packagers[stream.name] = packager
-        self._spawn(packager.run(), f"llhls-{stream.name}")
+        self._spawn(
+            packager.run(),
+            f"llhls-{stream.name}",
+            lambda error: self._packager_failed(stream, LLHLS, packager, error),
+        )
+
+    # Packager supervision --------------------------------------------------------------
+
+    def _packager_failed(
+        self, stream: Stream, output: str, packager: HlsPackager | LlHlsPackager, error: BaseException
+    ) -> None:
+        """A packager task raised (its traceback is logged): restart it on the same playlist
+        after a discontinuity, or, past [hls] max_packager_restarts within
+        packager_restart_window, mark the stream failed. Never left frozen while live."""
+        self.metrics.packager_errors.labels(output).inc()
+        name = stream.name
+        current = self.packagers.get(name) if output == HLS else self.ll_packagers.get(name)
+        if current is not packager or self.hub.get(name) is not stream:
+            return  # the stream was forgotten or started afresh meanwhile: nothing of it to restart
+        now = self.clock()
+        if stream.ended or self.draining or name in self.failed:
+            # Nothing more will come for this output (its StreamEnded may be what it failed on).
+            self._end_output(name, output, now)
+            return
+        hls = self.config.hls
+        if not self.restarts.allow(name, output, now):
+            self._fail(
+                stream,
+                output,
+                f"the {output} packager failed {hls.max_packager_restarts + 1} times within "
+                f"{hls.packager_restart_window:g} s; last error: {error!r}",
+            )
+            return
+        log.warning(
+            "stream %s: %s packager restarted after an error (%d of %d restarts within %g s); the playlist goes"
+            " on after EXT-X-DISCONTINUITY from the next keyframe",
+            name,
+            output,
+            self.restarts.restarts(name, output),
+            hls.max_packager_restarts,
+            hls.packager_restart_window,
+        )
+        if output == HLS:
+            store = self.stores[name]
+            store.break_timeline()
+            self._run_hls(stream, store, packager.segments_made if isinstance(packager, HlsPackager) else 0)
+        else:
+            renditions = self.ll_renditions[name]
+            for rendition in renditions.values():
+                rendition.break_timeline(now)
+            self._run_llhls(stream, renditions, restart=True)
+
+    def _end_output(self, name: str, output: str, now: float) -> None:
+        """EXT-X-ENDLIST on an output whose packager is gone."""
+        if output == HLS:
+            store = self.stores.get(name)
+            if store is not None:
+                store.end()
+        else:
+            for rendition in self.ll_renditions.get(name, {}).values():
+                rendition.end(now)
+
+    def _fail(self, stream: Stream, output: str, reason: str) -> None:
+        """The stream is failed: "failed" in the API and /healthz, every playlist ends, the
+        publisher is disconnected (so the encoder sees it), and the name is forgotten after
+        [hls] ended_retention like any ended stream. A publish after that starts afresh."""
+        name = stream.name
+        now = self.clock()
+        self.failed[name] = reason
+        log.error("stream %s: failed: %s; playlists ended, publisher disconnected", name, reason)
+        self._end_output(name, output, now)  # its packager is gone; the other one ends below
+        self.hub.kick(name, f"stream failed: {reason}")
+        if not stream.ended:
+            stream.end()  # the packager still running writes what it holds, then ENDLIST
+        self.lifecycle.ended(name, now)
+        self._schedule_lifecycle()
 
     def _stream_unpublished(self, stream: Stream) -> None:
-        self.lifecycle.unpublished(stream.name, stream.epoch, self.clock())
+        if stream.ended:
+            # Ended already (failed, or draining): nothing to wait for; forget it in due time.
+            self.lifecycle.ended(stream.name, self.clock())
+        else:
+            self.lifecycle.unpublished(stream.name, stream.epoch, self.clock())
         self._schedule_lifecycle()
 
     def _schedule_lifecycle(self) -> None:
-        """One timer, at the lifecycle's next deadline."""
+        """One timer, at the lifecycle's next deadline (none while draining: every stream is
+        ended and stays served until the process exits)."""
         if self._lifecycle_timer is not None:
             self._lifecycle_timer.cancel()
             self._lifecycle_timer = None
+        if self.draining:
+            return
         deadline = self.lifecycle.next_deadline()
         if deadline is not None:
             loop = asyncio.get_running_loop()
@@ -258,17 +367,29 @@ class Engine:
                 self.ll_renditions.pop(action.name, None)
                 self.ll_packagers.pop(action.name, None)
                 self.viewers.forget(action.name)
+                self.failed.pop(action.name, None)
+                self.restarts.forget(action.name)
                 log.info("stream %s: forgotten after retention", action.name)
         self._schedule_lifecycle()
 
-    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+    def _spawn(
+        self,
+        coro: Coroutine[object, object, None],
+        name: str,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("task %s failed", t.get_name(), exc_info=t.exception())
+            if t.cancelled():
+                return
+            error = t.exception()
+            if error is not None:
+                log.error("task %s failed", t.get_name(), exc_info=error)
+                if on_error is not None:
+                    on_error(error)
 
         task.add_done_callback(done)
 
@@ -351,6 +472,47 @@ class Engine:
         listener = Listener(create_admin_app(state), "admin", limits, on_refused=self._refused)
         self.admin_port = await listener.start(admin.host, self.admin_port or admin.port)
         self._admin = listener
+
+    async def drain(self) -> None:
+        """Shut down gracefully (the CLI's first SIGTERM or SIGINT), within [server]
+        drain_timeout: refuse and close ingest (the listeners, every publishing session, so
+        encoders see the disconnect), end every stream so its packagers write their open
+        segments and parts and put EXT-X-ENDLIST on every playlist (blocked LL-HLS requests
+        wake with it), then keep serving HTTP for drain_grace so players fetch the final
+        segment. `stop()` follows."""
+        srv = self.config.server
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + srv.drain_timeout
+        self.draining = self.origin.draining = True
+        self._schedule_lifecycle()  # cancels the timer: nothing is forgotten while draining
+        streams = [s for s in self.hub.streams.values() if not s.ended]
+        log.info(
+            "draining: closing ingest, ending %d stream(s); HTTP served for up to %g s", len(streams), srv.drain_timeout
+        )
+        for stream in list(self.hub.streams.values()):
+            self.hub.kick(stream.name, "the server is shutting down")
+        await self.rtmp.stop()
+        await self.rtsp.stop()
+        for rtp_input in self.rtp_inputs:
+            await rtp_input.stop()
+        for stream in list(self.hub.streams.values()):
+            if not stream.ended:
+                stream.end()  # the packagers write what they hold, then EXT-X-ENDLIST
+        late: set[asyncio.Task[None]] = set()
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - loop.time()))
+        grace = min(srv.drain_grace, max(0.0, deadline - loop.time()))
+        if late:
+            log.warning(
+                "draining: %d packager(s) did not finish within %g s (%s); serving HTTP %g s more",
+                len(late),
+                srv.drain_timeout,
+                ", ".join(sorted(t.get_name() for t in late)),
+                grace,
+            )
+        else:
+            log.info("drained: every playlist has ended; serving HTTP %g s more", grace)
+        await asyncio.sleep(grace)
 
     async def stop(self) -> None:
         await self.rtmp.stop()

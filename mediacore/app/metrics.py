@@ -41,6 +41,8 @@ class ScrapeSources:
     viewers: ViewerTracker
     rtp_receivers: Callable[[], Iterable[tuple[str, TrackReceiver]]]
     clock: Callable[[], float]
+    failed: Mapping[str, str]
+    """Streams marked failed (their packager kept raising), with the reason."""
 
 
 class Metrics:
@@ -77,6 +79,12 @@ class Metrics:
         self.admin_requests = Counter(
             "mediacore_admin_requests", "Admin listener requests", ["route", "status"], registry=self.registry
         )
+        self.packager_errors = Counter(
+            "mediacore_packager_errors",
+            "Packager tasks that raised (each one restarted, or its stream marked failed), by output",
+            ["output"],
+            registry=self.registry,
+        )
 
         self.ll_blocked_wake = Histogram(
             "mediacore_llhls_blocked_response_seconds",
@@ -109,10 +117,13 @@ class _EngineCollector(Collector):
             labels=["stream", "priority"],
         )
         viewers = GaugeMetricFamily("mediacore_viewers", "Viewers seen recently", labels=["stream"])
-        counts = {"live": 0, "idle": 0, "ended": 0}
+        counts = {"live": 0, "idle": 0, "ended": 0, "failed": 0}
         now = self.sources.clock()
         for name, stream in self.sources.streams.items():
-            counts["live" if stream.publishing else "ended" if stream.ended else "idle"] += 1
+            if name in self.sources.failed:
+                counts["failed"] += 1
+            else:
+                counts["live" if stream.publishing else "ended" if stream.ended else "idle"] += 1
             for kind, n in stream.stats.frames.items():
                 frames.add_metric([name, kind.value], n)
             in_bytes.add_metric([name], stream.stats.bytes)

@@ -14,7 +14,9 @@ from mediacore.origin.state import OriginState
 from mediacore.playlist.uris import playback_urls
 
 
-def stream_state(publishing: bool, ended: bool) -> str:
+def stream_state(publishing: bool, ended: bool, failed: bool = False) -> str:
+    if failed:
+        return "failed"
     return "live" if publishing else ("ended" if ended else "reconnecting")
 
 
@@ -27,7 +29,8 @@ def stream_summary(state: OriginState, name: str) -> dict[str, object]:
     fps = stream.metadata.get("framerate") or stream.metadata.get("videoframerate")
     return {
         "name": name,
-        "state": stream_state(stream.publishing, stream.ended),
+        "state": stream_state(stream.publishing, stream.ended, name in state.failed),
+        "failure": state.failed.get(name),
         "codecs": ",".join(t.codec_string for t in (video, audio) if t is not None),
         "video": None
         if video is None
@@ -63,8 +66,18 @@ def metrics_response(state: OriginState) -> web.Response:
 
 
 def health_response(state: OriginState) -> web.Response:
+    """ "ok"; "degraded" (HTTP 200) while a stream is failed: one broken stream must not take
+    the node and its healthy streams out of a balancer, the body and
+    mediacore_streams{state="failed"} are for alerting; "draining" (HTTP 503) after SIGTERM,
+    so balancers send no new viewers while the ended playlists are still served."""
     live = sum(1 for s in state.streams.values() if s.publishing)
-    return web.json_response({"status": "ok", "live_streams": live}, headers={"Cache-Control": "no-cache"})
+    failed = sorted(name for name in state.failed if name in state.streams)
+    status = "draining" if state.draining else "degraded" if failed else "ok"
+    return web.json_response(
+        {"status": status, "live_streams": live, "failed_streams": failed},
+        status=503 if state.draining else 200,
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:

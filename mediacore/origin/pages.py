@@ -22,10 +22,11 @@ async def watch(request: web.Request) -> web.StreamResponse:
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    streams = state_of(request).streams
+    state = state_of(request)
     items = "".join(
-        f'<li><a href="{WATCH_PAGE.format(stream=n)}">{n}</a> ({stream_state(s.publishing, s.ended)})</li>'
-        for n, s in sorted(streams.items())
+        f'<li><a href="{WATCH_PAGE.format(stream=n)}">{n}</a>'
+        f" ({stream_state(s.publishing, s.ended, n in state.failed)})</li>"
+        for n, s in sorted(state.streams.items())
     )
     html = (WEB_DIR / "index.html").read_text().replace("{{STREAMS}}", items or "<li>no streams yet</li>")
     return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-cache"})

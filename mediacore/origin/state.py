@@ -51,3 +51,9 @@ class OriginState:
     """Seconds since the epoch: Expires headers, uptimes and playback token expiry."""
     playback: PlaybackPolicy = field(default_factory=PlaybackPolicy)
     """Which streams need a signed playback token (`[auth] playback_streams`) and its secret."""
+    failed: Mapping[str, str] = field(default_factory=dict)
+    """Streams marked failed (a packager kept raising), with the reason: state "failed" in
+    the API, listed by /healthz."""
+    draining: bool = False
+    """The server is shutting down (SIGTERM): /healthz answers 503 so balancers send no new
+    viewers, while the ended playlists and their last segments are still served."""

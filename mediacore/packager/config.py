@@ -27,6 +27,14 @@ class HlsConfig:
     max_segment_bytes: int = 64 * 1024 * 1024
     """Bytes an open segment or LL-HLS parent may hold before it is cut without a keyframe
     (frozen timestamps never reach the duration bound)."""
+    max_packager_restarts: int = 3
+    """Times a stream's HLS or LL-HLS packager that raised is restarted within
+    `packager_restart_window` (each restart continues the playlist after an
+    EXT-X-DISCONTINUITY); one more error marks the stream failed: its playlists end and its
+    publisher is disconnected. A bug that one stream's media triggers over and over must not
+    spin, nor leave the stream frozen while the API says live."""
+    packager_restart_window: float = 60.0
+    """Seconds over which packager restarts are counted against `max_packager_restarts`."""
 
 
 @dataclass(slots=True)

@@ -43,10 +43,15 @@ class LlHlsPackager:
         config: LlHlsConfig,
         hls: HlsConfig,
         clock: Callable[[], float] = time.monotonic,
+        from_keyframe: bool = False,
     ) -> None:
+        """`from_keyframe`: package nothing before the first video keyframe (a packager
+        restarted mid-stream), so the audio rendition's parents start with video's and stay
+        aligned with them (I3) instead of running a GOP ahead for the rest of the stream."""
         self.clock = clock
         self.stream = stream
         self.renditions = renditions
+        self._await_keyframe = from_keyframe
         self.config = config
         self.hls = hls
         self.subscription: Subscription = stream.subscribe(
@@ -77,6 +82,10 @@ class LlHlsPackager:
 
     def _on_frame(self, frame: Frame) -> None:
         kind = frame.track.kind
+        if self._await_keyframe:
+            if Kind.VIDEO in self.stream.tracks and not (kind is Kind.VIDEO and frame.keyframe):
+                return
+            self._await_keyframe = False
         rendition = self.renditions.get(kind)
         if rendition is None:
             return

@@ -45,6 +45,7 @@ class HlsStore(Windowed[StoredSegment]):
         self._retired: dict[str, tuple[StoredSegment, float]] = {}
         self._by_uri: dict[str, StoredSegment] = {}
         self.ended = False
+        self._pending_discontinuity = False
         self._playlist_text: str | None = None
         self.version = 0
         self.bytes_total = 0
@@ -60,6 +61,8 @@ class HlsStore(Windowed[StoredSegment]):
             raise RuntimeError("segment added to an ended playlist")
         if self.target_duration is None:
             self.target_duration = target_duration(duration, self.segment_duration)
+        discontinuity = discontinuity or self._pending_discontinuity
+        self._pending_discontinuity = False
         msn = self.next_msn
         self.next_msn += 1
         seg = StoredSegment(
@@ -75,6 +78,12 @@ class HlsStore(Windowed[StoredSegment]):
                 del self._retired[uri]
         self._publish()
         return seg
+
+    def break_timeline(self) -> None:
+        """The media stops here and resumes later on a new timeline (the packager was
+        restarted after an error and waits for a keyframe): the next segment carries
+        EXT-X-DISCONTINUITY (M6), and MEDIA-SEQUENCE simply continues."""
+        self._pending_discontinuity = True
 
     def end(self) -> None:
         if not self.ended:

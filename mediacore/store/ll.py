@@ -189,6 +189,19 @@ class LlRendition(Windowed[LlSegment]):
             if until is not None and until <= now:
                 del self._by_uri[uri]
 
+    def break_timeline(self, now: float) -> None:
+        """The media stops here and resumes later on a new timeline (the packager was
+        restarted after an error and waits for a keyframe): the parent in progress ends with
+        the parts it has (its last part may be short, L5), so the preload hint moves to the
+        next parent and blocked requests wake (a request for the abandoned hinted part gets
+        404, H7); the next parent carries EXT-X-DISCONTINUITY, and part numbering starts at 0
+        in it as in any parent (L2)."""
+        if self.ended:
+            return
+        self._complete_current(now)
+        self._pending_discontinuity = True
+        self._publish(now)
+
     def end(self, now: float) -> None:
         if self.ended:
             return
