@@ -92,7 +92,8 @@ async def test_ffmpeg_push_plays_in_hlsjs(engine, clip, tmp_path):
         path.write_bytes(seg.data)
         info = probe_segment(path)
         codecs = sorted((s["codec_type"], s["codec_name"]) for s in info["streams"])
-        assert codecs == [("audio", "aac"), ("video", "h264")], (seg.uri, codecs)
+        # The timed ID3 stream is declared in every segment, product cards or not.
+        assert codecs == [("audio", "aac"), ("data", "timed_id3"), ("video", "h264")], (seg.uri, codecs)
         video_index = next(i for i, s in enumerate(info["streams"]) if s["codec_type"] == "video")
         first_video = next(p for p in info["packets"] if p["stream_index"] == video_index)
         assert first_video["flags"].startswith("K"), f"{seg.uri} does not start with a keyframe"

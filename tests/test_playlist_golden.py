@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mediacore.playlist.daterange import DateRange
 from mediacore.playlist.media import MediaPlaylist
 from mediacore.playlist.multivariant import AudioRendition, MultivariantPlaylist, Variant
 from mediacore.store.hls import HlsStore
@@ -55,6 +56,45 @@ def ll_renditions() -> tuple[LlRendition, LlRendition]:
     return video, audio
 
 
+def card(n: int, start: float, **attributes: str | int | float) -> DateRange:
+    return DateRange(
+        f"card-{n}",
+        start,
+        "com.mediacore.product",
+        30.0,
+        (("X-PRODUCT-ID", f"sku-{n}"), *((f"X-{k.upper()}", v) for k, v in attributes.items())),
+    )
+
+
+def hls_store_with_cards() -> HlsStore:
+    """Cards in segments 1, 3 (two of them, one with a comma in a value), 5 and 8; after 9
+    segments the first has left with its segment."""
+    store = HlsStore(window_segments=6, segment_duration=2.0)
+    store.session_id = SESSION
+    cards = {1: [card(1, EPOCH + 2.4)], 3: [card(2, EPOCH + 6.1, title="Mug, blue", price=12.5), card(3, EPOCH + 6.9)]}
+    cards[5] = [card(4, EPOCH + 10.0)]
+    cards[8] = [card(5, EPOCH + 16.7, stock=3)]
+    for i in range(9):
+        store.add_segment(2.0, b"ts", EPOCH + 2 * i, i == 6, float(2 * i), cards.get(i, []))
+    return store
+
+
+def ll_with_cards() -> LlRendition:
+    """A video rendition whose cards start in part 3 of MSN 1 (removed by now), part 0 of
+    MSN 4, part 5 of MSN 9 and part 1 of the parent in progress."""
+    video = LlRendition("video", "v", 8, 0.22, 2.0)
+    video.session_id = SESSION
+    video.set_init(b"init")
+    cards = {(1, 3): card(1, EPOCH + 2.6), (4, 0): card(2, EPOCH + 8), (9, 5): card(3, EPOCH + 19, price=5)}
+    cards[(10, 1)] = card(4, EPOCH + 20.2)
+    for msn in range(11):
+        for i in range(10 if msn < 10 else 3):
+            t = msn * 2 + i * 0.2
+            pinned = [cards[(msn, i)]] if (msn, i) in cards else []
+            video.add_part(b"p", 0.2, i == 0, i == 0, i == 9, EPOCH + t, t, 6, dateranges=pinned)
+    return video
+
+
 def multivariant() -> MultivariantPlaylist:
     return MultivariantPlaylist(
         variants=[
@@ -77,6 +117,11 @@ def rendered() -> dict[str, str]:
     }
     store.end()
     out["hls_ended.m3u8"] = store.playlist_text()
+    out["hls_dateranges.m3u8"] = hls_store_with_cards().playlist_text()
+    cards = ll_with_cards()
+    out["ll_dateranges_full.m3u8"] = cards.render()
+    out["ll_dateranges_delta.m3u8"] = cards.render("YES")
+    out["ll_dateranges_delta_v2.m3u8"] = cards.render("v2")
     return out
 
 
@@ -111,6 +156,7 @@ def shape(pl: MediaPlaylist) -> tuple[object, ...]:
             s.gap,
             s.map_uri,
             [(p.uri, round(p.duration, 5), p.independent, p.gap) for p in s.parts],
+            [dr.render() for _, dr in s.dateranges],
         )
         for s in pl.segments
     ]
@@ -125,6 +171,7 @@ def shape(pl: MediaPlaylist) -> tuple[object, ...]:
         pl.part_target,
         pl.skipped_segments,
         pl.recently_removed_dateranges,
+        [dr.render() for dr in pl.skipped_dateranges],
         pl.preload_hint,
         pl.rendition_reports,
         segments,
@@ -139,6 +186,16 @@ def test_stores_render_the_playlist_they_describe() -> None:
     video, _ = ll_renditions()
     for skip in (None, "YES", "v2"):
         assert shape(MediaPlaylist.parse(video.render(skip))) == shape(video.playlist(skip))
+    store = hls_store_with_cards()
+    assert shape(MediaPlaylist.parse(store.playlist_text())) == shape(store.playlist())
+    cards = ll_with_cards()
+    for skip in (None, "YES", "v2"):
+        assert flat_dateranges(MediaPlaylist.parse(cards.render(skip))) == flat_dateranges(cards.playlist(skip))
+
+
+def flat_dateranges(pl: MediaPlaylist) -> list[str]:
+    """The date ranges in playlist order (where a delta's skipped ones sit is not in the text)."""
+    return [dr.render() for dr in pl.skipped_dateranges] + [dr.render() for s in pl.segments for _, dr in s.dateranges]
 
 
 def test_parser_refuses_broken_playlists() -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from mediacore.hub.publisher import HELD_WHILE_DECIDING, Authorizer, PublishAttempt, Publisher, PublishPoint, StreamBusy
 from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
+from mediacore.model.metadata import MetadataError
 
 from .amf0 import AmfLimits
 from .chunk import ChunkLimits
@@ -24,6 +25,7 @@ from .config import RtmpConfig
 from .errors import RtmpError
 from .session import (
     Connected,
+    CuePoint,
     Event,
     MediaMessage,
     Metadata,
@@ -140,6 +142,8 @@ class RtmpConnection(asyncio.Protocol):
         elif isinstance(event, Metadata):
             if self.publisher is not None:
                 self.publisher.set_metadata(event.values)
+        elif isinstance(event, CuePoint):
+            self._on_cue_point(event)
         elif isinstance(event, Unpublished):
             if self.publisher is not None:
                 log.info("rtmp %s: stream %s unpublished (%s)", self.peer, self.session.stream_name, event.reason)
@@ -147,6 +151,19 @@ class RtmpConnection(asyncio.Protocol):
                 self.publisher = None
         elif isinstance(event, Connected):
             log.debug("rtmp %s: connected app=%s encoder=%s", self.peer, event.app, event.flash_ver)
+
+    def _on_cue_point(self, cue: CuePoint) -> None:
+        """Timed metadata from the encoder; a refused cue point is logged and the stream goes on."""
+        if self.frames is None or self.publisher is None:
+            return
+        try:
+            item = self.frames.cue_point(cue.timestamp, cue.name, cue.parameters, self.server.wall_clock())
+            if item is None:
+                log.debug("rtmp %s: cue point %r ignored (not a product)", self.peer, cue.name[:64])
+                return
+            self.publisher.add_metadata(item)
+        except MetadataError as e:
+            log.warning("rtmp %s: stream %s: cue point refused: %s", self.peer, self.session.stream_name, e)
 
     def _on_publish(self, request: PublishRequest) -> None:
         self.publishes += 1

@@ -13,6 +13,9 @@ Rules it follows:
   or drops them with the connection. The stream name (and key) come
   from the publish argument, `STREAM?key=K`, or the app's query string.
 - Audio, video and @setDataFrame are accepted only on the published message stream.
+- An `onCuePoint` data message (the FLV cue point OBS and ffmpeg send: an object with a
+  `name` and a `parameters` object) yields a CuePoint event carrying the message's own
+  timestamp, so it is pinned to the media timeline, not to its arrival.
 - Acknowledgements are sent every window the peer asked for; pings are answered.
 - Any violation raises RtmpError: the shell logs it once and closes this connection only.
 """
@@ -109,11 +112,18 @@ class Metadata:
 
 
 @dataclass(frozen=True, slots=True)
+class CuePoint:
+    timestamp: int  # 32-bit milliseconds, the clock of the media messages
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Unpublished:
     reason: str
 
 
-Event = Connected | PublishRequest | MediaMessage | Metadata | Unpublished
+Event = Connected | PublishRequest | MediaMessage | Metadata | CuePoint | Unpublished
 
 
 class ServerSession:
@@ -190,7 +200,7 @@ class ServerSession:
         if t == DATA_AMF0 or t == DATA_AMF3:
             body = msg.payload[1:] if t == DATA_AMF3 and msg.payload[:1] == b"\x00" else msg.payload
             if self.state in _PUBLISHING:
-                self._on_data(amf0.decode(body, self.limits.amf), events)
+                self._on_data(amf0.decode(body, self.limits.amf), msg.timestamp, events)
             return
         if t == AGGREGATE:
             if self.state not in _PUBLISHING:
@@ -328,11 +338,17 @@ class ServerSession:
         self._status("error", code, description)
         self.state = "closed"
 
-    def _on_data(self, values: list[Any], events: list[Event]) -> None:
+    def _on_data(self, values: list[Any], timestamp: int, events: list[Event]) -> None:
         if values and values[0] == "@setDataFrame":
             values = values[1:]
         if len(values) >= 2 and values[0] == "onMetaData" and isinstance(values[1], dict):
             events.append(Metadata(dict(values[1])))
+        elif len(values) >= 2 and values[0] == "onCuePoint" and isinstance(values[1], dict):
+            cue = values[1]
+            name = cue.get("name")
+            parameters = cue.get("parameters")
+            if isinstance(name, str):
+                events.append(CuePoint(timestamp, name, dict(parameters) if isinstance(parameters, dict) else {}))
 
     def close(self) -> list[Event]:
         """The transport closed: a publishing session becomes an unpublish."""

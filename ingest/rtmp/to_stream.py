@@ -4,16 +4,24 @@ This is the edge where RTMP's 32-bit millisecond clock is unwrapped to 64 bits a
 each track's timebase (video 1/90000, audio 1/sample_rate). AAC frame times are rebuilt
 sample-exactly from the frame count, because RTMP rounds them to whole milliseconds; the
 clock is re-anchored only when the sender's time moves by more than half a frame from it.
+
+A cue point (`onCuePoint` named "product", parameters `product_id` and `duration`) becomes
+timed metadata at its message's timestamp, on the same clock and with the same wall-clock
+mapping as the frames: frame-accurate. Its other scalar parameters become `X-` attributes
+(`title` -> X-TITLE). The hub checks the item's bounds.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
+from typing import Any
 
 from mediacore.model.aac import SAMPLES_PER_FRAME, AacError, parse_asc
 from mediacore.model.h264 import H264Error, parse_avcc, parse_sps
 from mediacore.model.media import VIDEO_TIMEBASE, Frame, Kind, Track
+from mediacore.model.metadata import PRODUCT_CLASS, AttributeValue, MetadataError, TimedMetadata
 from mediacore.model.timebase import Unwrapper
 
 from . import flv
@@ -21,6 +29,10 @@ from .chunk import AUDIO, VIDEO
 from .errors import RtmpError
 
 log = logging.getLogger(__name__)
+
+PRODUCT_CUE = "product"
+"""The cue point name that pins a product card."""
+_PARAMETER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
 @dataclass(slots=True)
@@ -67,6 +79,25 @@ class RtmpToFrames:
         if type_id == AUDIO:
             return self._audio(ms, payload, now)
         return [], []
+
+    def cue_point(self, timestamp: int, name: str, parameters: dict[str, Any], now: float) -> TimedMetadata | None:
+        """Timed metadata for a product cue point at `timestamp` (32-bit ms), None for a cue
+        point of another name; MetadataError for a product cue point without a product."""
+        if name != PRODUCT_CUE:
+            return None
+        ms = self._clock.unwrap(timestamp)
+        product = _scalar(parameters.get("product_id"))
+        if product is None or product == "":
+            raise MetadataError("product cue point without a product_id")
+        attributes: dict[str, AttributeValue] = {"X-PRODUCT-ID": str(product)}
+        for key, value in parameters.items():
+            scalar = _scalar(value)
+            if key in ("product_id", "duration") or scalar is None or not _PARAMETER.match(str(key)):
+                continue
+            attributes["X-" + str(key).upper().replace("_", "-")] = scalar
+        duration = parameters.get("duration")
+        seconds = float(duration) if isinstance(duration, int | float) and not isinstance(duration, bool) else None
+        return TimedMetadata("", PRODUCT_CLASS, self._wall(ms, now), ms * 90, seconds, tuple(attributes.items()))
 
     def _video(self, ms: int, payload: bytes, now: float) -> tuple[list[Track], list[Frame]]:
         tag = flv.parse_video(payload)
@@ -143,3 +174,13 @@ class RtmpToFrames:
         wall_ms = expected * 1000 // rate
         frame = Frame(self.audio, expected, expected, True, tag.body, self._wall(wall_ms, now))
         return [], [frame]
+
+
+def _scalar(value: object) -> AttributeValue | None:
+    """An AMF value as an attribute value: strings as they are, whole numbers as integers
+    (AMF0 numbers are doubles), other numbers as floats; anything else None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value) if float(value).is_integer() else float(value)
+    return None

@@ -14,3 +14,7 @@ class HubConfig:
     max_streams: int = 500
     """Streams the hub holds at once (live, reconnecting or ended but still served): each has
     packagers, stores and metric series; past it a new name is refused."""
+    metadata_per_second: int = 100
+    """Timed metadata items (product cards, cue points) a stream accepts per second, from all
+    sources together; twice the 50/s live commerce needs, and each item is listed in three
+    playlists for the whole window, so a flood must be refused rather than served."""

@@ -8,6 +8,12 @@ a hole in it), and audio last; every drop is counted (mediacore/hub/priority_que
 A publisher that leaves and comes back within the grace period continues the same Stream:
 the new session's timestamps are rebased to continue after the old ones (so every consumer
 sees one monotonic timeline) and subscribers get a Discontinuity event first.
+
+Timed metadata (mediacore/model/metadata.py) enters through Stream.add_metadata (the
+plugin API: "now", or a wall-clock start) or a publisher's cue point (a presentation time
+on the publisher's clock, rebased like its frames). The hub resolves both clocks of the item
+from the newest frame, checks every bound and the per-stream rate, and queues the item to
+every subscriber as a control event: ordered with the frames, never dropped.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from mediacore.hub.config import HubConfig
 from mediacore.hub.priority_queue import AUDIO, KEY, NONREF, REF
@@ -25,6 +32,17 @@ from mediacore.hub.publisher import PublishAttempt, StopPublishing, StreamBusy, 
 from mediacore.hub.queues import PriorityPacketQueue
 from mediacore.model.h264 import H264Error, is_reference, parse_avcc
 from mediacore.model.media import Frame, Kind, Track
+from mediacore.model.metadata import (
+    MAX_START_OFFSET,
+    PRODUCT_CLASS,
+    RECENT_IDS,
+    AttributeValue,
+    MetadataError,
+    TimedMetadata,
+    attribute_tuple,
+    check,
+    value_bytes,
+)
 from mediacore.model.timebase import rescale
 
 log = logging.getLogger(__name__)
@@ -57,7 +75,7 @@ class StreamEnded:
     """The stream is over: no publisher came back. Subscribers should finish."""
 
 
-Item = Frame | Discontinuity | Unpublished | StreamEnded
+Item = Frame | Discontinuity | Unpublished | StreamEnded | TimedMetadata
 
 
 class Subscription:
@@ -97,8 +115,9 @@ class Subscription:
             by[NONREF],
         )
 
-    def offer_event(self, event: Discontinuity | Unpublished | StreamEnded) -> None:
-        self.queue.push_force(event, 0)
+    def offer_event(self, event: Discontinuity | Unpublished | StreamEnded | TimedMetadata) -> None:
+        size = sum(len(k) + value_bytes(v) for k, v in event.attributes) if isinstance(event, TimedMetadata) else 0
+        self.queue.push_force(event, size)
         self._wake()
 
     def _wake(self) -> None:
@@ -165,6 +184,13 @@ class Stream:
         self._offsets: dict[Kind, int] = {}
         self._video_track: Track | None = None
         self._nal_length_size = 4
+        # Timed metadata: the newest frame (90 kHz PTS on the output timeline, wall clock),
+        # the admission times of the last second's items, and the recent IDs.
+        self._newest: tuple[int, float] | None = None
+        self._metadata_times: deque[float] = deque()
+        self._recent_ids: deque[str] = deque()
+        self._recent_id_set: set[str] = set()
+        self._metadata_count = 0
 
     def subscribe(self, name: str, max_items: int | None = None, max_bytes: int | None = None) -> Subscription:
         cfg = self.hub.config
@@ -233,9 +259,116 @@ class Stream:
         end = frame.pts if tb == 90000 else rescale(frame.pts, tb, 90000)
         if end > self._end_90k:
             self._end_90k = end
+        self._newest = (end, frame.wallclock)
         priority = self._priority(frame)
         for sub in self.subscribers:
             sub.offer(frame, priority)
+
+    # Timed metadata ------------------------------------------------------------------
+
+    def add_metadata(
+        self,
+        attributes: Mapping[str, AttributeValue],
+        start: float | Literal["now"] = "now",
+        duration: float | None = None,
+        metadata_id: str | None = None,
+        cls: str = PRODUCT_CLASS,
+    ) -> TimedMetadata:
+        """Pin timed metadata to this stream (the plugin API's entry point). `start` is "now"
+        (the PROGRAM-DATE-TIME of the newest frame received) or a wall-clock time in seconds
+        since the epoch, within MAX_START_OFFSET of it; `duration` in seconds or None;
+        `attributes` are `X-` names to strings or non-negative numbers; `metadata_id`
+        defaults to "card-N". Returns the item as the packagers write it (its `id` and
+        `start_date` are the DATERANGE's ID and START-DATE); MetadataError when refused,
+        and then nothing was added."""
+        newest = self._require_media()
+        if start == "now":
+            pts, date = newest
+        elif isinstance(start, int | float) and not isinstance(start, bool):
+            self._check_offset(float(start) - newest[1])
+            date = float(start)
+            pts = newest[0] + round((date - newest[1]) * 90000)
+        else:
+            raise MetadataError(f'timed metadata start must be "now" or seconds since the epoch, not {start!r}')
+        item = TimedMetadata(
+            metadata_id if metadata_id is not None else self._next_id(),
+            cls,
+            date,
+            pts,
+            duration,
+            attribute_tuple(attributes),
+        )
+        return self._admit(item)
+
+    def publish_metadata(self, item: TimedMetadata) -> TimedMetadata:
+        """A publisher's timed metadata: `item.pts` (90 kHz) on the publisher's clock and its
+        `start_date` as ingest maps that clock to the wall clock, as for its frames. Rebased
+        like the frames of this publish; an empty `id` gets "card-N". MetadataError when
+        refused."""
+        newest = self._require_media()
+        if item.pts is None or item.start_date is None:
+            raise MetadataError("a publisher's timed metadata needs a presentation time and a start date")
+        pts = self._rebase_90k(item.pts)
+        self._check_offset((pts - newest[0]) / 90000)
+        item = item.resolved(pts, item.start_date)
+        return self._admit(item if item.id else replace(item, id=self._next_id()))
+
+    def _require_media(self) -> tuple[int, float]:
+        if self.ended:
+            raise MetadataError(f"stream {self.name!r} has ended")
+        if self._newest is None:
+            raise MetadataError(f"stream {self.name!r} has no media yet")
+        return self._newest
+
+    @staticmethod
+    def _check_offset(seconds: float) -> None:
+        if not abs(seconds) <= MAX_START_OFFSET:
+            raise MetadataError(
+                f"timed metadata starts {seconds:+.1f} s from the newest frame"
+                f" (at most {MAX_START_OFFSET:g} s either way)"
+            )
+
+    def _next_id(self) -> str:
+        while True:
+            self._metadata_count += 1
+            ident = f"card-{self._metadata_count}"
+            if ident not in self._recent_id_set:
+                return ident
+
+    def _admit(self, item: TimedMetadata) -> TimedMetadata:
+        check(item)
+        if item.id in self._recent_id_set:
+            raise MetadataError(f"timed metadata ID {item.id!r} is already used in stream {self.name!r}")
+        now = self.hub.clock()
+        times = self._metadata_times
+        while times and times[0] <= now - 1.0:
+            times.popleft()
+        limit = self.hub.config.metadata_per_second
+        if len(times) >= limit:
+            raise MetadataError(f"stream {self.name!r} takes at most {limit} timed metadata items per second")
+        times.append(now)
+        self._recent_ids.append(item.id)
+        self._recent_id_set.add(item.id)
+        if len(self._recent_ids) > RECENT_IDS:
+            self._recent_id_set.discard(self._recent_ids.popleft())
+        for sub in list(self.subscribers):
+            sub.offer_event(item)
+        return item
+
+    def _rebase_90k(self, pts: int) -> int:
+        """A publisher's 90 kHz time on the stream's timeline: the offset its frames get."""
+        if self.epoch == 0:
+            return pts
+        video = self._offsets.get(Kind.VIDEO)
+        if video is not None:
+            return pts + video  # video's timebase is 90 kHz
+        audio = self.tracks.get(Kind.AUDIO)
+        if Kind.AUDIO in self._offsets and audio is not None:
+            return pts + rescale(self._offsets[Kind.AUDIO], audio.timebase, 90000)
+        if self._epoch_origin is None:
+            self._epoch_origin = (pts, self._end_90k + 3000)
+        src0, out0 = self._epoch_origin
+        return pts + out0 - src0
 
     def _priority(self, frame: Frame) -> int:
         track = frame.track
@@ -281,6 +414,11 @@ class StreamPublisher:
     def set_metadata(self, metadata: dict[str, object]) -> None:
         self.stream.metadata = metadata
 
+    def add_metadata(self, item: TimedMetadata) -> TimedMetadata:
+        if self.closed:
+            raise MetadataError("the publishing session is closed")
+        return self.stream.publish_metadata(item)
+
     def close(self) -> None:
         if self.closed:
             return
@@ -291,9 +429,15 @@ class StreamPublisher:
 class Hub:
     """Registry of live streams. Listeners hear about streams appearing (packagers attach)."""
 
-    def __init__(self, config: HubConfig | None = None, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: HubConfig | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config or HubConfig()
         self.wall_clock = wall_clock  # seconds since the epoch, for publish times
+        self.clock = clock  # monotonic seconds, for rates
         self.streams: dict[str, Stream] = {}
         self.on_stream_started: list[Callable[[Stream], None]] = []
         self.on_stream_unpublished: list[Callable[[Stream], None]] = []

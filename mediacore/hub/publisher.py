@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mediacore.model.media import Frame, Track
+from mediacore.model.metadata import TimedMetadata
 
 
 class StreamBusy(Exception):
@@ -29,6 +30,13 @@ class Publisher(Protocol):
     def send(self, frame: Frame) -> None: ...
 
     def set_metadata(self, metadata: dict[str, object]) -> None: ...
+
+    def add_metadata(self, item: TimedMetadata) -> TimedMetadata:
+        """Timed metadata from the publisher (an encoder's cue point): `item.pts` in 90 kHz
+        on the clock of its frames, `item.start_date` the wall-clock time its frames map
+        that to. Returns it as published; MetadataError (mediacore.model.metadata) when
+        refused, which ends nothing: the session goes on."""
+        ...
 
     def close(self) -> None: ...
 

@@ -178,7 +178,7 @@ async def media_playlist(request: web.Request) -> web.StreamResponse:
     # Blocking responses are immutable for their (msn, part): cacheable for 6 x TD; the
     # directive-less playlist changes every part: short-lived (HLS-RULES 1c).
     cache = f"public, max-age={BLOCKING_CACHE_TDS * td}" if blocking else "public, max-age=1"
-    return playlist_response(request, rendition.render(directives.skip), cache)
+    return playlist_response(request, rendition.render(directives.skip, state.clock()), cache)
 
 
 async def media(request: web.Request) -> web.StreamResponse:

@@ -6,7 +6,10 @@ av_write_frame(NULL) flushes nor per-fragment output). The boxes needed are few 
 an init segment (ftyp + moov with mvex, avc1/mp4a sample entries; HLS E6, E8) and one
 moof + mdat per part (tfdt in every traf, default-base-is-moof addressing, trun v1 with
 signed composition offsets). A parent segment is the byte concatenation of its parts (L7).
-ISO/IEC 14496-12 and -15, ISO/IEC 23000-19 (CMAF).
+Timed metadata rides in a part as `emsg` boxes before its moof (version 1: an absolute
+presentation time in the track's timescale; scheme https://aomedia.org/emsg/ID3, AOM "ID3
+Timed Metadata in CMAF"; the message is an ID3 tag, mediacore/packager/metadata.py).
+ISO/IEC 14496-12 and -15, ISO/IEC 23000-19 (CMAF), ISO/IEC 23009-1 5.10.3.3 (emsg).
 """
 
 from __future__ import annotations
@@ -122,6 +125,30 @@ def init_segment(track: Track, track_id: int = 1) -> bytes:
     trak = box(b"trak", tkhd, box(b"mdia", mdhd, hdlr, box(b"minf", media_header, dinf, stbl)))
     mvex = box(b"mvex", full_box(b"trex", 0, 0, struct.pack(">IIIII", track_id, 1, 0, 0, 0)))
     return ftyp + box(b"moov", mvhd, trak, mvex)
+
+
+EMSG_ID3_SCHEME = "https://aomedia.org/emsg/ID3"
+EMSG_UNKNOWN_DURATION = 0xFFFFFFFF
+
+
+def emsg(timescale: int, presentation_time: int, duration: int | None, event_id: int, message: bytes) -> bytes:
+    """An emsg box, version 1, carrying an ID3 tag at `presentation_time` (track ticks);
+    `duration` in ticks, None for unknown."""
+    return full_box(
+        b"emsg",
+        1,
+        0,
+        struct.pack(
+            ">IQII",
+            timescale,
+            presentation_time,
+            EMSG_UNKNOWN_DURATION if duration is None else min(duration, EMSG_UNKNOWN_DURATION - 1),
+            event_id & 0xFFFFFFFF,
+        ),
+        EMSG_ID3_SCHEME.encode() + b"\x00",
+        b"\x00",  # value: empty
+        message,
+    )
 
 
 @dataclass(frozen=True, slots=True)

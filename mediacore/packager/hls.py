@@ -5,6 +5,9 @@ T3). The engine only remuxes, so it cannot shorten a GOP that the publisher made
 that: such a segment is logged. A timestamp jump beyond max(10 s, 3 x TARGETDURATION) starts
 a new timeline, and a segment no keyframe closes is cut at 3 x TARGETDURATION
 (mediacore/packager/timeline.py).
+
+Timed metadata from the hub joins the segment it starts in (mediacore/packager/metadata.py):
+an EXT-X-DATERANGE listed before it, and an ID3 tag in it at the item's PTS.
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
 from mediacore.hub.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
 from mediacore.model.decode_order import DecodeOrder
 from mediacore.model.media import Frame, Kind
+from mediacore.model.metadata import TimedMetadata
 from mediacore.model.timebase import round_half_up
 from mediacore.packager.config import PACKAGER_QUEUE_BYTES, HlsConfig
+from mediacore.packager.metadata import PendingMetadata, daterange_of, id3_tag
 from mediacore.packager.segmenter import VIDEO_STALL_90K, SegmentDraft, Segmenter
 from mediacore.packager.timeline import TimelineGuard, first_of_doubling, jump_limit, segment_limit
 from mediacore.packager.ts import ContinuityCounters, mux_segment
@@ -29,8 +34,8 @@ from mediacore.store.window import target_duration
 log = logging.getLogger(__name__)
 
 
-def _mux_and_fix(frames: list[Frame], counters: ContinuityCounters) -> bytes:
-    return counters.fix(mux_segment(frames))
+def _mux_and_fix(frames: list[Frame], counters: ContinuityCounters, metadata: Sequence[tuple[int, bytes]]) -> bytes:
+    return counters.fix(mux_segment(frames, metadata))
 
 
 class HlsPackager:
@@ -57,7 +62,9 @@ class HlsPackager:
         self._counters = ContinuityCounters()
         self._warned_long = False
         self._audio_segments = 0  # segments of audio alone, while video was stalled or cut
+        self._metadata = PendingMetadata()
         self.segments_made = 0
+        self.metadata_written = 0
 
     async def run(self) -> None:
         try:
@@ -68,6 +75,8 @@ class HlsPackager:
                 elif isinstance(item, (Discontinuity, Unpublished)):
                     self._guard.reset()
                     await self._discontinuity()
+                elif isinstance(item, TimedMetadata):
+                    self._metadata.add(item)
                 elif isinstance(item, StreamEnded):
                     await self._discontinuity()
                     self.store.end()
@@ -195,12 +204,17 @@ class HlsPackager:
                 store.target_duration,
                 self.config.segment_duration,
             )
+        items = self._metadata.due(draft.end_90k)
+        in_band = [(max(i.pts_90k, draft.start_90k), id3_tag(i)) for i in items]
         loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(self.executor, _mux_and_fix, draft.frames, self._counters)
+        data = await loop.run_in_executor(self.executor, _mux_and_fix, draft.frames, self._counters, in_band)
         if store.ended:
             return
         fixed = store.target_duration
-        store.add_segment(duration, data, draft.wallclock, draft.discontinuity, self.clock())
+        store.add_segment(
+            duration, data, draft.wallclock, draft.discontinuity, self.clock(), [daterange_of(i) for i in items]
+        )
+        self.metadata_written += len(items)
         if fixed is None:
             log.info("stream %s: TARGETDURATION fixed at %d s", self.stream.name, store.target_duration)
         self.segments_made += 1

@@ -3,19 +3,28 @@
 duration is known (one frame after it arrives); boxes are tiny, so this runs on the loop.
 A timestamp jump beyond max(10 s, 3 x TARGETDURATION) (mediacore/packager/timeline.py), or a
 hole in one track longer than GAP parts may fill (mediacore/packager/parts.py), starts a new
-timeline in every rendition at once, so their discontinuities stay aligned."""
+timeline in every rendition at once, so their discontinuities stay aligned.
+
+Timed metadata from the hub joins, in each rendition, the first part whose media presents at
+or past its PTS (mediacore/packager/metadata.py): an EXT-X-DATERANGE listed before that part
+in both renditions, and an emsg (ID3) box at the item's PTS in that part of one rendition,
+video when the stream has video, so a player sees each item once."""
 
 from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Callable
 
 from mediacore.hub.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
 from mediacore.model.decode_order import DecodeOrder
 from mediacore.model.media import Frame, Kind, Track
+from mediacore.model.metadata import TimedMetadata
+from mediacore.model.timebase import rescale
 from mediacore.packager.config import PACKAGER_QUEUE_BYTES, HlsConfig, LlHlsConfig
-from mediacore.packager.fmp4 import fragment, init_segment
+from mediacore.packager.fmp4 import emsg, fragment, init_segment
+from mediacore.packager.metadata import PendingMetadata, daterange_of, id3_tag
 from mediacore.packager.parts import ClosedPart, PartCutter
 from mediacore.packager.timeline import TimelineGuard, first_of_doubling, jump_limit, segment_limit
 from mediacore.store.ll import LlRendition
@@ -60,7 +69,9 @@ class LlHlsPackager:
         self._tracks: dict[Kind, _Track] = {}
         self._decode_order = DecodeOrder()
         self._guard = TimelineGuard()
+        self._metadata = {kind: PendingMetadata() for kind in renditions}
         self.parts_made = 0
+        self.metadata_written = 0
 
     async def run(self) -> None:
         try:
@@ -71,6 +82,8 @@ class LlHlsPackager:
                 elif isinstance(item, (Discontinuity, Unpublished)):
                     self._guard.reset()
                     self._flush(discontinuity=True)
+                elif isinstance(item, TimedMetadata):
+                    self._on_metadata(item)
                 elif isinstance(item, StreamEnded):
                     self._flush(discontinuity=False)
                     now = self.clock()
@@ -149,6 +162,40 @@ class LlHlsPackager:
                 made,
             )
 
+    def _on_metadata(self, item: TimedMetadata) -> None:
+        """Queue the item for every rendition whose track the stream has (a rendition without
+        media would hold it forever)."""
+        for kind, pending in self._metadata.items():
+            if kind in self.stream.tracks:
+                pending.add(item)
+
+    def _metadata_for(self, state: _Track, part: ClosedPart) -> tuple[list[TimedMetadata], bytes]:
+        """The items starting in `part`, and the emsg boxes it carries for them."""
+        kind = state.track.kind
+        pending = self._metadata[kind]
+        if not len(pending):
+            return [], b""
+        t = part.base_dts
+        end = t
+        for sample in part.samples:
+            end = max(end, t + sample.composition_offset + sample.duration)
+            t += sample.duration
+        tb = state.track.timebase
+        items = pending.due(end if tb == 90000 else rescale(end, tb, 90000))
+        if not items or not (kind is Kind.VIDEO or Kind.VIDEO not in self.stream.tracks):
+            return items, b""
+        boxes = b"".join(
+            emsg(
+                tb,
+                i.pts_90k if tb == 90000 else rescale(i.pts_90k, 90000, tb),
+                None if i.duration is None else round(i.duration * tb),
+                zlib.crc32(i.id.encode()),
+                id3_tag(i),
+            )
+            for i in items
+        )
+        return items, boxes
+
     def _target_duration(self) -> int | None:
         """The renditions' TARGETDURATION (they share one, T4), None until the first parent fixes it."""
         fixed = [r.target_duration for r in self.renditions.values() if r.target_duration is not None]
@@ -156,11 +203,13 @@ class LlHlsPackager:
 
     def _emit(self, state: _Track, parts: list[ClosedPart]) -> None:
         for part in parts:
+            items: list[TimedMetadata] = []
             if part.gap:
                 data = b""  # a hole in the track: listed as GAP=YES, nothing to write
             else:
                 state.sequence += 1
-                data = fragment(part.samples, part.base_dts, state.sequence)
+                items, boxes = self._metadata_for(state, part)
+                data = boxes + fragment(part.samples, part.base_dts, state.sequence)
             state.rendition.add_part(
                 data,
                 part.duration / state.track.timebase,
@@ -171,8 +220,10 @@ class LlHlsPackager:
                 self.clock(),  # when this part is complete: blocked requests' wake-up is timed from it
                 len(part.samples),
                 gap=part.gap,
+                dateranges=[daterange_of(i) for i in items],
             )
             self.parts_made += 1
+            self.metadata_written += len(items)
 
     def _flush(self, discontinuity: bool) -> None:
         for state in self._tracks.values():

@@ -6,11 +6,18 @@ segment is muxed by a fresh muxer, so two things are mended afterwards in one pa
 188-byte packets: the SDT that libavformat writes first is removed (so PAT then PMT open
 every segment, HLS E5), and continuity counters are renumbered to run on from the previous
 segment (E2). This runs on a worker thread: PyAV releases the GIL while muxing.
+
+Every segment declares a timed ID3 metadata stream after video and audio (libavformat writes
+it as stream_type 0x15 with the 'ID3 ' metadata_descriptor, and its PES with stream_id
+0xBD), whether or not it carries a tag: the program's streams never change from one segment
+to the next (M6), and a player finds the stream before the first product card. Tags are
+muxed at their PTS (mediacore/packager/metadata.py).
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from fractions import Fraction
 from functools import lru_cache
 
@@ -36,8 +43,9 @@ def _asc(config: bytes) -> AacConfig:
     return parse_asc(config)
 
 
-def mux_segment(frames: list[Frame]) -> bytes:
-    """Mux one segment's frames (already in arrival order) into MPEG-TS bytes."""
+def mux_segment(frames: list[Frame], metadata: Sequence[tuple[int, bytes]] = ()) -> bytes:
+    """Mux one segment's frames (already in arrival order) into MPEG-TS bytes, with the
+    ID3 tags of `metadata` ((90 kHz PTS, tag) pairs) on the timed metadata stream."""
     buf = io.BytesIO()
     out = av.open(buf, "w", format="mpegts")
     streams: dict[Kind, av.stream.Stream] = {}
@@ -49,6 +57,15 @@ def mux_segment(frames: list[Frame]) -> bytes:
                     streams[kind] = out.add_mux_stream("h264", time_base=_TB90K)
                 else:
                     streams[kind] = out.add_mux_stream("aac", rate=frame.track.timebase)
+        id3_stream = out.add_data_stream("timed_id3")
+        id3_stream.time_base = _TB90K
+        for pts, tag in sorted(metadata, key=lambda m: m[0]):
+            packet = av.Packet(tag)
+            packet.time_base = _TB90K
+            packet.dts = pts
+            packet.pts = pts
+            packet.stream = id3_stream
+            out.mux(packet)
         # The muxer needs its streams before the first packet; order packets by DTS in
         # seconds so the interleaver sees a monotonic clock per stream.
         for frame in frames:

@@ -11,12 +11,20 @@ no PLAYLIST-TYPE on a live playlist (P7); MEDIA-SEQUENCE and DISCONTINUITY-SEQUE
 the first segment (M1, M5); PROGRAM-DATE-TIME as ISO-8601 with milliseconds (D1-D3); a
 parent's DISCONTINUITY, MAP and PROGRAM-DATE-TIME before its first part (L6, checked on
 parse); one PRELOAD-HINT at the end, never with ENDLIST (H2-H4); rendition reports last (R1).
+
+EXT-X-DATERANGE tags (mediacore/playlist/daterange.py) are listed where they were added: a
+segment's date ranges pinned to its part N (N > 0) come just before that EXT-X-PART line,
+the others (and all of them once the segment's parts are no longer listed) before the
+segment's DISCONTINUITY, MAP and PROGRAM-DATE-TIME, so a new one is always appended (W3).
+A delta update keeps the date ranges of the segments it skips right after EXT-X-SKIP (K4).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mediacore.playlist.daterange import TAG as DATERANGE_TAG
+from mediacore.playlist.daterange import DateRange
 from mediacore.playlist.tags import format_date_time, parse_attributes, parse_date_time
 
 ONCE_TAGS = frozenset(
@@ -60,6 +68,8 @@ class Segment:
     gap: bool = False  # EXT-X-GAP: no media behind the URI
     map_uri: str | None = None  # the EXT-X-MAP in force
     parts: list[Part] = field(default_factory=list)
+    dateranges: list[tuple[int, DateRange]] = field(default_factory=list)
+    """(part index, date range): listed before that part (index 0: before the segment's tags)."""
 
     @property
     def complete(self) -> bool:
@@ -94,7 +104,8 @@ class MediaPlaylist:
     server_control: ServerControl | None = None
     part_target: float | None = None
     skipped_segments: int = 0  # EXT-X-SKIP: head segments left out of a delta update
-    recently_removed_dateranges: str | None = None  # set on a v2 skip
+    recently_removed_dateranges: str | None = None  # set on a v2 skip: IDs, tab-separated
+    skipped_dateranges: list[DateRange] = field(default_factory=list)  # of skipped segments, after SKIP
     preload_hint: str | None = None  # URI of the next part (TYPE=PART)
     rendition_reports: list[RenditionReport] = field(default_factory=list)
 
@@ -120,8 +131,11 @@ class MediaPlaylist:
             removed = self.recently_removed_dateranges
             extra = f',RECENTLY-REMOVED-DATERANGES="{removed}"' if removed is not None else ""
             lines.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={self.skipped_segments}{extra}")
+        lines.extend(dr.render() for dr in self.skipped_dateranges)
         map_uri: str | None = None
         for seg in self.segments:
+            inline = {index for index, _ in seg.dateranges if 0 < index < len(seg.parts)}
+            lines.extend(dr.render() for index, dr in seg.dateranges if index not in inline)
             if seg.discontinuity:
                 lines.append("#EXT-X-DISCONTINUITY")
             if seg.map_uri is not None and seg.map_uri != map_uri:
@@ -129,7 +143,9 @@ class MediaPlaylist:
                 map_uri = seg.map_uri
             if seg.program_date_time is not None:
                 lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_date_time(seg.program_date_time)}")
-            for part in seg.parts:
+            for i, part in enumerate(seg.parts):
+                if i in inline:
+                    lines.extend(dr.render() for index, dr in seg.dateranges if index == i)
                 flag = ",INDEPENDENT=YES" if part.independent else ",GAP=YES" if part.gap else ""
                 lines.append(f'#EXT-X-PART:DURATION={part.duration:.5f},URI="{part.uri}"{flag}')
             if seg.uri is not None:
@@ -226,6 +242,12 @@ class MediaPlaylist:
                 )
             elif tag == "#EXT-X-GAP":
                 segment().gap = True
+            elif tag == DATERANGE_TAG:
+                if current is None and pl.skipped_segments and not pl.segments:
+                    pl.skipped_dateranges.append(DateRange.parse(line))
+                else:
+                    seg = segment()
+                    seg.dateranges.append((len(seg.parts), DateRange.parse(line)))
             elif tag == "#EXTINF":
                 extinf = float(value.split(",")[0])
             elif tag == "#EXT-X-PRELOAD-HINT":

@@ -4,13 +4,19 @@ The window and TARGETDURATION follow mediacore/store/window.py. A segment's URI 
 changes (M4) and carries a per-session id (mediacore/playlist/uris.py). The rendered
 playlist is cached and replaced atomically on each change (W3). Time (`now`, monotonic
 seconds) is passed in.
+
+Date ranges (timed metadata) arrive with the segment they start in and are listed before it
+for as long as it is in the window; every segment carries PROGRAM-DATE-TIME, which they
+need (D2).
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mediacore.playlist.daterange import DateRange
 from mediacore.playlist.media import MediaPlaylist, Segment
 from mediacore.playlist.uris import hls_segment_uri
 from mediacore.store.window import SlidingWindow, Windowed, target_duration
@@ -24,6 +30,7 @@ class StoredSegment:
     data: bytes
     program_date_time: float
     discontinuity: bool
+    dateranges: tuple[DateRange, ...] = ()
 
 
 class HlsStore(Windowed[StoredSegment]):
@@ -55,8 +62,15 @@ class HlsStore(Windowed[StoredSegment]):
         return bool(self.window) and self.target_duration is not None
 
     def add_segment(
-        self, duration: float, data: bytes, program_date_time: float, discontinuity: bool, now: float
+        self,
+        duration: float,
+        data: bytes,
+        program_date_time: float,
+        discontinuity: bool,
+        now: float,
+        dateranges: Sequence[DateRange] = (),
     ) -> StoredSegment:
+        """A new segment; `dateranges` start in it and are listed before it."""
         if self.ended:
             raise RuntimeError("segment added to an ended playlist")
         if self.target_duration is None:
@@ -66,7 +80,13 @@ class HlsStore(Windowed[StoredSegment]):
         msn = self.next_msn
         self.next_msn += 1
         seg = StoredSegment(
-            msn, hls_segment_uri(self.session_id, msn), duration, data, program_date_time, discontinuity
+            msn,
+            hls_segment_uri(self.session_id, msn),
+            duration,
+            data,
+            program_date_time,
+            discontinuity,
+            tuple(dateranges),
         )
         self._by_uri[seg.uri] = seg
         self.bytes_total += len(data)
@@ -103,7 +123,15 @@ class HlsStore(Windowed[StoredSegment]):
             discontinuity_sequence=self.discontinuity_sequence,
             independent_segments=True,  # I1, I2: every segment starts with an IDR
             segments=[
-                Segment(s.msn, s.uri, s.duration, s.program_date_time, s.discontinuity) for s in self.window.segments
+                Segment(
+                    s.msn,
+                    s.uri,
+                    s.duration,
+                    s.program_date_time,
+                    s.discontinuity,
+                    dateranges=[(0, dr) for dr in s.dateranges],
+                )
+                for s in self.window.segments
             ],
             ended=self.ended,
         )

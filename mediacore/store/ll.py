@@ -11,14 +11,22 @@ Rules (HLS-RULES.md) this module keeps:
   10 for a skip of date ranges (P5, K7).
 - Delta updates replace the head segments further from the end than the skip boundary
   (6 x TD) with one EXT-X-SKIP; MEDIA-SEQUENCE keeps its full value (K2, K3, K5).
+- Date ranges (timed metadata) are pinned to the part they start in, listed from the moment
+  that part is, and removed with their parent. `_HLS_skip=YES` keeps every one (K4);
+  `_HLS_skip=v2` leaves out those added more than the skip boundary (CAN-SKIP-UNTIL seconds)
+  before the request, and RECENTLY-REMOVED-DATERANGES lists those removed within it (K5);
+  CAN-SKIP-DATERANGES=YES is always advertised (C4, K8).
 Time (`now`, monotonic seconds) is passed in; waiting is done by the origin on `changed`.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from mediacore.playlist.daterange import DateRange
 from mediacore.playlist.media import MediaPlaylist, Part, RenditionReport, Segment, ServerControl
 from mediacore.playlist.uris import ll_init_uri, ll_parent_uri, ll_part_uri, ll_rendition_uri
 from mediacore.store.notifier import Notifier
@@ -46,6 +54,13 @@ class LlPart:
     gap: bool = False  # no media: listed with GAP=YES, never served
 
 
+@dataclass(frozen=True, slots=True)
+class PinnedDateRange:
+    part: int  # index of the part it is listed before
+    daterange: DateRange
+    added_at: float  # monotonic seconds: when it joined the playlist
+
+
 @dataclass(slots=True)
 class LlSegment:
     msn: int
@@ -54,6 +69,7 @@ class LlSegment:
     program_date_time: float
     discontinuity: bool
     parts: list[LlPart] = field(default_factory=list)
+    dateranges: list[PinnedDateRange] = field(default_factory=list)
     samples: int = 0
     complete: bool = False
     completed_at: float = 0.0
@@ -107,7 +123,8 @@ class LlRendition(Windowed[LlSegment]):
         self.td_source: LlRendition | None = None
         self.bytes_total = 0
         self.changed_at = 0.0  # monotonic time of the last change (for wake-up latency)
-        self._rendered: dict[str | None, str] = {}  # playlist text per skip mode, until the next change
+        self._rendered: dict[str | None, tuple[str, float]] = {}  # skip mode -> (text, valid until), until a change
+        self._removed_dateranges: deque[tuple[str, float]] = deque()  # (ID, monotonic time removed)
 
     # Production ----------------------------------------------------------------------
 
@@ -130,9 +147,11 @@ class LlRendition(Windowed[LlSegment]):
         now: float,
         samples: int = 0,
         gap: bool = False,
+        dateranges: Sequence[DateRange] = (),
     ) -> LlPart:
         """A part; a GAP part (`gap`) holds a hole in the media's timeline: it has no data,
-        and its parent holds nothing but GAP parts (the packager keeps them apart)."""
+        and its parent holds nothing but GAP parts (the packager keeps them apart).
+        `dateranges` start in this part: listed just before it, from now on."""
         if self.ended:
             raise RuntimeError("part added to an ended rendition")
         if self.current is None or starts_parent:
@@ -150,6 +169,7 @@ class LlRendition(Windowed[LlSegment]):
             self._pending_discontinuity = False
         seg = self.current
         index = len(seg.parts)
+        seg.dateranges.extend(PinnedDateRange(index, dr, now) for dr in dateranges)
         part = LlPart(index, self.part_uri(seg.msn, index), duration, data, independent, gap)
         seg.parts.append(part)
         seg.samples += samples
@@ -179,6 +199,7 @@ class LlRendition(Windowed[LlSegment]):
             else:
                 self.target_duration = self.td_source.target_duration
         for head, retention in self.window.append(seg, self.target_duration or 0):
+            self._removed_dateranges.extend((pinned.daterange.id, now) for pinned in head.dateranges)
             expires = now + retention
             if not head.gap:
                 self._by_uri[head.uri] = (self._by_uri[head.uri][0], expires)
@@ -188,6 +209,9 @@ class LlRendition(Windowed[LlSegment]):
         for uri, (_, until) in list(self._by_uri.items()):
             if until is not None and until <= now:
                 del self._by_uri[uri]
+        removed = self._removed_dateranges
+        while removed and removed[0][1] < now - self.skip_boundary():
+            removed.popleft()  # no delta update can need it any more (K5)
 
     def break_timeline(self, now: float) -> None:
         """The media stops here and resumes later on a new timeline (the packager was
@@ -298,8 +322,14 @@ class LlRendition(Windowed[LlSegment]):
     def skip_boundary(self) -> float:
         return float(SKIP_BOUNDARY_TDS * (self.target_duration or 1))
 
-    def playlist(self, skip: str | None = None) -> MediaPlaylist:
-        """The media playlist; `skip` is the _HLS_skip value (YES or v2) for a delta update."""
+    def playlist(self, skip: str | None = None, now: float | None = None) -> MediaPlaylist:
+        """The media playlist; `skip` is the _HLS_skip value (YES or v2) for a delta update,
+        `now` (monotonic seconds, default: the last change) the time of the request, which
+        decides the date ranges of a v2 delta (K5)."""
+        return self._playlist(skip, self.changed_at if now is None else now)[0]
+
+    def _playlist(self, skip: str | None, now: float) -> tuple[MediaPlaylist, float]:
+        """The playlist, and until when (monotonic seconds) its date ranges stay right."""
         td = self.target_duration or 1
         segments = list(self.window.segments)
         skipped = 0
@@ -313,6 +343,28 @@ class LlRendition(Windowed[LlSegment]):
         listed = segments[skipped:]
         if self.current is not None and not self.ended:
             listed.append(self.current)
+        # K5: a v2 delta leaves out the date ranges added more than the skip boundary ago and
+        # names those removed within it; YES and full playlists list every date range.
+        v2 = bool(skipped) and skip == "v2"
+        oldest = now - self.skip_boundary()
+        valid_until = float("inf")
+
+        def kept(pinned: PinnedDateRange) -> bool:
+            nonlocal valid_until
+            if not v2:
+                return True
+            if pinned.added_at < oldest:
+                return False
+            valid_until = min(valid_until, pinned.added_at + self.skip_boundary())
+            return True
+
+        removed_ids = None
+        if v2:
+            recent = [(ident, at) for ident, at in self._removed_dateranges if at >= oldest]
+            removed_ids = "\t".join(ident for ident, _ in recent)
+            if recent:
+                valid_until = min(valid_until, recent[0][1] + self.skip_boundary())
+        skipped_dateranges = [p.daterange for seg in segments[:skipped] for p in seg.dateranges if kept(p)]
         # Parts are listed for the parents within 3 x TD of the end (G1).
         part_from = len(listed)
         tail = 0.0
@@ -327,7 +379,7 @@ class LlRendition(Windowed[LlSegment]):
                 last_msn, last_part = peer.last_part()
                 reports.append(RenditionReport(ll_rendition_uri(peer.name), last_msn, last_part))
         msn, index = self.next_part()
-        return MediaPlaylist(
+        playlist = MediaPlaylist(
             target_duration=td,
             # P5, K7: 6 for EXT-X-MAP, 9 for EXT-X-SKIP, 10 for a skip of date ranges
             version=6 if not skipped else (10 if skip == "v2" else 9),
@@ -343,6 +395,7 @@ class LlRendition(Windowed[LlSegment]):
                     seg.gap and seg.complete,
                     seg.init_uri or None,
                     [Part(p.uri, p.duration, p.independent, p.gap) for p in seg.parts] if i >= part_from else [],
+                    [(p.part, p.daterange) for p in seg.dateranges if kept(p)],
                 )
                 for i, seg in enumerate(listed)
             ],
@@ -355,16 +408,23 @@ class LlRendition(Windowed[LlSegment]):
             ),
             part_target=self.part_target,
             skipped_segments=skipped,
-            recently_removed_dateranges="" if skipped and skip == "v2" else None,
+            recently_removed_dateranges=removed_ids,
+            skipped_dateranges=skipped_dateranges,
             preload_hint=None if self.ended else self.part_uri(msn, index),
             rendition_reports=reports,
         )
+        return playlist, valid_until
 
-    def render(self, skip: str | None = None) -> str:
+    def render(self, skip: str | None = None, now: float | None = None) -> str:
         """The playlist text, rendered once per change: every request woken by a part gets
-        the same text."""
+        the same text. A v2 delta is rendered again, without a change, once time alone
+        changes its date ranges (`now`: monotonic seconds, default: the last change)."""
         mode = skip if skip in ("YES", "v2") else None
-        text = self._rendered.get(mode)
-        if text is None:
-            text = self._rendered[mode] = self.playlist(mode).render()
+        at = self.changed_at if now is None else now
+        cached = self._rendered.get(mode)
+        if cached is not None and at < cached[1]:
+            return cached[0]
+        playlist, valid_until = self._playlist(mode, at)
+        text = playlist.render()
+        self._rendered[mode] = (text, valid_until)
         return text
