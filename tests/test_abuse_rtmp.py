@@ -13,8 +13,8 @@ import socket
 import pytest
 from conftest import until
 from hostile import HealthyStream
-from rtmp_client import ScriptedPublisher
 
+from benchmarks.hostile_peers import ScriptedPublisher, ping
 from ingest.rtmp import amf0
 from ingest.rtmp.chunk import ACKNOWLEDGEMENT, COMMAND_AMF0, USER_CONTROL, VIDEO, ChunkWriter
 from ingest.rtmp.config import RtmpConfig
@@ -154,10 +154,6 @@ def test_the_token_bucket_allows_a_burst_then_the_rate():
     assert all(bucket.take(200.0 + i / 8) for i in range(100))  # refilled; at the rate, always allowed
     assert sum(bucket.take(300.0 + i / 1024) for i in range(1000)) == 4 + 7  # the burst, then 8/s
     assert all(TokenBucket(rate=0, burst=1).take(0.0) for _ in range(1000))  # rate 0: no bound
-
-
-def ping(writer: ChunkWriter, i: int) -> bytes:
-    return writer.write(2, USER_CONTROL, 0, 0, USER_PING_REQUEST.to_bytes(2, "big") + i.to_bytes(4, "big"))
 
 
 def handshaken(config: RtmpConfig) -> tuple[ServerSession, ChunkWriter]:
