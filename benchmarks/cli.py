@@ -35,6 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     rtp = sub.add_parser("rtp", help="RTP parse + jitter buffer packets/s (vs aiortc when installed); queues")
     rtp.add_argument("--packets", type=int, default=200_000)
     rtp.add_argument("--json", type=Path, help="where to write results")
+    soak = sub.add_parser(
+        "soak", help="long run: publishers, viewers, publisher drops, hostile peers; leaks and stalls"
+    )
+    soak.add_argument("--minutes", type=float, default=10.0, help="minutes under load (default 10)")
+    soak.add_argument("--publishers", type=int, default=8, help="real-time ffmpeg RTMP publishers (default 8)")
+    soak.add_argument("--viewers", type=int, default=200, help="simulated viewers, half LL-HLS (default 200)")
+    soak.add_argument(
+        "--metrics-url", help="the server's Prometheus metrics (default: /metrics on the soak server's admin listener)"
+    )
+    soak.add_argument("--seed", type=int, default=1, help="seed of the drops and the hostile peers' order")
+    soak.add_argument("--json", type=Path, help="where to write results")
     args = parser.parse_args(argv)
     if args.suite == "ingest":
         from benchmarks import ingest as suite
@@ -61,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
 
         out = args.json or Path("bench-results") / f"latency-{time.strftime('%Y%m%d-%H%M%S')}.json"
         latency_suite.run(args.seconds, out)
+    elif args.suite == "soak":
+        from benchmarks import soak as soak_suite
+
+        return soak_suite.run(args.minutes, args.publishers, args.viewers, args.metrics_url, args.seed, args.json)
     return 0
 
 

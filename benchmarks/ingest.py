@@ -55,28 +55,29 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s")
 
 
+def push_cmd(clip: Path, url: str) -> list[str]:
+    """ffmpeg pushing `clip` to `url` in real time, looped, streams copied into FLV."""
+    return [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-re",
+        "-stream_loop",
+        "-1",
+        "-i",
+        str(clip),
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        url,
+    ]
+
+
 def push(clip: Path, url: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-            str(clip),
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            url,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    return subprocess.Popen(push_cmd(clip, url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def cpu_seconds(proc: psutil.Process) -> float:

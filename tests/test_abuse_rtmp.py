@@ -1,7 +1,8 @@
 """Hostile RTMP peers beside a healthy ffmpeg stream: a socket that never publishes, a flood
-of connections from one address, a peer that never reads, a publish/unpublish loop, and a
-flood of new stream names. Each is closed or refused with a clear log line and counted; the
-healthy stream's playlist keeps answering and loses nothing (tests/hostile.py)."""
+of connections from one address, a peer that never reads, a publish/unpublish loop, a
+flood of new stream names, and a flood of pings and other control messages. Each is closed
+or refused with a clear log line and counted; the healthy stream's playlist keeps answering
+and loses nothing (tests/hostile.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ import socket
 import pytest
 from conftest import until
 from hostile import HealthyStream
-from rtmp_client import ScriptedPublisher
 
+from benchmarks.hostile_peers import ScriptedPublisher, ping
 from ingest.rtmp import amf0
-from ingest.rtmp.chunk import COMMAND_AMF0, USER_CONTROL
-from ingest.rtmp.session import USER_PING_REQUEST
+from ingest.rtmp.chunk import ACKNOWLEDGEMENT, COMMAND_AMF0, USER_CONTROL, VIDEO, ChunkWriter
+from ingest.rtmp.config import RtmpConfig
+from ingest.rtmp.errors import RtmpError
+from ingest.rtmp.handshake import HANDSHAKE_SIZE, client_hello
+from ingest.rtmp.server import session_limits
+from ingest.rtmp.session import USER_PING_REQUEST, ServerSession
+from mediacore.model.rate import TokenBucket
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +68,7 @@ async def test_connections_past_the_per_address_cap_are_refused(engine, clip, ca
 
 async def test_a_peer_that_never_reads_is_closed(engine, clip, caplog):
     engine.config.rtmp.max_write_buffer = 64 * 1024
+    engine.config.rtmp.max_control_messages_per_second = 0  # the pings must reach the write cap
     async with HealthyStream(engine, clip) as healthy:
         deaf = ScriptedPublisher("127.0.0.1", engine.rtmp_port)
         await deaf.connect()
@@ -133,3 +140,77 @@ async def test_new_stream_names_past_the_hub_limit_are_refused(engine, clip, cap
         assert codes[2:] == ["NetStream.Publish.BadName"] * 2, codes
         await healthy.check()
     assert closed_lines(caplog, "the server holds 3 streams (limit 3)")
+
+
+# Control-message flood ------------------------------------------------------------------
+
+
+def test_the_token_bucket_allows_a_burst_then_the_rate():
+    bucket = TokenBucket(rate=8, burst=4)  # times below are exact binary fractions
+    assert all(bucket.take(100.0) for _ in range(4))  # the burst, at once
+    assert not bucket.take(100.0)
+    assert bucket.take(100.125) and not bucket.take(100.125)  # 1/8 s at 8/s: one more
+    assert not bucket.take(100.0625)  # time going backwards adds nothing
+    assert all(bucket.take(200.0 + i / 8) for i in range(100))  # refilled; at the rate, always allowed
+    assert sum(bucket.take(300.0 + i / 1024) for i in range(1000)) == 4 + 7  # the burst, then 8/s
+    assert all(TokenBucket(rate=0, burst=1).take(0.0) for _ in range(1000))  # rate 0: no bound
+
+
+def handshaken(config: RtmpConfig) -> tuple[ServerSession, ChunkWriter]:
+    session = ServerSession(session_limits(config))
+    session.receive_data(client_hello(), 0.0)
+    s0s1s2 = session.data_to_send()
+    session.receive_data(s0s1s2[1 : 1 + HANDSHAKE_SIZE], 0.0)
+    writer = ChunkWriter(128)
+    session.receive_data(writer.write(3, COMMAND_AMF0, 0, 0, amf0.encode("connect", 1.0, {"app": "live"})), 0.0)
+    return session, writer
+
+
+def test_the_session_closes_a_control_flood_but_not_media_or_a_steady_rate():
+    config = RtmpConfig(max_control_messages_per_second=10, control_message_burst=20)
+    session, writer = handshaken(config)  # connect took one token
+    for i in range(200):  # 10 per second for 20 s: at the rate, never closed
+        session.receive_data(ping(writer, i), 1.0 + i / 10)
+    with pytest.raises(RtmpError, match="control message flood: .* more than 10 per second after a burst of 20"):
+        session.receive_data(b"".join(ping(writer, i) for i in range(21)), 30.0)
+
+    session, writer = handshaken(config)
+    publish = amf0.encode("createStream", 2.0, None)
+    session.receive_data(writer.write(3, COMMAND_AMF0, 0, 0, publish), 0.0)
+    events = session.receive_data(writer.write(8, COMMAND_AMF0, 1, 0, amf0.encode("publish", 3.0, None, "s")), 0.0)
+    assert events
+    session.accept_publish()
+    media = writer.write(6, VIDEO, 1, 0, bytes([0x17, 1, 0, 0, 0]) + bytes(10))
+    events = session.receive_data(media * 5000, 0.0)  # media of the published stream is not counted
+    assert len(events) == 5000 and session.control_messages == 3
+    ack = writer.write(2, ACKNOWLEDGEMENT, 0, 0, bytes(4))
+    with pytest.raises(RtmpError, match="control message flood"):  # a publisher's own control flood is
+        session.receive_data(ack * 50, 0.0)
+
+
+async def test_a_control_message_flood_is_closed_and_counted(engine, clip, caplog):
+    async with HealthyStream(engine, clip) as healthy:
+        flooder = ScriptedPublisher("127.0.0.1", engine.rtmp_port)
+        await flooder.connect()
+        status = await flooder.publish("flood")  # a publisher whose control messages flood
+        assert status[3]["code"] == "NetStream.Publish.Start"
+        sent = 0
+        try:
+            for _ in range(2000):
+                flooder.send(b"".join(ping(flooder.chunks, sent + i) for i in range(50)))
+                flooder.send(flooder.chunks.write(2, ACKNOWLEDGEMENT, 0, 0, sent.to_bytes(4, "big")) * 10)
+                sent += 60
+                await flooder.writer.drain()
+                await asyncio.sleep(0)
+                if closed_lines(caplog, "control message flood"):
+                    break
+        except ConnectionError:
+            pass
+        assert await flooder.closed_by_server()
+        await flooder.close()
+        ffmpeg = [c for c in engine.rtmp.connections if c.session.stream_name == healthy.name]
+        assert ffmpeg and ffmpeg[0].session.control_messages < 20, "ffmpeg's own control traffic"
+        await healthy.check()
+    assert closed_lines(caplog, "control message flood")
+    assert engine.metrics.registry.get_sample_value("mediacore_ingest_errors_total", {"protocol": "rtmp"}) == 1
+    assert "flood" not in engine.hub.streams or not engine.hub.streams["flood"].publishing

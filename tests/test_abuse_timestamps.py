@@ -20,20 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from pathlib import Path
 
-import av
 import pytest
 from conftest import until
 from hostile import HealthyStream
-from rtmp_client import CompressingChunkWriter, ScriptedPublisher
 
-from ingest.rtmp import amf0
-from ingest.rtmp.chunk import AUDIO as RTMP_AUDIO
-from ingest.rtmp.chunk import COMMAND_AMF0
-from ingest.rtmp.chunk import VIDEO as RTMP_VIDEO
-from ingest.rtmp.flv import AAC_RAW, AAC_SEQUENCE_HEADER, AVC_NALU, AVC_SEQUENCE_HEADER, audio_payload, video_payload
+from benchmarks.hostile_peers import HostilePublisher
 from mediacore.app.engine import Engine
 from mediacore.model.decode_order import DecodeOrder
 from mediacore.model.media import Frame, Kind, Track
@@ -247,54 +239,6 @@ def test_a_window_of_nearly_empty_segments_stays_bounded():
 # Hostile RTMP publishers beside a healthy stream (slow: ffmpeg) ------------------------------
 
 
-class HostilePublisher:
-    """Publishes the test clip's real H.264/AAC frames over RTMP with timestamps of the test's
-    choosing: `send(start, end, to_ms, keyframes)` sends the frames whose decode time (ms) is
-    in [start, end), each at `to_ms(dts)`, with or without their keyframe flags."""
-
-    def __init__(self, engine: Engine, clip: Path) -> None:
-        container = av.open(str(clip))
-        video_stream, audio_stream = container.streams.video[0], container.streams.audio[0]
-        self.avcc = bytes(video_stream.codec_context.extradata)
-        self.asc = bytes(audio_stream.codec_context.extradata)
-        self.packets = [
-            (p.stream.type, int(p.dts), int(p.pts - p.dts), p.is_keyframe, bytes(p))
-            for p in container.demux()
-            if p.size
-        ]
-        container.close()
-        self.client = ScriptedPublisher("127.0.0.1", engine.rtmp_port)
-        self.writer = CompressingChunkWriter()
-
-    async def start(self, name: str = "hostile") -> None:
-        await self.client.connect()
-        status = await self.client.publish(name)
-        assert status[3]["code"] == "NetStream.Publish.Start"
-        self.client.set_chunk_size(4096)
-        self.writer = self.client.chunks = CompressingChunkWriter(4096)
-        self.client.send(self.writer.write(6, RTMP_VIDEO, 1, 0, video_payload(True, AVC_SEQUENCE_HEADER, 0, self.avcc)))
-        self.client.send(self.writer.write(4, RTMP_AUDIO, 1, 0, audio_payload(AAC_SEQUENCE_HEADER, self.asc)))
-
-    async def send(
-        self, start: int = 0, end: int = 10**9, to_ms: Callable[[int], int] = lambda ms: ms, keyframes: bool = True
-    ) -> None:
-        for kind, dts, cts, key, data in self.packets:
-            if not start <= dts < end:
-                continue
-            ts = to_ms(dts) & 0xFFFFFFFF
-            if kind == "video":
-                payload = video_payload(key and keyframes, AVC_NALU, cts, data)
-                self.client.send(self.writer.write(6, RTMP_VIDEO, 1, ts, payload))
-            else:
-                self.client.send(self.writer.write(4, RTMP_AUDIO, 1, ts, audio_payload(AAC_RAW, data)))
-            await self.client.writer.drain()
-
-    async def finish(self, name: str = "hostile") -> None:
-        self.client.send(self.writer.write(3, COMMAND_AMF0, 0, 0, amf0.encode("FCUnpublish", 5.0, None, name)))
-        await self.client.writer.drain()
-        await self.client.close()
-
-
 class LoopLag:
     """The longest the event loop kept a 10 ms timer waiting while the hostile peer ran: the
     healthy stream's poller samples the loop between its sleeps, this watches it throughout."""
@@ -346,7 +290,7 @@ async def test_a_timestamp_jump_beside_a_healthy_stream_is_a_discontinuity(engin
     """0-4 s as stamped, 4-8 s moved by the jump (the keyframe at 4 s is stamped `jump_ms`),
     8-10 s back at their own time: two jumps, each one EXT-X-DISCONTINUITY, nothing frozen."""
     caplog.set_level(logging.INFO)
-    hostile = HostilePublisher(engine, clip)  # the clip is read here, not while the loop is watched
+    hostile = HostilePublisher(engine.rtmp_port, clip)  # the clip is read here, not while the loop is watched
     async with HealthyStream(engine, clip) as healthy:
         with LoopLag() as lag:
             await hostile.start()
@@ -381,7 +325,7 @@ async def test_a_publisher_without_keyframes_beside_a_healthy_stream_is_cut(engi
     the HLS timeline until video resumes at 20 s."""
     caplog.set_level(logging.INFO)
     engine.config.hls.window_segments = 30  # keep every segment of the hostile stream listed
-    hostile = HostilePublisher(engine, clip)  # the clip is read here, not while the loop is watched
+    hostile = HostilePublisher(engine.rtmp_port, clip)  # the clip is read here, not while the loop is watched
     async with HealthyStream(engine, clip) as healthy:
         with LoopLag() as lag:
             await hostile.start()
@@ -413,7 +357,7 @@ async def test_frozen_timestamps_beside_a_healthy_stream_are_cut_at_the_byte_cap
     cap (1 MiB here), and the playlists stay valid."""
     caplog.set_level(logging.INFO)
     engine.config.hls.max_segment_bytes = 1024 * 1024  # the healthy stream's segments hold about 0.6 MiB
-    hostile = HostilePublisher(engine, clip)  # the clip is read here, not while the loop is watched
+    hostile = HostilePublisher(engine.rtmp_port, clip)  # the clip is read here, not while the loop is watched
     async with HealthyStream(engine, clip) as healthy:
         with LoopLag() as lag:
             await hostile.start()

@@ -13,8 +13,8 @@ import subprocess
 import aiohttp
 import av
 from conftest import ffmpeg_push_cmd, require_tool, start_process, stop_process, until, wait_for_playlist
-from rtmp_client import ScriptedPublisher
 
+from benchmarks.hostile_peers import ScriptedPublisher
 from ingest.rtmp import amf0, flv
 from ingest.rtmp.chunk import AUDIO, DATA_AMF0, VIDEO
 from mediacore.model.media import Kind

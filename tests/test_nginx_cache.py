@@ -17,6 +17,13 @@ from mediacore.playlist.media import MediaPlaylist
 pytestmark = pytest.mark.slow
 
 
+def frozen_seconds(report: dict) -> int:
+    """One-second samples in which the video decoded no new frame: the picture a viewer
+    saw froze (getVideoPlaybackQuality().totalVideoFrames did not grow)."""
+    frames = [report["start"]["frames"]] + [s["frames"] for s in report["samples"]]
+    return sum(1 for a, b in zip(frames, frames[1:], strict=False) if b <= a)
+
+
 async def test_nginx_proxy_cache_in_front_of_the_origin(engine, tmp_path):
     require_tool("nginx")
     pusher = await start_process(
@@ -47,10 +54,25 @@ async def test_nginx_proxy_cache_in_front_of_the_origin(engine, tmp_path):
             async with session.get(f"{base}/live/cdn/ll/video.m3u8") as r:
                 assert r.headers["Cache-Control"] == "public, max-age=1"
         hls = await play_in_browser(f"{base}/watch/cdn", seconds=10)
-        assert hls["started"] and hls["advanced"] >= 9 and hls["fatal"] is None, hls
-        ll = await play_in_browser(f"{base}/watch/cdn?ll=1", seconds=15)
-        assert ll["started"] and ll["advanced"] >= 14 and ll["fatal"] is None, ll
-        assert ll["stallsAfterStart"] == 0, ll["samples"]
+        assert hls["started"] and hls["fatal"] is None and frozen_seconds(hls) == 0, hls
+        # LL-HLS through nginx, judged against the same player straight from the origin in
+        # the same seconds: on a loaded machine Chromium itself plays slower than real time
+        # (9.7 s in 15 s was seen), so the cache is judged by what it changes.
+        origin = f"http://127.0.0.1:{engine.http_port}"
+        ll, direct = await asyncio.gather(
+            play_in_browser(f"{base}/watch/cdn?ll=1", seconds=15),
+            play_in_browser(f"{origin}/watch/cdn?ll=1", seconds=15),
+        )
+        assert ll["started"] and ll["fatal"] is None, ll
+        assert direct["started"] and direct["fatal"] is None, direct
+        # A cache that held playlists too long would stall and freeze the picture again and
+        # again; one more stall or frozen second than the direct player had is load, not it.
+        seen = {
+            k: (r["advanced"], r["stallsAfterStart"], frozen_seconds(r)) for k, r in (("nginx", ll), ("origin", direct))
+        }
+        assert ll["stallsAfterStart"] <= direct["stallsAfterStart"] + 1, seen
+        assert frozen_seconds(ll) <= frozen_seconds(direct) + 1, seen
+        assert ll["advanced"] >= 0.85 * direct["advanced"] - 1, seen
     finally:
         nginx.terminate()
         nginx.wait(10)

@@ -16,10 +16,8 @@ import av
 import pytest
 from aiohttp import web
 from conftest import ROOT, ffmpeg_push_cmd, free_port, require_tool, start_process, stop_process, until
-from rtmp_client import ScriptedPublisher, publish_sequence
-from rtsp_client import RtspClient
-from test_rtp_depacketize import FFMPEG_SDP
 
+from benchmarks.hostile_peers import FFMPEG_SDP, RtspClient, ScriptedPublisher, publish_sequence
 from ingest.rtmp import amf0
 from ingest.rtmp.chunk import COMMAND_AMF0
 from ingest.rtmp.chunk import VIDEO as RTMP_VIDEO
@@ -92,8 +90,8 @@ def with_hook(config: Config, hook: Hook, **auth: object) -> Config:
 
 async def publish_status(engine: Engine, name: str, local_host: str | None = None) -> str:
     """Publish `name` (`name` may carry ?key=K) with the scripted client; the onStatus code."""
-    client = ScriptedPublisher("127.0.0.1", engine.rtmp_port, local_host)
-    await client.connect()
+    client = ScriptedPublisher("127.0.0.1", engine.rtmp_port)
+    await client.connect(local_host)
     try:
         status = await client.publish(name)
         return str(status[3]["code"])

@@ -10,8 +10,8 @@ import tracemalloc
 
 import pytest
 from conftest import count_packets, ffmpeg_push_cmd, require_tool, start_process, stop_process, until, wait_for_playlist
-from rtmp_client import ScriptedPublisher, publish_sequence
 
+from benchmarks.hostile_peers import ScriptedPublisher, publish_sequence
 from ingest.rtmp import amf0
 from ingest.rtmp.chunk import COMMAND_AMF0, SET_CHUNK_SIZE, VIDEO, ChunkWriter
 from mediacore.model.media import Kind

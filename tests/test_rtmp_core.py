@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from rtmp_client import CompressingChunkWriter, publish_sequence
 
+from benchmarks.hostile_peers import CompressingChunkWriter, publish_sequence
 from ingest.rtmp import amf0
 from ingest.rtmp.chunk import (
     AUDIO,

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from rtmp_client import CompressingChunkWriter, publish_sequence
 from test_rtmp_core import ASC, AVCC
 
+from benchmarks.hostile_peers import CompressingChunkWriter, publish_sequence
 from ingest.rtmp import amf0
 from ingest.rtmp.chunk import AUDIO, VIDEO, ChunkLimits, ChunkReader
 from ingest.rtmp.errors import RtmpError

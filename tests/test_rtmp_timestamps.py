@@ -8,8 +8,8 @@ import asyncio
 
 import av
 import pytest
-from rtmp_client import CompressingChunkWriter, ScriptedPublisher
 
+from benchmarks.hostile_peers import CompressingChunkWriter, ScriptedPublisher
 from ingest.rtmp import amf0
 from ingest.rtmp.chunk import AUDIO, COMMAND_AMF0, VIDEO
 from ingest.rtmp.flv import AAC_RAW, AAC_SEQUENCE_HEADER, AVC_NALU, AVC_SEQUENCE_HEADER, audio_payload, video_payload

@@ -11,6 +11,7 @@ from conftest import free_port, make_clip, require_tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.hostile_peers import FFMPEG_SDP
 from ingest.rtp import compiled
 from ingest.rtp.depacketize import AacDepacketizer, H264Depacketizer
 from ingest.rtp.errors import RtpError
@@ -21,23 +22,6 @@ from mediacore.model.h264 import iter_nalus
 
 H264_BUILDS = [PureH264Depacketizer] + ([compiled.H264Depacketizer] if compiled.DEPACKETIZER_COMPILED else [])
 both_builds = pytest.mark.parametrize("H264Depacketizer", H264_BUILDS, ids=lambda c: c.__module__)
-
-FFMPEG_SDP = """v=0
-o=- 0 0 IN IP4 127.0.0.1
-s=No Name
-t=0 0
-a=tool:libavformat
-m=video 0 RTP/AVP 96
-a=rtpmap:96 H264/90000
-a=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z2QAH6zZQFAFuwEQAAADABAAAAMDIPGDGWA=,aOvssiw=; \
-profile-level-id=64001F
-a=control:streamid=0
-m=audio 0 RTP/AVP 97
-b=AS:128
-a=rtpmap:97 MPEG4-GENERIC/48000/2
-a=fmtp:97 profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3; config=1190
-a=control:streamid=1
-"""
 
 
 def test_sdp_from_ffmpeg():

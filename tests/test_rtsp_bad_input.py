@@ -12,10 +12,10 @@ import struct
 import aiohttp
 import pytest
 from conftest import count_packets, ffmpeg_push_cmd, require_tool, start_process, stop_process, until, wait_for_playlist
-from rtsp_client import RtspClient
 from test_rtp_depacketize import FFMPEG_SDP
 from test_rtsp_core import request
 
+from benchmarks.hostile_peers import RtspClient
 from ingest.rtp.packet import RtpPacket
 from ingest.rtp.rtsp import interleaved
 from mediacore.model.media import Kind

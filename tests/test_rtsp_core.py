@@ -8,14 +8,10 @@ import logging
 import pytest
 from test_rtp_depacketize import FFMPEG_SDP
 
+from benchmarks.hostile_peers import rtsp_request as request
 from ingest.rtp.errors import RtpError
 from ingest.rtp.rtsp import Interleaved, Request, RtspParser, interleaved
 from ingest.rtp.session import RtspSession
-
-
-def request(method: str, uri: str, cseq: int, headers: str = "", body: bytes = b"") -> bytes:
-    length = f"Content-Length: {len(body)}\r\n" if body else ""
-    return f"{method} {uri} RTSP/1.0\r\nCSeq: {cseq}\r\n{headers}{length}\r\n".encode() + body
 
 
 def test_parser_whole_and_bytewise_with_interleaved_frames():

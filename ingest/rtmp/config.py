@@ -48,3 +48,10 @@ class RtmpConfig:
     max_publishes_per_connection: int = 4
     """Publish commands one connection may make: encoders publish once, some republish after
     a hiccup; a publish/unpublish loop must not create streams without end."""
+    max_control_messages_per_second: float = 100.0
+    """Sustained rate of messages other than a publishing session's audio and video (pings,
+    user control, acknowledgements, commands, data) one connection may send; past it and its
+    burst the connection is closed. ffmpeg and OBS send about ten when they start, then almost
+    none; timed metadata at 60 fps stays below it. 0 disables the bound."""
+    control_message_burst: int = 300
+    """Messages other than media a connection may send at once before the rate applies."""

@@ -50,13 +50,16 @@ def session_limits(config: RtmpConfig) -> SessionLimits:
         amf=AmfLimits(config.max_amf_depth, config.max_amf_string, config.max_amf_items),
         window_ack_size=config.window_ack_size,
         out_chunk_size=config.out_chunk_size,
+        control_rate=config.max_control_messages_per_second,
+        control_burst=config.control_message_burst,
     )
 
 
 class RtmpConnection(asyncio.Protocol):
     def __init__(self, server: RtmpServer) -> None:
         self.server = server
-        self.session = ServerSession(server.limits, epoch_ms=int(server.clock() * 1000))
+        # Limits are read per connection, so a changed [rtmp] section applies to new ones.
+        self.session = ServerSession(session_limits(server.config), epoch_ms=int(server.clock() * 1000))
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.publisher: Publisher | None = None
@@ -99,7 +102,7 @@ class RtmpConnection(asyncio.Protocol):
                 self.transport.pause_reading()
             return
         try:
-            self._on_events(self.session.receive_data(data))
+            self._on_events(self.session.receive_data(data, self.server.clock()))
         except (RtmpError, H264Error) as e:
             self.fail(str(e))
             return
@@ -323,7 +326,6 @@ class RtmpServer:
         self.clock = clock  # monotonic seconds: timeouts, buffering, RTCP timing
         self.wall_clock = wall_clock  # seconds since the epoch: frames' wall-clock times (PDT)
         self.config = config
-        self.limits = session_limits(config)
         self.authorize = authorize
         self.on_connection = on_connection
         self.on_disconnect = on_disconnect

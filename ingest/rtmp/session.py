@@ -17,6 +17,10 @@ Rules it follows:
   `name` and a `parameters` object) yields a CuePoint event carrying the message's own
   timestamp, so it is pinned to the media timeline, not to its arrival.
 - Acknowledgements are sent every window the peer asked for; pings are answered.
+- Every message but the audio and video of a publishing session (pings, user control,
+  acknowledgements, commands, data) takes a token from a per-connection bucket
+  (`max_control_messages_per_second`, `control_message_burst`); an empty bucket is a
+  control-message flood. Time comes in with the bytes (`receive_data(data, now)`).
 - Any violation raises RtmpError: the shell logs it once and closes this connection only.
 """
 
@@ -32,6 +36,7 @@ from mediacore.model.names import (
     split_publish_name,
     stream_name_problem,
 )
+from mediacore.model.rate import TokenBucket
 
 from . import amf0
 from .chunk import (
@@ -80,6 +85,8 @@ class SessionLimits:
     amf: amf0.AmfLimits = amf0.AmfLimits()
     window_ack_size: int = _DEFAULTS.window_ack_size
     out_chunk_size: int = _DEFAULTS.out_chunk_size
+    control_rate: float = _DEFAULTS.max_control_messages_per_second
+    control_burst: int = _DEFAULTS.control_message_burst
 
 
 # Events -------------------------------------------------------------------------------
@@ -140,6 +147,8 @@ class ServerSession:
         self._peer_window = 0
         self._acked = 0
         self._stream_ids: set[int] = set()
+        self._control = TokenBucket(limits.control_rate, limits.control_burst)
+        self.control_messages = 0  # messages other than a publishing session's media
 
     # Output --------------------------------------------------------------------------
 
@@ -164,7 +173,9 @@ class ServerSession:
 
     # Input ---------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes, now: float = 0.0) -> list[Event]:
+        """Feed bytes received at `now` (monotonic seconds; only the control-message bound
+        reads it); returns the events they complete."""
         if self.state == "closed":
             return []
         if self.state == "handshake":
@@ -177,7 +188,7 @@ class ServerSession:
                 return []
         events: list[Event] = []
         for msg in self._reader.feed(data):
-            self._handle(msg, events)
+            self._handle(msg, events, now)
         self._maybe_ack()
         return events
 
@@ -187,10 +198,21 @@ class ServerSession:
             self._acked = total
             self._send(CSID_CONTROL, ACKNOWLEDGEMENT, 0, (total & 0xFFFFFFFF).to_bytes(4, "big"))
 
-    def _handle(self, msg: Message, events: list[Event]) -> None:
+    def _handle(self, msg: Message, events: list[Event], now: float) -> None:
         t = msg.type_id
+        publishing = self.state in _PUBLISHING and msg.stream_id in self._stream_ids
+        if publishing and (t == VIDEO or t == AUDIO or t == AGGREGATE):
+            pass  # media of the published stream: never limited here
+        else:
+            self.control_messages += 1
+            if not self._control.take(now):
+                limits = self.limits
+                raise RtmpError(
+                    f"control message flood: {self.control_messages} messages other than media, more than "
+                    f"{limits.control_rate:g} per second after a burst of {limits.control_burst}"
+                )
         if t == VIDEO or t == AUDIO:
-            if self.state in _PUBLISHING and msg.stream_id in self._stream_ids:
+            if publishing:
                 events.append(MediaMessage(t, msg.timestamp, msg.payload))
             return
         if t == COMMAND_AMF0 or t == COMMAND_AMF3:

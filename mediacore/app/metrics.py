@@ -11,6 +11,7 @@ max_streams of them and a forgotten stream's series disappear with it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -85,6 +86,12 @@ class Metrics:
             ["output"],
             registry=self.registry,
         )
+        self.tasks = Gauge(
+            "mediacore_asyncio_tasks",
+            "asyncio tasks alive in the server's event loop (a count that keeps growing is a leak)",
+            registry=self.registry,
+        )
+        self.tasks.set_function(_task_count)
 
         self.ll_blocked_wake = Histogram(
             "mediacore_llhls_blocked_response_seconds",
@@ -100,6 +107,14 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _task_count() -> int:
+    """Tasks of the running loop; 0 when read outside one (a scrape runs inside it)."""
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:
+        return 0
 
 
 class _EngineCollector(Collector):
