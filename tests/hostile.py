@@ -32,8 +32,9 @@ class HealthyStream:
     """`async with HealthyStream(engine, clip) as healthy:` runs ffmpeg over RTMP as stream
     `name`, polls its playlist, and on `check()` stops and judges."""
 
-    def __init__(self, engine: Engine, clip: Path, name: str = "healthy") -> None:
+    def __init__(self, engine: Engine, clip: Path, name: str = "healthy", key: str = "") -> None:
         self.engine = engine
+        self.key = key
         self.clip = clip
         self.name = name
         self.slowest = 0.0
@@ -45,7 +46,8 @@ class HealthyStream:
         self._rss_before = 0
 
     async def __aenter__(self) -> HealthyStream:
-        url = f"rtmp://127.0.0.1:{self.engine.rtmp_port}/live/{self.name}"
+        query = f"?key={self.key}" if self.key else ""
+        url = f"rtmp://127.0.0.1:{self.engine.rtmp_port}/live/{self.name}{query}"
         self._pusher = await start_process(*ffmpeg_push_cmd(self.clip, url))
         await wait_for_playlist(self.engine.http_port, self.name, segments=1)
         self._rss_before = psutil.Process(os.getpid()).memory_info().rss

@@ -15,7 +15,17 @@ from pathlib import Path
 import av
 import pytest
 from aiohttp import web
-from conftest import ROOT, ffmpeg_push_cmd, free_port, require_tool, start_process, stop_process, until
+from conftest import (
+    ROOT,
+    ffmpeg_push_cmd,
+    free_port,
+    require_tool,
+    start_process,
+    stop_process,
+    until,
+    wait_for_playlist,
+)
+from hostile import HealthyStream
 
 from benchmarks.hostile_peers import FFMPEG_SDP, RtspClient, ScriptedPublisher, publish_sequence
 from ingest.rtmp import amf0
@@ -277,6 +287,38 @@ async def test_under_a_shared_key_only_the_original_address_resumes_a_reconnecti
         await until(lambda: not engine.hub.is_publishing("shop"), 5, "the publisher gone again")
         stream.end()
         assert await publish_status(engine, "shop?key=shared", local_host="127.0.0.2") == "NetStream.Publish.Start"
+
+
+async def test_a_stranger_cannot_continue_a_streamers_playlist_beside_a_healthy_stream(config, clip, caplog):
+    """Finding 9: under a shared key, a newcomer from another address tries to take over a
+    stream whose streamer dropped, within end_grace; it is refused, logged and counted, the
+    streamer resumes its own playlist, and a healthy stream beside them is untouched."""
+    require_tool("ffmpeg")
+    config.auth.default_publish_key = "shared"
+    config.hls.end_grace = 30.0
+    victim_url = ""
+    async with running(config) as engine:
+        victim_url = f"rtmp://127.0.0.1:{engine.rtmp_port}/live/shop?key=shared"
+        async with HealthyStream(engine, clip, key="shared") as healthy:
+            victim = await start_process(*ffmpeg_push_cmd(clip, victim_url, loop=True))
+            await wait_for_playlist(engine.http_port, "shop", segments=1)
+            await stop_process(victim)  # the streamer's connection drops
+            await until(lambda: not engine.hub.is_publishing("shop"), 5, "the streamer gone")
+            stream = engine.hub.get("shop")
+            assert stream is not None and not stream.ended
+            for _ in range(3):
+                thief = await publish_status(engine, "shop?key=shared", local_host="127.0.0.2")
+                assert thief == "NetStream.Publish.Unauthorized"
+            assert refused(engine, "takeover") == 3
+            assert not stream.publishing and stream.stats.publishes == 1, "nobody took the stream over"
+            assert "only its publisher may resume it" in caplog.text
+            victim = await start_process(*ffmpeg_push_cmd(clip, victim_url, loop=True))
+            try:
+                await until(lambda: stream.publishing, 10, "the streamer resumed")
+                assert stream.stats.publishes == 2 and not stream.ended
+            finally:
+                await stop_process(victim)
+            await healthy.check()
 
 
 async def test_under_the_hook_a_different_key_cannot_resume_a_reconnecting_stream(config, hook):
