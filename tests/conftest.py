@@ -33,7 +33,7 @@ def clip() -> Path:
 
 
 @pytest.fixture
-def config() -> Config:
+def config(tmp_path: Path) -> Config:
     cfg = load_config(
         None,
         {
@@ -42,6 +42,7 @@ def config() -> Config:
                 "rtmp_port": free_port(),
                 "rtsp_port": free_port(),
                 "http_port": free_port(),
+                "data_dir": str(tmp_path / "data"),
             },
             "admin": {"port": 0},  # a free port: engine.admin_port
         },

@@ -3,7 +3,8 @@ imports inside functions and under TYPE_CHECKING included): no cycles, and every
 points the way the data path does: model <- hub <- packager -> store <- origin <- app,
 playlist beside the store; ingest sees only the model and the hub's Publisher protocol;
 edge and player_client see only the playlist model (the edge also the playback-token rule of
-mediacore.access, a leaf); nothing but the command-line tools import the app."""
+mediacore.access, a leaf); plugins see only the plugin API (mediacore.plugins.api);
+nothing but the command-line tools import the app."""
 
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "mediacore.playlist",
         "mediacore.access",
     ),
-    "mediacore.app": ("mediacore", "ingest", "edge", "player_client"),
+    "mediacore.plugins": ("mediacore.model", "mediacore.access"),  # the plugin API
+    "mediacore.app": ("mediacore", "ingest", "edge", "player_client", "plugins"),
     "ingest": ("mediacore.model", "mediacore.hub.publisher"),
     "edge": ("mediacore.playlist", "mediacore.access"),
     "player_client": ("mediacore.playlist",),
-    "benchmarks": ("mediacore", "ingest", "edge", "player_client"),  # the mediacore-bench command
-    "plugins": (),  # the commerce store layer needs nothing of mediacore; the plugin API comes later
+    "benchmarks": ("mediacore", "ingest", "edge", "player_client", "plugins"),  # the mediacore-bench command
+    "plugins": ("mediacore.plugins.api",),  # plugins see the plugin API only
 }
 TREE = ("mediacore", "ingest", "edge", "player_client", "benchmarks", "cython_ext", "plugins")
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from ingest.rtmp.config import RtmpConfig
 from ingest.rtp.config import RtspConfig
+from mediacore.access.identity import MIN_JWT_SECRET_BYTES
 from mediacore.access.tokens import ALL_STREAMS, MIN_SECRET_BYTES, PlaybackPolicy
 from mediacore.hub.config import HubConfig
 from mediacore.model.names import is_stream_name
@@ -25,6 +26,11 @@ from mediacore.packager.config import HlsConfig, LlHlsConfig
 
 MIN_ADMIN_TOKEN = 16
 """Characters an admin token needs at least: short tokens can be guessed over the network."""
+
+
+PLUGIN_SECTIONS: dict[str, str] = {}
+"""The plugins this engine knows, by name (`[plugins] enabled` lists some; each reads the
+section of its name), and where each lives ("module:Class")."""
 
 
 class ConfigError(ValueError):
@@ -47,6 +53,9 @@ class ServerConfig:
     drain_grace: float = 3.0
     """Seconds HTTP keeps serving once every playlist has ended, so players fetch the final
     segment and the playlist with EXT-X-ENDLIST (cut short by `drain_timeout`)."""
+    data_dir: str = "data"
+    """Directory for embedded state (each plugin gets a subdirectory: the commerce plugin's
+    SQLite file, for one); relative paths are from the working directory."""
 
 
 @dataclass(slots=True)
@@ -69,6 +78,11 @@ class RtpConfig:
 
 @dataclass(slots=True)
 class AuthConfig:
+    jwt_secret: str = ""
+    """HS256 secret of the JWTs that identify viewers, hosts and admins to the plugins
+    (`Authorization: Bearer`), shared with the shop backend that issues them; at least 32
+    bytes. Empty: a random secret per process (the embedded accounts' tokens work until a
+    restart; set one for a shop backend or several nodes)."""
     publish_keys: dict[str, str] = field(default_factory=dict)
     """Per-stream publish keys ({"shop1": "secret"}); a listed stream needs ?key=K to publish.
     The admin API rotates and revokes keys here at runtime (they last until a restart)."""
@@ -107,6 +121,13 @@ class AuthConfig:
 
 
 @dataclass(slots=True)
+class PluginsConfig:
+    enabled: list[str] = field(default_factory=list)
+    """Plugins to run, by name (see mediacore/app/plugins.py); each reads its own section
+    ([commerce], [chat], ...)."""
+
+
+@dataclass(slots=True)
 class DemoConfig:
     stream: str = "demo"
     width: int = 1280
@@ -130,6 +151,9 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each plugin's own section, as read from the file (the plugin checks it)."""
 
 
 def _apply(section: Any, values: dict[str, Any], where: str) -> None:
@@ -176,7 +200,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, A
         layers.append(overrides)
     for layer in layers:
         for section_name, values in layer.items():
-            if not hasattr(config, section_name) or not isinstance(values, dict):
+            if section_name in PLUGIN_SECTIONS and isinstance(values, dict):
+                config.plugin_settings.setdefault(section_name, {}).update(values)
+                continue
+            if section_name == "plugin_settings" or not hasattr(config, section_name) or not isinstance(values, dict):
                 raise ConfigError(f"unknown section [{section_name}]")
             _apply(getattr(config, section_name), values, section_name)
     validate(config)
@@ -184,6 +211,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, A
 
 
 def validate(config: Config) -> None:
+    if config.auth.jwt_secret and len(config.auth.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+        raise ConfigError(f"auth.jwt_secret must be at least {MIN_JWT_SECRET_BYTES} bytes (or empty)")
+    for name in config.plugins.enabled:
+        if name not in PLUGIN_SECTIONS:
+            raise ConfigError(f"plugins.enabled: unknown plugin {name!r} (known: {', '.join(sorted(PLUGIN_SECTIONS))})")
     hls = config.hls
     if hls.segment_duration <= 0:
         raise ConfigError("hls.segment_duration must be positive")

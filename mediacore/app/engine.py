@@ -19,6 +19,7 @@ from ingest.rtp.server import RtspServer
 from mediacore.app.config import Config, ConfigError, check_open_publish
 from mediacore.app.lifecycle import EndStream, StreamLifecycle
 from mediacore.app.metrics import Metrics, ScrapeSources
+from mediacore.app.plugins import PluginHost
 from mediacore.app.publish_auth import PublishPolicy, Refusal
 from mediacore.app.publish_hook import PublishHook
 from mediacore.app.supervision import RestartBudget
@@ -34,10 +35,15 @@ from mediacore.packager.hls import HlsPackager
 from mediacore.packager.llhls import LlHlsPackager
 from mediacore.packager.parts import declared_part_target
 from mediacore.playlist.uris import LL_RENDITIONS
+from mediacore.plugins.api import Plugin
 from mediacore.store.hls import HlsStore
 from mediacore.store.ll import LlRendition
 
 log = logging.getLogger("mediacore")
+
+VIEWER_SWEEPS_PER_TIMEOUT = 3
+"""Silent viewers are expired this often per [http] viewer_timeout: a leave is heard at most
+a third of the timeout late."""
 
 HLS = "hls"
 LLHLS = "llhls"
@@ -51,7 +57,7 @@ class Engine:
         """`clock` (monotonic seconds) and `wall_clock` (seconds since the epoch) are the
         only clocks the engine's parts read."""
         self.config = config
-        self.hub = Hub(config.hub, wall_clock)
+        self.hub = Hub(config.hub, wall_clock, clock)
         self.metrics = Metrics()
         self.stores: dict[str, HlsStore] = {}
         self.ll_renditions: dict[str, dict[Kind, LlRendition]] = {}
@@ -105,6 +111,12 @@ class Engine:
         self.wall_clock = wall_clock
         self.hub.on_stream_started.append(self._stream_started)
         self.hub.on_stream_unpublished.append(self._stream_unpublished)
+        self.plugin_host = PluginHost(config, self.hub, self.metrics.registry, clock, wall_clock)
+        self.plugins: list[Plugin] | None = None
+        """Plugin instances to run instead of `[plugins] enabled` (set before start(); tests)."""
+        self.viewers.on_join.append(self.plugin_host.hooks.viewer_joined)
+        self.viewers.on_leave.append(self.plugin_host.hooks.viewer_left)
+        self._viewer_sweep: asyncio.TimerHandle | None = None
         self.metrics.attach(
             ScrapeSources(self.hub.streams, self._segments_made, self.viewers, self._rtp_receivers, clock, self.failed)
         )
@@ -406,6 +418,8 @@ class Engine:
             except (OSError, RtpError) as e:
                 raise ConfigError(f"rtp input {item.stream}: {item.sdp}: {e}") from e
             await self.add_rtp_input(item.stream, sdp)
+        await self.plugin_host.start(self.plugins)
+        self._sweep_viewers()
         await self.start_http()
         await self.start_admin()
         if self.publish_hook is not None:
@@ -421,6 +435,12 @@ class Engine:
             self.config.admin.host,
             self.admin_port,
         )
+
+    def _sweep_viewers(self) -> None:
+        """Expire silent viewers a few times per viewer_timeout, so plugins hear them leave."""
+        self.viewers.sweep(self.clock())
+        interval = self.config.http.viewer_timeout / VIEWER_SWEEPS_PER_TIMEOUT
+        self._viewer_sweep = asyncio.get_running_loop().call_later(interval, self._sweep_viewers)
 
     async def add_rtp_input(self, name: str, sdp: SessionDescription) -> RawRtpInput:
         """Listen for raw RTP described by `sdp`, published as stream `name`."""
@@ -450,7 +470,8 @@ class Engine:
         limits = ListenerLimits(
             http.header_timeout, http.keepalive_timeout, http.max_connections_per_ip, http.max_connections
         )
-        listener = Listener(create_app(self.origin), "http", limits, http.trusted_proxies, self._refused)
+        app = create_app(self.origin, self.plugin_host.routes)
+        listener = Listener(app, "http", limits, http.trusted_proxies, self._refused)
         self.http_port = await listener.start(srv.host, self.http_port or srv.http_port)
         self._http = listener
 
@@ -527,6 +548,10 @@ class Engine:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.stop_http()
+        if self._viewer_sweep is not None:
+            self._viewer_sweep.cancel()
+            self._viewer_sweep = None
+        await self.plugin_host.stop()
         if self._admin is not None:
             await self._admin.stop()
             self._admin = None

@@ -441,6 +441,8 @@ class Hub:
         self.streams: dict[str, Stream] = {}
         self.on_stream_started: list[Callable[[Stream], None]] = []
         self.on_stream_unpublished: list[Callable[[Stream], None]] = []
+        self.on_publish: list[Callable[[Stream], None]] = []
+        """Called at every publish (a first one, a resume, a republish), after on_stream_started."""
 
     def get(self, name: str) -> Stream | None:
         return self.streams.get(name)
@@ -470,6 +472,8 @@ class Hub:
         if fresh:
             for cb in self.on_stream_started:
                 cb(stream)
+        for cb in self.on_publish:
+            cb(stream)
         log.info("stream %s: publish started (epoch %d)", name, stream.epoch)
         return StreamPublisher(self, stream)
 

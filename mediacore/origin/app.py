@@ -4,6 +4,8 @@ Nothing on it changes state; the operator's API is the admin listener (admin.py)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
 
 from mediacore.origin import api, hls, llhls, pages
@@ -14,11 +16,13 @@ MAX_REQUEST_BODY = 64 * 1024
 """Bytes of request body accepted: the origin serves GETs; nothing legitimate sends more."""
 
 
-def create_app(state: OriginState) -> web.Application:
+def create_app(state: OriginState, extra_routes: Sequence[web.AbstractRouteDef] = ()) -> web.Application:
+    """The public app; `extra_routes` are the plugins' (under /api/ and /live/{stream}/)."""
     app = web.Application(middlewares=[cors_and_metrics, playback_tokens], client_max_size=MAX_REQUEST_BODY)
     app[STATE_KEY] = state
     hls.add_routes(app)
     llhls.add_routes(app)
     api.add_routes(app, state.http.public_metrics)
     pages.add_routes(app)
+    app.router.add_routes(extra_routes)
     return app

@@ -103,7 +103,7 @@ async def cors_and_metrics(request: web.Request, handler: Handler) -> web.Stream
     cors = state.http.cors_origin
     if request.method == "OPTIONS":
         response: web.StreamResponse = web.Response(status=204)
-        response.headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
+        response.headers["Access-Control-Allow-Methods"] = "GET, HEAD, POST, PUT, DELETE, OPTIONS"
         response.headers["Access-Control-Allow-Headers"] = request.headers.get("Access-Control-Request-Headers", "*")
         response.headers["Access-Control-Max-Age"] = "86400"
     else:

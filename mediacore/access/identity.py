@@ -1,0 +1,101 @@
+"""Who is calling: a JWT (HS256) in `Authorization: Bearer`, signed with `[auth] jwt_secret`,
+the secret the shop backend shares with the engine. The one rule for issuing and checking
+them; plugins get a verified `Identity` and never parse tokens themselves. Time (seconds
+since the epoch) is passed in.
+
+Claims: `sub` (the user id), `role` (viewer, moderator, host or admin) and `exp`. The token
+is size-checked before it is decoded, only HS256 is accepted (no `alg: none`, no key
+confusion), and `exp` is required.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import jwt
+
+ALGORITHM = "HS256"
+MAX_TOKEN_BYTES = 4096
+"""Longest bearer token read: a JWT with the claims above is a few hundred bytes; a larger one
+is refused before it is decoded."""
+MAX_SUBJECT = 128
+"""Characters of a user id (`sub`): a UUID, an e-mail address or a shop's customer number."""
+MIN_JWT_SECRET_BYTES = 32
+"""Shortest `jwt_secret` accepted: RFC 7518 asks for a key at least as long as the hash (256 bits)."""
+
+
+class Role(enum.IntEnum):
+    """Ordered: a role may do what every lower role may."""
+
+    VIEWER = 0
+    MODERATOR = 1
+    HOST = 2
+    ADMIN = 3
+
+    @classmethod
+    def parse(cls, text: object) -> Role:
+        if not isinstance(text, str) or text.upper() not in cls.__members__:
+            raise IdentityError(f"unknown role {text!r}")
+        return cls[text.upper()]
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class IdentityError(ValueError):
+    """A token that proves nothing: the message says why (never the token itself)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    sub: str
+    role: Role
+    expires_at: float
+
+    def may(self, role: Role) -> bool:
+        """Whether this identity acts with at least `role`."""
+        return self.role >= role
+
+
+def issue(secret: bytes, sub: str, role: Role, ttl: float, now: float) -> str:
+    """A token for `sub` with `role`, valid `ttl` seconds from `now`."""
+    if not sub or len(sub) > MAX_SUBJECT:
+        raise IdentityError(f"a user id is 1 to {MAX_SUBJECT} characters")
+    claims = {"sub": sub, "role": role.label, "exp": int(now + ttl), "iat": int(now)}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify(secret: bytes, token: str, now: float) -> Identity:
+    """The identity a token proves, or IdentityError."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise IdentityError("token too long")
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"require": ["sub", "role", "exp"], "verify_exp": False},
+        )
+    except jwt.InvalidTokenError as e:
+        raise IdentityError(f"invalid token: {type(e).__name__}") from None
+    exp = claims["exp"]
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        raise IdentityError("invalid token: exp is not a number")
+    if now >= exp:
+        raise IdentityError("token expired")
+    sub = claims["sub"]
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUBJECT:
+        raise IdentityError("invalid token: bad sub")
+    return Identity(sub, Role.parse(claims["role"]), float(exp))
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer TOKEN` header, or None."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()

@@ -1,0 +1,162 @@
+"""The plugin API: everything a plugin (commerce, chat, audience) sees of the engine.
+
+A plugin is a class with a `name`, `async start(context)` and `async stop()`. At start it
+registers what it needs through its `PluginContext`: HTTP routes under `/api/`, WebSocket
+routes under `/live/{stream}/`, lifecycle hooks (stream published / unpublished, viewer
+joined / left); it pins timed metadata to a stream through `StreamHandle.add_metadata`, and
+learns who calls it through `context.identity(request)`: a verified JWT, never parsed by
+the plugin. Its own TOML section arrives as a plain dict in `context.settings`.
+
+The media path never waits for a plugin: hooks are plain callbacks that must return at once
+(a plugin with work to do schedules it), and a hook that raises is logged and ignored.
+
+Plugins import this module only (the import-graph test holds it); the names they need from
+the rest of the engine are re-exported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from mediacore.access.identity import Identity, IdentityError, Role
+from mediacore.model.metadata import PRODUCT_CLASS, AttributeValue, MetadataError, TimedMetadata
+
+__all__ = [
+    "PRODUCT_CLASS",
+    "AttributeValue",
+    "Handler",
+    "Identity",
+    "IdentityError",
+    "MetadataError",
+    "Plugin",
+    "PluginContext",
+    "PluginError",
+    "Role",
+    "StreamHandle",
+    "StreamHook",
+    "TimedMetadata",
+    "ViewerHook",
+]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+StreamHook = Callable[[str], None]
+"""Called with the stream's name."""
+ViewerHook = Callable[[str, str], None]
+"""Called with the stream's name and the viewer's key (a pseudonymous client key)."""
+
+
+class PluginError(Exception):
+    """A plugin cannot start (bad settings, a backend it needs is unreachable): the engine
+    refuses to start, with this message."""
+
+
+class StreamHandle(Protocol):
+    """One live (or reconnecting, or recently ended) stream, as a plugin sees it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def publishing(self) -> bool: ...
+
+    def add_metadata(
+        self,
+        attributes: Mapping[str, AttributeValue],
+        start: float | Literal["now"] = "now",
+        duration: float | None = None,
+        metadata_id: str | None = None,
+        cls: str = PRODUCT_CLASS,
+    ) -> TimedMetadata:
+        """Pin timed metadata (EXT-X-DATERANGE in every playlist, ID3 / emsg in-band). `start`
+        is "now" (the PDT of the newest frame received) or seconds since the epoch. Returns
+        the item with its `id` and `start_date`; MetadataError when refused (nothing added)."""
+        ...
+
+
+class PluginContext(Protocol):
+    """What the engine gives one plugin."""
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        """The plugin's own TOML section (`[commerce]` for the commerce plugin), unchecked."""
+        ...
+
+    @property
+    def data_dir(self) -> Path:
+        """A directory of the plugin's own for embedded state (SQLite files); created."""
+        ...
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """Where the plugin's Prometheus metrics go (served with the engine's on /metrics)."""
+        ...
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether every listener of the engine is bound to loopback (a demo or a test):
+        conveniences such as guest tokens may default to on then."""
+        ...
+
+    def clock(self) -> float:
+        """Monotonic seconds."""
+        ...
+
+    def wall_clock(self) -> float:
+        """Seconds since the epoch."""
+        ...
+
+    def stream(self, name: str) -> StreamHandle | None: ...
+
+    def stream_names(self) -> list[str]:
+        """Every stream the engine holds (live, reconnecting, or ended and still served)."""
+        ...
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        """An HTTP route on the public port; `path` starts with `/api/` (aiohttp syntax)."""
+        ...
+
+    def add_websocket(self, path: str, handler: Handler) -> None:
+        """A WebSocket route below `/live/{stream}/` (e.g. `/live/{stream}/chat`)."""
+        ...
+
+    def on_stream_published(self, hook: StreamHook) -> None: ...
+
+    def on_stream_unpublished(self, hook: StreamHook) -> None: ...
+
+    def on_viewer_joined(self, hook: ViewerHook) -> None: ...
+
+    def on_viewer_left(self, hook: ViewerHook) -> None: ...
+
+    def identity(self, request: web.Request) -> Identity | None:
+        """The caller's verified identity (a JWT in `Authorization: Bearer`, or in the
+        `access_token` query parameter of a WebSocket upgrade, which browsers cannot give
+        headers), or None when there is none. IdentityError for a token that is present but
+        invalid or expired: answer it with 401."""
+        ...
+
+    def issue_token(self, sub: str, role: Role, ttl: float) -> str:
+        """A JWT the engine will accept, for plugins that are the identity provider
+        (embedded accounts, guest tokens)."""
+        ...
+
+    def client_key(self, request: web.Request) -> str:
+        """The caller's address (X-Forwarded-For only from trusted proxies): for per-client
+        rate limits."""
+        ...
+
+
+class Plugin(Protocol):
+    name: str
+
+    async def start(self, context: PluginContext) -> None:
+        """Register routes and hooks; open backends. PluginError refuses the engine's start."""
+        ...
+
+    async def stop(self) -> None:
+        """Close backends; called once, after the public port stopped serving."""
+        ...
