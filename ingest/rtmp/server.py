@@ -283,14 +283,7 @@ class RtmpConnection(asyncio.Protocol):
         if self.closed:
             return
         log.info("rtmp %s [%s]: stopped by the server: %s", self.peer, self.session.stream_name or "-", reason)
-        self.closed = True
-        self._abandon_decision()
-        self._cancel_timers()
-        if self.publisher is not None:
-            self.publisher.close()
-            self.publisher = None
-        if self.transport is not None:
-            self.transport.close()
+        self._shut(send_queued=False)
 
     def fail(self, reason: str) -> None:
         """Log once, send what the session queued (an error status), close this connection."""
@@ -299,9 +292,15 @@ class RtmpConnection(asyncio.Protocol):
         name = self.session.stream_name or "-"
         log.warning("rtmp %s [%s]: closed: %s", self.peer, name, reason)
         self.server.on_error()
+        self._shut(send_queued=True)
+
+    def _shut(self, send_queued: bool) -> None:
+        """Close this connection: the pending decision, the timers, the publishing session;
+        with `send_queued`, what the session queued (an error status) goes out first."""
         self.closed = True
         self._abandon_decision()
-        self._flush()
+        if send_queued:
+            self._flush()
         self._cancel_timers()
         if self.publisher is not None:
             self.publisher.close()
