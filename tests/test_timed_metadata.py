@@ -428,7 +428,7 @@ def test_on_cue_point_becomes_a_cue_point_event_with_its_message_timestamp():
     body = amf0.encode(
         "onCuePoint", {"name": "product", "time": 1.5, "type": "event", "parameters": {"product_id": "sku-1"}}
     )
-    session._handle(Message(DATA_AMF0, 1, 1500, body), events)
+    session._handle(Message(DATA_AMF0, 1, 1500, body), events, 0.0)
     assert events == [CuePoint(1500, "product", {"product_id": "sku-1"})]
 
 
