@@ -535,8 +535,8 @@ def _phone_shape(groups: list[str], separators: list[str]) -> bool:
     same = len(set(separators)) == 1
     if same and separators[0] in {".", " "} and len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:]):
         return False  # thousands: 1.299.000, 1 299 000
-    if separators[-1] == "." and len(groups[-1]) == 2 and separators.count(".") == 1:
-        return False  # decimals: 1234567.89, 1 234 567.89
+    if separators == ["."] or (separators[-1] == "." and len(groups[-1]) == 2 and separators.count(".") == 1):
+        return False  # decimals: 3.1234567, 1234567.89, 1 234 567.89
     if same and len(groups) == 3 and [len(g) for g in groups] in ([4, 2, 2], [2, 2, 4]):
         if _is_year(groups[0]) or _is_year(groups[2]):
             return False  # dates: 2024-05-01, 01.05.2024
@@ -598,7 +598,7 @@ def _phone_spans(t: _Tokens, taken: list[tuple[int, int]]) -> list[tuple[int, in
 def _phone_context(t: _Tokens, first: int, last: int) -> bool:
     """Whether the characters around a candidate allow a phone number: not an order number
     (#12345678), not a price ($ 1234567, 1234567 €, 1234567%), not part of a code
-    (SKU-1234567, 12/1234567) or of a decimal (3.1234567)."""
+    (SKU-1234567, 12/1234567) or of a decimal (0,12345678)."""
     before, before2 = t.get(first - 1), t.get(first - 2)
     if before == "#" or _is_currency(before) or (_is_space(before) and _is_currency(before2)):
         return False
