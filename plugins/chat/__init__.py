@@ -1,0 +1,1 @@
+"""Live chat: WebSocket rooms, likes and gifts, limits and moderation."""
