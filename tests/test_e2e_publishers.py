@@ -32,7 +32,7 @@ async def test_gstreamer_rtmp2sink_push_plays(engine):
     gst = await start_process(*gstreamer_pipeline(url))
     try:
         await wait_for_playlist(engine.http_port, "gst", segments=2, timeout=40)
-        report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/gst", seconds=12)
+        report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/gst?ll=0", seconds=12)
     finally:
         await stop_process(gst)
     assert report["started"], report
@@ -75,7 +75,7 @@ async def test_demo_command_serves_a_stream_hlsjs_plays_hls_and_llhls():
         watch_url = line.decode().split("watch it at", 1)[1].strip()
         assert watch_url == f"http://127.0.0.1:{http_port}/watch/demo"
         await wait_for_playlist(http_port, "demo", segments=2, timeout=40)
-        report = await play_in_browser(watch_url, seconds=12)
+        report = await play_in_browser(watch_url + "?ll=0", seconds=12)
         ll_report = await play_in_browser(watch_url + "?ll=1", seconds=62)
     finally:
         await stop_process(proc)

@@ -65,7 +65,7 @@ async def test_ffmpeg_push_plays_in_hlsjs(engine, clip, tmp_path):
         await wait_for_playlist(engine.http_port, "shop1", segments=2)
         playlist_url = f"http://127.0.0.1:{engine.http_port}/live/shop1/index.m3u8"
         poller = asyncio.create_task(poll_playlist(playlist_url, history, stop))
-        report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/shop1", seconds=22)
+        report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/shop1?ll=0", seconds=22)
         stop.set()
         await poller
     finally:

@@ -33,7 +33,7 @@ async def push_and_play(engine, name: str, pusher_args: list[str], wait_exit: bo
     pusher = await start_process(*pusher_args)
     try:
         await wait_for_playlist(engine.http_port, name, segments=2, timeout=40)
-        report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/{name}", seconds=PLAY_SECONDS)
+        report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/{name}?ll=0", seconds=PLAY_SECONDS)
         if wait_exit:
             assert await asyncio.wait_for(pusher.wait(), 40) == 0
     finally:
@@ -93,7 +93,7 @@ async def test_ffmpeg_rtsp_opus_is_transcoded_to_aac_and_plays(engine):
     try:
         await wait_for_playlist(engine.http_port, name, segments=2, timeout=40)
         audio = await segment_audio(engine, name)
-        report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/{name}", seconds=PLAY_SECONDS)
+        report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/{name}?ll=0", seconds=PLAY_SECONDS)
         assert await asyncio.wait_for(pusher.wait(), 40) == 0
     finally:
         await stop_process(pusher)

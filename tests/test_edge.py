@@ -168,7 +168,7 @@ async def test_a_404_for_the_part_after_the_hint_poisons_neither_tier(tiers):
 
 
 async def test_hlsjs_and_player_client_play_through_two_tiers(tiers):
-    hls = await play_in_browser(f"{tiers.edge}/watch/tv", seconds=10)
+    hls = await play_in_browser(f"{tiers.edge}/watch/tv?ll=0", seconds=10)
     assert hls["started"] and hls["advanced"] >= 9 and hls["fatal"] is None, hls
     ll = await play_in_browser(f"{tiers.edge}/watch/tv?ll=1", seconds=15)
     assert ll["started"] and ll["advanced"] >= 14 and ll["fatal"] is None, ll

@@ -53,7 +53,7 @@ async def test_nginx_proxy_cache_in_front_of_the_origin(engine, tmp_path):
             # Directive-less playlists stay fresh (max-age=1): never served older than that.
             async with session.get(f"{base}/live/cdn/ll/video.m3u8") as r:
                 assert r.headers["Cache-Control"] == "public, max-age=1"
-        hls = await play_in_browser(f"{base}/watch/cdn", seconds=10)
+        hls = await play_in_browser(f"{base}/watch/cdn?ll=0", seconds=10)
         assert hls["started"] and hls["fatal"] is None and frozen_seconds(hls) == 0, hls
         # LL-HLS through nginx, judged against the same player straight from the origin in
         # the same seconds: on a loaded machine Chromium itself plays slower than real time

@@ -84,9 +84,12 @@ async def test_api_streams_metrics_health_watch(engine, live):
         assert (await r.json()) == {"status": "ok", "live_streams": 1, "failed_streams": []}
     async with session.get("/watch/shop1") as r:
         page = await r.text()
-    assert "/static/hls.min.js" in page and "index.m3u8" in page and "ll.m3u8" in page
+    assert "/static/hls.min.js" in page and "/static/watch.js" in page
     async with session.get("/static/hls.min.js") as r:
         assert r.status == 200
+    async with session.get("/static/watch.js") as r:
+        script = await r.text()
+    assert "index.m3u8" in script and "ll.m3u8" in script
 
 
 async def test_publish_keys(engine):

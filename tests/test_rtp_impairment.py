@@ -167,7 +167,7 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
         poller = asyncio.create_task(poll_playlist(f"{base}/index.m3u8", history, stop))
         ll_poller = asyncio.create_task(poll_ll_playlists(base, stop))
         report, ll_report = await asyncio.gather(
-            play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/impaired", seconds=21),
+            play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/impaired?ll=0", seconds=21),
             play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/impaired?ll=1", seconds=21),
         )
         stop.set()

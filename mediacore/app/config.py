@@ -28,7 +28,9 @@ MIN_ADMIN_TOKEN = 16
 """Characters an admin token needs at least: short tokens can be guessed over the network."""
 
 
-PLUGIN_SECTIONS: dict[str, str] = {}
+PLUGIN_SECTIONS: dict[str, str] = {
+    "accounts": "plugins.accounts.plugin:AccountsPlugin",
+}
 """The plugins this engine knows, by name (`[plugins] enabled` lists some; each reads the
 section of its name), and where each lives ("module:Class")."""
 
@@ -122,9 +124,10 @@ class AuthConfig:
 
 @dataclass(slots=True)
 class PluginsConfig:
-    enabled: list[str] = field(default_factory=list)
+    enabled: list[str] = field(default_factory=lambda: ["accounts"])
     """Plugins to run, by name (see mediacore/app/plugins.py); each reads its own section
-    ([commerce], [chat], ...)."""
+    ([commerce], [chat], ...). Default: the embedded accounts (register, log in, guest
+    tokens for the watch page's buy button)."""
 
 
 @dataclass(slots=True)

@@ -1,7 +1,9 @@
-"""The pages a person opens: the stream index, the watch page and the hls.js it loads."""
+"""The pages a person opens: the stream index, the watch page and the scripts it loads
+(hls.js, watch.js, and the chat plugin's chat.js when it is installed)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from aiohttp import web
@@ -13,11 +15,17 @@ from mediacore.playlist.uris import WATCH_PAGE
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 STATIC_MAX_AGE = 86400
 """Seconds browsers may keep hls.js: it changes only with an install."""
+STATIC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*\.(js|css)")
+"""Names served from web/static/ (no dots but the extension, no slashes: no way out of it)."""
+CHAT_SCRIPT = "chat.js"
+"""The chat pane's script (plugins/chat installs it); the watch page loads it only if present,
+so a page without chat has no failed request."""
 
 
 async def watch(request: web.Request) -> web.StreamResponse:
     name = stream_name(request)
-    html = (WEB_DIR / "watch.html").read_text().replace("{{STREAM}}", name)
+    chat = f'<script src="/static/{CHAT_SCRIPT}" defer></script>' if (WEB_DIR / "static" / CHAT_SCRIPT).exists() else ""
+    html = (WEB_DIR / "watch.html").read_text().replace("{{STREAM}}", name).replace("{{CHAT_SCRIPT}}", chat)
     return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
@@ -39,7 +47,17 @@ async def hls_js(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Cache-Control": f"public, max-age={STATIC_MAX_AGE}"})
 
 
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """watch.js, chat.js: revalidated on each load (they change with the tree, not an install)."""
+    name = request.match_info["name"]
+    path = WEB_DIR / "static" / name
+    if not STATIC_NAME.fullmatch(name) or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get(WATCH_PAGE, watch)
     app.router.add_get("/static/hls.min.js", hls_js)
+    app.router.add_get("/static/{name}", static_file)
     app.router.add_get("/", index)

@@ -1,0 +1,287 @@
+// The watch page: hls.js (LL-HLS unless ?ll=0), product cards shown when *playback* reaches
+// their START-DATE, a buy button placing idempotent orders, a viewer counter and a latency
+// readout. No build step: plain browser JavaScript, served by the origin.
+//
+// Cards arrive as EXT-X-DATERANGE (CLASS="com.mediacore.product") in the playlists hls.js
+// parses. Each presented video frame (requestVideoFrameCallback) is mapped to its
+// PROGRAM-DATE-TIME through the fragment that holds it; the card whose START-DATE the frame
+// has reached (and whose DURATION it has not passed) is shown. Cue events fire only every
+// ~250 ms; this is exact to the frame.
+(function () {
+  "use strict";
+  const PRODUCT_CLASS = "com.mediacore.product";
+  const VIEWERS_EVERY_MS = 5000;        // viewer counter poll: a count need not be fresher
+  const ORDER_ATTEMPTS = 4;             // tries of one tap (same Idempotency-Key) on network errors / 5xx / in_progress
+  const ORDER_BACKOFF_MS = 500;         // first retry delay, doubled each time
+  const TOKEN_MARGIN_MS = 30000;        // fetch a new guest token this long before the old one expires
+  const CARD_KEEP_MS = 60000;           // forget cards that ended this long before the playing PDT
+  const PDT_ROUNDING_MS = 1;            // PROGRAM-DATE-TIME and START-DATE are written to the millisecond
+
+  const stream = window.MEDIACORE_STREAM;
+  const params = new URLSearchParams(location.search);
+  const lowLatency = params.get("ll") !== "0";
+  // A signed playback token (?token=, from `mediacore sign-url`) goes on the playlist URL;
+  // the server writes it into every URI of the playlists it answers, hls.js needs no more.
+  const token = params.get("token");
+  const src = params.get("src") ||
+    `/live/${encodeURIComponent(stream)}/${lowLatency ? "ll.m3u8" : "index.m3u8"}` +
+    (token ? `?token=${encodeURIComponent(token)}` : "");
+  const $ = (id) => document.getElementById(id);
+  const video = $("video"), statsEl = $("stats"), errorEl = $("error");
+  const cardEl = $("card"), buyBtn = $("buy");
+  const cardImg = cardEl.querySelector("img"), cardTitle = cardEl.querySelector(".title");
+  const cardPrice = cardEl.querySelector(".price"), cardResult = cardEl.querySelector(".result");
+
+  // Playback facts, read by people (the stats line) and by the browser tests.
+  const state = window.mediacore = {
+    src, lowLatency, errors: [], fatal: null, stalls: 0, playing: false, startedAt: null,
+    firstFrameMs: null, levels: [], viewers: null,
+    cards: {},          // id -> {id, start, end, productId, saleId, title, price, image, knownAtPdt}
+    shown: null,        // id of the card on screen
+    cardLog: [],        // {id, start, pdt, prevPdt, delta, mediaTime, presentedFrames} when a card appears
+    hideLog: [],        // {id, end, pdt} when a card goes
+    framePdt: null,     // PDT (ms) of the last presented frame
+    frames: 0,          // frames seen by requestVideoFrameCallback
+    orders: [],         // {key, status, body, attempts} per tap
+  };
+  const t0 = performance.now();
+  video.addEventListener("playing", () => {
+    if (!state.playing && state.firstFrameMs === null) state.firstFrameMs = performance.now() - t0;
+    state.playing = true;
+  });
+  video.addEventListener("waiting", () => { if (state.playing) { state.stalls += 1; state.playing = false; } });
+
+  // --- Viewer counter: /api/streams carries each stream's viewers. ---
+  async function pollViewers() {
+    try {
+      const r = await fetch("/api/streams", { cache: "no-store" });
+      if (r.ok) {
+        const item = (await r.json()).find((s) => s.name === stream);
+        if (item) {
+          state.viewers = item.viewers;
+          $("viewers").textContent = `${item.viewers} watching`;
+          $("live").hidden = item.state !== "live";
+        }
+      }
+    } catch (e) { /* offline for a moment: the next poll tells */ }
+  }
+  pollViewers();
+  setInterval(pollViewers, VIEWERS_EVERY_MS);
+
+  // Optional per-stream chat script (plugins/chat): /static/chat.js, included by the server
+  // only when installed; it finds its pane as <section id="chat">.
+
+  if (!window.Hls || !Hls.isSupported()) {
+    if (video.canPlayType("application/vnd.apple.mpegurl")) { video.src = src; }
+    else { errorEl.textContent = "This browser cannot play HLS."; }
+    return;
+  }
+  // In LL mode, let hls.js play up to 1.5x to reach PART-HOLD-BACK behind the live edge
+  // after joining at a parent's first (independent) part.
+  const hls = new Hls({ lowLatencyMode: lowLatency, maxLiveSyncPlaybackRate: lowLatency ? 1.5 : 1,
+                        manifestLoadingMaxRetry: 10,
+                        manifestLoadingRetryDelay: 500, levelLoadingMaxRetry: 10 });
+  state.hls = hls;
+  state.pdtLatency = () => (hls.playingDate ? (Date.now() - hls.playingDate.getTime()) / 1000 : null);
+  hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => { state.levels = data.levels.map(l => [l.width, l.height]); });
+  hls.on(Hls.Events.ERROR, (_, data) => {
+    state.errors.push({ type: data.type, details: data.details, fatal: data.fatal });
+    if (data.fatal) { state.fatal = data.details; errorEl.textContent = `playback error: ${data.details}`; }
+  });
+
+  // --- Cards from the DATERANGEs hls.js parsed. ---
+  let details = null;  // the playing level's LevelDetails: fragments with start and PDT
+  function readDateRanges(levelDetails) {
+    details = levelDetails;
+    const ranges = levelDetails.dateRanges || {};
+    for (const id in ranges) {
+      const dr = ranges[id];
+      if (state.cards[id] || dr.class !== PRODUCT_CLASS) continue;
+      const start = dr.startDate.getTime();
+      if (!Number.isFinite(start)) continue;
+      const duration = dr.duration;
+      const a = dr.attr;
+      state.cards[id] = {
+        id, start, end: duration === null ? Infinity : start + duration * 1000,
+        productId: a["X-PRODUCT-ID"] || null, saleId: a["X-SALE-ID"] || null,
+        title: a["X-TITLE"] || a["X-PRODUCT-ID"] || "", price: a["X-PRICE"] || "", image: a["X-IMAGE"] || "",
+        knownAtPdt: state.framePdt,
+      };
+    }
+  }
+  hls.on(Hls.Events.LEVEL_LOADED, (_, data) => readDateRanges(data.details));
+  hls.on(Hls.Events.LEVEL_UPDATED, (_, data) => readDateRanges(data.details));
+
+  // Where a fragment's video starts on the media timeline. A segment's PROGRAM-DATE-TIME is
+  // the time of its first video frame; hls.js's frag.start is the earliest of its audio and
+  // video, up to an AAC frame (21 ms) earlier, so the video's own start is used once parsed
+  // (not for a fragment hls.js only partly loaded: then its start is the part's, not the
+  // segment's).
+  function videoStart(f) {
+    const v = f.elementaryStreams && f.elementaryStreams.video;
+    return v && !v.partial && Number.isFinite(v.startPTS) && Math.abs(v.startPTS - f.start) < 0.1 ? v.startPTS : f.start;
+  }
+
+  // PROGRAM-DATE-TIME (ms since the epoch) of media time `t` (s): the fragment holding it
+  // (the newest one starting at or before t; parts belong to their parent, whose start and
+  // PDT hls.js keeps, the in-progress parent being details.fragmentHint).
+  function pdtOf(t) {
+    if (!details) return null;
+    const frags = details.fragmentHint ? details.fragments.concat(details.fragmentHint) : details.fragments;
+    for (let i = frags.length - 1; i >= 0; i--) {
+      const f = frags[i];
+      if (f.programDateTime === null || f.programDateTime === undefined || !Number.isFinite(f.start)) continue;
+      const start = videoStart(f);
+      if (t >= start - 0.0005) return f.programDateTime + (t - start) * 1000;
+    }
+    return null;
+  }
+
+  function render(card) {
+    cardTitle.textContent = card.title;
+    cardPrice.textContent = card.price;
+    if (card.image) cardImg.src = card.image; else cardImg.removeAttribute("src");
+    if (!inFlight) cardResult.textContent = "";
+  }
+
+  function showCardsAt(pdt, meta) {
+    let active = null;
+    for (const id in state.cards) {
+      const c = state.cards[id];
+      if (c.end < pdt - CARD_KEEP_MS) { delete state.cards[id]; continue; }
+      // Both dates are written to the millisecond: a frame within that rounding of the
+      // START-DATE is the frame that carries it.
+      const at = pdt + PDT_ROUNDING_MS;
+      if (c.start <= at && at < c.end && (active === null || c.start > active.start)) active = c;
+    }
+    const activeId = active ? active.id : null;
+    if (activeId === state.shown) return;
+    if (state.shown !== null) {
+      const gone = state.cards[state.shown];
+      state.hideLog.push({ id: state.shown, end: gone ? gone.end : null, pdt });
+    }
+    state.shown = activeId;
+    if (active) {
+      render(active);
+      cardEl.hidden = false;
+      state.cardLog.push({ id: active.id, start: active.start, pdt, prevPdt: state.prevPdt, delta: pdt - active.start,
+                           mediaTime: meta.mediaTime, presentedFrames: meta.presentedFrames,
+                           knownAtPdt: active.knownAtPdt });
+    } else {
+      cardEl.hidden = true;
+    }
+  }
+
+  // Every presented frame: its PDT decides the card. DOM changes made here show with this frame.
+  function onFrame(now, meta) {
+    const pdt = pdtOf(meta.mediaTime);
+    if (pdt !== null) {
+      state.prevPdt = state.framePdt;
+      state.framePdt = pdt;
+      state.frames += 1;
+      showCardsAt(pdt, meta);
+    }
+    video.requestVideoFrameCallback(onFrame);
+  }
+  if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
+    video.requestVideoFrameCallback(onFrame);
+  } else {
+    // Without it (older browsers): once per animation frame, from currentTime.
+    const tick = () => {
+      if (!video.paused) onFrame(0, { mediaTime: video.currentTime, presentedFrames: -1 });
+      requestAnimationFrame(tick);
+    };
+    requestAnimationFrame(tick);
+  }
+
+  // --- Buying: a guest token (or one the shop's login left in localStorage), then an order
+  // with one Idempotency-Key per tap, reused on every retry of that tap. ---
+  let guest = null;
+  let inFlight = false;
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  function newKey() {  // a UUID v4; crypto.randomUUID needs a secure context, this does not
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
+    const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+
+  async function bearer(renew) {
+    const own = localStorage.getItem("mediacore.token");
+    if (own && !renew) return own;
+    if (!renew && guest && guest.expires > Date.now() + TOKEN_MARGIN_MS) return guest.token;
+    const r = await fetch("/api/guest", { method: "POST" });
+    if (!r.ok) return null;
+    const body = await r.json();
+    guest = { token: body.token, expires: Date.now() + body.expires_in * 1000 };
+    return guest.token;
+  }
+
+  async function placeOrder(body, key) {
+    let renewed = false;
+    let attempts = 0;
+    for (let i = 0; i < ORDER_ATTEMPTS; i++) {
+      attempts += 1;
+      let r;
+      try {
+        const auth = await bearer(renewed && i > 0);
+        if (auth === null) return { status: 401, body: { error: "sign_in" }, attempts };
+        r = await fetch("/api/orders", {
+          method: "POST",
+          headers: { "Content-Type": "application/json", "Authorization": `Bearer ${auth}`, "Idempotency-Key": key },
+          body: JSON.stringify(body),
+        });
+      } catch (e) {
+        await sleep(ORDER_BACKOFF_MS << i);   // network error: the same tap again, the same key
+        continue;
+      }
+      const answer = await r.json().catch(() => ({}));
+      if (r.status === 401 && !renewed) { renewed = true; guest = null; continue; }
+      if ((r.status === 409 && answer.error === "in_progress") || r.status >= 500) {
+        const wait = Number(r.headers.get("Retry-After"));
+        await sleep(Number.isFinite(wait) && wait > 0 ? wait * 1000 : ORDER_BACKOFF_MS << i);
+        continue;
+      }
+      return { status: r.status, body: answer, attempts };
+    }
+    return { status: 0, body: { error: "network" }, attempts };
+  }
+
+  const REFUSALS = { sold_out: "Sold out", limit: "You have reached the limit for this item",
+                     not_started: "The sale has not started yet", ended: "The sale has ended",
+                     sign_in: "Sign in to buy" };
+
+  async function buy() {
+    const card = state.shown && state.cards[state.shown];
+    if (inFlight || !card) return;   // a tap while an order is in flight places nothing
+    inFlight = true;
+    buyBtn.disabled = true;
+    cardResult.textContent = "Ordering…";
+    const key = newKey();
+    const body = card.saleId ? { sale_id: card.saleId } : { product_id: card.productId, quantity: 1 };
+    try {
+      const outcome = await placeOrder(body, key);
+      state.orders.push({ key, card: card.id, ...outcome });
+      if (outcome.status === 201) cardResult.textContent = "Ordered ✓";
+      else cardResult.textContent = REFUSALS[outcome.body.error] ||
+        (outcome.status === 401 || outcome.status === 403 ? REFUSALS.sign_in : "Could not order, please try again");
+    } finally {
+      inFlight = false;
+      buyBtn.disabled = false;
+    }
+  }
+  buyBtn.addEventListener("click", buy);
+
+  hls.loadSource(src);
+  hls.attachMedia(video);
+  video.play().catch(() => {});
+  setInterval(() => {
+    const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : {};
+    // Latency: how far the presented frame's PDT is behind this clock (the live edge).
+    const behind = state.framePdt !== null ? (Date.now() - state.framePdt) / 1000 : hls.latency;
+    $("latency").textContent = behind ? `latency ${behind.toFixed(1)} s` : "latency –";
+    statsEl.textContent = `${lowLatency ? "LL-HLS" : "HLS"} · ${video.videoWidth}×${video.videoHeight} · ` +
+      `t=${video.currentTime.toFixed(1)} s · frames ${q.totalVideoFrames || 0} · stalls ${state.stalls}`;
+  }, 500);
+})();
