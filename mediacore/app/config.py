@@ -28,7 +28,9 @@ MIN_ADMIN_TOKEN = 16
 """Characters an admin token needs at least: short tokens can be guessed over the network."""
 
 
-PLUGIN_SECTIONS: dict[str, str] = {}
+PLUGIN_SECTIONS: dict[str, str] = {
+    "commerce": "plugins.commerce.plugin:CommercePlugin",
+}
 """The plugins this engine knows, by name (`[plugins] enabled` lists some; each reads the
 section of its name), and where each lives ("module:Class")."""
 
@@ -122,9 +124,10 @@ class AuthConfig:
 
 @dataclass(slots=True)
 class PluginsConfig:
-    enabled: list[str] = field(default_factory=list)
+    enabled: list[str] = field(default_factory=lambda: ["commerce"])
     """Plugins to run, by name (see mediacore/app/plugins.py); each reads its own section
-    ([commerce], [chat], ...)."""
+    ([commerce], [chat], ...). The commerce plugin runs by default, with its embedded store
+    (SQLite under [server] data_dir) unless [commerce] redis_url names a Redis."""
 
 
 @dataclass(slots=True)
