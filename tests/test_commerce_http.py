@@ -322,3 +322,14 @@ def test_the_example_commerce_section_lists_every_setting_and_loads():
 
 def test_commerce_runs_by_default():
     assert load_config(None).plugins.enabled == ["commerce"]
+
+
+def test_the_demo_command_turns_the_demo_shop_on():
+    from mediacore.app.cli import enable_demo_shop
+
+    config = load_config(None, {"demo": {"stream": "studio"}})
+    enable_demo_shop(config)
+    assert CommerceSettings.parse(config.plugin_settings["commerce"]).demo_stream == "studio"
+    off = load_config(None, {"plugins": {"enabled": []}})
+    enable_demo_shop(off)
+    assert "commerce" not in off.plugin_settings
