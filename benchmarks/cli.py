@@ -46,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     soak.add_argument("--seed", type=int, default=1, help="seed of the drops and the hostile peers' order")
     soak.add_argument("--json", type=Path, help="where to write results")
+    commerce = sub.add_parser("commerce", help="purchase attempts/s and p50/p99 over HTTP, SQLite and Redis")
+    commerce.add_argument("--buyers", type=int, default=200, help="concurrent buyers (default 200)")
+    commerce.add_argument("--attempts", type=int, default=10_000, help="purchase attempts per backend (default 10000)")
+    commerce.add_argument(
+        "--backend", choices=["sqlite", "redis", "both"], default="both", help="store backend (default both)"
+    )
+    commerce.add_argument("--json", type=Path, help="where to write results")
     args = parser.parse_args(argv)
     if args.suite == "ingest":
         from benchmarks import ingest as suite
@@ -72,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
 
         out = args.json or Path("bench-results") / f"latency-{time.strftime('%Y%m%d-%H%M%S')}.json"
         latency_suite.run(args.seconds, out)
+    elif args.suite == "commerce":
+        from benchmarks import commerce as commerce_suite
+
+        out = args.json or Path("bench-results") / f"commerce-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        backends = ["sqlite", "redis"] if args.backend == "both" else [args.backend]
+        commerce_suite.run(args.buyers, args.attempts, backends, out)
     elif args.suite == "soak":
         from benchmarks import soak as soak_suite
 

@@ -67,3 +67,11 @@ def test_rtp_suite_runs_and_writes_json(tmp_path):
     assert report["packets"] > 19000
     ours = report["results"]["mediacore (compiled)"]
     assert all(ours[row] > 0 for row in ("header", "payload", "jitter", "full"))
+
+
+def test_commerce_suite_runs_and_writes_json(tmp_path):
+    _, report = run_suite(tmp_path, "commerce", "--buyers", "20", "--attempts", "400", timeout=120)
+    for backend in ("sqlite", "redis"):
+        result = report["results"][backend]
+        assert result["statuses"] == {"201": 200, "409": 200} and result["remaining"] == 0
+        assert result["attempts_per_s"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"]

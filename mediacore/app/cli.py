@@ -170,6 +170,15 @@ def demo_publish_key(config: Config) -> str:
     return auth.publish_keys.get(config.demo.stream, auth.default_publish_key)
 
 
+def enable_demo_shop(config: Config) -> None:
+    """`mediacore demo` runs the commerce plugin's demo shop (a seeded catalogue and flash
+    sale, a product card on the demo stream every few seconds) unless the file says otherwise."""
+    if "commerce" in config.plugins.enabled:
+        settings = config.plugin_settings.setdefault("commerce", {})
+        settings.setdefault("demo", True)
+        settings.setdefault("demo_stream", config.demo.stream)
+
+
 async def _run(config: Config, demo: bool) -> int:
     """Serve until SIGTERM or SIGINT, then drain ([server] drain_timeout) and stop; a second
     signal stops at once. 0 after a drain, 1 if a second signal cut it short."""
@@ -263,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, _overrides(args))
         if args.command == "demo":
             demo_publish_key(config)  # a made-up key closes open publishing: checked next
+            enable_demo_shop(config)
         check_open_publish(config)
     except (ConfigError, OSError) as e:
         print(f"mediacore: configuration error: {e}", file=sys.stderr)

@@ -250,6 +250,9 @@ class StoreBase(ABC):
     async def get_sale(self, sale_id: str) -> Sale | None: ...
 
     @abstractmethod
+    async def sales_of(self, product_id: str, *, limit: int = limits.MAX_PAGE) -> list[Sale]: ...
+
+    @abstractmethod
     async def get_coupon(self, code: str) -> Coupon | None: ...
 
     @abstractmethod

@@ -73,3 +73,15 @@ coupon expiries beyond it are typing errors."""
 
 OUTBOX_BATCH = 100
 """Outbox entries fetched per round of the webhook deliverer."""
+
+MAX_CARD_BYTES = 1024
+"""Bytes of a product card's attributes as written in the playlist: every playlist of the
+window repeats each card, so cards stay small (IVS allows 1 KB); a long title is shortened
+and an image URL that does not fit is left out."""
+
+MAX_STATS_PRODUCTS_SHOWN = 100
+"""Products listed by one `/stats` answer, most impressions first."""
+
+LAST_CARD_STREAMS = 10_000
+"""Products remembered with the stream that last showed their card (an order without a
+`stream` is counted for it): bounded like every per-id table."""

@@ -7,6 +7,7 @@ Scripts are sent by EVALSHA and loaded on NOSCRIPT (redis-py's `Script`).
 
 Keys (under a configurable prefix P, default `mediacore:commerce:`):
 `P product:ID` and `P sale:ID` hashes, `P products` (ids by creation) and `P product_seq`,
+`P product:ID:sales` (its sales' ids by creation) and `P sale_seq`,
 `P sale:ID:buyers` (user → units bought), `P coupon:CODE` hash and `P coupon:CODE:users`
 (set of redeemers), `P order:ID` (order JSON), `P user:N:USER:orders` (list of order ids),
 `P outbox` (a Stream of order_id and payload), `P idem:N:USER:KEY` hashes. N is the length
@@ -239,12 +240,23 @@ class RedisCommerceStore(StoreBase):
             "per_user_limit": sale.per_user_limit,
             "created_at": repr(sale.created_at),
         }
-        if not await self._insert(keys=[self._k("sale", sale.id)], args=[sale.id, *_flat(fields)]):
+        keys = [self._k("sale", sale.id), self._k("product", sale.product_id, "sales"), self._k("sale_seq")]
+        if not await self._insert(keys=keys, args=[sale.id, *_flat(fields)]):
             raise AlreadyExists(f"sale {sale.id!r} exists")
 
     async def get_sale(self, sale_id: str) -> Sale | None:
         rules.check_id("sale_id", sale_id)
         return _sale(await self.client.hgetall(self._k("sale", sale_id)))
+
+    async def sales_of(self, product_id: str, *, limit: int = limits.MAX_PAGE) -> list[Sale]:
+        rules.check_id("product_id", product_id)
+        rules.check_int("limit", limit, 1, limits.MAX_PAGE)
+        ids = await self.client.zrange(self._k("product", product_id, "sales"), -limit, -1)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for sale_id in ids:
+                pipe.hgetall(self._k("sale", _s(sale_id)))
+            rows = await pipe.execute()
+        return [s for s in map(_sale, rows) if s is not None]
 
     async def _insert_coupon(self, coupon: Coupon) -> None:
         fields = {

@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS sales (
     currency TEXT NOT NULL, stock INTEGER NOT NULL,
     remaining INTEGER NOT NULL CHECK (remaining >= 0 AND remaining <= stock),
     starts_at REAL NOT NULL, ends_at REAL NOT NULL, per_user_limit INTEGER NOT NULL, created_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS sales_product ON sales (product_id);
 CREATE TABLE IF NOT EXISTS sale_buyers (
     sale_id TEXT NOT NULL, user TEXT NOT NULL, units INTEGER NOT NULL CHECK (units > 0),
     PRIMARY KEY (sale_id, user));
@@ -204,6 +205,13 @@ class SqliteCommerceStore(StoreBase):
         rules.check_id("sale_id", sale_id)
         row = await self._read(lambda c: c.execute(f"{_SALE} WHERE id = ?", (sale_id,)).fetchone())
         return None if row is None else _sale(row)
+
+    async def sales_of(self, product_id: str, *, limit: int = limits.MAX_PAGE) -> list[Sale]:
+        rules.check_id("product_id", product_id)
+        rules.check_int("limit", limit, 1, limits.MAX_PAGE)
+        query = f"{_SALE} WHERE product_id = ? ORDER BY rowid DESC LIMIT ?"
+        rows = await self._read(lambda c: c.execute(query, (product_id, limit)).fetchall())
+        return [_sale(r) for r in reversed(rows)]
 
     async def _insert_coupon(self, coupon: Coupon) -> None:
         def insert(conn: sqlite3.Connection) -> None:

@@ -70,6 +70,11 @@ class CommerceStore(Protocol):
         """The sale with its `remaining` units."""
         ...
 
+    async def sales_of(self, product_id: str, *, limit: int = limits.MAX_PAGE) -> list[Sale]:
+        """The product's newest `limit` sales, oldest first (the commerce plugin finds the
+        live sale of a product card with it)."""
+        ...
+
     # Coupons -----------------------------------------------------------------------------
     async def create_coupon(
         self,
