@@ -28,7 +28,9 @@ MIN_ADMIN_TOKEN = 16
 """Characters an admin token needs at least: short tokens can be guessed over the network."""
 
 
-PLUGIN_SECTIONS: dict[str, str] = {}
+PLUGIN_SECTIONS: dict[str, str] = {
+    "chat": "plugins.chat.plugin:ChatPlugin",
+}
 """The plugins this engine knows, by name (`[plugins] enabled` lists some; each reads the
 section of its name), and where each lives ("module:Class")."""
 
@@ -122,7 +124,7 @@ class AuthConfig:
 
 @dataclass(slots=True)
 class PluginsConfig:
-    enabled: list[str] = field(default_factory=list)
+    enabled: list[str] = field(default_factory=lambda: ["chat"])
     """Plugins to run, by name (see mediacore/app/plugins.py); each reads its own section
     ([commerce], [chat], ...)."""
 
