@@ -56,7 +56,8 @@ VIEWER_STALE = 5.0
 died)."""
 
 CLOSE_TIMEOUT = 1.0
-"""Seconds a close frame may take to go out to a stuck client before its socket is aborted."""
+"""Seconds the server waits for a client to answer its close frame before closing the socket
+(the socket still flushes the close frame to a client that reads late)."""
 
 SOCKET_SEND_BUFFER = 64 * 1024
 """Bytes of the kernel send buffer of a chat socket: small, so a slow client's backlog stays in

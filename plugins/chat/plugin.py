@@ -116,11 +116,14 @@ class Connection:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.writer
         try:
-            async with asyncio.timeout(limits.CLOSE_TIMEOUT):
-                await self.ws.close(code=code, message=reason.encode()[:120])
+            # The close frame goes behind what is already buffered; aiohttp then waits
+            # CLOSE_TIMEOUT for the client's answer and closes the transport (which still
+            # flushes the close frame to a client that reads late).
+            async with asyncio.timeout(2 * limits.CLOSE_TIMEOUT):
+                await self.ws.close(code=code, message=reason.encode()[:120], drain=False)
         except (TimeoutError, ConnectionError, RuntimeError):
             if self.request.transport is not None:
-                self.request.transport.abort()
+                self.request.transport.close()
 
 
 class ChatPlugin:
@@ -253,7 +256,13 @@ class ChatPlugin:
         if not _ROOM.fullmatch(name):
             raise web.HTTPNotFound(text="no such room")
         s = self.settings
-        ws = web.WebSocketResponse(protocols=(MSGPACK_PROTOCOL,), max_msg_size=s.max_frame, heartbeat=limits.HEARTBEAT)
+        ws = web.WebSocketResponse(
+            protocols=(MSGPACK_PROTOCOL,),
+            max_msg_size=s.max_frame,
+            heartbeat=limits.HEARTBEAT,
+            timeout=limits.CLOSE_TIMEOUT,
+            compress=False,  # per-connection deflate of every fanned-out frame costs more CPU than it saves
+        )
         await ws.prepare(request)
         sock = request.transport.get_extra_info("socket") if request.transport is not None else None
         if sock is not None:

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 
 from . import limits
 
+EPSILON = 1e-9
+"""Tokens that count as whole: refilling in many small steps (0.1 + 0.1 + ...) falls short of
+1.0 by rounding, which must not refuse a message that is due."""
+
 
 @dataclass(slots=True)
 class Bucket:
@@ -25,8 +29,8 @@ def take(bucket: Bucket | None, now: float, capacity: int, period: float) -> tup
     if bucket is None:
         bucket = Bucket(float(capacity), now)
     tokens = min(float(capacity), bucket.tokens + max(0.0, now - bucket.updated) * rate)
-    if tokens >= 1.0:
-        return Bucket(tokens - 1.0, now), 0.0
+    if tokens >= 1.0 - EPSILON:
+        return Bucket(max(0.0, tokens - 1.0), now), 0.0
     return Bucket(tokens, now), (1.0 - tokens) / rate
 
 

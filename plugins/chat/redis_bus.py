@@ -79,8 +79,8 @@ if tokens == nil or updated == nil then
 end
 tokens = math.min(capacity, tokens + math.max(0, now - updated) * rate)
 local retry = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+if tokens >= 1 - 1e-9 then
+  tokens = math.max(0, tokens - 1)
 else
   retry = (1 - tokens) / rate
 end

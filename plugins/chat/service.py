@@ -129,7 +129,7 @@ class RoomService:
         state = await self.bus.state(room, [ban_field(sender.user)])
         if banned(state.get(ban_field(sender.user)), now):
             return self._refuse("banned")
-        value: float | int = int(gift.value) if gift.value.is_integer() else gift.value
+        value: float | int = int(gift.value) if float(gift.value).is_integer() else gift.value
         await self.bus.publish(room, self._message("gift", sender, now, gift=gift.gift, value=value))
         return None
 
@@ -143,7 +143,7 @@ class RoomService:
             event = {"type": "ban", "user": command.user, "until": until or None, "by": by, "ts": now}
             await self.bus.publish(room, event, {ban_field(command.user): repr(until)})
         elif isinstance(command, SlowMode):
-            seconds: float | int = int(command.seconds) if command.seconds.is_integer() else command.seconds
+            seconds: float | int = int(command.seconds) if float(command.seconds).is_integer() else command.seconds
             event = {"type": "slow_mode", "seconds": seconds, "by": by, "ts": now}
             await self.bus.publish(room, event, {"slow_mode": repr(command.seconds) if command.seconds else ""})
         elif isinstance(command, Pin):
