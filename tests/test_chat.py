@@ -277,3 +277,9 @@ async def test_bad_input_closes_only_the_offender(config, cap):
             await good.send(type="chat", text="still here")
             await until(lambda: good.of("chat"), 5, "the good client unaffected")
             await good.close()
+
+
+async def test_the_chat_pane_script_is_served(config):
+    async with chat_engine(config) as engine, aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{engine.http_port}/static/chat.js") as r:
+            assert r.status == 200 and "mediacore:viewers" in await r.text()

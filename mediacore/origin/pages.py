@@ -39,7 +39,16 @@ async def hls_js(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Cache-Control": f"public, max-age={STATIC_MAX_AGE}"})
 
 
+async def chat_js(request: web.Request) -> web.StreamResponse:
+    """The chat pane (plugins/chat's client): no-cache, it changes with the plugin."""
+    path = WEB_DIR / "static" / "chat.js"
+    if not path.exists():
+        raise web.HTTPNotFound(text="chat.js is not installed")
+    return web.FileResponse(path, headers={"Cache-Control": "no-cache", "Content-Type": "text/javascript"})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get(WATCH_PAGE, watch)
     app.router.add_get("/static/hls.min.js", hls_js)
+    app.router.add_get("/static/chat.js", chat_js)
     app.router.add_get("/", index)
