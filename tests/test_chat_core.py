@@ -183,3 +183,14 @@ async def test_memory_bus_since():
     assert await bus.since("r", 2, 100) is None  # trimmed
     assert await bus.since("r", 9, 100) is None  # from the future
     assert await bus.since("r", 5, 2) is None  # too many
+
+
+def test_the_example_configuration_lists_every_chat_setting_with_its_default():
+    import dataclasses
+    import tomllib
+
+    from conftest import ROOT
+
+    listed = tomllib.loads((ROOT / "mediacore.example.toml").read_text())["chat"]
+    assert set(listed) == {f.name for f in dataclasses.fields(ChatSettings)}
+    assert ChatSettings.parse(listed) == ChatSettings()
