@@ -53,8 +53,21 @@ def main(argv: list[str] | None = None) -> int:
         "--backend", choices=["sqlite", "redis", "both"], default="both", help="store backend (default both)"
     )
     commerce.add_argument("--json", type=Path, help="where to write results")
+    chat = sub.add_parser("chat", help="N WebSocket chat clients in one room: deliveries/s, p50/p99 latency, losses")
+    chat.add_argument("--clients", type=int, default=1000, help="receiving clients (default 1000)")
+    chat.add_argument("--senders", type=int, default=4, help="sending clients (default 4)")
+    chat.add_argument("--rate", type=float, default=20.0, help="messages per second in, over all senders (default 20)")
+    chat.add_argument("--seconds", type=float, default=20.0, help="seconds of sending (default 20)")
+    chat.add_argument("--redis", action="store_true", help="the room on a redis-server started for the run")
+    chat.add_argument("--nodes", type=int, default=1, help="mediacore serve processes (above 1 needs --redis)")
+    chat.add_argument("--json", type=Path, help="where to write results (default bench-results/chat-TIME.json)")
     args = parser.parse_args(argv)
-    if args.suite == "ingest":
+    if args.suite == "chat":
+        from benchmarks import chat as chat_suite
+
+        out = args.json or Path("bench-results") / f"chat-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        chat_suite.run(args.clients, args.senders, args.rate, args.seconds, args.redis, args.nodes, out)
+    elif args.suite == "ingest":
         from benchmarks import ingest as suite
 
         out = args.json or Path("bench-results") / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"

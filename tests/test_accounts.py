@@ -264,7 +264,7 @@ def test_settings_are_checked():
 
 
 def test_the_default_configuration_runs_the_accounts_plugin():
-    assert load_config(None).plugins.enabled == ["accounts", "commerce"]
+    assert load_config(None).plugins.enabled == ["accounts", "commerce", "chat"]
 
 
 def test_manage_creates_a_host(tmp_path, monkeypatch):

@@ -321,7 +321,7 @@ def test_the_example_commerce_section_lists_every_setting_and_loads():
 
 
 def test_commerce_runs_by_default():
-    assert load_config(None).plugins.enabled == ["accounts", "commerce"]
+    assert load_config(None).plugins.enabled == ["accounts", "commerce", "chat"]
 
 
 def test_the_demo_command_turns_the_demo_shop_on():

@@ -27,6 +27,7 @@ from mediacore.app.demo import demo_command
 from mediacore.app.engine import Engine
 from mediacore.plugins.api import IdentityError, PluginContext
 from plugins.accounts.plugin import AccountsPlugin
+from plugins.chat.plugin import ChatPlugin
 
 FRAME_MS = 1000 / 30
 ONE_FRAME = 34.0
@@ -81,7 +82,7 @@ async def test_cards_in_sync_for_ll_and_hls_viewers_and_one_order_per_tap(config
     config.hls.end_grace = 3.0
     engine = Engine(config)
     shop = Shop()
-    engine.plugins = [AccountsPlugin(), shop]
+    engine.plugins = [AccountsPlugin(), shop, ChatPlugin()]
     await engine.start()
     demo = None
     browser = None
@@ -192,30 +193,46 @@ async def test_cards_in_sync_for_ll_and_hls_viewers_and_one_order_per_tap(config
     assert shop.requests[0][2] == {"sale_id": SALE}
 
 
-async def test_watch_page_scripts_and_the_optional_chat_script(engine, tmp_path, monkeypatch):
-    import shutil
-
+async def test_watch_page_scripts_and_plugin_page_scripts(config, tmp_path):
+    """watch.js is served; a plugin's page script is loaded by the page only while the plugin
+    runs (no chat plugin here: no chat script, no failed request), and nothing else is
+    reachable under /static/."""
     import aiohttp
 
-    from mediacore.origin import pages
+    class Pane:
+        name = "pane"
 
-    base = f"http://127.0.0.1:{engine.http_port}"
-    async with aiohttp.ClientSession(base) as http:
-        async with http.get("/watch/shop") as r:
-            html = await r.text()
-        assert '<section id="chat"' in html and "/static/watch.js" in html and 'src="/static/chat.js"' not in html
-        async with http.get("/static/watch.js") as r:
-            assert r.status == 200 and "requestVideoFrameCallback" in await r.text()
-            assert r.headers["Cache-Control"] == "no-cache"
-        for bad in ("/static/chat.js", "/static/..%2Fwatch.html", "/static/watch.html", "/static/.hidden.js"):
-            async with http.get(bad) as r:
-                assert r.status == 404, bad
-        # Once the chat plugin installs its script, the page loads it.
-        web_dir = tmp_path / "web"
-        shutil.copytree(pages.WEB_DIR, web_dir)
-        (web_dir / "static" / "chat.js").write_text("window.chatLoaded = true;\n")
-        monkeypatch.setattr(pages, "WEB_DIR", web_dir)
-        async with http.get("/watch/shop") as r:
-            assert '<script src="/static/chat.js" defer></script>' in await r.text()
-        async with http.get("/static/chat.js") as r:
-            assert r.status == 200
+        async def start(self, context: PluginContext) -> None:
+            script = tmp_path / "pane.js"
+            script.write_text("window.paneLoaded = true;\n")
+            context.add_page_script("pane.js", script)
+
+        async def stop(self) -> None: ...
+
+    engine = Engine(config)
+    engine.plugins = [AccountsPlugin(), Pane()]
+    await engine.start()
+    try:
+        base = f"http://127.0.0.1:{engine.http_port}"
+        async with aiohttp.ClientSession(base) as http:
+            async with http.get("/watch/shop") as r:
+                html = await r.text()
+            assert '<section id="chat"' in html and "/static/watch.js" in html
+            assert '<script src="/static/plugins/pane.js" defer></script>' in html and "chat.js" not in html
+            async with http.get("/static/watch.js") as r:
+                assert r.status == 200 and "requestVideoFrameCallback" in await r.text()
+                assert r.headers["Cache-Control"] == "no-cache"
+            async with http.get("/static/plugins/pane.js") as r:
+                assert r.status == 200 and "paneLoaded" in await r.text()
+            for bad in (
+                "/static/chat.js",
+                "/static/plugins/chat.js",
+                "/static/..%2Fwatch.html",
+                "/static/watch.html",
+                "/static/.hidden.js",
+                "/static/plugins/..%2F..%2Fwatch.html",
+            ):
+                async with http.get(bad) as r:
+                    assert r.status == 404, bad
+    finally:
+        await engine.stop()

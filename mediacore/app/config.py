@@ -31,6 +31,7 @@ MIN_ADMIN_TOKEN = 16
 PLUGIN_SECTIONS: dict[str, str] = {
     "accounts": "plugins.accounts.plugin:AccountsPlugin",
     "commerce": "plugins.commerce.plugin:CommercePlugin",
+    "chat": "plugins.chat.plugin:ChatPlugin",
 }
 """The plugins this engine knows, by name (`[plugins] enabled` lists some; each reads the
 section of its name), and where each lives ("module:Class")."""
@@ -125,11 +126,12 @@ class AuthConfig:
 
 @dataclass(slots=True)
 class PluginsConfig:
-    enabled: list[str] = field(default_factory=lambda: ["accounts", "commerce"])
+    enabled: list[str] = field(default_factory=lambda: ["accounts", "commerce", "chat"])
     """Plugins to run, by name (see mediacore/app/plugins.py); each reads its own section
     ([accounts], [commerce], [chat], ...). Default: the embedded accounts (register, log in,
     guest tokens for the watch page's buy button) and the commerce plugin with its embedded
-    store (SQLite under [server] data_dir unless [commerce] redis_url names a Redis)."""
+    store (SQLite under [server] data_dir unless [commerce] redis_url names a Redis), and chat
+    (in-process rooms unless [chat] redis_url names a Redis)."""
 
 
 @dataclass(slots=True)

@@ -112,6 +112,7 @@ class Engine:
         self.hub.on_stream_started.append(self._stream_started)
         self.hub.on_stream_unpublished.append(self._stream_unpublished)
         self.plugin_host = PluginHost(config, self.hub, self.metrics.registry, clock, wall_clock)
+        self.origin.page_scripts = self.plugin_host.page_scripts
         self.plugins: list[Plugin] | None = None
         """Plugin instances to run instead of `[plugins] enabled` (set before start(); tests)."""
         self.viewers.on_join.append(self.plugin_host.hooks.viewer_joined)

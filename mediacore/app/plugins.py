@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,6 +29,8 @@ log = logging.getLogger("mediacore.plugins")
 
 API_PREFIX = "/api/"
 WEBSOCKET_PREFIX = "/live/{stream}/"
+PAGE_SCRIPT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*\.js")
+"""Names of the plugins' page scripts (served at /static/plugins/NAME: no way out of it)."""
 ACCESS_TOKEN_PARAM = "access_token"
 """Query parameter that carries a JWT on a WebSocket upgrade (browsers cannot set headers there)."""
 
@@ -110,6 +113,7 @@ class Context:
         hub: Hub,
         hooks: Hooks,
         routes: list[web.RouteDef],
+        page_scripts: dict[str, Path],
         registry: CollectorRegistry,
         jwt_secret: bytes,
         clock: Callable[[], float],
@@ -120,6 +124,7 @@ class Context:
         self._hub = hub
         self._hooks = hooks
         self._routes = routes
+        self._page_scripts = page_scripts
         self._registry = registry
         self._jwt_secret = jwt_secret
         self._clock = clock
@@ -165,6 +170,11 @@ class Context:
         if not path.startswith(WEBSOCKET_PREFIX):
             raise PluginError(f"plugin {self.name}: WebSocket routes live under {WEBSOCKET_PREFIX}, not {path}")
         self._routes.append(web.get(path, handler))
+
+    def add_page_script(self, name: str, path: Path) -> None:
+        if not PAGE_SCRIPT_NAME.fullmatch(name) or name in self._page_scripts or not path.is_file():
+            raise PluginError(f"plugin {self.name}: page script {name!r} ({path}) is not a new .js file name and file")
+        self._page_scripts[name] = path
 
     def on_stream_published(self, hook: StreamHook) -> None:
         self._hooks.published.append(hook)
@@ -214,6 +224,8 @@ class PluginHost:
         self.wall_clock = wall_clock
         self.hooks = Hooks()
         self.routes: list[web.RouteDef] = []
+        self.page_scripts: dict[str, Path] = {}
+        """Scripts the watch page loads, by name: filled as plugins start (the origin reads it)."""
         self.plugins: list[Plugin] = []
         secret = config.auth.jwt_secret
         self.jwt_secret = secret.encode() if secret else secrets.token_bytes(32)
@@ -230,6 +242,7 @@ class PluginHost:
                 self.hub,
                 self.hooks,
                 self.routes,
+                self.page_scripts,
                 self.registry,
                 self.jwt_secret,
                 self.clock,

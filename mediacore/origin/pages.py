@@ -1,5 +1,5 @@
 """The pages a person opens: the stream index, the watch page and the scripts it loads
-(hls.js, watch.js, and the chat plugin's chat.js when it is installed)."""
+(hls.js, watch.js, and the page scripts of the plugins that run, such as the chat pane)."""
 
 from __future__ import annotations
 
@@ -17,15 +17,17 @@ STATIC_MAX_AGE = 86400
 """Seconds browsers may keep hls.js: it changes only with an install."""
 STATIC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*\.(js|css)")
 """Names served from web/static/ (no dots but the extension, no slashes: no way out of it)."""
-CHAT_SCRIPT = "chat.js"
-"""The chat pane's script (plugins/chat installs it); the watch page loads it only if present,
-so a page without chat has no failed request."""
+PLUGIN_SCRIPTS = "/static/plugins/"
+"""Where the running plugins' page scripts are served; the watch page loads each of them, so
+a page without a plugin makes no request for its script."""
 
 
 async def watch(request: web.Request) -> web.StreamResponse:
     name = stream_name(request)
-    chat = f'<script src="/static/{CHAT_SCRIPT}" defer></script>' if (WEB_DIR / "static" / CHAT_SCRIPT).exists() else ""
-    html = (WEB_DIR / "watch.html").read_text().replace("{{STREAM}}", name).replace("{{CHAT_SCRIPT}}", chat)
+    scripts = "".join(
+        f'<script src="{PLUGIN_SCRIPTS}{script}" defer></script>\n' for script in sorted(state_of(request).page_scripts)
+    )
+    html = (WEB_DIR / "watch.html").read_text().replace("{{STREAM}}", name).replace("{{PLUGIN_SCRIPTS}}", scripts)
     return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
@@ -47,8 +49,16 @@ async def hls_js(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Cache-Control": f"public, max-age={STATIC_MAX_AGE}"})
 
 
+async def plugin_script(request: web.Request) -> web.StreamResponse:
+    """A running plugin's page script: revalidated on each load (it changes with the plugin)."""
+    path = state_of(request).page_scripts.get(request.match_info["name"])
+    if path is None:
+        raise web.HTTPNotFound()
+    return web.FileResponse(path, headers={"Cache-Control": "no-cache", "Content-Type": "text/javascript"})
+
+
 async def static_file(request: web.Request) -> web.StreamResponse:
-    """watch.js, chat.js: revalidated on each load (they change with the tree, not an install)."""
+    """watch.js: revalidated on each load (it changes with the tree, not an install)."""
     name = request.match_info["name"]
     path = WEB_DIR / "static" / name
     if not STATIC_NAME.fullmatch(name) or not path.is_file():
@@ -59,5 +69,6 @@ async def static_file(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     app.router.add_get(WATCH_PAGE, watch)
     app.router.add_get("/static/hls.min.js", hls_js)
+    app.router.add_get(PLUGIN_SCRIPTS + "{name}", plugin_script)
     app.router.add_get("/static/{name}", static_file)
     app.router.add_get("/", index)

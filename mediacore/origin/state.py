@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from prometheus_client import Counter, Histogram
@@ -57,3 +58,6 @@ class OriginState:
     draining: bool = False
     """The server is shutting down (SIGTERM): /healthz answers 503 so balancers send no new
     viewers, while the ended playlists and their last segments are still served."""
+    page_scripts: Mapping[str, Path] = field(default_factory=dict)
+    """Scripts of the running plugins that the watch page loads (name -> file), served at
+    /static/plugins/NAME."""

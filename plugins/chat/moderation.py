@@ -639,11 +639,11 @@ def mask(text: str) -> tuple[str, int]:
 # ---------------------------------------------------------------------------------------
 
 
-def moderate(text: str, words: WordList | None = None) -> ModerationResult:
-    """Moderate one public chat message: refuse it when too long or when it holds a listed
-    word (or an evasion of one), else mask phone numbers and e-mail addresses. `words`
-    defaults to the shipped list. Never raises on any str."""
-    if len(text) > MAX_TEXT_LENGTH:
+def moderate(text: str, words: WordList | None = None, max_length: int = MAX_TEXT_LENGTH) -> ModerationResult:
+    """Moderate one public chat message: refuse it when longer than `max_length` (the chat's
+    `[chat] max_text`) or when it holds a listed word (or an evasion of one), else mask phone
+    numbers and e-mail addresses. `words` defaults to the shipped list. Never raises on any str."""
+    if len(text) > max_length:
         return ModerationResult(text, True, REASON_TOO_LONG)
     if contains_listed_word(text, words):
         return ModerationResult(text, True, REASON_WORD)

@@ -68,8 +68,8 @@
   pollViewers();
   setInterval(pollViewers, VIEWERS_EVERY_MS);
 
-  // Optional per-stream chat script (plugins/chat): /static/chat.js, included by the server
-  // only when installed; it finds its pane as <section id="chat">.
+  // The chat pane is the chat plugin's page script (/static/plugins/chat.js), included by the
+  // server only while that plugin runs; it finds its pane as <section id="chat">.
 
   if (!window.Hls || !Hls.isSupported()) {
     if (video.canPlayType("application/vnd.apple.mpegurl")) { video.src = src; }

@@ -1,0 +1,179 @@
+"""The chat room across two nodes (two engines with distinct ports) on one real redis-server:
+one order and one seq on both, the rate limit across nodes, and redis-server stopped for 5 s
+and restarted (without persistence: its data is gone) → both nodes resume, nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from chat_helpers import Client, chat_engine, chat_url, token
+from conftest import free_port, until
+from redis_server import START_TIMEOUT, _pings
+
+from mediacore.access.identity import Role
+from mediacore.app.config import Config
+from mediacore.app.engine import Engine
+
+
+class Redis:
+    """A redis-server on a fixed port that can be stopped and started again."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed; `make test` installs it")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(int(START_TIMEOUT / 0.05)):
+            if _pings(self.port):
+                return
+            subprocess.run(["sleep", "0.05"], check=True)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@contextmanager
+def redis_server(directory: Path) -> Iterator[Redis]:
+    server = Redis(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[Redis]:
+    with redis_server(tmp_path) as server:
+        yield server
+
+
+def node_config(config: Config, n: int) -> Config:
+    c = dataclasses.replace(
+        config,
+        server=dataclasses.replace(
+            config.server,
+            rtmp_port=free_port(),
+            rtsp_port=free_port(),
+            http_port=free_port(),
+            data_dir=f"{config.server.data_dir}-{n}",
+        ),
+        plugin_settings={},
+        plugins=dataclasses.replace(config.plugins),
+        auth=dataclasses.replace(config.auth),
+    )
+    return c
+
+
+async def two_nodes(stack: AsyncExitStack, config: Config, redis: Redis, **chat: object) -> tuple[Engine, Engine]:
+    a = await stack.enter_async_context(chat_engine(node_config(config, 1), redis_url=redis.url, **chat))
+    b = await stack.enter_async_context(chat_engine(node_config(config, 2), redis_url=redis.url, **chat))
+    return a, b
+
+
+async def connect(
+    http: aiohttp.ClientSession, engine: Engine, sub: str | None = None, role: Role = Role.VIEWER
+) -> Client:
+    return Client(await http.ws_connect(chat_url(engine, "shop", token(engine, sub, role) if sub else None)))
+
+
+async def test_a_message_on_node_a_reaches_node_b_in_order_with_one_seq(config, redis):
+    async with AsyncExitStack() as stack:
+        a, b = await two_nodes(stack, config, redis)
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        on_a = [await connect(http, a, "alice", Role.HOST), await connect(http, a)]
+        on_b = [await connect(http, b, "bob", Role.HOST), await connect(http, b)]
+        for i in range(30):
+            await on_a[0].send(type="chat", text=f"a{i}")
+            await on_b[0].send(type="chat", text=f"b{i}")
+        await on_a[0].send(type="gift", gift="rose", value=3)
+        await on_b[1].send(type="like")  # a guest: refused, read-only
+        for _ in range(4):
+            await on_a[0].send(type="like", count=5)
+        everyone = on_a + on_b
+        for c in everyone:
+            await until(lambda c=c: len(c.of("chat")) == 60 and c.of("gift"), 10, "every message on both nodes")
+        orders = [[(e["seq"], e["id"]) for e in c.events if e["type"] in ("chat", "gift")] for c in everyone]
+        assert all(o == orders[0] for o in orders)  # one order, one seq everywhere
+        assert [s for s, _ in orders[0]] == list(range(1, 62))
+        for c in everyone:
+            await until(lambda c=c: c.of("likes") and c.of("likes")[-1]["total"] == 20, 5, "likes total on both")
+            await until(lambda c=c: c.of("viewers") and c.of("viewers")[-1]["count"] == 4, 5, "viewers over nodes")
+        late = await connect(http, b)
+        await until(lambda: late.of("history"), 5, "history from the stream")
+        assert [m["seq"] for m in late.of("history")[0]["messages"]] == list(range(12, 62))
+        for c in [*everyone, late]:
+            await c.close()
+
+
+async def test_rate_limit_holds_across_nodes(config, redis):
+    async with AsyncExitStack() as stack:
+        a, b = await two_nodes(stack, config, redis)
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        vic_a, vic_b = await connect(http, a, "vic"), await connect(http, b, "vic")
+        for i in range(15):
+            await vic_a.send(type="chat", text=f"from a {i}")
+            await vic_b.send(type="chat", text=f"from b {i}")
+        await until(lambda: len(vic_a.of("error")) + len(vic_b.of("error")) == 10, 10, "10 refusals")
+        await until(lambda: len(vic_a.of("chat")) == 20 and len(vic_b.of("chat")) == 20, 5, "20 published")
+        errors = vic_a.of("error") + vic_b.of("error")
+        assert len(errors) == 10 and {e["code"] for e in errors} == {"rate_limited"}
+        await vic_a.close()
+        await vic_b.close()
+
+
+async def test_redis_restart_both_nodes_resume_without_duplicates(config, redis):
+    async with AsyncExitStack() as stack:
+        a, b = await two_nodes(stack, config, redis)
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        host_a, host_b = await connect(http, a, "alice", Role.HOST), await connect(http, b, "bob", Role.HOST)
+        watch_a, watch_b = await connect(http, a), await connect(http, b)
+        everyone = [host_a, host_b, watch_a, watch_b]
+        for i in range(5):
+            await host_a.send(type="chat", text=f"before a{i}")
+            await host_b.send(type="chat", text=f"before b{i}")
+        for c in everyone:
+            await until(lambda c=c: len(c.of("chat")) == 10, 5, "before the outage")
+        redis.stop()
+        await host_a.send(type="chat", text="during the outage")
+        await until(lambda: host_a.of("error"), 5, "refused while Redis is down")
+        assert host_a.of("error")[0]["code"] == "unavailable"
+        await asyncio.sleep(5)
+        redis.start()
+        await asyncio.sleep(1.5)  # the readers find Redis again (BUS_RETRY_MAX)
+        for i in range(5):
+            await host_a.send(type="chat", text=f"after a{i}")
+            await host_b.send(type="chat", text=f"after b{i}")
+        for c in everyone:
+            await until(lambda c=c: len(c.of("chat")) == 20, 10, "after the outage, on both nodes")
+        await asyncio.sleep(0.3)
+        for c in everyone:
+            seqs = [e["seq"] for e in c.of("chat")]
+            ids = [e["id"] for e in c.of("chat")]
+            assert len(set(ids)) == 20 and seqs == sorted(set(seqs)), seqs  # nothing twice, in order
+            assert seqs[:10] == list(range(1, 11)) and seqs[10] > 10
+        for c in everyone:
+            await c.close()
