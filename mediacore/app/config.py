@@ -31,6 +31,7 @@ MIN_ADMIN_TOKEN = 16
 PLUGIN_SECTIONS: dict[str, str] = {
     "accounts": "plugins.accounts.plugin:AccountsPlugin",
     "commerce": "plugins.commerce.plugin:CommercePlugin",
+    "audience": "plugins.audience.plugin:AudiencePlugin",
 }
 """The plugins this engine knows, by name (`[plugins] enabled` lists some; each reads the
 section of its name), and where each lives ("module:Class")."""
