@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("--redis", action="store_true", help="the room on a redis-server started for the run")
     chat.add_argument("--nodes", type=int, default=1, help="mediacore serve processes (above 1 needs --redis)")
     chat.add_argument("--json", type=Path, help="where to write results (default bench-results/chat-TIME.json)")
+    recs = sub.add_parser("recs", help="recommendation quality (HR/NDCG@10 vs most-popular) and update latency")
+    recs.add_argument("--seed", type=int, default=7, help="seed of the synthetic behaviour log (default 7)")
+    recs.add_argument("--users", type=int, default=1200, help="synthetic users (default 1200)")
+    recs.add_argument("--update-interval", type=float, default=1.0, help="model refresh period, s (default 1)")
+    recs.add_argument("--json", type=Path, help="where to write results (a PNG is written beside it)")
     args = parser.parse_args(argv)
     if args.suite == "chat":
         from benchmarks import chat as chat_suite
@@ -98,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         out = args.json or Path("bench-results") / f"commerce-{time.strftime('%Y%m%d-%H%M%S')}.json"
         backends = ["sqlite", "redis"] if args.backend == "both" else [args.backend]
         commerce_suite.run(args.buyers, args.attempts, backends, out)
+    elif args.suite == "recs":
+        from benchmarks import recs as recs_suite
+
+        out = args.json or Path("bench-results") / f"recs-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        recs_suite.run(args.seed, args.users, args.update_interval, out)
     elif args.suite == "soak":
         from benchmarks import soak as soak_suite
 

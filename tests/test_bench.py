@@ -75,3 +75,11 @@ def test_commerce_suite_runs_and_writes_json(tmp_path):
         result = report["results"][backend]
         assert result["statuses"] == {"201": 200, "409": 200} and result["remaining"] == 0
         assert result["attempts_per_s"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"]
+
+
+def test_recs_suite_runs_and_writes_json_and_png(tmp_path):
+    stdout, report = run_suite(tmp_path, "recs", "--users", "500", "--update-interval", "0.3", timeout=120)
+    assert "HR@10" in stdout and (tmp_path / "recs.png").exists()
+    for kind in ("stream", "product"):
+        assert set(report["quality"][kind]) >= {"user", "item", "blend", "popular"}
+    assert len(report["latency"]["event_to_change_seconds"]) == 5

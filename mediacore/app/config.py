@@ -32,6 +32,7 @@ PLUGIN_SECTIONS: dict[str, str] = {
     "accounts": "plugins.accounts.plugin:AccountsPlugin",
     "commerce": "plugins.commerce.plugin:CommercePlugin",
     "chat": "plugins.chat.plugin:ChatPlugin",
+    "audience": "plugins.audience.plugin:AudiencePlugin",
 }
 """The plugins this engine knows, by name (`[plugins] enabled` lists some; each reads the
 section of its name), and where each lives ("module:Class")."""

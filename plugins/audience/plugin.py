@@ -1,0 +1,336 @@
+"""The audience plugin: behaviour events in, recommendations out.
+
+Events arrive from the engine's viewer hooks (watch start / stop) and from
+`POST /api/audience/events` (players and shop backends: likes, comments, gifts, card
+impressions, clicks, add-to-carts, orders, coupons). Every event goes through the bounded
+`EventWriter` (never waits; full → dropped and counted) into the store: SQLite
+(`audience.db` in the data directory) or, with `[audience] redis_url`, a Redis Stream read
+by a consumer group. The recommender is fed the stored events and refreshed on a timer in a
+worker thread; the request path only reads its precomputed lists.
+
+Routes: `POST /api/audience/events`, `GET /api/recommendations?kind=stream|product&n=10`,
+`GET /api/audience/also-bought/{product}`, `DELETE /api/users/me/data`. The commerce
+plugin's `POST /api/events` (its per-node funnel counters) stays as it is: plugins see each
+other only through HTTP, and that route refuses what the funnel does not count."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import Counter, Gauge, Histogram
+
+from mediacore.plugins.api import IdentityError, PluginContext, PluginError, Role
+
+from . import limits
+from .cf import DAY, KINDS, Recommender
+from .events import Event, EventError, Kind, new_id, parse, pseudonym
+from .redis_store import RedisEventStore
+from .settings import AudienceSettings
+from .sqlite_store import SqliteEventStore
+from .store import EventStore
+from .writer import EventWriter
+
+log = logging.getLogger("mediacore.audience")
+
+SQLITE_FILE = "audience.db"
+KEY_FILE = "user.key"
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, code: str, detail: str = "") -> None:
+        super().__init__(detail or code)
+        self.status, self.code, self.detail = status, code, detail
+
+
+def _guarded(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Callable[..., Any]:
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except HttpError as e:
+            headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+            return web.json_response({"error": e.code, "detail": e.detail}, status=e.status, headers=headers)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("audience: %s %s failed", request.method, request.path)
+            return web.json_response({"error": "unavailable"}, status=503)
+
+    wrapper.__name__ = handler.__name__
+    return wrapper
+
+
+class AudiencePlugin:
+    name = "audience"
+
+    def __init__(self) -> None:
+        self.settings = AudienceSettings()
+        self.store: EventStore | None = None
+        self.writer: EventWriter | None = None
+        self.recommender = Recommender()
+        self.key = b""
+        self._context: PluginContext | None = None
+        self._watching: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._refresh_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # Start and stop ---------------------------------------------------------------------------
+    async def start(self, context: PluginContext) -> None:
+        self._context = context
+        self.settings = settings = AudienceSettings.parse(context.settings)
+        self.key = settings.user_key.encode() if settings.user_key else self._local_key(context)
+        self.recommender = Recommender(settings.method, settings.retention_days * DAY)
+        self.store = store = await self._open_store(context, settings)
+        self.writer = EventWriter(self._sink, settings.queue_size, settings.batch_size)
+        self._metrics(context)
+        loop = asyncio.get_running_loop()
+        last_applied = "0-0"
+        if isinstance(store, RedisEventStore):
+            last_applied = await store.last_applied_id()
+        self.recommender.ingest(await store.load(context.wall_clock() - settings.retention_days * DAY))
+        await self.refresh()
+        self._spawn(loop, self.writer.run(), "audience-writer")
+        self._spawn(loop, self._refresh_loop(), "audience-refresh")
+        self._spawn(loop, self._purge_loop(), "audience-purge")
+        if isinstance(store, RedisEventStore):
+            self._spawn(loop, self._consume_loop(store), "audience-consume")
+            self._spawn(loop, self._tail_loop(store, last_applied), "audience-tail")
+        add = context.add_route
+        add("POST", "/api/audience/events", _guarded(self.post_events))
+        add("GET", "/api/recommendations", _guarded(self.recommendations))
+        add("GET", "/api/audience/also-bought/{product}", _guarded(self.also_bought))
+        add("DELETE", "/api/users/me/data", _guarded(self.delete_my_data))
+        context.on_viewer_joined(self._joined)
+        context.on_viewer_left(self._left)
+        log.info("audience: %s store, %s recommendations", "Redis" if settings.redis_url else "SQLite", settings.method)
+
+    def _spawn(self, loop: asyncio.AbstractEventLoop, coro: Any, name: str) -> None:
+        self._tasks.append(loop.create_task(coro, name=name))
+
+    @staticmethod
+    def _local_key(context: PluginContext) -> bytes:
+        path = context.data_dir / KEY_FILE
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
+
+    async def _open_store(self, context: PluginContext, settings: AudienceSettings) -> EventStore:
+        if settings.redis_url:
+            store = RedisEventStore.from_url(
+                settings.redis_url, settings.key_prefix, settings.node_id or socket.gethostname()
+            )
+            try:
+                await store.ensure_group()
+            except Exception as e:
+                await store.close()
+                raise PluginError(f"audience: Redis at audience.redis_url does not answer: {e}") from e
+            return store
+        path = context.data_dir / SQLITE_FILE
+        try:
+            return await SqliteEventStore.open(path)
+        except Exception as e:
+            raise PluginError(f"audience: cannot open {path}: {e}") from e
+
+    def _metrics(self, context: PluginContext) -> None:
+        registry = context.registry
+        self.events_counter = Counter(
+            "mediacore_audience_events", "Behaviour events accepted by kind", ["kind"], registry=registry
+        )
+        writer = self.writer
+        assert writer is not None
+        dropped = Gauge(
+            "mediacore_audience_events_dropped", "Events dropped because the writer's queue was full", registry=registry
+        )
+        dropped.set_function(lambda: writer.dropped)
+        failed = Gauge(
+            "mediacore_audience_events_failed", "Events the store refused after every retry", registry=registry
+        )
+        failed.set_function(lambda: writer.failed)
+        queued = Gauge("mediacore_audience_queue", "Events waiting for the store", registry=registry)
+        queued.set_function(lambda: len(writer))
+        self.refresh_seconds = Histogram(
+            "mediacore_audience_refresh_seconds",
+            "Seconds one model refresh took (worker thread)",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=registry,
+        )
+
+    async def stop(self) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.writer.flush(), 5.0)
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+
+    # The event path ------------------------------------------------------------------------------
+    def offer(self, event: Event) -> bool:
+        """Queue one event for the store (never waits; False when dropped)."""
+        assert self.writer is not None
+        if self.writer.offer(event):
+            self.events_counter.labels(event.kind.value).inc()
+            return True
+        return False
+
+    async def _sink(self, batch: list[Event]) -> None:
+        assert self.store is not None
+        stored = await self.store.append(batch)
+        self.recommender.ingest(stored)
+
+    def _joined(self, stream: str, viewer_key: str) -> None:
+        assert self._context is not None
+        now = self._context.wall_clock()
+        self._watching[(stream, viewer_key)] = now
+        if len(self._watching) > limits.OPEN_WATCHES:
+            self._watching.popitem(last=False)
+        self.offer(Event(new_id(), Kind.WATCH_START, pseudonym(self.key, "viewer:" + viewer_key), now, stream))
+
+    def _left(self, stream: str, viewer_key: str) -> None:
+        assert self._context is not None
+        now = self._context.wall_clock()
+        since = self._watching.pop((stream, viewer_key), None)
+        duration = min(max(0.0, now - since), limits.MAX_WATCH_SECONDS) if since is not None else 0.0
+        user = pseudonym(self.key, "viewer:" + viewer_key)
+        self.offer(Event(new_id(), Kind.WATCH_STOP, user, now, stream, duration=duration))
+
+    # Timers ----------------------------------------------------------------------------------------
+    async def refresh(self) -> bool:
+        """Apply the queued events to the models (in a worker thread, one refresh at a time)."""
+        assert self._context is not None
+        async with self._refresh_lock:
+            start = self._context.clock()
+            changed = await asyncio.to_thread(self.recommender.refresh, self._context.wall_clock())
+            if changed:
+                self.refresh_seconds.observe(self._context.clock() - start)
+            return changed
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.update_interval)
+            if self.recommender.dirty:
+                try:
+                    await self.refresh()
+                except Exception:
+                    log.exception("audience: refreshing the models failed")
+
+    async def _purge_loop(self) -> None:
+        assert self._context is not None and self.store is not None
+        while True:
+            try:
+                before = self._context.wall_clock() - self.settings.retention_days * DAY
+                await self.store.purge(before)
+                self.recommender.expire(before)
+            except Exception:
+                log.exception("audience: deleting events past retention failed")
+            await asyncio.sleep(limits.PURGE_INTERVAL)
+
+    async def _consume_loop(self, store: RedisEventStore) -> None:
+        while True:
+            try:
+                await store.consume()
+            except Exception:
+                log.exception("audience: consuming the Redis event stream failed")
+                await asyncio.sleep(1.0)
+
+    async def _tail_loop(self, store: RedisEventStore, last_id: str) -> None:
+        while True:
+            try:
+                last_id, events = await store.tail(last_id)
+                self.recommender.ingest(events)
+            except Exception:
+                log.exception("audience: reading applied events from Redis failed")
+                await asyncio.sleep(1.0)
+
+    # Routes ---------------------------------------------------------------------------------------
+    def _caller(self, request: web.Request) -> tuple[str, Role]:
+        assert self._context is not None
+        try:
+            who = self._context.identity(request)
+        except IdentityError as e:
+            raise HttpError(401, "unauthorized", str(e)) from None
+        if who is None:
+            raise HttpError(401, "unauthorized", "a bearer token is required")
+        return pseudonym(self.key, who.sub), who.role
+
+    async def post_events(self, request: web.Request) -> web.StreamResponse:
+        """`{"events": [EVENT, ...]}` or one EVENT, for the caller → 202 {accepted, dropped}."""
+        assert self._context is not None
+        user, _ = self._caller(request)
+        if request.content_length is not None and request.content_length > self.settings.max_body:
+            raise HttpError(413, "too_large", f"the body may be at most {self.settings.max_body} bytes")
+        raw = await request.content.read(self.settings.max_body + 1)
+        if len(raw) > self.settings.max_body:
+            raise HttpError(413, "too_large", f"the body may be at most {self.settings.max_body} bytes")
+        try:
+            import json
+
+            data = json.loads(raw)
+        except ValueError:
+            raise HttpError(400, "bad_request", "the body must be JSON") from None
+        items = data.get("events") if isinstance(data, dict) and "events" in data else [data]
+        if not isinstance(items, list) or not 1 <= len(items) <= limits.MAX_EVENTS_PER_POST:
+            raise HttpError(400, "bad_request", f"events must be a list of 1 to {limits.MAX_EVENTS_PER_POST}")
+        now = self._context.wall_clock()
+        try:
+            events = [parse(item, user, now) for item in items]
+        except EventError as e:
+            raise HttpError(400, "bad_request", str(e)) from None
+        accepted = sum(self.offer(e) for e in events)
+        return web.json_response({"accepted": accepted, "dropped": len(events) - accepted}, status=202)
+
+    async def recommendations(self, request: web.Request) -> web.StreamResponse:
+        """The caller's recommendations: live streams (kind=stream) or products."""
+        assert self._context is not None
+        user, _ = self._caller(request)
+        kind = request.query.get("kind", "stream")
+        if kind not in KINDS:
+            raise HttpError(400, "bad_request", "kind must be stream or product")
+        n = self._n(request)
+        allowed = None
+        if kind == "stream":
+            allowed = {s for s in self._context.stream_names() if (h := self._context.stream(s)) and h.publishing}
+        items = self.recommender.recommend(user, kind, n, allowed)
+        return web.json_response(
+            {"kind": kind, "items": [{"id": i, "score": s} for i, s in items], "version": self.recommender.version}
+        )
+
+    async def also_bought(self, request: web.Request) -> web.StreamResponse:
+        product = request.match_info["product"]
+        items = self.recommender.also_bought(product, self._n(request))
+        return web.json_response({"product": product, "items": [{"id": i, "score": s} for i, s in items]})
+
+    @staticmethod
+    def _n(request: web.Request) -> int:
+        try:
+            n = int(request.query.get("n", "10"))
+        except ValueError:
+            raise HttpError(400, "bad_request", "n must be an integer") from None
+        if not 1 <= n <= limits.TOP_N:
+            raise HttpError(400, "bad_request", f"n must be between 1 and {limits.TOP_N}")
+        return n
+
+    async def delete_my_data(self, request: web.Request) -> web.StreamResponse:
+        """Every event and model row of the caller, gone from the queue, the store and the models."""
+        assert self.store is not None and self.writer is not None
+        user, _ = self._caller(request)
+        self.writer.forget(user)
+        self.recommender.forget(user)
+        deleted = await self.store.delete_user(user)
+        await self.refresh()
+        return web.json_response({"events_deleted": deleted})
