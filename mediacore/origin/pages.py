@@ -1,5 +1,6 @@
-"""The pages a person opens: the stream index, the watch page and the scripts it loads
-(hls.js, watch.js, and the chat plugin's chat.js when it is installed)."""
+"""The pages a person opens: the live directory (the index), the watch page, the scripts they
+load (hls.js, watch.js, directory.js, and the chat plugin's chat.js when it is installed) and
+the stream thumbnails the directory shows (thumbnails.py makes them)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ from pathlib import Path
 from aiohttp import web
 
 from mediacore.origin.api import stream_state
-from mediacore.origin.http import state_of, stream_name
-from mediacore.playlist.uris import WATCH_PAGE
+from mediacore.origin.http import not_found, not_yet, state_of, stream_name
+from mediacore.playlist.uris import STREAM_ROOT, THUMBNAIL, WATCH_PAGE
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 STATIC_MAX_AGE = 86400
 """Seconds browsers may keep hls.js: it changes only with an install."""
 STATIC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*\.(js|css)")
 """Names served from web/static/ (no dots but the extension, no slashes: no way out of it)."""
+JPEG_TYPE = "image/jpeg"
 CHAT_SCRIPT = "chat.js"
 """The chat pane's script (plugins/chat installs it); the watch page loads it only if present,
 so a page without chat has no failed request."""
@@ -40,6 +42,20 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
+async def thumbnail(request: web.Request) -> web.StreamResponse:
+    """The stream's newest keyframe as a JPEG, cached for `[http] thumbnail_interval`; 404
+    no-store before its first keyframe. Not counted as a viewer."""
+    state = state_of(request)
+    name = stream_name(request)
+    if name not in state.streams:
+        raise not_found("no such stream")
+    found = await state.thumbnails.get(name) if state.thumbnails is not None else None
+    if found is None:
+        raise not_yet(f"stream {name} has no picture yet")
+    jpeg, max_age = found
+    return web.Response(body=jpeg, content_type=JPEG_TYPE, headers={"Cache-Control": f"public, max-age={max_age}"})
+
+
 async def hls_js(request: web.Request) -> web.StreamResponse:
     path = WEB_DIR / "static" / "hls.min.js"
     if not path.exists():
@@ -61,3 +77,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/static/hls.min.js", hls_js)
     app.router.add_get("/static/{name}", static_file)
     app.router.add_get("/", index)
+    app.router.add_get(STREAM_ROOT + THUMBNAIL, thumbnail)
