@@ -53,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         "--backend", choices=["sqlite", "redis", "both"], default="both", help="store backend (default both)"
     )
     commerce.add_argument("--json", type=Path, help="where to write results")
+    thumbnails = sub.add_parser("thumbnails", help="CPU per watched stream of its thumbnail (720p keyframe -> JPEG)")
+    thumbnails.add_argument("--rounds", type=int, default=200, help="thumbnails rendered per clip (default 200)")
+    thumbnails.add_argument(
+        "--interval", type=float, help="seconds between thumbnails (default [http] thumbnail_interval)"
+    )
+    thumbnails.add_argument("--width", type=int, help="thumbnail width (default [http] thumbnail_width)")
+    thumbnails.add_argument("--json", type=Path, help="where to write results")
     args = parser.parse_args(argv)
     if args.suite == "ingest":
         from benchmarks import ingest as suite
@@ -85,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         out = args.json or Path("bench-results") / f"commerce-{time.strftime('%Y%m%d-%H%M%S')}.json"
         backends = ["sqlite", "redis"] if args.backend == "both" else [args.backend]
         commerce_suite.run(args.buyers, args.attempts, backends, out)
+    elif args.suite == "thumbnails":
+        from benchmarks import thumbnails as thumbnails_suite
+
+        out = args.json or Path("bench-results") / f"thumbnails-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        report = thumbnails_suite.run(args.rounds, args.interval, args.width, out)
+        return 0 if report["within_budget"] else 1
     elif args.suite == "soak":
         from benchmarks import soak as soak_suite
 

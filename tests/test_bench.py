@@ -75,3 +75,11 @@ def test_commerce_suite_runs_and_writes_json(tmp_path):
         result = report["results"][backend]
         assert result["statuses"] == {"201": 200, "409": 200} and result["remaining"] == 0
         assert result["attempts_per_s"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"]
+
+
+def test_thumbnails_suite_runs_and_writes_json(tmp_path):
+    _, report = run_suite(tmp_path, "thumbnails", "--rounds", "10", timeout=120)
+    assert set(report["clips"]) == {"testsrc2 720p 2 Mb/s", "noisy 720p 8 Mb/s"}
+    for figures in report["clips"].values():
+        assert figures["cpu_s_per_thumbnail_mean"] > 0 and figures["jpeg_bytes"] > 0
+    assert report["budget_core_fraction"] == 0.02
