@@ -66,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     recs.add_argument("--users", type=int, default=1200, help="synthetic users (default 1200)")
     recs.add_argument("--update-interval", type=float, default=1.0, help="model refresh period, s (default 1)")
     recs.add_argument("--json", type=Path, help="where to write results (a PNG is written beside it)")
+    thumbnails = sub.add_parser("thumbnails", help="CPU per watched stream of its thumbnail (720p keyframe -> JPEG)")
+    thumbnails.add_argument("--rounds", type=int, default=200, help="thumbnails rendered per clip (default 200)")
+    thumbnails.add_argument(
+        "--interval", type=float, help="seconds between thumbnails (default [http] thumbnail_interval)"
+    )
+    thumbnails.add_argument("--width", type=int, help="thumbnail width (default [http] thumbnail_width)")
+    thumbnails.add_argument("--json", type=Path, help="where to write results")
     args = parser.parse_args(argv)
     if args.suite == "chat":
         from benchmarks import chat as chat_suite
@@ -108,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
 
         out = args.json or Path("bench-results") / f"recs-{time.strftime('%Y%m%d-%H%M%S')}.json"
         recs_suite.run(args.seed, args.users, args.update_interval, out)
+    elif args.suite == "thumbnails":
+        from benchmarks import thumbnails as thumbnails_suite
+
+        out = args.json or Path("bench-results") / f"thumbnails-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        report = thumbnails_suite.run(args.rounds, args.interval, args.width, out)
+        return 0 if report["within_budget"] else 1
     elif args.suite == "soak":
         from benchmarks import soak as soak_suite
 

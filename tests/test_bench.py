@@ -83,3 +83,11 @@ def test_recs_suite_runs_and_writes_json_and_png(tmp_path):
     for kind in ("stream", "product"):
         assert set(report["quality"][kind]) >= {"user", "item", "blend", "popular"}
     assert len(report["latency"]["event_to_change_seconds"]) == 5
+
+
+def test_thumbnails_suite_runs_and_writes_json(tmp_path):
+    _, report = run_suite(tmp_path, "thumbnails", "--rounds", "10", timeout=120)
+    assert set(report["clips"]) == {"testsrc2 720p 2 Mb/s", "noisy 720p 8 Mb/s"}
+    for figures in report["clips"].values():
+        assert figures["cpu_s_per_thumbnail_mean"] > 0 and figures["jpeg_bytes"] > 0
+    assert report["budget_core_fraction"] == 0.02

@@ -56,7 +56,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     config = tmp_path / "mediacore.toml"
     config.write_text(
         f'[server]\nhost = "127.0.0.1"\nrtmp_port = {rtmp_port}\nrtsp_port = {rtsp_port}\nhttp_port = {http_port}\n'
-        f"drain_timeout = {DRAIN_TIMEOUT}\ndrain_grace = {DRAIN_GRACE}\n"
+        f"drain_timeout = {DRAIN_TIMEOUT}\ndrain_grace = {DRAIN_GRACE}\ndata_dir = {str(tmp_path / 'data')!r}\n"
     )
     log = tmp_path / "server.log"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONASYNCIODEBUG"}

@@ -44,10 +44,10 @@ async def test_gstreamer_rtmp2sink_push_plays(engine):
     assert {t.codec for t in stream.tracks.values()} == {"h264", "aac"}
 
 
-async def test_demo_command_serves_a_stream_hlsjs_plays_hls_and_llhls():
+async def test_demo_command_serves_a_stream_hlsjs_plays_hls_and_llhls(tmp_path):
     require_tool("node")
     http_port, rtmp_port = free_port(), free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -63,7 +63,7 @@ async def test_demo_command_serves_a_stream_hlsjs_plays_hls_and_llhls():
         str(free_port()),
         "--admin-port",
         "0",
-        cwd=str(ROOT),
+        cwd=str(tmp_path),  # its data directory (the shop and accounts files) lands there
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

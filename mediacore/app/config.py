@@ -21,7 +21,7 @@ from mediacore.access.identity import MIN_JWT_SECRET_BYTES
 from mediacore.access.tokens import ALL_STREAMS, MIN_SECRET_BYTES, PlaybackPolicy
 from mediacore.hub.config import HubConfig
 from mediacore.model.names import is_stream_name
-from mediacore.origin.config import AdminConfig, HttpConfig
+from mediacore.origin.config import MAX_THUMBNAIL_WIDTH, MIN_THUMBNAIL_WIDTH, AdminConfig, HttpConfig
 from mediacore.packager.config import HlsConfig, LlHlsConfig
 
 MIN_ADMIN_TOKEN = 16
@@ -254,6 +254,10 @@ def validate(config: Config) -> None:
         raise ConfigError("http.header_timeout and http.keepalive_timeout must be positive")
     if http.max_connections_per_ip < 0 or http.max_connections < 0:
         raise ConfigError("http.max_connections_per_ip and http.max_connections must be 0 (no limit) or more")
+    if not http.thumbnail_interval > 0:
+        raise ConfigError("http.thumbnail_interval must be positive")
+    if not MIN_THUMBNAIL_WIDTH <= http.thumbnail_width <= MAX_THUMBNAIL_WIDTH:
+        raise ConfigError(f"http.thumbnail_width must be {MIN_THUMBNAIL_WIDTH} to {MAX_THUMBNAIL_WIDTH} pixels")
     if not 0 <= config.admin.port <= 65535:
         raise ConfigError("admin.port must be between 0 and 65535")
     if config.admin.token and len(config.admin.token) < MIN_ADMIN_TOKEN:

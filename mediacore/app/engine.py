@@ -30,6 +30,7 @@ from mediacore.origin.admin import AdminState, create_admin_app
 from mediacore.origin.app import create_app
 from mediacore.origin.listener import Listener, ListenerLimits
 from mediacore.origin.state import OriginState
+from mediacore.origin.thumbnails import Thumbnails
 from mediacore.origin.viewers import ViewerTracker
 from mediacore.packager.hls import HlsPackager
 from mediacore.packager.llhls import LlHlsPackager
@@ -66,6 +67,15 @@ class Engine:
         """Streams whose packager failed past [hls] max_packager_restarts, with the reason."""
         self.restarts = RestartBudget(config.hls.max_packager_restarts, config.hls.packager_restart_window)
         self.draining = False
+        self.thumbnail_executor = ThreadPoolExecutor(1, thread_name_prefix="thumb")
+        """Decodes thumbnails, one at a time (its thread starts with the first thumbnail asked for)."""
+        self.thumbnails = Thumbnails(
+            self.hub.streams,
+            config.http.thumbnail_interval,
+            config.http.thumbnail_width,
+            self.thumbnail_executor,
+            clock,
+        )
         self.origin = OriginState(
             config.http,
             config.llhls.blocking_timeout_factor,
@@ -79,6 +89,7 @@ class Engine:
             wall_clock,
             config.auth.playback_policy(),
             self.failed,
+            thumbnails=self.thumbnails,
         )
         self.packagers: dict[str, HlsPackager] = {}
         self.ll_packagers: dict[str, LlHlsPackager] = {}
@@ -380,6 +391,7 @@ class Engine:
                 self.ll_renditions.pop(action.name, None)
                 self.ll_packagers.pop(action.name, None)
                 self.viewers.forget(action.name)
+                self.thumbnails.forget(action.name)
                 self.failed.pop(action.name, None)
                 self.restarts.forget(action.name)
                 log.info("stream %s: forgotten after retention", action.name)
@@ -559,6 +571,8 @@ class Engine:
         if self.publish_hook is not None:
             await self.publish_hook.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.thumbnails.close()
+        self.thumbnail_executor.shutdown(wait=False, cancel_futures=True)
 
     def base_url(self) -> str:
         if self.config.server.public_url:

@@ -191,6 +191,10 @@ class Stream:
         self._recent_ids: deque[str] = deque()
         self._recent_id_set: set[str] = set()
         self._metadata_count = 0
+        self.keyframe: Frame | None = None
+        """The newest video keyframe (shared, never copied): what a thumbnail shows."""
+        self.keyframes = 0
+        """Video keyframes received so far: tells a thumbnail whether `keyframe` is a new one."""
 
     def subscribe(self, name: str, max_items: int | None = None, max_bytes: int | None = None) -> Subscription:
         cfg = self.hub.config
@@ -260,6 +264,9 @@ class Stream:
         if end > self._end_90k:
             self._end_90k = end
         self._newest = (end, frame.wallclock)
+        if frame.keyframe and kind is Kind.VIDEO:
+            self.keyframe = frame
+            self.keyframes += 1
         priority = self._priority(frame)
         for sub in self.subscribers:
             sub.offer(frame, priority)

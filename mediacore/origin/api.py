@@ -9,9 +9,11 @@ from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from mediacore.model.media import Kind
+from mediacore.model.metadata import PRODUCT_CLASS
 from mediacore.origin.http import state_of
 from mediacore.origin.state import OriginState
 from mediacore.playlist.uris import playback_urls
+from mediacore.store.hls import HlsStore
 
 
 def stream_state(publishing: bool, ended: bool, failed: bool = False) -> str:
@@ -27,6 +29,7 @@ def stream_summary(state: OriginState, name: str) -> dict[str, object]:
     store = state.hls_stores.get(name)
     base = state.base_url()
     fps = stream.metadata.get("framerate") or stream.metadata.get("videoframerate")
+    urls = playback_urls(base, name)
     return {
         "name": name,
         "state": stream_state(stream.publishing, stream.ended, name in state.failed),
@@ -51,8 +54,27 @@ def stream_summary(state: OriginState, name: str) -> dict[str, object]:
         "frames": {k.value: n for k, n in stream.stats.frames.items()},
         "segments": store.next_msn if store else 0,
         "target_duration": store.target_duration if store else None,
-        "urls": playback_urls(base, name),
+        "urls": urls,
+        "thumbnail": urls["thumbnail"] if stream.keyframe is not None else None,
+        "protected": state.playback.protects(name),
+        "product": pinned_product(store),
     }
+
+
+PRODUCT_FIELDS = {"X-PRODUCT-ID": "id", "X-TITLE": "title", "X-PRICE": "price", "X-CURRENCY": "currency"}
+"""The pinned product card's attributes listed in /api/streams (the commerce plugin's card
+attributes, docs/live-shopping.md), under these names."""
+
+
+def pinned_product(store: HlsStore | None) -> dict[str, object] | None:
+    """The stream's latest product card still showing at the live edge (the newest
+    com.mediacore.product DATERANGE of its HLS playlist): id, title, price (minor units) and
+    currency, each null when the card does not carry it; null when there is no card."""
+    daterange = store.latest_daterange(PRODUCT_CLASS) if store is not None else None
+    if daterange is None:
+        return None
+    attributes = dict(daterange.attributes)
+    return {"card": daterange.id, **{key: attributes.get(attr) for attr, key in PRODUCT_FIELDS.items()}}
 
 
 async def api_streams(request: web.Request) -> web.StreamResponse:

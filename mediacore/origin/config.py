@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+MIN_THUMBNAIL_WIDTH = 16
+MAX_THUMBNAIL_WIDTH = 1920
+"""Bounds of [http] thumbnail_width in pixels: a directory tile at least, full HD at most."""
+
 
 @dataclass(slots=True)
 class HttpConfig:
@@ -38,6 +42,12 @@ class HttpConfig:
     max_connections: int = 20000
     """Connections open at once on the public port, from everyone; past it a new connection
     gets 503 and is closed (keep it under the process's file descriptor limit). 0: no limit."""
+    thumbnail_interval: float = 5.0
+    """Seconds a stream's thumbnail (/live/STREAM/thumbnail.jpg) is kept before a request
+    decodes the newest keyframe again; also its Cache-Control max-age. Nothing is decoded for
+    a stream whose thumbnail nobody asks for."""
+    thumbnail_width: int = 320
+    """Width in pixels of thumbnails (height follows the picture's aspect ratio, even)."""
 
 
 @dataclass(slots=True)

@@ -1,5 +1,6 @@
-"""The pages a person opens: the stream index, the watch page and the scripts it loads
-(hls.js, watch.js, and the page scripts of the plugins that run, such as the chat pane)."""
+"""The pages a person opens: the live directory (the index), the watch page, the scripts they
+load (hls.js, watch.js, directory.js, and the page scripts of the plugins that run, such as
+the chat pane) and the stream thumbnails the directory shows (thumbnails.py makes them)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 from aiohttp import web
 
 from mediacore.origin.api import stream_state
-from mediacore.origin.http import state_of, stream_name
-from mediacore.playlist.uris import WATCH_PAGE
+from mediacore.origin.http import not_found, not_yet, state_of, stream_name
+from mediacore.playlist.uris import STREAM_ROOT, THUMBNAIL, WATCH_PAGE
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 STATIC_MAX_AGE = 86400
@@ -20,6 +21,7 @@ STATIC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*\.(js|css)")
 PLUGIN_SCRIPTS = "/static/plugins/"
 """Where the running plugins' page scripts are served; the watch page loads each of them, so
 a page without a plugin makes no request for its script."""
+JPEG_TYPE = "image/jpeg"
 
 
 async def watch(request: web.Request) -> web.StreamResponse:
@@ -40,6 +42,20 @@ async def index(request: web.Request) -> web.StreamResponse:
     )
     html = (WEB_DIR / "index.html").read_text().replace("{{STREAMS}}", items or "<li>no streams yet</li>")
     return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+async def thumbnail(request: web.Request) -> web.StreamResponse:
+    """The stream's newest keyframe as a JPEG, cached for `[http] thumbnail_interval`; 404
+    no-store before its first keyframe. Not counted as a viewer."""
+    state = state_of(request)
+    name = stream_name(request)
+    if name not in state.streams:
+        raise not_found("no such stream")
+    found = await state.thumbnails.get(name) if state.thumbnails is not None else None
+    if found is None:
+        raise not_yet(f"stream {name} has no picture yet")
+    jpeg, max_age = found
+    return web.Response(body=jpeg, content_type=JPEG_TYPE, headers={"Cache-Control": f"public, max-age={max_age}"})
 
 
 async def hls_js(request: web.Request) -> web.StreamResponse:
@@ -72,3 +88,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(PLUGIN_SCRIPTS + "{name}", plugin_script)
     app.router.add_get("/static/{name}", static_file)
     app.router.add_get("/", index)
+    app.router.add_get(STREAM_ROOT + THUMBNAIL, thumbnail)

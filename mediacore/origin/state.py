@@ -17,6 +17,7 @@ from mediacore.access.tokens import PlaybackPolicy
 from mediacore.hub.hub import Stream
 from mediacore.model.media import Kind
 from mediacore.origin.config import HttpConfig
+from mediacore.origin.thumbnails import Thumbnails
 from mediacore.origin.viewers import ViewerTracker
 from mediacore.store.hls import HlsStore
 from mediacore.store.ll import LlRendition
@@ -55,6 +56,8 @@ class OriginState:
     failed: Mapping[str, str] = field(default_factory=dict)
     """Streams marked failed (a packager kept raising), with the reason: state "failed" in
     the API, listed by /healthz."""
+    thumbnails: Thumbnails | None = None
+    """Each stream's thumbnail (/live/STREAM/thumbnail.jpg); None: the route answers 404."""
     draining: bool = False
     """The server is shutting down (SIGTERM): /healthz answers 503 so balancers send no new
     viewers, while the ended playlists and their last segments are still served."""

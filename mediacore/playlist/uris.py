@@ -20,6 +20,8 @@ LL_MULTIVARIANT = "ll.m3u8"
 LL_DIR = "ll/"
 """LL-HLS rendition playlists and media sit below the multivariant playlist, in ll/."""
 WATCH_PAGE = "/watch/{stream}"
+THUMBNAIL = "thumbnail.jpg"
+"""A stream's picture from its latest keyframe, below STREAM_ROOT (the directory, moderators)."""
 
 HLS_SEGMENT_SUFFIX = ".ts"
 HLS_SEGMENT_ROUTE = "{segment:[0-9a-f]+-[0-9]+}" + HLS_SEGMENT_SUFFIX
@@ -69,6 +71,7 @@ def playback_urls(base: str, stream: str) -> dict[str, str]:
         "hls": root + HLS_PLAYLIST,
         "ll_hls": root + LL_MULTIVARIANT,
         "watch": base + WATCH_PAGE.format(stream=stream),
+        "thumbnail": root + THUMBNAIL,
     }
 
 

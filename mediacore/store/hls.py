@@ -141,6 +141,21 @@ class HlsStore(Windowed[StoredSegment]):
             self._playlist_text = self.playlist().render()
         return self._playlist_text
 
+    def latest_daterange(self, cls: str) -> DateRange | None:
+        """The date range of class `cls` that starts last among the segments in the window, if
+        it has not ended by the live edge (the end of the newest segment): a stream's pinned
+        product card. None when there is none, or the newest one is over."""
+        segments = self.window.segments
+        latest = max(
+            (dr for seg in segments for dr in seg.dateranges if dr.cls == cls),
+            key=lambda dr: dr.start_date,
+            default=None,
+        )
+        if latest is None or latest.duration is None:
+            return latest
+        edge = segments[-1].program_date_time + segments[-1].duration
+        return latest if latest.start_date + latest.duration > edge else None
+
     def get_segment(self, uri: str, now: float) -> StoredSegment | None:
         seg = self._by_uri.get(uri)
         if seg is not None:
