@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 
 import aiohttp
 import msgpack
@@ -286,3 +287,65 @@ async def test_the_chat_pane_script_is_served_and_loaded_by_the_watch_page(confi
             assert r.status == 200 and "mediacore:viewers" in await r.text()
         async with http.get(f"{base}/watch/shop") as r:
             assert '<script src="/static/plugins/chat.js" defer></script>' in await r.text()
+
+
+FLOOD_CONNECTIONS = 10_000
+"""WebSocket attempts one hostile address makes in the connection-flood test."""
+FLOOD_CONCURRENCY = 600
+"""Attempts in flight at once: beyond the HTTP listener's per-address cap (512), so both caps act."""
+
+
+async def test_ten_thousand_connections_from_one_address_are_capped(config):
+    """One address opens 10,000 chat connections and keeps every one it gets: the chat admits
+    max_connections_per_address of them and closes the rest with 1013; attempts past the
+    listener's per-address cap are refused with 429 before any WebSocket work. A viewer on
+    another address keeps chatting throughout."""
+    cap = 20
+    async with chat_engine(config, max_connections_per_address=cap, guests_may_write=True) as engine:
+        good_http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0)))
+        flood_http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        try:
+            good = Client(await good_http.ws_connect(chat_url(engine, "shop", token(engine, "good"))))
+            held: list[aiohttp.ClientWebSocketResponse] = []
+            outcomes: dict[str, int] = {}
+            gate = asyncio.Semaphore(FLOOD_CONCURRENCY)
+
+            async def attempt() -> None:
+                async with gate:
+                    try:
+                        ws = await flood_http.ws_connect(chat_url(engine, "shop"))
+                    except aiohttp.WSServerHandshakeError as e:
+                        outcomes[str(e.status)] = outcomes.get(str(e.status), 0) + 1
+                        return
+                    msg = await ws.receive()
+                    if msg.type == aiohttp.WSMsgType.CLOSE:
+                        outcomes[f"close {ws.close_code}"] = outcomes.get(f"close {ws.close_code}", 0) + 1
+                        await ws.close()
+                    else:
+                        outcomes["open"] = outcomes.get("open", 0) + 1
+                        held.append(ws)  # kept open, as an attacker would
+
+            async def chatter() -> int:
+                sent = 0
+                while len(held) < cap or sum(outcomes.values()) < FLOOD_CONNECTIONS:
+                    await good.send(type="chat", text=f"still here {sent}")
+                    sent += 1
+                    await asyncio.sleep(0.5)
+                return sent
+
+            talking = asyncio.create_task(chatter())
+            await asyncio.gather(*(attempt() for _ in range(FLOOD_CONNECTIONS)))
+            sent = await talking
+            print("connection flood outcomes", outcomes, file=sys.stderr)
+            assert sum(outcomes.values()) == FLOOD_CONNECTIONS
+            assert outcomes.get("open") == cap, outcomes
+            assert set(outcomes) <= {"open", "close 1013", "429"}, outcomes
+            assert outcomes.get("close 1013", 0) > 0, outcomes
+            await until(lambda: len(good.of("chat")) == sent, 10, "the other address's messages all echoed")
+            assert good.of("error") == []
+            for ws in held:
+                await ws.close()
+            await good.close()
+        finally:
+            await flood_http.close()
+            await good_http.close()
