@@ -332,6 +332,7 @@ def test_the_demo_command_turns_the_demo_shop_on():
     assert CommerceSettings.parse(config.plugin_settings["commerce"]).demo_stream == "studio"
     # The demo listens on every address by default: its watch page still gets guest tokens.
     assert config.plugin_settings["accounts"]["guests"] is True
+    assert config.plugin_settings["chat"]["guests_may_write"] is True
     off = load_config(None, {"plugins": {"enabled": []}})
     enable_demo_shop(off)
     assert "commerce" not in off.plugin_settings

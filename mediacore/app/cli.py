@@ -173,14 +173,16 @@ def demo_publish_key(config: Config) -> str:
 def enable_demo_shop(config: Config) -> None:
     """`mediacore demo` runs the commerce plugin's demo shop (a seeded catalogue and flash
     sale, a product card on the demo stream every few seconds) and lets the watch page get
-    guest tokens to buy with, even when it listens beyond loopback, unless the file says
-    otherwise."""
+    guest tokens to buy and chat with, even when it listens beyond loopback, unless the file
+    says otherwise."""
     if "commerce" in config.plugins.enabled:
         settings = config.plugin_settings.setdefault("commerce", {})
         settings.setdefault("demo", True)
         settings.setdefault("demo_stream", config.demo.stream)
     if "accounts" in config.plugins.enabled:
         config.plugin_settings.setdefault("accounts", {}).setdefault("guests", True)
+    if "chat" in config.plugins.enabled:
+        config.plugin_settings.setdefault("chat", {}).setdefault("guests_may_write", True)
 
 
 async def _run(config: Config, demo: bool) -> int:
