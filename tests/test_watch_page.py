@@ -20,10 +20,8 @@ import sys
 from typing import Any
 
 from aiohttp import web
-from conftest import ROOT, require_tool, stop_process, wait_for_playlist
+from watch_harness import demo_and_browser
 
-from mediacore.app.config import DemoConfig
-from mediacore.app.demo import demo_command
 from mediacore.app.engine import Engine
 from mediacore.plugins.api import IdentityError, PluginContext
 from plugins.accounts.plugin import AccountsPlugin
@@ -78,24 +76,12 @@ class Shop:
 
 
 async def test_cards_in_sync_for_ll_and_hls_viewers_and_one_order_per_tap(config):
-    require_tool("node")
     config.hls.end_grace = 3.0
     engine = Engine(config)
     shop = Shop()
     engine.plugins = [AccountsPlugin(), shop, ChatPlugin()]
     await engine.start()
-    demo = None
-    browser = None
     try:
-        demo_cfg = DemoConfig(width=640, height=360)
-        demo = await asyncio.create_subprocess_exec(
-            *demo_command(f"rtmp://127.0.0.1:{engine.rtmp_port}/live/shop", demo_cfg),
-            cwd=str(ROOT),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        await wait_for_playlist(engine.http_port, "shop", segments=3, timeout=40)
         base = f"http://127.0.0.1:{engine.http_port}/watch/shop"
         harness = {
             "urls": [base, base + "?ll=0"],  # LL-HLS (the default) and plain HLS
@@ -106,36 +92,19 @@ async def test_cards_in_sync_for_ll_and_hls_viewers_and_one_order_per_tap(config
             "height": VIEWPORT[1],
             "timeout": 90,
         }
-        browser = await asyncio.create_subprocess_exec(
-            "node",
-            str(ROOT / "tests" / "e2e" / "watch.mjs"),
-            json.dumps(harness),
-            cwd=str(ROOT),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert browser.stdout is not None
-        line = await asyncio.wait_for(browser.stdout.readline(), 100)
-        ready = json.loads(line)
-        assert "ready" in ready, ready
-        stream = engine.hub.get("shop")
-        assert stream is not None
-        sync = stream.add_metadata({"X-PRODUCT-ID": SYNC, "X-TITLE": "Blue mug", "X-PRICE": "19.99"}, duration=3.0)
-        await asyncio.sleep(4.0)
-        buy = stream.add_metadata(
-            {"X-PRODUCT-ID": BUY, "X-TITLE": "Red kettle", "X-PRICE": "49.00", "X-SALE-ID": SALE}, duration=60.0
-        )
-        out, err = await asyncio.wait_for(browser.communicate(), 120)
-        report = json.loads(out.decode().strip().splitlines()[-1])
+        async with demo_and_browser(engine, "shop", "watch.mjs", harness) as run:
+            stream = engine.hub.get("shop")
+            assert stream is not None
+            sync = stream.add_metadata({"X-PRODUCT-ID": SYNC, "X-TITLE": "Blue mug", "X-PRICE": "19.99"}, duration=3.0)
+            await asyncio.sleep(4.0)
+            buy = stream.add_metadata(
+                {"X-PRODUCT-ID": BUY, "X-TITLE": "Red kettle", "X-PRICE": "49.00", "X-SALE-ID": SALE}, duration=60.0
+            )
+            report, err = await run.report(120)
     finally:
-        if browser is not None and browser.returncode is None:
-            browser.kill()
-            await browser.wait()
-        if demo is not None:
-            await stop_process(demo)
         await engine.stop()
 
-    assert report["exception"] is None, (report["exception"], err.decode()[-2000:])
+    assert report["exception"] is None, (report["exception"], err[-2000:])
     assert report["done"], json.dumps(report)[-3000:]
     figures = {}
     for entry, kind in zip(report["pages"], ("LL-HLS", "HLS"), strict=True):

@@ -68,6 +68,29 @@
   pollViewers();
   setInterval(pollViewers, VIEWERS_EVERY_MS);
 
+  // --- Who the viewer is: the page's own token (window.MEDIACORE_TOKEN, or one the shop's
+  // login left in localStorage["mediacore.token"]), else a guest token from POST /api/guest,
+  // kept until shortly before it expires. The chat pane asks here too (window.mediacore.bearer),
+  // so a viewer chats and buys as one user; callers at the same moment share one request.
+  // `renew`: the token was refused, fetch a new guest token. ---
+  let guest = null;    // {token, expires} once fetched
+  let pending = null;  // the guest request in flight, shared by every caller meanwhile
+  function fetchGuest() {
+    return fetch("/api/guest", { method: "POST" })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((body) => (body ? { token: body.token, expires: Date.now() + body.expires_in * 1000 } : null));
+  }
+  async function bearer(renew) {
+    const own = window.MEDIACORE_TOKEN || localStorage.getItem("mediacore.token");
+    if (own && !renew) return own;
+    if (renew) guest = null;
+    if (guest && guest.expires > Date.now() + TOKEN_MARGIN_MS) return guest.token;
+    if (!pending) pending = fetchGuest().finally(() => { pending = null; });
+    guest = await pending;
+    return guest ? guest.token : null;
+  }
+  state.bearer = bearer;
+
   // The chat pane is the chat plugin's page script (/static/plugins/chat.js), included by the
   // server only while that plugin runs; it finds its pane as <section id="chat">.
 
@@ -104,7 +127,7 @@
       state.cards[id] = {
         id, start, end: duration === null ? Infinity : start + duration * 1000,
         productId: a["X-PRODUCT-ID"] || null, saleId: a["X-SALE-ID"] || null,
-        title: a["X-TITLE"] || a["X-PRODUCT-ID"] || "", price: a["X-PRICE"] || "", image: a["X-IMAGE"] || "",
+        title: a["X-TITLE"] || a["X-PRODUCT-ID"] || "", price: formatPrice(a["X-PRICE"], a["X-CURRENCY"]), image: a["X-IMAGE"] || "",
         knownAtPdt: state.framePdt,
       };
     }
@@ -137,18 +160,34 @@
     return null;
   }
 
+  // A card that names its currency (X-CURRENCY, as the commerce plugin's do) gives X-PRICE in
+  // the currency's minor units: 2900 EUR reads "€29.00" (in the viewer's locale). Without
+  // X-CURRENCY the price is shown as written.
+  function formatPrice(price, currency) {
+    if (price === undefined || price === null || price === "") return "";
+    const minor = Number(price);
+    if (!currency || !Number.isFinite(minor)) return String(price);
+    try {
+      const format = new Intl.NumberFormat(undefined, { style: "currency", currency });
+      return format.format(minor / 10 ** format.resolvedOptions().maximumFractionDigits);
+    } catch (e) {
+      return `${price} ${currency}`;  // a code this browser does not know
+    }
+  }
+
   function render(card) {
     cardTitle.textContent = card.title;
     cardPrice.textContent = card.price;
     if (card.image) cardImg.src = card.image; else cardImg.removeAttribute("src");
-    if (!inFlight) cardResult.textContent = "";
+    if (!inFlight) cardResult.textContent = bought[card.id] ? "Ordered ✓" : "";
+    syncButton();
   }
 
   function showCardsAt(pdt, meta) {
     let active = null;
     for (const id in state.cards) {
       const c = state.cards[id];
-      if (c.end < pdt - CARD_KEEP_MS) { delete state.cards[id]; continue; }
+      if (c.end < pdt - CARD_KEEP_MS) { delete state.cards[id]; delete bought[id]; delete keys[id]; continue; }
       // Both dates are written to the millisecond: a frame within that rounding of the
       // START-DATE is the frame that carries it.
       const at = pdt + PDT_ROUNDING_MS;
@@ -194,10 +233,20 @@
     requestAnimationFrame(tick);
   }
 
-  // --- Buying: a guest token (or one the shop's login left in localStorage), then an order
-  // with one Idempotency-Key per tap, reused on every retry of that tap. ---
-  let guest = null;
+  // --- Buying: the viewer's token (bearer, above), then an order
+  // with one Idempotency-Key per tap, reused on every retry of that tap. One order per card:
+  // once a card's order is placed its button reads "Ordered" and places nothing more, so
+  // repeated taps make one order even when the first completes between two taps. A tap whose
+  // outcome is unknown (no answer, 5xx after every retry) keeps its key: the next tap on that
+  // card repeats the same request, which the server counts once. ---
   let inFlight = false;
+  const bought = {};   // card id -> true once an order from that card was placed (201)
+  const keys = {};     // card id -> the Idempotency-Key of its tap with an unknown outcome
+  function syncButton() {
+    const done = state.shown !== null && !!bought[state.shown];
+    buyBtn.disabled = inFlight || done;
+    buyBtn.textContent = done ? "Ordered" : "Buy";
+  }
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
   function newKey() {  // a UUID v4; crypto.randomUUID needs a secure context, this does not
@@ -205,17 +254,6 @@
     b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
     const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
     return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-  }
-
-  async function bearer(renew) {
-    const own = localStorage.getItem("mediacore.token");
-    if (own && !renew) return own;
-    if (!renew && guest && guest.expires > Date.now() + TOKEN_MARGIN_MS) return guest.token;
-    const r = await fetch("/api/guest", { method: "POST" });
-    if (!r.ok) return null;
-    const body = await r.json();
-    guest = { token: body.token, expires: Date.now() + body.expires_in * 1000 };
-    return guest.token;
   }
 
   async function placeOrder(body, key) {
@@ -254,21 +292,24 @@
 
   async function buy() {
     const card = state.shown && state.cards[state.shown];
-    if (inFlight || !card) return;   // a tap while an order is in flight places nothing
+    // A tap while an order is in flight, or on a card already bought from, places nothing.
+    if (inFlight || !card || bought[card.id]) return;
     inFlight = true;
-    buyBtn.disabled = true;
+    syncButton();
     cardResult.textContent = "Ordering…";
-    const key = newKey();
+    const key = keys[card.id] || (keys[card.id] = newKey());
     const body = card.saleId ? { sale_id: card.saleId } : { product_id: card.productId, quantity: 1 };
     try {
       const outcome = await placeOrder(body, key);
       state.orders.push({ key, card: card.id, ...outcome });
+      if (outcome.status !== 0 && outcome.status < 500) delete keys[card.id];  // answered: a new tap is a new request
+      if (outcome.status === 201) bought[card.id] = true;
       if (outcome.status === 201) cardResult.textContent = "Ordered ✓";
       else cardResult.textContent = REFUSALS[outcome.body.error] ||
         (outcome.status === 401 || outcome.status === 403 ? REFUSALS.sign_in : "Could not order, please try again");
     } finally {
       inFlight = false;
-      buyBtn.disabled = false;
+      syncButton();
     }
   }
   buyBtn.addEventListener("click", buy);

@@ -3,8 +3,10 @@
 // moderators; it reconnects with ?since=LAST_SEQ so nothing is missed.
 //
 // The room is the section's data-stream attribute, or STREAM of /watch/STREAM. The token is
-// window.MEDIACORE_TOKEN (the page's own), else a guest token from POST /api/guest (kept in
-// sessionStorage), else none (read-only). Events go out on the section as DOM events:
+// the watch page's (window.mediacore.bearer: the page's own token or its guest token, so the
+// viewer chats as the user who buys); on a page without watch.js window.MEDIACORE_TOKEN, else
+// a guest token from POST /api/guest (kept in sessionStorage); else none (read-only). A token
+// the server refuses (close 1008, e.g. expired) is renewed once before the pane goes read-only. Events go out on the section as DOM events:
 // "mediacore:viewers" {count}, "mediacore:likes" {total}, "mediacore:chat" {event}.
 (function () {
   "use strict";
@@ -19,6 +21,7 @@
   var ws = null;
   var retry = 500;
   var token = null;
+  var renewed = false; // a refused token was replaced since the last accepted connection
   var role = "guest";
   var me = null;
   var byId = {};
@@ -167,15 +170,21 @@
     if (token) url.searchParams.set("access_token", token);
     if (lastSeq !== null) url.searchParams.set("since", String(lastSeq));
     ws = new WebSocket(url.toString());
-    ws.onopen = function () { retry = 500; setStatus(""); };
+    ws.onopen = function () { retry = 500; renewed = false; setStatus(""); };
     ws.onmessage = function (m) {
       try { handle(JSON.parse(m.data)); } catch (e) { /* a frame this page does not know */ }
     };
     ws.onclose = function (e) {
       ws = null;
-      if (e.code === 1008) { token = null; sessionStorage.removeItem("mediacore-guest"); }
       setStatus("reconnecting…" + (e.reason ? " (" + e.reason + ")" : ""));
-      setTimeout(connect, retry);
+      if (e.code === 1008 && token) {
+        sessionStorage.removeItem("mediacore-guest");
+        var again = !renewed;
+        renewed = true;
+        setTimeout(function () { (again ? getToken(true) : Promise.resolve(null)).then(start); }, retry);
+      } else {
+        setTimeout(connect, retry);
+      }
       retry = Math.min(retry * 2, 10000);
     };
   }
@@ -190,6 +199,25 @@
   };
   like.onclick = function () { out({ type: "like" }); };
 
+  // The token to chat with (a Promise; null: read-only). `renew`: the last one was refused.
+  function getToken(renew) {
+    var page = window.mediacore;
+    if (page && typeof page.bearer === "function") {
+      return page.bearer(renew).catch(function () { return null; });
+    }
+    if (window.MEDIACORE_TOKEN && !renew) return Promise.resolve(window.MEDIACORE_TOKEN);
+    var kept = !renew && sessionStorage.getItem("mediacore-guest");
+    if (kept && (claims(kept).exp || 0) * 1000 > Date.now() + 60000) return Promise.resolve(kept);
+    return fetch("/api/guest", { method: "POST" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (body) {
+        var t = body && (body.token || body.access_token);
+        if (t) sessionStorage.setItem("mediacore-guest", t);
+        return t || null;
+      })
+      .catch(function () { return null; });
+  }
+
   function start(t) {
     token = t || null;
     var c = token ? claims(token) : {};
@@ -199,20 +227,17 @@
     var writes = !!token;
     input.disabled = send.disabled = like.disabled = !writes;
     Array.prototype.forEach.call(gifts.querySelectorAll("button"), function (b) { b.disabled = !writes; });
-    if (!writes) input.placeholder = "Sign in to chat";
+    input.placeholder = writes ? "Say something…" : "Sign in to chat";
     connect();
   }
 
-  window.mediacoreChat = { send: out, room: room, get lastSeq() { return lastSeq; } };
-  if (window.MEDIACORE_TOKEN) { start(window.MEDIACORE_TOKEN); return; }
-  var kept = sessionStorage.getItem("mediacore-guest");
-  if (kept && (claims(kept).exp || 0) * 1000 > Date.now() + 60000) { start(kept); return; }
-  fetch("/api/guest", { method: "POST" })
-    .then(function (r) { return r.ok ? r.json() : null; })
-    .then(function (body) {
-      var t = body && (body.token || body.access_token);
-      if (t) sessionStorage.setItem("mediacore-guest", t);
-      start(t);
-    })
-    .catch(function () { start(null); });
+  // For the rest of the page (and tests): send, the room, the last seq seen, whether the
+  // socket is open, and the user the pane chats as.
+  window.mediacoreChat = {
+    send: out, room: room,
+    get lastSeq() { return lastSeq; },
+    get connected() { return !!ws && ws.readyState === WebSocket.OPEN; },
+    get me() { return me; },
+  };
+  getToken(false).then(start);
 })();
