@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -140,3 +142,80 @@ async def test_gstreamer_rtspclientsink_publish_plays(engine):
     stream = engine.hub.get(name)
     assert {t.codec for t in stream.tracks.values()} == {"h264", "aac"}
     assert stream.stats.frames[Kind.VIDEO] >= 30 * 25
+
+
+def mp4_clip(loops: int = LOOPS) -> Path:
+    """make_clip's 720p30 H.264 + AAC, `loops` times over, remuxed (not re-encoded) into an
+    MP4 for GStreamer's qtdemux, with Debian's ffmpeg; cached beside the clip."""
+    clip = make_clip()
+    path = clip.with_name(f"{clip.stem}-x{loops}.mp4")
+    if not (path.exists() and path.stat().st_size > 0):
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.mp4")
+        cmd = ffmpeg_push_cmd(clip, "", realtime=False, loops=loops - 1, output=["-c", "copy", "-y", str(tmp)])
+        subprocess.run(cmd, check=True)
+        tmp.rename(path)
+    return path
+
+
+def gstreamer_latm_pipeline(clip: Path, url: str, transport: str) -> list[str]:
+    """The issue's pipeline: demuxed H.264 and AAC into rtspclientsink, which payloads the
+    AAC as MP4A-LATM (rtpmp4apay, its default for audio/mpeg)."""
+    return [
+        "gst-launch-1.0",
+        "-q",
+        "filesrc",
+        f"location={clip}",
+        "!",
+        "qtdemux",
+        "name=d",
+        "d.video_0",
+        "!",
+        "queue",
+        "!",
+        "h264parse",
+        "!",
+        "s.sink_0",
+        "d.audio_0",
+        "!",
+        "queue",
+        "!",
+        "aacparse",
+        "!",
+        "s.sink_1",
+        "rtspclientsink",
+        "name=s",
+        f"location={url}",
+        f"protocols={transport}",
+    ]
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_gstreamer_rtspclientsink_h264_aac_latm_plays(engine, transport):
+    """GStreamer's rtspclientsink with H.264 + AAC sends the AAC as MP4A-LATM: it publishes
+    over UDP and TCP, hls.js decodes >= 95 % of the video frames of a 20 s window, and the
+    segments carry the AAC stream (stereo, 48 kHz, as encoded)."""
+    require_tool("gst-launch-1.0")
+    require_tool("ffprobe")
+    clip = mp4_clip()
+    name = f"gst-latm-{transport}"
+    url = f"rtsp://127.0.0.1:{engine.rtsp_port}/live/{name}"
+    pusher = await start_process(*gstreamer_latm_pipeline(clip, url, transport))
+    try:
+        await wait_for_playlist(engine.http_port, name, segments=2, timeout=40)
+        audio = await segment_audio(engine, name)
+        report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/{name}?ll=0", seconds=PLAY_SECONDS)
+    finally:
+        await stop_process(pusher)
+    stream = engine.hub.get(name)
+    assert stream is not None
+    check_playback(report)
+    decoded = report["end"]["frames"] - report["start"]["frames"]
+    shown = 30 * report["advanced"]
+    print(f"{transport}: {decoded} frames decoded over {report['advanced']:.1f} s ({decoded / shown:.1%})")
+    assert decoded >= 0.95 * shown, (decoded, shown, report["end"])
+    assert (audio["codec_name"], int(audio["sample_rate"]), audio["channels"]) == ("aac", 48000, 2)
+    assert stream.tracks[Kind.AUDIO].codec == "aac"
+    # Every AAC frame reached the hub: ~46.9 per second of video.
+    video, aac = stream.stats.frames[Kind.VIDEO], stream.stats.frames[Kind.AUDIO]
+    assert video > 30 * 20
+    assert abs(aac - video / 30 * 48000 / 1024) <= 0.02 * aac + 5, (video, aac)

@@ -32,9 +32,11 @@ from ingest.rtp.depacketize import AacDepacketizer, OpusDepacketizer, opus_packe
 from ingest.rtp.errors import RtpError
 from ingest.rtp.h264_depacketize import FU_A, STAP_A
 from ingest.rtp.h264_depacketize import H264Depacketizer as PureH264Depacketizer
+from ingest.rtp.latm import MAX_AAC_FRAME_BYTES, LatmDepacketizer, StreamMuxConfig, parse_stream_mux_config
 from ingest.rtp.packet import RtpPacket, parse_rtp
 from ingest.rtp.rtsp import Interleaved, Request, RtspParser
 from ingest.rtp.sdp import MediaDescription, check_ingestible, parse_sdp
+from ingest.rtp.to_stream import aac_track, audio_track
 
 DATA = Path(__file__).resolve().parent / "data"
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -71,6 +73,10 @@ H264_SDP = fixture("rtp_ffmpeg_h264.sdp").decode()
 AAC_SDP = fixture("rtp_ffmpeg_aac.sdp").decode()
 OPUS_SDP = fixture("rtp_ffmpeg_opus.sdp").decode()
 RTSP_ANNOUNCE = fixture("rtsp_gstreamer_announce.bin")
+LATM_SDP = fixture("rtsp_gstreamer_latm.sdp").decode()
+LATM_RTP = datagrams(fixture("rtp_gstreamer_latm.bin"))
+LATM_RTP_MTU100 = datagrams(fixture("rtp_gstreamer_latm_mtu100.bin"))
+LATM_MTU100_CONFIG = bytes.fromhex("40002310adca00")  # from rtpmp4apay's caps (tests/data/README.md)
 
 
 def bytewise(data: bytes) -> list[bytes]:
@@ -307,7 +313,10 @@ def test_ffmpeg_sdps() -> None:
 
 
 @FUZZ
-@given(st.sampled_from([H264_SDP, AAC_SDP, OPUS_SDP, RTSP_ANNOUNCE.partition(b"\r\n\r\n")[2].decode()]), edits)
+@given(
+    st.sampled_from([H264_SDP, AAC_SDP, OPUS_SDP, LATM_SDP, RTSP_ANNOUNCE.partition(b"\r\n\r\n")[2].decode()]),
+    edits,
+)
 @example(H264_SDP, [])
 def test_fuzz_sdp_parser_from_captures(text: str, changes: list[tuple[int, int, bytes]]) -> None:
     mutated = splice(text.encode(), changes).decode("utf-8", errors="replace")
@@ -439,7 +448,7 @@ def test_ffmpeg_opus_rtp(parse: Callable[[bytes], pure_rtp.RtpPacket]) -> None:
 
 
 @FUZZ
-@given(st.sampled_from(H264_RTP + AAC_RTP + OPUS_RTP), edits)
+@given(st.sampled_from(H264_RTP + AAC_RTP + OPUS_RTP + LATM_RTP + LATM_RTP_MTU100), edits)
 @example(H264_RTP[0], [])
 @example(H264_RTP[0], [(0, 1, b"\xb0")])  # padding bit set, last byte as the count
 def test_fuzz_rtp_parsers_from_captures(datagram: bytes, changes: list[tuple[int, int, bytes]]) -> None:
@@ -491,3 +500,152 @@ def test_fuzz_aac_depacketizer_from_capture(index: int, changes: list[tuple[int,
 @example(0, [(0, 2, b"\xfb\x00")])  # code-3 packet declaring zero frames
 def test_fuzz_opus_depacketizer_from_capture(index: int, changes: list[tuple[int, int, bytes]]) -> None:
     fuzz_depacketizer(OpusDepacketizer(), OPUS_RTP, index, changes)
+
+
+# MP4A-LATM: GStreamer's rtspclientsink (rtpmp4apay) ---------------------------------
+
+
+def latm_media() -> MediaDescription:
+    sdp = parse_sdp(LATM_SDP)
+    check_ingestible(sdp)
+    (media,) = sdp.media
+    return media
+
+
+def test_gstreamer_latm_sdp_gives_the_track_the_mpeg4_generic_path_gives() -> None:
+    media = latm_media()
+    assert (media.kind, media.payload_type, media.encoding, media.clock_rate, media.channels) == (
+        "audio",
+        96,
+        "MP4A-LATM",
+        48000,
+        1,
+    )
+    assert media.fmtp == {"cpresent": "0", "config": LATM_MTU100_CONFIG.hex()}
+    mux = media.stream_mux_config
+    # audioMuxVersion 0, one program, one layer, one frame per AudioMuxElement; the
+    # fields after the AudioSpecificConfig are left out (rtpmp4apay's short form).
+    assert (mux.audio_mux_version, mux.sub_frames, mux.other_data_bits) == (0, 1, 0)
+    assert (mux.audio.object_type, mux.audio.sample_rate, mux.audio.channels, mux.audio.frame_samples) == (
+        2,
+        48000,
+        1,
+        1024,
+    )
+    # GStreamer's AAC encoder here is FFmpeg's (avenc_aac): the AudioSpecificConfig inside the
+    # StreamMuxConfig is the very config ffmpeg's own MPEG4-GENERIC SDP carries, sync
+    # extension and padding included, so both paths publish the same track.
+    aac = only_media(AAC_SDP)
+    assert mux.asc == aac.aac_config == bytes.fromhex("118856e500")
+    assert aac_track(mux.asc) == audio_track(aac)
+
+
+def latm_frames(payload: bytes) -> list[bytes]:
+    """The frames of AudioMuxElements of one subframe each, read here without the depacketizer."""
+    out = []
+    pos = 0
+    while pos < len(payload):
+        length = 0
+        while payload[pos] == 255:
+            length += 255
+            pos += 1
+        length += payload[pos]
+        out.append(payload[pos + 1 : pos + 1 + length])
+        pos += 1 + length
+    return out
+
+
+@both_parsers
+def test_gstreamer_latm_rtp(parse: Callable[[bytes], pure_rtp.RtpPacket]) -> None:
+    media = latm_media()
+    packets = check_headers(LATM_RTP, parse, media.payload_type)
+    assert all(p.marker for p in packets)  # one whole AudioMuxElement per packet
+    steps = [(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in zip(packets, packets[1:])]
+    assert all(abs(step - 1024) <= 1 for step in steps)  # rtpmp4apay rounds to +-1 tick
+    dep = LatmDepacketizer(media.stream_mux_config)
+    per_packet = [dep.push(p) for p in packets]
+    assert [len(units) for units in per_packet] == [1, 1, 1, 1]
+    for packet, (unit,) in zip(packets, per_packet):
+        assert unit.timestamp == packet.timestamp and unit.keyframe
+        assert [unit.data] == latm_frames(packet.payload)
+        assert len(packet.payload) == 1 + len(unit.data)  # PayloadLengthInfo of one byte
+    # As in ffmpeg's capture: a fill element with the encoder's name, then mono channel elements.
+    units = [u for group in per_packet for u in group]
+    assert units[0].data[0] >> 5 == 6 and units[0].data[3:7] == b"Lavc"
+    assert all(u.data[0] >> 5 == 0 for u in units[1:])
+    assert dep.damaged_units == 0
+
+
+@both_parsers
+def test_gstreamer_latm_rtp_fragmented(parse: Callable[[bytes], pure_rtp.RtpPacket]) -> None:
+    """rtpmp4apay with mtu=100 splits AudioMuxElements over packets of one timestamp, the
+    marker on the last; joined, they give the frames the unfragmented capture carries
+    (same encoder, same input)."""
+    packets = check_headers(LATM_RTP_MTU100, parse, 96)
+    assert [p.marker for p in packets] == [False, True, False, True, True]
+    assert packets[0].timestamp == packets[1].timestamp and packets[2].timestamp == packets[3].timestamp
+    mux = parse_stream_mux_config(LATM_MTU100_CONFIG)
+    units = push_all(LatmDepacketizer(mux), packets)
+    whole = [u.data for u in push_all(LatmDepacketizer(mux), [parse(d) for d in LATM_RTP])]
+    assert [u.data for u in units] == whole[:3]
+    assert [u.timestamp for u in units] == [packets[0].timestamp, packets[2].timestamp, packets[4].timestamp]
+
+
+def test_gstreamer_latm_loss_drops_only_the_element_it_hit() -> None:
+    mux = parse_stream_mux_config(LATM_MTU100_CONFIG)
+    packets = [parse_rtp(d) for d in LATM_RTP_MTU100]
+    whole = [u.data for u in push_all(LatmDepacketizer(mux), packets)]
+    for missing, kept in ((1, [1, 2]), (2, [0, 2]), (0, [1, 2]), (3, [0, 2])):
+        dep = LatmDepacketizer(mux)
+        out = []
+        for i, packet in enumerate(packets):
+            if i == missing:
+                continue
+            if i == missing + 1:
+                dep.lost()
+            out += dep.push(packet)
+        assert [u.data for u in out] == [whole[k] for k in kept], missing
+        assert dep.damaged_units == 1, missing
+
+
+@FUZZ
+@given(edits)
+@example([(2, 1, b"\xff")])  # numProgram 15
+@example([(4, 4096, b"")])  # cut inside the AudioSpecificConfig
+def test_fuzz_stream_mux_config_from_capture(changes: list[tuple[int, int, bytes]]) -> None:
+    config = splice(LATM_MTU100_CONFIG, changes)
+    try:
+        mux = parse_stream_mux_config(config)
+    except RtpError:
+        return  # refused input; any other exception fails the test
+    assert isinstance(mux, StreamMuxConfig) and 1 <= mux.sub_frames <= 64 and mux.asc
+
+
+@FUZZ
+@given(st.integers(0, 8), edits, st.sets(st.integers(0, 8), max_size=3))
+@example(0, [(0, 1, b"\xff\xff\xff")], set())  # a length continued past the payload
+def test_fuzz_latm_depacketizer_from_captures(
+    index: int, changes: list[tuple[int, int, bytes]], losses: set[int]
+) -> None:
+    """One payload spliced, some packets lost: only RtpError may escape."""
+    mux = parse_stream_mux_config(LATM_MTU100_CONFIG)
+    packets = [parse_rtp(d) for d in LATM_RTP + LATM_RTP_MTU100]
+    target = packets[index]
+    packets[index] = RtpPacket(
+        target.payload_type,
+        target.sequence,
+        target.timestamp,
+        target.ssrc,
+        splice(target.payload, changes),
+        target.marker,
+    )
+    dep = LatmDepacketizer(mux)
+    for i, packet in enumerate(packets):
+        if i in losses:
+            dep.lost()
+            continue
+        try:
+            for unit in dep.push(packet):
+                assert 0 < len(unit.data) <= MAX_AAC_FRAME_BYTES
+        except RtpError:
+            pass  # refused packet (the server drops and counts it)

@@ -55,3 +55,10 @@ class RtmpConfig:
     none; timed metadata at 60 fps stays below it. 0 disables the bound."""
     control_message_burst: int = 300
     """Messages other than media a connection may send at once before the rate applies."""
+    tls_port: int = 0
+    """Port of the RTMPS listener (RTMP inside TLS, `rtmps://`), beside the plain one; 0 leaves
+    it off. Needs [server] tls_cert and tls_key. Every limit above applies to it as well."""
+    tls_handshake_timeout: float = 10.0
+    """Seconds a connection to the RTMPS port may take to complete its TLS handshake before it
+    is dropped: a client that opens TCP and never finishes TLS holds a socket and TLS state
+    that no other limit sees (the connection caps count a connection once TLS is up)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Callable
 
@@ -332,7 +333,7 @@ class RtmpServer:
         self.connections: set[RtmpConnection] = set()
         self.refused = 0  # connections closed at once for a connection cap
         self.publish_refusals = 0  # publish requests the authorizer refused
-        self._server: asyncio.base_events.Server | None = None
+        self._servers: list[asyncio.base_events.Server] = []
 
     def admit(self, address: str) -> str | None:
         """Why a new connection from `address` is refused (a connection cap), or None."""
@@ -353,17 +354,28 @@ class RtmpServer:
         if connection.transport is not None:
             connection.transport.abort()
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Listen on `port` (0: a free one, returned); with `tls`, RTMPS: the same connections
+        inside TLS, its handshake bounded by `tls_handshake_timeout`. May be called once
+        for the plain port and once for the TLS one; the limits count both together."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: RtmpConnection(self), host, port, reuse_address=True)
-        sock = self._server.sockets[0]
-        return int(sock.getsockname()[1])
+        server = await loop.create_server(
+            lambda: RtmpConnection(self),
+            host,
+            port,
+            reuse_address=True,
+            ssl=tls,
+            ssl_handshake_timeout=self.config.tls_handshake_timeout if tls is not None else None,
+        )
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers = []

@@ -28,6 +28,14 @@ class RtspConfig:
     max_write_buffer: int = 1024 * 1024
     """Bytes of replies and interleaved RTCP a connection may leave unread before it is
     closed: a peer that sends requests and never reads cannot grow the server's memory."""
+    tls_port: int = 0
+    """Port of the RTSPS listener (RTSP inside TLS, `rtsps://`), beside the plain one; 0 leaves
+    it off. Needs [server] tls_cert and tls_key. Every limit above applies to it as well.
+    Media goes inside the TLS connection only with TCP interleaving; UDP RTP stays plain."""
+    tls_handshake_timeout: float = 10.0
+    """Seconds a connection to the RTSPS port may take to complete its TLS handshake before it
+    is dropped: a client that opens TCP and never finishes TLS holds a socket and TLS state
+    that no other limit sees (the connection caps count a connection once TLS is up)."""
 
 
 TICK_SECONDS = 0.02

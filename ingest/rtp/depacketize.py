@@ -1,5 +1,6 @@
 """RTP payloads -> access units: AAC (RFC 3640, AAC-hbr) and Opus (RFC 7587) here; H.264
-(RFC 6184) in h264_depacketize.py, which has a compiled twin, re-exported here."""
+(RFC 6184) in h264_depacketize.py, which has a compiled twin, and AAC in LATM (RFC 6416)
+in latm.py, both re-exported here."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from .access_unit import AccessUnit
 from .errors import RtpError
+from .latm import LatmDepacketizer
 from .packet import RtpPacket
 
 if TYPE_CHECKING:  # both builds have the same interface; the checker reads the Python source
@@ -14,7 +16,14 @@ if TYPE_CHECKING:  # both builds have the same interface; the checker reads the 
 else:
     from ingest.rtp.compiled import H264Depacketizer
 
-__all__ = ["AccessUnit", "AacDepacketizer", "H264Depacketizer", "OpusDepacketizer", "opus_packet_samples"]
+__all__ = [
+    "AccessUnit",
+    "AacDepacketizer",
+    "H264Depacketizer",
+    "LatmDepacketizer",
+    "OpusDepacketizer",
+    "opus_packet_samples",
+]
 
 
 class AacDepacketizer:

@@ -17,10 +17,10 @@ from mediacore.model.h264 import H264Error
 from mediacore.model.media import Frame, Kind, Track
 
 from .config import PLI_INTERVAL, REPORT_INTERVAL, SOURCE_SILENCE
-from .depacketize import AacDepacketizer, H264Depacketizer, OpusDepacketizer
+from .depacketize import AacDepacketizer, H264Depacketizer, LatmDepacketizer, OpusDepacketizer
 from .errors import RtpError
 from .packet import Nack, Pli, ReceiverReport, ReportBlock, SenderReport, parse_rtcp, parse_rtp
-from .sdp import MediaDescription
+from .sdp import MediaDescription, check_latm
 from .to_stream import RtpToFrames, SessionClock, aac_track, audio_track, video_track
 from .transcode import SAMPLE_RATE, OpusToAac, ThreadedTranscoder
 
@@ -141,7 +141,7 @@ class TrackReceiver:
         self.frames = RtpToFrames(media.clock_rate, clock)
         self.track: Track | None = None
         self.bad_packets = 0
-        self.depacketizer: H264Depacketizer | AacDepacketizer | OpusDepacketizer
+        self.depacketizer: H264Depacketizer | AacDepacketizer | LatmDepacketizer | OpusDepacketizer
         self.transcoder: ThreadedTranscoder | None = None
         self._frames_track: Track | None = None  # the track RtpToFrames stamps (Opus: not published)
         if media.encoding == "H264":
@@ -159,6 +159,11 @@ class TrackReceiver:
             )
             self.transcoder = ThreadedTranscoder(core, self._on_aac)
             self._wall_anchor: tuple[int, float] | None = None
+            publisher.update_track(self.track)
+        elif media.encoding == "MP4A-LATM":
+            mux = check_latm(media)
+            self.depacketizer = LatmDepacketizer(mux)
+            self.track = aac_track(mux.asc)
             publisher.update_track(self.track)
         else:
             self.depacketizer = AacDepacketizer(

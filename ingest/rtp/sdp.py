@@ -7,7 +7,10 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
+from mediacore.model.aac import AacError, parse_asc
+
 from .errors import RtpError
+from .latm import StreamMuxConfig, parse_stream_mux_config
 
 MAX_SDP_BYTES = 16384
 MAX_MEDIA = 8
@@ -17,7 +20,7 @@ MAX_MEDIA = 8
 class MediaDescription:
     kind: str  # "video" or "audio"
     payload_type: int
-    encoding: str  # upper case: H264, MPEG4-GENERIC, OPUS
+    encoding: str  # upper case: H264, MPEG4-GENERIC, MP4A-LATM, OPUS
     clock_rate: int
     channels: int = 1
     fmtp: dict[str, str] = field(default_factory=dict)
@@ -42,6 +45,18 @@ class MediaDescription:
             return bytes.fromhex(self.fmtp.get("config", ""))
         except ValueError as e:
             raise RtpError("AAC config in fmtp is not hex") from e
+
+    @property
+    def stream_mux_config(self) -> StreamMuxConfig:
+        """MP4A-LATM (RFC 6416): the StreamMuxConfig in `config=`, which `cpresent=0` says
+        is there and not in band (RFC 3016's default, cpresent=1, is refused)."""
+        cpresent = self.fmtp.get("cpresent", "1")
+        if cpresent != "0":
+            raise RtpError(
+                f"MP4A-LATM with cpresent={cpresent} (StreamMuxConfig in band) is not supported; "
+                "send cpresent=0 with config="
+            )
+        return parse_stream_mux_config(self.aac_config)
 
 
 @dataclass(slots=True)
@@ -117,11 +132,12 @@ def parse_sdp(text: str) -> SessionDescription:
     return sdp
 
 
-SUPPORTED = {"video": ("H264",), "audio": ("MPEG4-GENERIC", "OPUS")}
+SUPPORTED = {"video": ("H264",), "audio": ("MPEG4-GENERIC", "MP4A-LATM", "OPUS")}
 
 
 def check_ingestible(sdp: SessionDescription) -> None:
-    """What the hub can take: one H.264 video and/or one AAC or Opus audio media."""
+    """What the hub can take: one H.264 video and/or one AAC (MPEG4-GENERIC or MP4A-LATM)
+    or Opus audio media."""
     if not sdp.media:
         raise RtpError("the SDP has no media")
     seen: set[str] = set()
@@ -133,3 +149,24 @@ def check_ingestible(sdp: SessionDescription) -> None:
         seen.add(media.kind)
         if media.encoding == "OPUS" and media.clock_rate != 48000:
             raise RtpError(f"Opus RTP clock rate must be 48000 (RFC 7587), the SDP says {media.clock_rate}")
+        if media.encoding == "MP4A-LATM":
+            check_latm(media)
+
+
+def check_latm(media: MediaDescription) -> StreamMuxConfig:
+    """An MP4A-LATM media the LATM depacketizer and the AAC packagers can take: its
+    StreamMuxConfig parses, its AudioSpecificConfig is AAC with 1024-sample frames, and the
+    RTP clock runs at the sampling rate (RFC 6416 7.3 recommends it; frames are stamped in
+    RTP ticks and published in samples)."""
+    mux = media.stream_mux_config
+    try:
+        asc = parse_asc(mux.asc)
+    except AacError as e:
+        raise RtpError(f"bad AAC config in the MP4A-LATM StreamMuxConfig: {e}") from e
+    if mux.audio.frame_samples != 1024:
+        raise RtpError(f"MP4A-LATM AAC frames of {mux.audio.frame_samples} samples are not supported (1024)")
+    if media.clock_rate != asc.sample_rate:
+        raise RtpError(
+            f"MP4A-LATM RTP clock rate {media.clock_rate} differs from the AAC sampling rate {asc.sample_rate}"
+        )
+    return mux

@@ -13,6 +13,7 @@ import functools
 import logging
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 
@@ -459,7 +460,7 @@ class RtspServer:
         self.refused = 0  # connections closed at once for a connection cap
         self.unread_closed = 0  # connections closed for leaving more than max_write_buffer unread
         self.publish_refusals = 0  # ANNOUNCEs the authorizer refused
-        self._server: asyncio.base_events.Server | None = None
+        self._servers: list[asyncio.base_events.Server] = []
         self._next_port = config.udp_port_min
         self.host = "0.0.0.0"
 
@@ -517,16 +518,28 @@ class RtspServer:
             return rtp, rtcp
         raise RtpError("no free UDP port pair in the configured RTP range")
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Listen on `port` (0: a free one, returned); with `tls`, RTSPS: the same connections
+        inside TLS, its handshake bounded by `tls_handshake_timeout`. May be called once
+        for the plain port and once for the TLS one; the limits count both together."""
         self.host = host
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: RtspConnection(self), host, port, reuse_address=True)
-        return int(self._server.sockets[0].getsockname()[1])
+        server = await loop.create_server(
+            lambda: RtspConnection(self),
+            host,
+            port,
+            reuse_address=True,
+            ssl=tls,
+            ssl_handshake_timeout=self.config.tls_handshake_timeout if tls is not None else None,
+        )
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for conn in list(self.connections):
             conn.close("server stopping")
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers = []

@@ -61,6 +61,11 @@ class ServerConfig:
     data_dir: str = "data"
     """Directory for embedded state (each plugin gets a subdirectory: the commerce plugin's
     SQLite file, for one); relative paths are from the working directory."""
+    tls_cert: str = ""
+    """PEM certificate chain of the TLS listeners ([rtmp] tls_port for RTMPS, [rtsp] tls_port
+    for RTSPS), read when the server starts; one pair serves both."""
+    tls_key: str = ""
+    """PEM private key of `tls_cert`."""
 
 
 @dataclass(slots=True)
@@ -241,6 +246,13 @@ def validate(config: Config) -> None:
         raise ConfigError("server.drain_timeout and server.drain_grace must not be negative")
     if not 128 <= config.rtmp.max_chunk_size <= 0x7FFFFFFF:
         raise ConfigError("rtmp.max_chunk_size must be between 128 and 2^31-1")
+    for name, section in (("rtmp", config.rtmp), ("rtsp", config.rtsp)):
+        if not 0 <= section.tls_port <= 65535:
+            raise ConfigError(f"{name}.tls_port must be between 0 (off) and 65535")
+        if section.tls_handshake_timeout <= 0:
+            raise ConfigError(f"{name}.tls_handshake_timeout must be positive")
+        if section.tls_port and not (config.server.tls_cert and config.server.tls_key):
+            raise ConfigError(f"{name}.tls_port needs server.tls_cert and server.tls_key")
     auth = config.auth
     for name in auth.playback_streams:
         if not isinstance(name, str) or not (name == ALL_STREAMS or is_stream_name(name)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -137,6 +138,8 @@ class Engine:
         self.rtp_inputs: list[RawRtpInput] = []
         self.rtmp_port = 0
         self.rtsp_port = 0
+        self.rtmps_port = 0  # 0 while [rtmp] tls_port is off
+        self.rtsps_port = 0  # 0 while [rtsp] tls_port is off
         self.http_port = 0
         self.admin_port = 0
 
@@ -423,8 +426,15 @@ class Engine:
     async def start(self) -> None:
         srv = self.config.server
         check_open_publish(self.config)
+        tls = self._tls_context()
         self.rtmp_port = await self.rtmp.start(srv.host, srv.rtmp_port)
         self.rtsp_port = await self.rtsp.start(srv.host, srv.rtsp_port)
+        if tls is not None and self.config.rtmp.tls_port:
+            self.rtmps_port = await self.rtmp.start(srv.host, self.config.rtmp.tls_port, tls)
+            log.info("RTMPS ingest on %s:%d", srv.host, self.rtmps_port)
+        if tls is not None and self.config.rtsp.tls_port:
+            self.rtsps_port = await self.rtsp.start(srv.host, self.config.rtsp.tls_port, tls)
+            log.info("RTSPS ingest on %s:%d", srv.host, self.rtsps_port)
         for item in self.config.rtp.inputs:
             try:
                 sdp = parse_sdp(Path(item.sdp).read_text())
@@ -448,6 +458,19 @@ class Engine:
             self.config.admin.host,
             self.admin_port,
         )
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """The server side of RTMPS and RTSPS, from [server] tls_cert and tls_key; None when
+        neither TLS port is on."""
+        if not (self.config.rtmp.tls_port or self.config.rtsp.tls_port):
+            return None
+        srv = self.config.server
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(srv.tls_cert, srv.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"server.tls_cert / server.tls_key: {e}") from e
+        return context
 
     def _sweep_viewers(self) -> None:
         """Expire silent viewers a few times per viewer_timeout, so plugins hear them leave."""

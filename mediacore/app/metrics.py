@@ -162,7 +162,7 @@ class _EngineCollector(Collector):
         )
         dropped = CounterMetricFamily(
             "mediacore_rtp_dropped_frames",
-            "Video frames dropped after loss: damaged, or skipped until a keyframe",
+            "Frames dropped after loss: damaged (video; AAC in LATM: its AudioMuxElement), or skipped until a keyframe",
             labels=["stream", "media", "reason"],
         )
         jitter = GaugeMetricFamily(
