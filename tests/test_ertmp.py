@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_rtmp_core import handshake
+from test_rtmp_core import AVCC, handshake
 
 from benchmarks.hostile_peers import publish_sequence
 from ingest.rtmp import amf0, flv
@@ -247,6 +247,15 @@ def test_pyav_publish_becomes_tracks_and_frames(codec, codec_string):
     if codec == "hevc":
         assert vframes[0].pts > vframes[0].dts  # composition time applied
     assert all(f.pts == f.dts for f in vframes) == (codec == "av1")
+
+
+def test_avc1_fourcc_is_h264_with_composition_time():
+    conv = RtmpToFrames("t")
+    (track,), _ = conv.push(VIDEO, 0, flv.ex_video_payload("avc1", flv.EX_SEQUENCE_START, AVCC, True), 0.0)
+    assert (track.codec, track.codec_string, track.width) == ("h264", "avc1.64001f", 1280)
+    idr = b"\x00\x00\x00\x02\x65\x88"
+    _, (frame,) = conv.push(VIDEO, 40, flv.ex_video_payload("avc1", flv.EX_CODED_FRAMES, idr, True, cts=80), 0.0)
+    assert (frame.dts, frame.pts, frame.keyframe, frame.data) == (40 * 90, 120 * 90, True, idr)
 
 
 def test_unsupported_fourcc_closes_the_session():
