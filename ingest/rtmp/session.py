@@ -5,6 +5,11 @@ Rules it follows:
 - `connect` must come first, for app `live` (the contract's publish URL); its reply is
   Window Acknowledgement Size, Set Peer Bandwidth, Set Chunk Size, then `_result`
   NetConnection.Connect.Success, the order ffmpeg, librtmp (OBS) and GStreamer expect.
+- An Enhanced RTMP client lists the video codecs it can send in connect's `fourCcList`.
+  Enhanced RTMP v1 asks nothing of the server; v2 says the server SHOULD state its own
+  support in the `_result`, so the reply's properties carry `fourCcList` too: the client's
+  entries this server takes (`hvc1`, `av01`, `avc1`; ingest/rtmp/flv.py). A wildcard `*`
+  from the client is answered with all of them.
 - releaseStream / FCPublish / createStream / publish get the replies encoders wait for.
 - `publish` yields a PublishRequest event and the session waits in state "pending" until
   the shell answers with accept_publish() or reject_publish() (the decision may take a
@@ -60,7 +65,7 @@ from .chunk import (
 )
 from .config import RtmpConfig
 from .errors import RtmpError
-from .flv import iter_aggregate
+from .flv import FOURCC_CODECS, iter_aggregate
 from .handshake import ServerHandshake
 
 CSID_CONTROL = 2
@@ -143,6 +148,7 @@ class ServerSession:
         self.state = "handshake"  # handshake, connecting, connected, pending, publishing, closed
         self.app = ""
         self.app_params: dict[str, str] = {}
+        self.fourcc_list: list[str] = []  # the client's connect fourCcList
         self.stream_name = ""
         self._peer_window = 0
         self._acked = 0
@@ -303,11 +309,17 @@ class ServerSession:
         self._send(CSID_CONTROL, SET_PEER_BANDWIDTH, 0, limits.window_ack_size.to_bytes(4, "big") + b"\x02")
         self._send(CSID_CONTROL, SET_CHUNK_SIZE, 0, limits.out_chunk_size.to_bytes(4, "big"))
         self._writer.chunk_size = limits.out_chunk_size
+        properties: dict[str, Any] = {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0}
+        offered = command.get("fourCcList")
+        if isinstance(offered, list):
+            self.fourcc_list = [str(f) for f in offered if isinstance(f, str)]
+            wildcard = "*" in self.fourcc_list
+            properties["fourCcList"] = [f for f in FOURCC_CODECS if wildcard or f in self.fourcc_list]
         self._command(
             0,
             "_result",
             txid,
-            {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0},
+            properties,
             {
                 "level": "status",
                 "code": "NetConnection.Connect.Success",

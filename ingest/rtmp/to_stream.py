@@ -1,5 +1,10 @@
 """RTMP media messages -> mediacore Frames.
 
+Video is H.264 (legacy FLV, or FourCC `avc1`), HEVC (`hvc1`) or AV1 (`av01`) over Enhanced
+RTMP (ingest/rtmp/flv.py); a frame's keyframe flag comes from its bitstream (an HEVC IRAP
+picture, an AV1 key frame) where that parses, else from the FLV frame type. Another FourCC
+refuses the session (RtmpError); another legacy codec id is logged once and ignored.
+
 This is the edge where RTMP's 32-bit millisecond clock is unwrapped to 64 bits and moved to
 each track's timebase (video 1/90000, audio 1/sample_rate). AAC frame times are rebuilt
 sample-exactly from the frame count, because RTMP rounds them to whole milliseconds; the
@@ -19,7 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from mediacore.model.aac import SAMPLES_PER_FRAME, AacError, parse_asc
+from mediacore.model.av1 import Av1Error, parse_av1c, strip_temporal_delimiters
+from mediacore.model.av1 import is_keyframe as is_av1_keyframe
 from mediacore.model.h264 import H264Error, parse_avcc, parse_sps
+from mediacore.model.hevc import NAL_SPS as HEVC_NAL_SPS
+from mediacore.model.hevc import HevcError, contains_irap, parse_hvcc
+from mediacore.model.hevc import parse_sps as parse_hevc_sps
 from mediacore.model.media import VIDEO_TIMEBASE, Frame, Kind, Track
 from mediacore.model.metadata import PRODUCT_CLASS, AttributeValue, MetadataError, TimedMetadata
 from mediacore.model.timebase import Unwrapper
@@ -58,6 +68,8 @@ class RtmpToFrames:
         self._audio_next: int | None = None  # expected pts of the next AAC frame, samples
         self.counters = Counters()
         self._warned: set[str] = set()
+        self._hevc_length_size = 4
+        self._av1_reduced = False
 
     def _wall(self, ms: int, now: float) -> float:
         if self._anchor_ms is None:
@@ -101,40 +113,49 @@ class RtmpToFrames:
 
     def _video(self, ms: int, payload: bytes, now: float) -> tuple[list[Track], list[Frame]]:
         tag = flv.parse_video(payload)
-        if tag.codec != "h264":
-            self._warn_once(f"video codec {tag.codec} is not supported (H.264 only)")
+        if tag.codec not in _VIDEO_CODECS:
+            if tag.fourcc:
+                # An Enhanced RTMP publisher chose this codec from our fourCcList or sent it
+                # unasked: refusing the session tells the streamer at once.
+                raise RtmpError(f"Enhanced RTMP video codec {tag.fourcc!r} is not supported (send hvc1, av01 or avc1)")
+            self._warn_once(f"video codec {tag.codec} is not supported (H.264, or HEVC/AV1 over Enhanced RTMP)")
             self.counters.ignored += 1
             return [], []
-        if tag.packet_type == flv.AVC_SEQUENCE_HEADER:
-            try:
-                avc = parse_avcc(tag.body)
-                sps = parse_sps(avc.sps[0])
-            except H264Error as e:
-                raise RtmpError(f"bad AVC sequence header: {e}") from e
-            if self.video is not None and self.video.config == tag.body:
+        if tag.packet_type == flv.SEQUENCE_START:
+            if self.video is not None and self.video.config == tag.body and self.video.codec == tag.codec:
                 return [], []
-            self.video = Track(
-                Kind.VIDEO,
-                "h264",
-                VIDEO_TIMEBASE,
-                bytes(tag.body),
-                codec_string=avc.codec_string,
-                width=sps.width,
-                height=sps.height,
-            )
+            self.video = _video_track(tag.codec, bytes(tag.body))
+            self._hevc_length_size = 4
+            if tag.codec == "hevc":
+                self._hevc_length_size = parse_hvcc(self.video.config).nal_length_size
+            elif tag.codec == "av1":
+                self._av1_reduced = parse_av1c(self.video.config).reduced_still_picture_header
             return [self.video], []
-        if tag.packet_type != flv.AVC_NALU:
+        if tag.packet_type != flv.CODED_FRAMES:
             return [], []
-        if self.video is None:
+        if self.video is None or self.video.codec != tag.codec:
             self.counters.ignored += 1
             return [], []
         if not tag.body:
             return [], []
+        data = tag.body
         keyframe = tag.frame_type == flv.FRAME_KEY
+        if tag.codec == "hevc":
+            irap = contains_irap(data, self._hevc_length_size)
+            keyframe = keyframe if irap is None else irap
+        elif tag.codec == "av1":
+            try:
+                data = strip_temporal_delimiters(data)
+            except Av1Error as e:
+                raise RtmpError(f"bad AV1 temporal unit: {e}") from e
+            if not data:
+                return [], []
+            key = is_av1_keyframe(data, self._av1_reduced)
+            keyframe = keyframe if key is None else key
         dts = ms * 90
         pts = (ms + tag.composition_time) * 90
         self.counters.video_frames += 1
-        frame = Frame(self.video, dts, pts, keyframe, tag.body, self._wall(ms + tag.composition_time, now))
+        frame = Frame(self.video, dts, pts, keyframe, data, self._wall(ms + tag.composition_time, now))
         return [], [frame]
 
     def _audio(self, ms: int, payload: bytes, now: float) -> tuple[list[Track], list[Frame]]:
@@ -174,6 +195,27 @@ class RtmpToFrames:
         wall_ms = expected * 1000 // rate
         frame = Frame(self.audio, expected, expected, True, tag.body, self._wall(wall_ms, now))
         return [], [frame]
+
+
+_VIDEO_CODECS = ("h264", "hevc", "av1")
+
+
+def _video_track(codec: str, record: bytes) -> Track:
+    """The video Track of a sequence start's configuration record; RtmpError if it does not parse."""
+    try:
+        if codec == "hevc":
+            hvcc = parse_hvcc(record)
+            sps = parse_hevc_sps(hvcc.units(HEVC_NAL_SPS)[0])
+            return Track(Kind.VIDEO, codec, VIDEO_TIMEBASE, record, hvcc.codec_string, sps.width, sps.height)
+        if codec == "av1":
+            av1c = parse_av1c(record)
+            return Track(Kind.VIDEO, codec, VIDEO_TIMEBASE, record, av1c.codec_string, av1c.width, av1c.height)
+        avc = parse_avcc(record)
+        info = parse_sps(avc.sps[0])
+        return Track(Kind.VIDEO, codec, VIDEO_TIMEBASE, record, avc.codec_string, info.width, info.height)
+    except (H264Error, HevcError, Av1Error) as e:
+        name = {"hevc": "HEVC", "av1": "AV1"}.get(codec, "AVC")
+        raise RtmpError(f"bad {name} sequence header: {e}") from e
 
 
 def _scalar(value: object) -> AttributeValue | None:

@@ -383,6 +383,8 @@ class Stream:
             return AUDIO
         if frame.keyframe:
             return KEY
+        if track.codec != "h264":
+            return REF  # HEVC, AV1: not parsed for disposability; never shed before reference frames
         if track is not self._video_track:
             self._video_track = track
             try:

@@ -18,17 +18,23 @@ class Kind(enum.Enum):
 
 VIDEO_TIMEBASE = 90000
 
+FMP4_ONLY_CODECS = frozenset({"hevc", "av1"})
+"""Video codecs that go out through fragmented MP4 alone: LL-HLS, and `index.m3u8` serves the
+same fMP4 playlists for them instead of MPEG-TS (HEVC in TS is not for Safari, AV1 in TS is
+not for anyone). H.264 streams keep MPEG-TS at `index.m3u8`."""
+
 
 @dataclass(frozen=True, slots=True)
 class Track:
     """One elementary stream. `config` is the codec configuration record: an
-    AVCDecoderConfigurationRecord (avcC) for H.264, an AudioSpecificConfig for AAC."""
+    AVCDecoderConfigurationRecord (avcC) for H.264, an HEVCDecoderConfigurationRecord (hvcC)
+    for HEVC, an AV1CodecConfigurationRecord (av1C) for AV1, an AudioSpecificConfig for AAC."""
 
     kind: Kind
-    codec: str  # "h264" or "aac"
+    codec: str  # "h264", "hevc", "av1" or "aac"
     timebase: int  # ticks per second
     config: bytes
-    codec_string: str = ""  # RFC 6381 form, e.g. "avc1.64001f", "mp4a.40.2"
+    codec_string: str = ""  # RFC 6381 form, e.g. "avc1.64001f", "hvc1.1.6.L93.B0", "av01.0.04M.08", "mp4a.40.2"
     width: int = 0
     height: int = 0
     sample_rate: int = 0
@@ -37,9 +43,10 @@ class Track:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One access unit: an H.264 picture as length-prefixed (AVCC) NAL units, or one raw
-    AAC frame. `wallclock` is the ingest wall-clock time (seconds since the epoch) that
-    corresponds to `pts`; packagers derive PROGRAM-DATE-TIME from it."""
+    """One access unit: an H.264 or HEVC picture as length-prefixed NAL units, an AV1
+    temporal unit (low-overhead OBUs, no temporal delimiter), or one raw AAC frame.
+    `wallclock` is the ingest wall-clock time (seconds since the epoch) that corresponds to
+    `pts`; packagers derive PROGRAM-DATE-TIME from it."""
 
     track: Track
     dts: int

@@ -3,7 +3,7 @@
 Why not PyAV's mp4 muxer: LL-HLS parts must end at frames we choose, the moment the part is
 complete, and libavformat only fragments on its own schedule (PyAV exposes neither
 av_write_frame(NULL) flushes nor per-fragment output). The boxes needed are few and fixed:
-an init segment (ftyp + moov with mvex, avc1/mp4a sample entries; HLS E6, E8) and one
+an init segment (ftyp + moov with mvex, avc1/hvc1/av01/mp4a sample entries; HLS E6, E8) and one
 moof + mdat per part (tfdt in every traf, default-base-is-moof addressing, trun v1 with
 signed composition offsets). A parent segment is the byte concatenation of its parts (L7).
 Timed metadata rides in a part as `emsg` boxes before its moof (version 1: an absolute
@@ -53,16 +53,24 @@ def _esds(asc: bytes) -> bytes:
     return full_box(b"esds", 0, 0, _descriptor(0x03, struct.pack(">HB", 0, 0) + decoder_config + sl_config))
 
 
+VIDEO_SAMPLE_ENTRIES = {"h264": (b"avc1", b"avcC"), "hevc": (b"hvc1", b"hvcC"), "av1": (b"av01", b"av1C")}
+"""Video codec -> (sample entry, configuration box holding the Track's config record as it is).
+HEVC goes out as `hvc1` (what Apple's HLS authoring spec asks for), with the parameter sets
+of the Enhanced RTMP sequence start in its hvcC; samples keep whatever the encoder repeats
+in-band."""
+
+
 def _sample_entry(track: Track) -> bytes:
     if track.kind is Kind.VIDEO:
+        entry, config_box = VIDEO_SAMPLE_ENTRIES[track.codec]
         return box(
-            b"avc1",
+            entry,
             b"\x00" * 6 + struct.pack(">H", 1),
             b"\x00" * 16,
             struct.pack(">HHIIIH", track.width, track.height, 0x00480000, 0x00480000, 0, 1),
             b"\x00" * 32,
             struct.pack(">Hh", 0x0018, -1),
-            box(b"avcC", track.config),
+            box(config_box, track.config),
         )
     asc = parse_asc(track.config)
     channels = asc.channels or 2

@@ -6,6 +6,9 @@ that: such a segment is logged. A timestamp jump beyond max(10 s, 3 x TARGETDURA
 a new timeline, and a segment no keyframe closes is cut at 3 x TARGETDURATION
 (mediacore/packager/timeline.py).
 
+A stream whose video is HEVC or AV1 (FMP4_ONLY_CODECS) makes no MPEG-TS: its frames are
+dropped here, and the origin serves the LL-HLS fMP4 playlists at `index.m3u8` instead.
+
 Timed metadata from the hub joins the segment it starts in (mediacore/packager/metadata.py):
 an EXT-X-DATERANGE listed before it, and an ID3 tag in it at the item's PTS.
 """
@@ -20,7 +23,7 @@ from concurrent.futures import Executor
 
 from mediacore.hub.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
 from mediacore.model.decode_order import DecodeOrder
-from mediacore.model.media import Frame, Kind
+from mediacore.model.media import FMP4_ONLY_CODECS, Frame, Kind
 from mediacore.model.metadata import TimedMetadata
 from mediacore.model.timebase import round_half_up
 from mediacore.packager.config import PACKAGER_QUEUE_BYTES, HlsConfig
@@ -61,6 +64,7 @@ class HlsPackager:
         self._guard = TimelineGuard()
         self._counters = ContinuityCounters()
         self._warned_long = False
+        self._fmp4_only = False
         self._audio_segments = 0  # segments of audio alone, while video was stalled or cut
         self._metadata = PendingMetadata()
         self.segments_made = 0
@@ -87,6 +91,16 @@ class HlsPackager:
 
     async def _on_frame(self, frame: Frame) -> None:
         kind = frame.track.kind
+        video = self.stream.tracks.get(Kind.VIDEO)
+        if video is not None and video.codec in FMP4_ONLY_CODECS or frame.track.codec in FMP4_ONLY_CODECS:
+            if not self._fmp4_only:
+                self._fmp4_only = True
+                log.info(
+                    "stream %s: %s video goes out as fMP4 only; index.m3u8 serves the LL-HLS playlists",
+                    self.stream.name,
+                    (video or frame.track).codec.upper(),
+                )
+            return
         config = self._configs.get(kind)
         if (
             self._segmenter is None
