@@ -87,6 +87,8 @@ class AudiencePlugin:
         self.uptake: dict[str, planner.Curve] = {}
         self.coupon_history: planner.History = {}
         self.retrains = 0
+        self._deleted: set[str] = set()
+        """Users deleted while a retrain runs: dropped from its result before it is swapped in."""
         self._retrained = asyncio.Event()
 
     # Start and stop ---------------------------------------------------------------------------
@@ -247,6 +249,7 @@ class AudiencePlugin:
         them in and save the segments."""
         assert self._context is not None and self.store is not None
         now = self._context.wall_clock()
+        self._deleted.clear()
         events = await self.store.load(now - self.settings.retention_days * DAY)
         rate = self.settings.uptake_per_percent
 
@@ -260,10 +263,16 @@ class AudiencePlugin:
 
         start = self._context.clock()
         predictor, segmentation, rules, history = await asyncio.to_thread(fit)
+        for user in self._deleted:  # deleted after the load: none of their rows may come back
+            predictor.state.forget(user)
+            segmentation.labels.pop(user, None)
         self.predictor, self.segmentation, self.basket_rules = predictor, segmentation, rules
         self.coupon_history, self.uptake = history, planner.curves(history, rate)
         self.recommender.set_segments(segmentation.labels)
-        await self.store.save_segments(segmentation.labels)
+        saved = dict(segmentation.labels)
+        await self.store.save_segments(saved)
+        for user in self._deleted & saved.keys():  # deleted while the rows were being saved
+            await self.store.delete_user(user)
         self.retrains += 1
         self._retrained.set()
         log.info(
@@ -470,6 +479,7 @@ class AudiencePlugin:
             self.predictor.state.forget(user)
         if self.segmentation is not None:
             self.segmentation.labels.pop(user, None)
+        self._deleted.add(user)
         deleted = await self.store.delete_user(user)
         await self.refresh()
         return web.json_response({"events_deleted": deleted})
