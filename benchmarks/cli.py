@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     recs.add_argument("--users", type=int, default=1200, help="synthetic users (default 1200)")
     recs.add_argument("--update-interval", type=float, default=1.0, help="model refresh period, s (default 1)")
     recs.add_argument("--json", type=Path, help="where to write results (a PNG is written beside it)")
+    events = sub.add_parser("events", help="behaviour events/s posted to the audience plugin vs playlist p99")
+    events.add_argument("--rate", type=float, default=50_000.0, help="events per second offered (default 50000)")
+    events.add_argument("--clients", type=int, default=2, help="client processes (default 2)")
+    events.add_argument("--seconds", type=float, default=10.0, help="seconds per phase (default 10)")
+    events.add_argument("--json", type=Path, help="where to write results")
     thumbnails = sub.add_parser("thumbnails", help="CPU per watched stream of its thumbnail (720p keyframe -> JPEG)")
     thumbnails.add_argument("--rounds", type=int, default=200, help="thumbnails rendered per clip (default 200)")
     thumbnails.add_argument(
@@ -115,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
 
         out = args.json or Path("bench-results") / f"recs-{time.strftime('%Y%m%d-%H%M%S')}.json"
         recs_suite.run(args.seed, args.users, args.update_interval, out)
+    elif args.suite == "events":
+        from benchmarks import events as events_suite
+
+        out = args.json or Path("bench-results") / f"events-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        report = events_suite.run(args.rate, args.clients, args.seconds, out)
+        return 0 if report["met"] else 1
     elif args.suite == "thumbnails":
         from benchmarks import thumbnails as thumbnails_suite
 

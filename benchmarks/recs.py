@@ -6,7 +6,13 @@ is split by time (oldest 80 % to train); HR@10 and NDCG@10 of user-CF, item-CF, 
 and most-popular, for streams and products. Then the live pipeline the plugin runs (bounded
 writer → SQLite store → recommender refreshed every `update_interval` s in a worker thread)
 is loaded with the training log, a burst of events for a new taste cluster is offered, and
-the time until the viewer's top 10 changes is measured (goal: < 5 s). JSON and a PNG."""
+the time until the viewer's top 10 changes is measured (goal: < 5 s).
+
+Then the models: AUC and log-loss of the CTR and conversion models (test impressions of the
+same split) against the prior and the generator's own probabilities (the ceiling), on the
+default log and on one with the planted effects scaled by `signal` (3); K-means segments (k
+by silhouette, purity against the planted clusters); the promotion planner on coupon history
+drawn from known uptake curves (its pick against the true optimum). JSON and a PNG."""
 
 from __future__ import annotations
 
@@ -17,7 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from plugins.audience import evaluate, synthetic
+import numpy as np
+
+from plugins.audience import conversion, evaluate, planner, segments, synthetic
 from plugins.audience.cf import Recommender
 from plugins.audience.events import Event, Kind
 from plugins.audience.sqlite_store import SqliteEventStore
@@ -25,6 +33,78 @@ from plugins.audience.writer import EventWriter
 
 GOAL_RATIO = 2.0
 GOAL_LATENCY = 5.0
+GOAL_AUC = 0.75
+STRONG_SIGNAL = 3.0
+PLAN_PRICE = 10_000.0
+PLAN_DISCOUNTS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0)
+PLAN_CURVES = {"bargain": (-3.5, 0.12), "loyal": (-1.2, 0.02), "steady": (-2.0, 0.05)}
+"""Known uptake curves σ(a + b·percent) of three segments, for the planner's check."""
+
+
+def _models(seed: int, users: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, signal in (("default", 1.0), ("strong_signal", STRONG_SIGNAL)):
+        log = synthetic.generate(seed=seed, users=users, signal=signal)
+        train, test = evaluate.split(log.events)
+        truth = {i.event.id: (i.p_click, i.p_buy) for i in log.impressions}
+        start = time.perf_counter()
+        result = conversion.evaluate(train, test, truth)
+        result["seconds"] = {"fit_and_score": time.perf_counter() - start}
+        result["signal"] = {"scale": signal}
+        click = result["click"]
+        result["goal"] = {
+            "auc": GOAL_AUC,
+            "auc_met": click["auc"] >= GOAL_AUC,
+            "beats_prior": click["log_loss"] < click["prior_log_loss"],
+            "ceiling_allows": click["ceiling_auc"] >= GOAL_AUC,
+        }
+        out[name] = result
+    return out
+
+
+def _segments(log: synthetic.SyntheticLog) -> dict[str, Any]:
+    start = time.perf_counter()
+    seg = segments.fit(log.events)
+    report: dict[str, Any] = dict(segments.describe(seg))
+    report["seconds"] = time.perf_counter() - start
+    purity = []
+    for k in range(seg.k):
+        members = [log.user_cluster[u] for u, label in seg.labels.items() if label == k]
+        purity.append(float(np.bincount(members).max() / len(members)) if members else 0.0)
+    report["purity"] = [round(p, 3) for p in purity]
+    report["planted_clusters"] = len(set(log.user_cluster.values()))
+    rules = segments.bought_together(segments.baskets(log.events))
+    report["bought_together"] = {"products_with_rules": len(rules), "rules": sum(len(r) for r in rules.values())}
+    return report
+
+
+def _planner(seeds: int = 10, per_option: int = 200) -> dict[str, Any]:
+    options = [planner.Option(d, d / 100 * PLAN_PRICE * 0.5 + 300) for d in PLAN_DISCOUNTS]
+    misses: list[int] = []
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        events = []
+        for segment, (a, b) in PLAN_CURVES.items():
+            for d in PLAN_DISCOUNTS[::2]:
+                for k in range(per_option):
+                    user = f"{segment}-{d}-{k}"
+                    events.append(Event(f"s-{user}", Kind.COUPON_SHOWN, user, 0.0, value=d, segment=segment))
+                    if rng.random() < 1 / (1 + np.exp(-(a + b * d))):
+                        events.append(Event(f"r-{user}", Kind.COUPON_REDEEMED, user, 1.0, value=d, segment=segment))
+        fitted = planner.curves(planner.history(events, {}), 0.01)
+        plan = planner.plan(options, PLAN_PRICE, {s: 1000.0 for s in PLAN_CURVES}, fitted, 0.01)
+        for segment, (a, b) in PLAN_CURVES.items():
+            truth = [planner.objective(float(1 / (1 + np.exp(-(a + b * o.discount)))), o, PLAN_PRICE) for o in options]
+            misses.append(abs(plan["segments"][segment]["pick"] - int(np.argmax(truth))))
+    return {
+        "segments": len(PLAN_CURVES),
+        "seeds": seeds,
+        "coupons_per_history_point": per_option,
+        "picks": len(misses),
+        "exact": sum(m == 0 for m in misses),
+        "within_one": sum(m <= 1 for m in misses),
+        "worst_miss_options": max(misses),
+    }
 
 
 async def _latency(log: synthetic.SyntheticLog, update_interval: float, trials: int) -> dict[str, Any]:
@@ -105,6 +185,9 @@ def run(seed: int, users: int, update_interval: float, out: Path) -> dict[str, A
             "goal_met": all(result[m]["hr"] >= GOAL_RATIO * pop for m in ("user", "item")),
         }
     report["latency"] = asyncio.run(_latency(log, update_interval, trials=5))
+    report["models"] = _models(seed, users)
+    report["segments"] = _segments(log)
+    report["planner"] = _planner()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     _plot(report, out.with_suffix(".png"))
@@ -118,6 +201,19 @@ def run(seed: int, users: int, update_interval: float, out: Path) -> dict[str, A
         f"event → changed top 10: max {lat['max']:.2f} s over {len(lat['event_to_change_seconds'])} bursts "
         f"(refresh every {update_interval:g} s; a full refresh takes {lat['full_refresh_seconds']:.2f} s)"
     )
+    for name, m in report["models"].items():
+        for target in ("click", "purchase"):
+            r = m[target]
+            print(
+                f"{name:13s} {target:8s} AUC {r['auc']:.3f} (prior 0.5, ceiling {r['ceiling_auc']:.3f})  "
+                f"log-loss {r['log_loss']:.4f} (prior {r['prior_log_loss']:.4f}, ceiling {r['ceiling_log_loss']:.4f})"
+            )
+    seg = report["segments"]
+    print(f"segments: k={seg['k']} by silhouette {seg['silhouette']}, purity {seg['purity']}")
+    plan = report["planner"]
+    print(
+        f"planner: {plan['exact']}/{plan['picks']} picks exact, {plan['within_one']}/{plan['picks']} within one option"
+    )
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return report
 
@@ -129,7 +225,7 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     methods = ("user", "item", "blend", "popular")
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
     for ax, metric in zip(axes[:2], ("hr", "ndcg")):
         for k, kind in enumerate(("stream", "product")):
             values = [report["quality"][kind][m][metric] for m in methods]
@@ -142,6 +238,21 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     axes[2].axhline(GOAL_LATENCY, color="red", linestyle="--", label="goal 5 s")
     axes[2].set_title("event burst → changed top 10 (s)")
     axes[2].legend()
+    labels, model, ceiling = [], [], []
+    for name, m in report.get("models", {}).items():
+        for target in ("click", "purchase"):
+            labels.append(f"{name}\n{target}")
+            model.append(m[target]["auc"])
+            ceiling.append(m[target]["ceiling_auc"])
+    xs = range(len(labels))
+    axes[3].bar([x - 0.2 for x in xs], model, width=0.4, label="model")
+    axes[3].bar([x + 0.2 for x in xs], ceiling, width=0.4, label="ceiling (true p)")
+    axes[3].axhline(0.5, color="grey", linestyle=":", label="prior")
+    axes[3].axhline(GOAL_AUC, color="red", linestyle="--", label="goal 0.75")
+    axes[3].set_xticks(list(xs), labels, fontsize=7)
+    axes[3].set_ylim(0.4, 1.0)
+    axes[3].set_title("AUC of the CTR / purchase models")
+    axes[3].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

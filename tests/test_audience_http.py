@@ -16,10 +16,11 @@ import pytest
 from commerce_http import SECRET, auth, call
 from conftest import ROOT
 
+from mediacore.access.identity import Role
 from mediacore.app.config import Config, load_config
 from mediacore.app.engine import Engine
 from mediacore.plugins.api import PluginError
-from plugins.audience.events import pseudonym
+from plugins.audience.events import Event, Kind, pseudonym
 from plugins.audience.plugin import AudiencePlugin
 from plugins.audience.settings import AudienceSettings
 
@@ -130,3 +131,115 @@ def test_the_example_audience_section_lists_every_setting_and_is_registered():
     config = load_config(None, {"plugins": {"enabled": ["audience"]}})
     assert config.plugins.enabled == ["audience"]
     assert "audience" not in load_config(None).plugins.enabled
+
+
+@pytest.fixture
+async def trained(config: Config) -> AsyncIterator[tuple[Engine, AudiencePlugin, aiohttp.ClientSession]]:
+    """The plugin holding a synthetic behaviour log (offered as the hooks would) and retrained."""
+    from plugins.audience import synthetic
+
+    config.auth.jwt_secret = SECRET
+    config.plugin_settings["audience"] = {"update_interval": 0.2, "retention_days": 3650.0, "model_interval": 3600.0}
+    engine = Engine(config)
+    plugin = AudiencePlugin()
+    engine.plugins = [plugin]
+    await engine.start()
+    try:
+        log = synthetic.generate(seed=7, users=300)
+        for e in log.events:
+            assert plugin.offer(e)
+        assert plugin.writer is not None
+        await plugin.writer.flush()
+        await plugin.retrain()
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{engine.http_port}") as http:
+            yield engine, plugin, http
+    finally:
+        await engine.stop()
+
+
+async def test_predictions_rank_products_and_the_model_routes(trained):
+    engine, plugin, http = trained
+    assert plugin.predictor is not None and plugin.predictor.models.clicks > 100
+    status, body = await call(http, "GET", "/api/audience/predict?product=p1&product=p2", auth("someone"))
+    assert status == 200, body
+    assert [i["id"] for i in body["items"]] == ["p1", "p2"]
+    assert all(0 < i["p_purchase"] < i["p_click"] < 1 for i in body["items"]), body
+    assert (await call(http, "GET", "/api/audience/predict", auth("someone")))[0] == 400
+    status, body = await call(http, "GET", "/api/recommendations?kind=product&n=10", auth("someone"))
+    assert status == 200 and len(body["items"]) == 10
+    p = [i["p_purchase"] for i in body["items"]]
+    assert p == sorted(p, reverse=True), "ranked by predicted purchase"
+    # Segments are fitted and saved; only hosts and admins see the summary.
+    assert (await call(http, "GET", "/api/audience/segments", auth("someone")))[0] == 403
+    status, summary = await call(http, "GET", "/api/audience/segments", auth("host", Role.HOST))
+    assert status == 200 and summary["k"] >= 2 and str(summary["k"]) in summary["silhouette"], summary
+    assert plugin.recommender.segments and await plugin.store.count() > 0  # type: ignore[union-attr]
+    status, body = await call(http, "GET", "/api/audience/bought-together/nothing-like-it")
+    assert status == 200 and body["items"] == []
+
+
+async def test_promotion_plan_over_http(trained):
+    engine, plugin, http = trained
+    request = {"price": 10000, "options": [{"discount": d, "cost": d * 50 + 300} for d in (5, 10, 20, 40)]}
+    assert (await call(http, "POST", "/api/promotions/plan", auth("viewer"), json=request))[0] == 403
+    status, body = await call(http, "POST", "/api/promotions/plan", auth("host", Role.HOST), json={"price": 1})
+    assert status == 400 and "options" in body["detail"]
+    # No coupon history yet: every K-means segment gets the proportional model.
+    status, plan = await call(http, "POST", "/api/promotions/plan", auth("admin", Role.ADMIN), json=request)
+    assert status == 200, plan
+    assert plan["segments"] and all(s["model"] == "proportional" for s in plan["segments"].values())
+    assert [o["uptake"] for o in plan["overall"]["options"]] == [0.05, 0.1, 0.2, 0.4]
+    # Coupon history of one campaign segment: it gets its own curve.
+    now = time.time()
+    for k in range(200):
+        d = (5, 10, 20, 40)[k % 4]
+        plugin.offer(Event(f"cs{k}", Kind.COUPON_SHOWN, f"c{k}", now, value=d, segment="vip"))
+        if k % 4 >= 2 or k % 8 == 1:
+            plugin.offer(Event(f"cr{k}", Kind.COUPON_REDEEMED, f"c{k}", now, value=d, segment="vip"))
+    assert plugin.writer is not None
+    await plugin.writer.flush()
+    await plugin.retrain()
+    status, plan = await call(http, "POST", "/api/promotions/plan", auth("admin", Role.ADMIN), json=request)
+    assert status == 200 and plan["segments"]["vip"]["model"] == "logistic", plan
+    uptake = [o["uptake"] for o in plan["segments"]["vip"]["options"]]
+    assert uptake == sorted(uptake) and uptake[-1] > 0.8 and uptake[0] < 0.4, uptake
+    assert plan["segments"]["vip"]["pick"] in range(4)
+
+
+async def test_directory_order_differs_between_viewers_through_the_real_plugin(audience):
+    """The live directory asks GET /api/recommendations?kind=stream with the viewer's token:
+    two viewers with different histories get different orders of the same live streams."""
+    engine, plugin, http = audience
+    live = ["cooking", "baking", "gaming", "esports"]
+    publishers = [engine.hub.publish(name) for name in live]
+    try:
+        for u in range(6):  # two crowds, each watching a pair of streams
+            await post(
+                http,
+                f"chef{u}",
+                [{"kind": k, "stream": s} for s in ("cooking", "baking") for k in ("watch_start", "like")],
+            )
+            await post(
+                http,
+                f"gamer{u}",
+                [{"kind": k, "stream": s} for s in ("gaming", "esports") for k in ("watch_start", "like")],
+            )
+        await post(
+            http,
+            "alice",
+            [{"kind": "watch_start", "stream": "cooking"}, {"kind": "gift", "stream": "cooking", "value": 500}],
+        )
+        await post(http, "bob", [{"kind": "watch_start", "stream": "gaming"}, {"kind": "like", "stream": "gaming"}])
+        start = time.monotonic()
+        while True:
+            alice, bob = await top(http, "alice", "stream"), await top(http, "bob", "stream")
+            if set(alice[:2]) == {"cooking", "baking"} and set(bob[:2]) == {"gaming", "esports"}:
+                break
+            assert time.monotonic() - start < 5.0, (alice, bob)
+            await asyncio.sleep(0.1)
+        assert alice != bob and sorted(alice) == sorted(bob) == sorted(live)
+        status, streams = await call(http, "GET", "/api/streams")
+        assert status == 200
+    finally:
+        for publisher in publishers:
+            publisher.close()

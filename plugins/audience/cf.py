@@ -252,6 +252,11 @@ class Recommender:
     def expire(self, before: float) -> None:
         self._ops.append(("expire", before))
 
+    def set_segments(self, segments: dict[str, int]) -> None:
+        """New K-means segments: the next refresh rebuilds the segment popularity lists."""
+        self.segments = dict(segments)
+        self._ops.append(("segments", None))
+
     @property
     def dirty(self) -> bool:
         return bool(self._ops)
@@ -340,8 +345,9 @@ class Recommender:
 
     def _segment_popular(self, table: Interactions, x: sp.csr_matrix) -> dict[int, list[tuple[str, float]]]:
         out: dict[int, list[tuple[str, float]]] = {}
-        labels = np.array([self.segments.get(name, -1) for name in table.user_names])
-        for segment in set(self.segments.values()):
+        segments = self.segments
+        labels = np.array([segments.get(name, -1) for name in table.user_names])
+        for segment in set(labels.tolist()) - {-1}:
             rows = np.flatnonzero(labels == segment)
             if len(rows) == 0:
                 continue

@@ -30,7 +30,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from mediacore.plugins.api import IdentityError, PluginContext, PluginError, Role
 
-from . import limits
+from . import conversion, limits, planner, segments
 from .cf import DAY, KINDS, Recommender
 from .events import Event, EventError, Kind, new_id, parse, pseudonym
 from .redis_store import RedisEventStore
@@ -81,6 +81,15 @@ class AudiencePlugin:
         self._watching: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._refresh_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self.predictor: conversion.Predictor | None = None
+        self.segmentation: segments.Segmentation | None = None
+        self.basket_rules: dict[str, list[segments.Rule]] = {}
+        self.uptake: dict[str, planner.Curve] = {}
+        self.coupon_history: planner.History = {}
+        self.retrains = 0
+        self._deleted: set[str] = set()
+        """Users deleted while a retrain runs: dropped from its result before it is swapped in."""
+        self._retrained = asyncio.Event()
 
     # Start and stop ---------------------------------------------------------------------------
     async def start(self, context: PluginContext) -> None:
@@ -100,6 +109,7 @@ class AudiencePlugin:
         self._spawn(loop, self.writer.run(), "audience-writer")
         self._spawn(loop, self._refresh_loop(), "audience-refresh")
         self._spawn(loop, self._purge_loop(), "audience-purge")
+        self._spawn(loop, self._model_loop(), "audience-models")
         if isinstance(store, RedisEventStore):
             self._spawn(loop, self._consume_loop(store), "audience-consume")
             self._spawn(loop, self._tail_loop(store, last_applied), "audience-tail")
@@ -108,6 +118,10 @@ class AudiencePlugin:
         add("GET", "/api/recommendations", _guarded(self.recommendations))
         add("GET", "/api/audience/also-bought/{product}", _guarded(self.also_bought))
         add("DELETE", "/api/users/me/data", _guarded(self.delete_my_data))
+        add("GET", "/api/audience/predict", _guarded(self.predict))
+        add("GET", "/api/audience/bought-together/{product}", _guarded(self.bought_together))
+        add("GET", "/api/audience/segments", _guarded(self.segments_summary))
+        add("POST", "/api/promotions/plan", _guarded(self.plan_promotion))
         context.on_viewer_joined(self._joined)
         context.on_viewer_left(self._left)
         log.info("audience: %s store, %s recommendations", "Redis" if settings.redis_url else "SQLite", settings.method)
@@ -229,6 +243,54 @@ class AudiencePlugin:
                 except Exception:
                     log.exception("audience: refreshing the models failed")
 
+    async def retrain(self) -> None:
+        """Refit the CTR / conversion models, the segments, the basket rules and the uptake
+        curves from the stored events of the retention window (a worker thread), then swap
+        them in and save the segments."""
+        assert self._context is not None and self.store is not None
+        now = self._context.wall_clock()
+        self._deleted.clear()
+        events = await self.store.load(now - self.settings.retention_days * DAY)
+        rate = self.settings.uptake_per_percent
+
+        def fit() -> tuple[
+            conversion.Predictor, segments.Segmentation, dict[str, list[segments.Rule]], planner.History
+        ]:
+            predictor = conversion.train(events, now)
+            segmentation = segments.fit(events)
+            rules = segments.bought_together(segments.baskets(events))
+            return predictor, segmentation, rules, planner.history(events, segmentation.labels)
+
+        start = self._context.clock()
+        predictor, segmentation, rules, history = await asyncio.to_thread(fit)
+        for user in self._deleted:  # deleted after the load: none of their rows may come back
+            predictor.state.forget(user)
+            segmentation.labels.pop(user, None)
+        self.predictor, self.segmentation, self.basket_rules = predictor, segmentation, rules
+        self.coupon_history, self.uptake = history, planner.curves(history, rate)
+        self.recommender.set_segments(segmentation.labels)
+        saved = dict(segmentation.labels)
+        await self.store.save_segments(saved)
+        for user in self._deleted & saved.keys():  # deleted while the rows were being saved
+            await self.store.delete_user(user)
+        self.retrains += 1
+        self._retrained.set()
+        log.info(
+            "audience: models retrained on %d events in %.2f s (%d impressions, k=%d)",
+            len(events),
+            self._context.clock() - start,
+            predictor.models.rows,
+            segmentation.k,
+        )
+
+    async def _model_loop(self) -> None:
+        while True:
+            try:
+                await self.retrain()
+            except Exception:
+                log.exception("audience: retraining the models failed")
+            await asyncio.sleep(self.settings.model_interval)
+
     async def _purge_loop(self) -> None:
         assert self._context is not None and self.store is not None
         while True:
@@ -305,10 +367,92 @@ class AudiencePlugin:
         allowed = None
         if kind == "stream":
             allowed = {s for s in self._context.stream_names() if (h := self._context.stream(s)) and h.publishing}
-        items = self.recommender.recommend(user, kind, n, allowed)
+        if kind == "stream" or self.predictor is None:
+            items = self.recommender.recommend(user, kind, n, allowed)
+            out: list[dict[str, Any]] = [{"id": i, "score": s} for i, s in items]
+        else:
+            # The filter's candidates, with the conversion models' predictions (a dot product
+            # over at most TOP_N rows); ordered by P(purchase) unless rank_products = "cf".
+            items = self.recommender.recommend(user, kind, limits.TOP_N)
+            p_click, p_purchase = self.predictor.predict(user, [i for i, _ in items], self._context.wall_clock())
+            order = list(range(len(items)))
+            if self.settings.rank_products == "purchase":
+                order.sort(key=lambda j: -p_purchase[j])
+            out = [
+                {
+                    "id": items[j][0],
+                    "score": items[j][1],
+                    "p_click": round(float(p_click[j]), 6),
+                    "p_purchase": round(float(p_purchase[j]), 6),
+                }
+                for j in order[:n]
+            ]
+        return web.json_response({"kind": kind, "items": out, "version": self.recommender.version})
+
+    async def predict(self, request: web.Request) -> web.StreamResponse:
+        """`?product=A&product=B...`: the caller's P(click) and P(purchase) of each product now."""
+        assert self._context is not None
+        user, _ = self._caller(request)
+        products = request.query.getall("product", [])
+        if not 1 <= len(products) <= limits.TOP_N:
+            raise HttpError(400, "bad_request", f"give 1 to {limits.TOP_N} product parameters")
+        if self.predictor is None:
+            raise HttpError(503, "not_ready", "the models have not been trained yet")
+        p_click, p_purchase = self.predictor.predict(user, products, self._context.wall_clock())
+        models = self.predictor.models
         return web.json_response(
-            {"kind": kind, "items": [{"id": i, "score": s} for i, s in items], "version": self.recommender.version}
+            {
+                "items": [
+                    {"id": p, "p_click": round(float(c), 6), "p_purchase": round(float(b), 6)}
+                    for p, c, b in zip(products, p_click, p_purchase)
+                ],
+                "trained_at": self.predictor.trained_at,
+                "impressions": models.rows,
+                "clicks": models.clicks,
+                "purchases": models.purchases,
+            }
         )
+
+    async def bought_together(self, request: web.Request) -> web.StreamResponse:
+        """Apriori rules product → other product, best confidence first (no token needed)."""
+        product = request.match_info["product"]
+        rules = self.basket_rules.get(product, [])[: self._n(request)]
+        items = [{"id": r.product, "baskets": r.baskets, "confidence": r.confidence, "lift": r.lift} for r in rules]
+        return web.json_response({"product": product, "items": items})
+
+    def _staff(self, request: web.Request) -> None:
+        _, role = self._caller(request)
+        if role < Role.HOST:
+            raise HttpError(403, "forbidden", "a host or admin token is required")
+
+    async def segments_summary(self, request: web.Request) -> web.StreamResponse:
+        """The K-means segments (host/admin): k, silhouette per k tried, sizes."""
+        self._staff(request)
+        if self.segmentation is None:
+            raise HttpError(503, "not_ready", "the segments have not been fitted yet")
+        return web.json_response(segments.describe(self.segmentation))
+
+    async def plan_promotion(self, request: web.Request) -> web.StreamResponse:
+        """`{"price", "options": [{"discount", "cost"}], "audience"?}` (host/admin) → per segment
+        the options' expected uptake, redemptions, revenue, cost, objective and the pick."""
+        self._staff(request)
+        try:
+            options, price, audience = planner.parse_request(await request.json())
+        except ValueError as e:
+            raise HttpError(400, "bad_request", str(e)) from None
+        if audience is None:
+            audience = self._default_audience()
+        result = planner.plan(options, price, audience, self.uptake, self.settings.uptake_per_percent)
+        return web.json_response(result)
+
+    def _default_audience(self) -> dict[str, float]:
+        """Without an audience in the request: each segment with coupon history, sized by the
+        coupons it was shown; else the K-means segments by users; else one segment "all"."""
+        if self.coupon_history:
+            return {s: float(sum(n for n, _ in by.values())) for s, by in self.coupon_history.items()}
+        if self.segmentation is not None and self.segmentation.sizes and self.segmentation.labels:
+            return {f"k{k}": float(size) for k, size in enumerate(self.segmentation.sizes)}
+        return {"all": 1.0}
 
     async def also_bought(self, request: web.Request) -> web.StreamResponse:
         product = request.match_info["product"]
@@ -331,6 +475,11 @@ class AudiencePlugin:
         user, _ = self._caller(request)
         self.writer.forget(user)
         self.recommender.forget(user)
+        if self.predictor is not None:
+            self.predictor.state.forget(user)
+        if self.segmentation is not None:
+            self.segmentation.labels.pop(user, None)
+        self._deleted.add(user)
         deleted = await self.store.delete_user(user)
         await self.refresh()
         return web.json_response({"events_deleted": deleted})

@@ -15,6 +15,7 @@ from mediacore.plugins.api import PluginError
 
 from .cf import METHODS
 
+RANKINGS = ("purchase", "cf")
 _PREFIX = re.compile(r"[\x21-\x7e]{1,64}")
 
 
@@ -46,6 +47,16 @@ class AudienceSettings:
     """Collaborative filter serving recommendations: item, user, or blend (both, each scaled)."""
     max_body: int = 65536
     """Bytes of one `POST /api/audience/events` body."""
+    model_interval: float = 300.0
+    """Seconds between retrains of the CTR / conversion models, the K-means segments, the basket
+    rules and the coupon uptake curves (a worker thread, from the stored events of the
+    retention window); the first runs at start."""
+    rank_products: str = "purchase"
+    """Order of product recommendations: purchase (the collaborative filter's candidates by
+    predicted P(purchase)) or cf (the filter's own score); both report p_click, p_purchase."""
+    uptake_per_percent: float = 0.01
+    """The proportional uptake model of the promotion planner, for a segment without coupon
+    history: uptake = min(1, this × percent off)."""
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> AudienceSettings:
@@ -74,9 +85,16 @@ class AudienceSettings:
             raise PluginError("audience.user_key must have at least 16 characters")
         if self.redis_url and not self.user_key:
             raise PluginError("audience.user_key is required with redis_url (every node must pseudonymise alike)")
+        if self.rank_products not in RANKINGS:
+            raise PluginError(f"audience.rank_products must be one of {', '.join(RANKINGS)}")
         if self.method not in METHODS:
             raise PluginError(f"audience.method must be one of {', '.join(METHODS)}")
-        for key, low, high in (("retention_days", 0.01, 3650.0), ("update_interval", 0.05, 3600.0)):
+        for key, low, high in (
+            ("retention_days", 0.01, 3650.0),
+            ("update_interval", 0.05, 3600.0),
+            ("model_interval", 0.1, 86400.0),
+            ("uptake_per_percent", 0.0, 1.0),
+        ):
             value = getattr(self, key)
             if not (math.isfinite(value) and low <= value <= high):
                 raise PluginError(f"audience.{key} must be between {low:g} and {high:g}, not {value:g}")

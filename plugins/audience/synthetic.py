@@ -55,7 +55,10 @@ def generate(
     sessions: float = 12.0,
     loyalty: float = 0.8,
     start: float = START,
+    signal: float = 1.0,
 ) -> SyntheticLog:
+    """`signal` scales every planted effect on clicks and purchases (not their base rates):
+    1 is the default log; larger makes the outcomes more predictable (a higher ceiling)."""
     rng = np.random.default_rng(seed)
     n_streams = clusters * streams_per_cluster
     n_products = clusters * products_per_cluster
@@ -113,8 +116,10 @@ def generate(
                 in_taste = 1.0 if int(p) % clusters == c else 0.0
                 pop_share = float(p_pop[p] / p_pop.max())
                 feats = (in_taste, pop_share, float(price[p]), min(minutes, 60.0) / 60.0)
-                p_click = _sigmoid(-2.6 + 1.8 * in_taste + 1.2 * pop_share - 0.6 * price[p] + 1.0 * feats[3] + bias)
-                p_buy = _sigmoid(-1.2 + 1.0 * in_taste - 1.6 * price[p] + 0.5 * bias)
+                p_click = _sigmoid(
+                    -2.6 + signal * (1.8 * in_taste + 1.2 * pop_share - 0.6 * price[p] + 1.0 * feats[3] + bias)
+                )
+                p_buy = _sigmoid(-1.2 + signal * (1.0 * in_taste - 1.6 * price[p] + 0.5 * bias))
                 imp = event(Kind.CARD_IMPRESSION, user, t, stream=stream, product=product)
                 clicked = bool(rng.random() < p_click)
                 bought = False
