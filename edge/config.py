@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 @dataclass(slots=True)
 class EdgeConfig:
     upstreams: list[str] = field(default_factory=list)
-    """Base URLs tried in order; another edge works too (tiers)."""
+    """Base URLs tried in order; another edge works too (tiers), or several origins of an
+    origin cluster (any of them redirects to a stream's owner)."""
+    owner_ttl: float = 5.0
+    """Seconds the edge remembers which origin owns a stream after following an origin
+    cluster's redirect to it: later requests go straight there; then the origins are asked
+    again (about the [cluster] ttl, the time a dead owner takes to leave the registry)."""
     cache_mb: int = 512
     """Cache budget in MiB (bodies plus headers)."""
     upstream_timeout: float = 15.0

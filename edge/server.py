@@ -13,7 +13,12 @@
   `stale_playlist_seconds`, then a clear 502. Upstream 404s are cached briefly, media 404s
   under a part target, and a 404 for a segment or part not published yet (`edge.frontier`)
   not at all: it is passed on with no-store.
-- Upstreams are tried in order: an edge can use another edge (tiers).
+- Upstreams are tried in order: an edge can use another edge (tiers), or several origins of
+  an origin cluster (`--origin A --origin B`). An origin that does not own a stream answers
+  302 to the owner; the edge follows it (at most MAX_REDIRECTS hops, never passing the 302
+  on) and remembers the stream's owner for `owner_ttl` seconds (`edge.owners`), so later
+  requests go straight there; an owner that fails is forgotten and the upstreams are asked
+  again. Cache and collapsing keys stay the request's path, whichever origin answered.
 - Playback tokens (`mediacore.access.tokens`): the origin marks every response of a protected
   stream `X-Mediacore-Protected: 1`, and the edge keeps that mark in the cache entry. With the
   secret (`playback_secret`) the edge checks a request's token itself (403 / 410, counted in
@@ -33,14 +38,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from edge import keys, limits, policy
+from edge import keys, limits, owners, policy
 from edge.cache import CachedResponse, ResponseCache, age_of
 from edge.collapse import Collapser
 from edge.config import EdgeConfig
@@ -58,6 +63,12 @@ EDGE_VIEWER = "edge"
 FRESHNESS_HEADERS = ("Cache-Control", "Expires")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 """Upstream seconds: from a parent tier's cache hit (milliseconds) to LL-HLS blocking requests held for seconds."""
+
+
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 2
+"""Redirects followed for one upstream request: an origin to the owner is one; a second covers
+a stream that moved while the first was under way."""
 
 
 class UpstreamError(Exception):
@@ -100,6 +111,7 @@ class EdgeNode:
         self.cache = ResponseCache(config.cache_mb * 1024 * 1024)
         self.collapser: Collapser[CachedResponse] = Collapser()
         self.frontiers = Frontiers()
+        self.owners = owners.Owners(config.owner_ttl)
         self.trusted_proxies = keys.parse_networks(config.trusted_proxies)
         self.blocked = limits.BlockedRequests(config.max_blocked_per_client, policy.blocked_upstream_limit(config))
         self._session: aiohttp.ClientSession | None = None
@@ -115,6 +127,11 @@ class EdgeNode:
         )
         self.upstream_errors = Counter("mediacore_edge_upstream_errors", "Failed upstream requests", registry=r)
         self.upstream_requests = Counter("mediacore_edge_upstream_requests", "Requests sent upstream", registry=r)
+        self.redirects = Counter(
+            "mediacore_edge_redirects_followed",
+            "Upstream redirects followed (an origin cluster's 302 to a stream's owner)",
+            registry=r,
+        )
         self.upstream_latency = Histogram(
             "mediacore_edge_upstream_seconds",
             "Upstream response time (blocking requests included)",
@@ -169,27 +186,49 @@ class EdgeNode:
         return self._session
 
     async def _fetch(self, path: str, path_qs: str) -> CachedResponse:
-        """GET `path_qs` (the canonical upstream form of a request for `path`) from the first
-        upstream that answers."""
+        """GET `path_qs` (the canonical upstream form of a request for `path`) from the stream's
+        known owner, else from the first upstream that answers, following its redirects."""
+        stream = keys.stream_of(path)
+        owner = self.owners.get(stream, self.clock()) if stream is not None else None
+        bases = [owner] if owner is not None else []
+        bases += [u.rstrip("/") for u in self.config.upstreams if u.rstrip("/") != owner]
         last_error: Exception | None = None
-        for upstream in self.config.upstreams:
+        for base in bases:
             start = self.clock()
-            self.upstream_requests.inc()
             try:
-                async with self.session().get(
-                    upstream.rstrip("/") + path_qs, headers={"Accept-Encoding": "identity"}
-                ) as resp:
-                    body = await resp.read()
-                    if resp.status >= 500:
-                        raise UpstreamError(f"{upstream} answered {resp.status}")
-                    now = self.clock()
-                    self.upstream_latency.observe(now - start)
-                    return self._response(path, resp.status, resp.headers, body, now)
+                status, headers, body = await self._get(base + path_qs, stream)
+                now = self.clock()
+                self.upstream_latency.observe(now - start)
+                return self._response(path, status, headers, body, now)
             except (TimeoutError, aiohttp.ClientError, UpstreamError) as e:
                 self.upstream_errors.inc()
                 last_error = e
-                log.warning("edge: upstream %s failed for %s: %s", upstream, path_qs, e or type(e).__name__)
+                if stream is not None:
+                    self.owners.forget(stream)  # the owner (or the one redirected to) failed: ask again
+                log.warning("edge: upstream %s failed for %s: %s", base, path_qs, e or type(e).__name__)
         raise UpstreamError(str(last_error) or type(last_error).__name__)
+
+    async def _get(self, url: str, stream: str | None) -> tuple[int, Mapping[str, str], bytes]:
+        """One upstream GET, following redirects (an origin cluster's 302 to the stream's owner,
+        remembered for `owner_ttl`); a 5xx is an UpstreamError."""
+        for _ in range(MAX_REDIRECTS + 1):
+            self.upstream_requests.inc()
+            async with self.session().get(url, headers={"Accept-Encoding": "identity"}, allow_redirects=False) as resp:
+                body = await resp.read()
+                if resp.status >= 500:
+                    raise UpstreamError(f"{url} answered {resp.status}")
+                location = resp.headers.get("Location")
+                if resp.status not in REDIRECTS or not location:
+                    return resp.status, resp.headers, body
+            target = urljoin(url, location)
+            base = owners.base_of(target)
+            if base is None:
+                raise UpstreamError(f"{url} redirected to {location!r}, not an http(s) URL")
+            self.redirects.inc()
+            if stream is not None:
+                self.owners.learn(stream, base, self.clock())
+            url = target
+        raise UpstreamError(f"more than {MAX_REDIRECTS} redirects for {url}")
 
     def _response(
         self, path: str, status: int, upstream_headers: Mapping[str, str], body: bytes, now: float

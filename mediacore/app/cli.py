@@ -40,7 +40,13 @@ def _parser() -> argparse.ArgumentParser:
         if name == "demo":
             p.add_argument("--stream", help="demo stream name (default demo)")
     edge = sub.add_parser("edge", help="run an edge node (cache + request collapsing) in front of an origin")
-    edge.add_argument("--origin", required=True, help="origin base URL, e.g. http://origin:8080")
+    edge.add_argument(
+        "--origin",
+        action="append",
+        required=True,
+        help="origin base URL, e.g. http://origin:8080; repeat for the nodes of an origin cluster "
+        "(tried in order; each redirects to a stream's owner)",
+    )
     edge.add_argument(
         "--upstream",
         action="append",
@@ -122,7 +128,7 @@ async def _run_edge(args: argparse.Namespace) -> None:
     from edge.server import EdgeConfig, run_edge
 
     config = EdgeConfig(
-        upstreams=args.upstream or [args.origin],
+        upstreams=args.upstream or args.origin,
         cache_mb=args.cache_mb,
         trusted_proxies=args.trusted_proxy,
         playback_secret=args.playback_secret,

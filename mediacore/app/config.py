@@ -141,6 +141,31 @@ class PluginsConfig:
 
 
 @dataclass(slots=True)
+class ClusterConfig:
+    redis_url: str = ""
+    """Redis that holds the origin cluster's registry (redis://host:6379/0): every node
+    registers the streams it owns there and finds the owner of the ones it does not.
+    Empty: a single node, nothing is registered and nothing is redirected."""
+    node_url: str = ""
+    """This node's base URL as the other nodes, edges and players reach it
+    (http://origin-2.internal:8080): where requests for its streams are redirected. Empty:
+    http://HOST:HTTP_PORT from [server] (the host name of the machine for 0.0.0.0)."""
+    ttl: float = 5.0
+    """Seconds a registration lasts unless renewed: a node that dies drops out of the
+    registry this long after its last renewal, and its names may then be published on
+    another node."""
+    renew: float = 1.0
+    """Seconds between renewals of this node's registrations (well under ttl, so a slow
+    round or two does not let them lapse)."""
+    key_prefix: str = "mediacore:cluster:"
+    """Prefix of the registry's Redis keys (one `PREFIX stream:NAME` per stream); nodes of one
+    cluster share it. For Redis Cluster put a hash tag in it (`{cluster}:`)."""
+    redis_timeout: float = 1.0
+    """Seconds one registry command may take (a publish's claim, a lookup for a redirect, a
+    renewal round): past it the node carries on as if alone for that request and logs it."""
+
+
+@dataclass(slots=True)
 class DemoConfig:
     stream: str = "demo"
     width: int = 1280
@@ -164,6 +189,7 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each plugin's own section, as read from the file (the plugin checks it)."""
@@ -280,6 +306,15 @@ def validate(config: Config) -> None:
         raise ConfigError("auth.publish_hook_timeout and auth.publish_hook_recheck must be positive")
     if auth.max_failed_publishes < 1 or auth.failed_publish_window <= 0:
         raise ConfigError("auth.max_failed_publishes must be at least 1 and auth.failed_publish_window positive")
+    cluster = config.cluster
+    if cluster.redis_url and not cluster.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("cluster.redis_url must be a redis://, rediss:// or unix:// URL (or empty)")
+    if cluster.node_url and not cluster.node_url.startswith(("http://", "https://")):
+        raise ConfigError("cluster.node_url must be an http:// or https:// URL (or empty)")
+    if not 0 < cluster.renew <= cluster.ttl / 2:
+        raise ConfigError("cluster.renew must be positive and at most half of cluster.ttl")
+    if cluster.redis_timeout <= 0 or cluster.redis_timeout >= cluster.ttl:
+        raise ConfigError("cluster.redis_timeout must be positive and below cluster.ttl")
 
 
 def publish_is_open(auth: AuthConfig) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -17,6 +18,8 @@ from ingest.rtp.raw import RawRtpInput
 from ingest.rtp.receiver import TrackReceiver
 from ingest.rtp.sdp import SessionDescription, parse_sdp
 from ingest.rtp.server import RtspServer
+from mediacore.app.cluster import Conflict
+from mediacore.app.cluster_redis import ClusterNode
 from mediacore.app.config import Config, ConfigError, check_open_publish
 from mediacore.app.lifecycle import EndStream, StreamLifecycle
 from mediacore.app.metrics import Metrics, ScrapeSources
@@ -136,6 +139,9 @@ class Engine:
         self._http: Listener | None = None
         self._admin: Listener | None = None
         self.rtp_inputs: list[RawRtpInput] = []
+        self.cluster: ClusterNode | None = None
+        """The origin cluster's registry client ([cluster] redis_url), from start() on."""
+        self._cluster_task: asyncio.Task[None] | None = None
         self.rtmp_port = 0
         self.rtsp_port = 0
         self.rtmps_port = 0  # 0 while [rtmp] tls_port is off
@@ -176,10 +182,52 @@ class Engine:
                 refusal = self.publish_policy.failed(attempt, hook_refusal, self.clock())
             elif not answer.allowed:
                 refusal = Refusal("hook_error", "the publish hook did not answer; try again later")
+        if refusal is None and self.config.cluster.redis_url:
+            refusal = await self._claim(attempt.stream)
         if refusal is None:
             return None
         self.metrics.publish_refused.labels(refusal.reason).inc()
         return refusal.message
+
+    async def _claim(self, name: str) -> Refusal | None:
+        """The cluster keeps one owner per name: claim `name` for this node in the registry,
+        refused while another node holds it (until that node forgets it or its registration
+        expires, [cluster] ttl after it died)."""
+        if self.cluster is None:
+            return Refusal("cluster", "the server is starting; try again")
+        owner = await self.cluster.claim(name)
+        if owner is None:
+            return None
+        return Refusal("cluster", f"stream {name} is being published on another node of the cluster ({owner})")
+
+    def _cluster_conflict(self, conflict: Conflict) -> None:
+        """Another node holds a name this node serves (both took it while Redis was out of
+        reach): stop the publisher here and end the stream, so one owner is left."""
+        self.end_stream(conflict.name, f"stream {conflict.name} is owned by {conflict.owner} in the cluster")
+
+    def node_url(self) -> str:
+        """This node's base URL for the cluster: [cluster] node_url, else from [server] host and
+        the HTTP port (the machine's host name for a wildcard address)."""
+        if self.config.cluster.node_url:
+            return self.config.cluster.node_url.rstrip("/")
+        host = self.config.server.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.http_port}"
+
+    async def start_cluster(self) -> None:
+        """Join the origin cluster ([cluster] redis_url): renew this node's registrations from
+        now on and let the origin redirect requests for other nodes' streams."""
+        node_url = self.node_url()
+        self.cluster = ClusterNode(
+            self.config.cluster, node_url, lambda: list(self.hub.streams), self._cluster_conflict, self.clock
+        )
+        self.origin.locate = self.cluster.locate
+        await self.cluster.renew_once()
+        self._cluster_task = asyncio.get_running_loop().create_task(self.cluster.run(), name="cluster")
+        log.info("cluster: this node is %s in the registry at %s", node_url, self.config.cluster.redis_url)
 
     async def recheck_publishers(self) -> None:
         """Ask the hook again about every live publisher it admitted; stop those it now
@@ -445,6 +493,8 @@ class Engine:
         self._sweep_viewers()
         await self.start_http()
         await self.start_admin()
+        if self.config.cluster.redis_url:
+            await self.start_cluster()
         if self.publish_hook is not None:
             self._spawn(self._recheck_loop(), "publish-recheck")
         log.info(
@@ -584,6 +634,14 @@ class Engine:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.stop_http()
+        if self._cluster_task is not None:
+            self._cluster_task.cancel()
+            await asyncio.gather(self._cluster_task, return_exceptions=True)
+            self._cluster_task = None
+        if self.cluster is not None:
+            await self.cluster.close(release=True)
+            self.cluster = None
+            self.origin.locate = None
         if self._viewer_sweep is not None:
             self._viewer_sweep.cancel()
             self._viewer_sweep = None

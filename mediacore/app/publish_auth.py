@@ -36,9 +36,10 @@ MAX_TRACKED_ADDRESSES = 65536
 than the addresses that fail within one window unless the server is attacked from a whole
 network, in which case the oldest are forgotten first."""
 
-REASONS = ("rate_limited", "key", "takeover", "hook", "hook_error", "revoked")
+REASONS = ("rate_limited", "key", "takeover", "hook", "hook_error", "revoked", "cluster")
 """Every reason a publish is refused or a publisher stopped for (revoked: the hook refused it
-on re-check): the label values of mediacore_publish_refused_total."""
+on re-check; cluster: another node of the origin cluster owns the name): the label values of
+mediacore_publish_refused_total."""
 
 
 @dataclass(frozen=True, slots=True)

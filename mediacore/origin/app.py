@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from mediacore.origin import api, hls, llhls, pages
-from mediacore.origin.http import STATE_KEY, cors_and_metrics, playback_tokens
+from mediacore.origin.http import (
+    MEDIA_PREFIX,
+    MEDIA_ROUTES_KEY,
+    STATE_KEY,
+    cluster_owner,
+    cors_and_metrics,
+    playback_tokens,
+)
 from mediacore.origin.state import OriginState
 
 MAX_REQUEST_BODY = 64 * 1024
@@ -18,11 +25,16 @@ MAX_REQUEST_BODY = 64 * 1024
 
 def create_app(state: OriginState, extra_routes: Sequence[web.AbstractRouteDef] = ()) -> web.Application:
     """The public app; `extra_routes` are the plugins' (under /api/ and /live/{stream}/)."""
-    app = web.Application(middlewares=[cors_and_metrics, playback_tokens], client_max_size=MAX_REQUEST_BODY)
+    app = web.Application(
+        middlewares=[cors_and_metrics, cluster_owner, playback_tokens], client_max_size=MAX_REQUEST_BODY
+    )
     app[STATE_KEY] = state
     hls.add_routes(app)
     llhls.add_routes(app)
     api.add_routes(app, state.http.public_metrics)
     pages.add_routes(app)
+    app[MEDIA_ROUTES_KEY] = frozenset(
+        r.canonical for r in app.router.resources() if r.canonical.startswith(MEDIA_PREFIX)
+    )
     app.router.add_routes(extra_routes)
     return app

@@ -1,6 +1,6 @@
 """HTTP pieces every origin route shares: the state key, stream names from the URL, viewer
-identity, playlist responses, 404s with a cache lifetime, the CORS + metrics middleware and
-the playback-token middleware.
+identity, playlist responses, 404s with a cache lifetime, the CORS + metrics middleware, the
+cluster middleware (redirects to a stream's owner) and the playback-token middleware.
 
 Headers follow docs/hls-rules.md: playlists as application/vnd.apple.mpegurl (P1), gzip when
 the client accepts it (S6.2.1); CORS on everything so players on other origins work.
@@ -19,6 +19,9 @@ from mediacore.playlist.query import with_query
 from mediacore.playlist.uris import STREAM_ROOT
 
 STATE_KEY: web.AppKey[OriginState] = web.AppKey("origin")
+MEDIA_ROUTES_KEY: web.AppKey[frozenset[str]] = web.AppKey("media_routes")
+"""The origin's own routes below /live/STREAM/ (playlists, media, thumbnail): the ones the
+cluster middleware redirects; plugin routes there (chat) are served on every node."""
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MAX_USER_AGENT = 200
 """Characters of User-Agent kept in a viewer's identity: enough to tell players apart."""
@@ -123,6 +126,31 @@ async def cors_and_metrics(request: web.Request, handler: Handler) -> web.Stream
     if isinstance(response, web.HTTPException):
         raise response
     return response
+
+
+@web.middleware
+async def cluster_owner(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """In an origin cluster, a request for the playlists or media of a stream this node does
+    not have, which another node owns, is redirected there: 302 to the owner's same path and
+    query (`_HLS_msn`, `_HLS_part`, `token` kept), `Cache-Control: no-store` (the owner
+    changes when a stream moves). A stream nobody owns gets the route's 404 as on one node."""
+    state = state_of(request)
+    locate = state.locate
+    name = request.match_info.get("stream")
+    resource = request.match_info.route.resource
+    if (
+        locate is None
+        or name is None
+        or resource is None
+        or resource.canonical not in request.app[MEDIA_ROUTES_KEY]
+        or name in state.streams
+        or not is_stream_name(name)
+    ):
+        return await handler(request)
+    owner = await locate(name)
+    if owner is None:
+        return await handler(request)
+    raise web.HTTPFound(owner.rstrip("/") + request.raw_path, headers={"Cache-Control": "no-store"})
 
 
 @web.middleware

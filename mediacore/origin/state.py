@@ -6,7 +6,7 @@ tracker through this one object, and metrics through a narrow protocol.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -61,6 +61,10 @@ class OriginState:
     draining: bool = False
     """The server is shutting down (SIGTERM): /healthz answers 503 so balancers send no new
     viewers, while the ended playlists and their last segments are still served."""
+    locate: Callable[[str], Awaitable[str | None]] | None = None
+    """The origin cluster ([cluster] redis_url): the base URL of the node that owns a stream
+    this node does not have, or None. A request for such a stream's playlists or media is
+    redirected there (302). None: a single node, such requests get 404."""
     page_scripts: Mapping[str, Path] = field(default_factory=dict)
     """Scripts of the running plugins that the watch page loads (name -> file), served at
     /static/plugins/NAME."""
