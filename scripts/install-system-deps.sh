@@ -2,11 +2,12 @@
 # Installs the Debian packages that the end-to-end tests and benchmarks drive for real:
 # ffmpeg/ffprobe (encoder and checker), chromium (hls.js playback), GStreamer (rtmp2sink, rtspclientsink),
 # nginx with the RTMP module (benchmark peer), wrk (HTTP load generator for the edge benchmark),
-# redis-server (the multi-node commerce store; tests start their own instance). Skips apt entirely when all are present.
+# redis-server (the multi-node commerce, chat, audience and cluster state; tests start their own instance),
+# openssl (self-signed certificates for the RTMPS/RTSPS tests). Skips apt entirely when all are present.
 set -euo pipefail
 packages=(ffmpeg chromium gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
           gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-rtsp
-          nginx libnginx-mod-rtmp wrk redis-server)
+          nginx libnginx-mod-rtmp wrk redis-server openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
