@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.media import count_packets, make_clip  # noqa: F401  (re-exported for tests)
+from benchmarks.servers import stop_process  # noqa: F401  (re-exported for tests)
 from mediacore.app.config import Config, load_config
 from mediacore.app.engine import Engine
 
@@ -82,16 +83,6 @@ async def start_process(*cmd: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-
-
-async def stop_process(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 5)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
 
 
 async def play_in_browser(page_url: str, seconds: float, start_timeout: float = 40) -> dict:
