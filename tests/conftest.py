@@ -33,21 +33,16 @@ def clip() -> Path:
     return make_clip()
 
 
+def local_config(server: dict[str, object] | None = None, **sections: object) -> Config:
+    """A configuration listening on loopback, RTMP, RTSP and HTTP on free ports; `server`
+    adds to (or overrides) [server], the other keyword arguments are whole sections."""
+    ports = {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(), "http_port": free_port()}
+    return load_config(None, {"server": {**ports, **(server or {})}, **sections})
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    cfg = load_config(
-        None,
-        {
-            "server": {
-                "host": "127.0.0.1",
-                "rtmp_port": free_port(),
-                "rtsp_port": free_port(),
-                "http_port": free_port(),
-                "data_dir": str(tmp_path / "data"),
-            },
-            "admin": {"port": 0},  # a free port: engine.admin_port
-        },
-    )
+    cfg = local_config({"data_dir": str(tmp_path / "data")}, admin={"port": 0})  # admin: engine.admin_port
     cfg.hls.end_grace = 3.0
     return cfg
 
