@@ -14,16 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,93 +25,23 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks.ingest import free_port
+from benchmarks.servers import running_redis, serving
 from mediacore.access.identity import Role, issue
-
-ROOT = Path(__file__).resolve().parent.parent
-START_TIMEOUT = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(check: Any, what: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while not check():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.1)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-@contextlib.contextmanager
-def _redis(directory: Path) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (scripts/install-system-deps.sh)")
-    port = _free_port()
-    log = directory / "redis.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            + ["--dir", str(directory), "--maxclients", "10000"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-        def pings() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    return s.recv(16).startswith(b"+PONG")
-            except OSError:
-                return False
-
-        try:
-            _wait(pings, "redis-server", proc, log)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            _stop(proc)
 
 
 @contextlib.contextmanager
 def _server(directory: Path, secret: str, redis_url: str) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     config = directory / "mediacore.toml"
     config.write_text(
-        f'[server]\nhost = "127.0.0.1"\nrtmp_port = {_free_port()}\nrtsp_port = {_free_port()}\n'
+        f'[server]\nhost = "127.0.0.1"\nrtmp_port = {free_port()}\nrtsp_port = {free_port()}\n'
         f'http_port = {port}\ndata_dir = "{directory / "data"}"\n[admin]\nport = 0\n'
         f'[auth]\njwt_secret = "{secret}"\n[commerce]\nredis_url = "{redis_url}"\n'
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONASYNCIODEBUG"}
-    log = directory / "server.log"
-    with log.open("wb") as out:
-        command = [sys.executable, "-m", "mediacore.app.cli", "serve", "--config", str(config)]
-        command += ["--log-level", "warning"]
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-        def ready() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/products", timeout=1) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                return False
-
-        try:
-            _wait(ready, "mediacore serve", proc, log)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            _stop(proc)
+    base = f"http://127.0.0.1:{port}"
+    with serving(config, directory / "server.log", f"{base}/api/products"):
+        yield base
 
 
 async def _load(base: str, secret: str, buyers: int, attempts: int) -> dict[str, Any]:
@@ -179,7 +103,7 @@ def run(buyers: int, attempts: int, backends: list[str], out: Path) -> dict[str,
         with tempfile.TemporaryDirectory(prefix="mediacore-bench-commerce-") as tmp:
             directory = Path(tmp)
             with contextlib.ExitStack() as stack:
-                url = stack.enter_context(_redis(directory)) if backend == "redis" else ""
+                url = stack.enter_context(running_redis(directory)) if backend == "redis" else ""
                 base = stack.enter_context(_server(directory, secret, url))
                 result = asyncio.run(_load(base, secret, buyers, attempts))
         report["results"][backend] = result

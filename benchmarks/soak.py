@@ -30,9 +30,10 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks.hostile_peers import ATTACKS, Target
-from benchmarks.ingest import free_port, push_cmd, wait_port
+from benchmarks.ingest import free_port, push_cmd
 from benchmarks.live import metric_sum
 from benchmarks.media import make_clip
+from benchmarks.servers import start_serve, stop_process
 from player_client.player import Viewer
 
 SAMPLE_INTERVAL = 5.0
@@ -356,23 +357,8 @@ class Soak:
         with tempfile.TemporaryDirectory(prefix="mediacore-soak-") as tmp:
             config = Path(tmp) / "soak.toml"
             serve_config(config, self.rtmp_port, self.rtsp_port, self.http_port, admin_port)
-            log = open(Path(tmp) / "server.log", "wb")
-            self.server = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "mediacore.app.cli",
-                "serve",
-                "--config",
-                str(config),
-                "--log-level",
-                "warning",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=log,
-            )
+            self.server = await start_serve(config, Path(tmp) / "server.log", log_level="warning")
             try:
-                await asyncio.to_thread(wait_port, self.rtmp_port)
-                await asyncio.to_thread(wait_port, self.http_port)
                 await self.load()
             finally:
                 for proc in self.pushers.values():
@@ -380,10 +366,7 @@ class Soak:
                         proc.terminate()
                 for proc in self.pushers.values():
                     await proc.wait()
-                if self.server.returncode is None:
-                    self.server.terminate()
-                    await self.server.wait()
-                log.close()
+                await stop_process(self.server, timeout=None)
                 self.server_log_tail = (Path(tmp) / "server.log").read_text(errors="replace")[-3000:]
         self.report.failures = verdict(self.report)
         return self.report

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.media import count_packets, make_clip  # noqa: F401  (re-exported for tests)
+from benchmarks.servers import stop_process  # noqa: F401  (re-exported for tests)
 from mediacore.app.config import Config, load_config
 from mediacore.app.engine import Engine
 
@@ -32,21 +33,16 @@ def clip() -> Path:
     return make_clip()
 
 
+def local_config(server: dict[str, object] | None = None, **sections: object) -> Config:
+    """A configuration listening on loopback, RTMP, RTSP and HTTP on free ports; `server`
+    adds to (or overrides) [server], the other keyword arguments are whole sections."""
+    ports = {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(), "http_port": free_port()}
+    return load_config(None, {"server": {**ports, **(server or {})}, **sections})
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    cfg = load_config(
-        None,
-        {
-            "server": {
-                "host": "127.0.0.1",
-                "rtmp_port": free_port(),
-                "rtsp_port": free_port(),
-                "http_port": free_port(),
-                "data_dir": str(tmp_path / "data"),
-            },
-            "admin": {"port": 0},  # a free port: engine.admin_port
-        },
-    )
+    cfg = local_config({"data_dir": str(tmp_path / "data")}, admin={"port": 0})  # admin: engine.admin_port
     cfg.hls.end_grace = 3.0
     return cfg
 
@@ -82,16 +78,6 @@ async def start_process(*cmd: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-
-
-async def stop_process(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 5)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
 
 
 async def play_in_browser(page_url: str, seconds: float, start_timeout: float = 40) -> dict:

@@ -160,25 +160,15 @@ async def test_guest_tokens_off_when_configured_off(config: Config):
 
 
 async def test_guest_tokens_off_beyond_loopback_unless_configured(tmp_path):
-    from conftest import free_port
+    from conftest import local_config
 
     def cfg(**settings: object) -> Config:
-        c = load_config(
-            None,
-            {
-                "server": {
-                    "host": "0.0.0.0",
-                    "rtmp_port": free_port(),
-                    "rtsp_port": free_port(),
-                    "http_port": free_port(),
-                    "data_dir": str(tmp_path / "data"),
-                },
-                "admin": {"port": 0},
-                "auth": {"jwt_secret": SECRET, "allow_open_publish": True},
-                "accounts": {**CHEAP, **settings},
-            },
+        return local_config(
+            {"host": "0.0.0.0", "data_dir": str(tmp_path / "data")},
+            admin={"port": 0},
+            auth={"jwt_secret": SECRET, "allow_open_publish": True},
+            accounts={**CHEAP, **settings},
         )
-        return c
 
     for settings, expected in (({}, 403), ({"guests": True}, 200)):
         engine = Engine(cfg(**settings))

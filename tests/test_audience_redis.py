@@ -7,8 +7,8 @@ event, stream entry and model row of theirs."""
 from __future__ import annotations
 
 import pytest
-from redis_server import running_redis
 
+from benchmarks.servers import running_redis
 from plugins.audience.events import Event, Kind
 from plugins.audience.redis_store import GROUP, RedisEventStore
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import shutil
-import subprocess
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
@@ -16,48 +14,16 @@ import aiohttp
 import pytest
 from chat_helpers import Client, chat_engine, chat_url, token
 from conftest import free_port, until
-from redis_server import START_TIMEOUT, _pings
 
+from benchmarks.servers import RedisServer
 from mediacore.access.identity import Role
 from mediacore.app.config import Config
 from mediacore.app.engine import Engine
 
 
-class Redis:
-    """A redis-server on a fixed port that can be stopped and started again."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed; `make test` installs it")
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            + ["--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(int(START_TIMEOUT / 0.05)):
-            if _pings(self.port):
-                return
-            subprocess.run(["sleep", "0.05"], check=True)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-
 @contextmanager
-def redis_server(directory: Path) -> Iterator[Redis]:
-    server = Redis(directory)
+def redis_server(directory: Path) -> Iterator[RedisServer]:
+    server = RedisServer(directory)
     server.start()
     try:
         yield server
@@ -66,7 +32,7 @@ def redis_server(directory: Path) -> Iterator[Redis]:
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[Redis]:
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
     with redis_server(tmp_path) as server:
         yield server
 
@@ -88,7 +54,7 @@ def node_config(config: Config, n: int) -> Config:
     return c
 
 
-async def two_nodes(stack: AsyncExitStack, config: Config, redis: Redis, **chat: object) -> tuple[Engine, Engine]:
+async def two_nodes(stack: AsyncExitStack, config: Config, redis: RedisServer, **chat: object) -> tuple[Engine, Engine]:
     a = await stack.enter_async_context(chat_engine(node_config(config, 1), redis_url=redis.url, **chat))
     b = await stack.enter_async_context(chat_engine(node_config(config, 2), redis_url=redis.url, **chat))
     return a, b

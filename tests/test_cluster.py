@@ -11,9 +11,7 @@ its stream is then republished on the survivor (a fresh playlist) and plays thro
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,7 +22,6 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from conftest import (
-    ROOT,
     ffmpeg_push_cmd,
     free_port,
     make_clip,
@@ -34,8 +31,8 @@ from conftest import (
     stop_process,
     until,
 )
-from redis_server import running_redis
 
+from benchmarks.servers import running_redis, start_serve
 from edge.owners import Owners, base_of
 from edge.server import EdgeConfig, EdgeNode, run_edge
 from mediacore.app.cluster import Conflict, Registry, Round, stream_key
@@ -130,25 +127,7 @@ async def start_node(name: str, redis_url: str, directory: Path) -> Node:
         f'[cluster]\nredis_url = "{redis_url}"\nttl = {TTL}\nrenew = {RENEW}\n'
     )
     log = directory / f"{name}.log"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONASYNCIODEBUG"}
-    env["PYTHONPATH"] = str(ROOT)
-    with log.open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "mediacore.app.cli",
-            "serve",
-            "--config",
-            str(config),
-            cwd=str(ROOT),
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=err,
-        )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 30)
-    assert b"mediacore serving" in line, log.read_text()
+    proc = await start_serve(config, log)
     return Node(name, proc, rtmp_port, http_port, log)
 
 

@@ -24,8 +24,8 @@ from typing import TypeVar
 
 import pytest
 from commerce_backends import BACKENDS, T0, Backend
-from redis_server import running_redis
 
+from benchmarks.servers import running_redis
 from plugins.commerce.flow import StoreBase
 from plugins.commerce.model import Completed, Refusal
 

@@ -29,8 +29,8 @@ import pytest
 from aiohttp import web
 from commerce_http import ADMIN, SECRET, token
 from commerce_servers import serving
-from redis_server import running_redis
 
+from benchmarks.servers import running_redis
 from mediacore.app.config import Config
 from mediacore.app.engine import Engine
 from mediacore.plugins.api import PluginContext

@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from commerce_backends import BACKENDS, T0, Backend
 from conftest import free_port, until
-from redis_server import running_redis
 
+from benchmarks.servers import running_redis
 from plugins.commerce.flow import StoreBase
 from plugins.commerce.model import Completed
 from plugins.commerce.outbox import OutboxDeliverer, WebhookConfig, backoff_delay

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from commerce_backends import BACKENDS, T0, Backend
-from redis_server import running_redis
 
+from benchmarks.servers import running_redis
 from plugins.commerce import limits, rules
 from plugins.commerce.flow import StoreBase
 from plugins.commerce.model import (

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +15,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import (
-    ROOT,
     ffmpeg_push_cmd,
     ffprobe_frames,
     free_port,
@@ -28,6 +25,7 @@ from conftest import (
 )
 from test_lifecycle import VIDEO
 
+from benchmarks.servers import start_serve
 from mediacore.app.config import Config
 from mediacore.app.engine import Engine
 from mediacore.hub.publisher import PublishAttempt
@@ -59,26 +57,8 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         f"drain_timeout = {DRAIN_TIMEOUT}\ndrain_grace = {DRAIN_GRACE}\ndata_dir = {str(tmp_path / 'data')!r}\n"
     )
     log = tmp_path / "server.log"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONASYNCIODEBUG"}
-    env["PYTHONPATH"] = str(ROOT)
-    with log.open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "mediacore.app.cli",
-            "serve",
-            "--config",
-            str(config),
-            cwd=str(ROOT),
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=err,
-        )
+    proc = await start_serve(config, log)
     try:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        assert b"mediacore serving" in line, log.read_text()
         yield Server(proc, rtmp_port, http_port, log)
     finally:
         await stop_process(proc)

@@ -8,10 +8,17 @@ import resource
 import aiohttp
 import pytest
 import pytest_asyncio
-from conftest import ffmpeg_push_cmd, free_port, make_clip, play_in_browser, start_process, stop_process, until
+from conftest import (
+    ffmpeg_push_cmd,
+    local_config,
+    make_clip,
+    play_in_browser,
+    start_process,
+    stop_process,
+    until,
+)
 
 from edge.server import EdgeConfig, run_edge
-from mediacore.app.config import load_config
 from mediacore.app.engine import Engine
 from mediacore.playlist.media import MediaPlaylist
 from mediacore.playlist.uris import ll_part_uri, parse_ll_media
@@ -38,18 +45,7 @@ class Setup:
 async def tiers():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 16384), hard))
-    config = load_config(
-        None,
-        {
-            "server": {
-                "host": "127.0.0.1",
-                "rtmp_port": free_port(),
-                "rtsp_port": free_port(),
-                "http_port": free_port(),
-            },
-            "admin": {"port": 0},
-        },
-    )
+    config = local_config(admin={"port": 0})
     engine = Engine(config)
     await engine.start()
     origin = f"http://127.0.0.1:{engine.http_port}"

@@ -10,10 +10,17 @@ import time
 import aiohttp
 import pytest
 import pytest_asyncio
-from conftest import ffmpeg_push_cmd, free_port, make_clip, play_in_browser, start_process, stop_process, until
+from conftest import (
+    ffmpeg_push_cmd,
+    local_config,
+    make_clip,
+    play_in_browser,
+    start_process,
+    stop_process,
+    until,
+)
 from hls_rules import PlaylistHistory
 
-from mediacore.app.config import load_config
 from mediacore.app.engine import Engine
 from mediacore.model.media import Kind
 from mediacore.origin.llhls import advance_part_limit
@@ -46,18 +53,7 @@ class Live:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def live():
-    config = load_config(
-        None,
-        {
-            "server": {
-                "host": "127.0.0.1",
-                "rtmp_port": free_port(),
-                "rtsp_port": free_port(),
-                "http_port": free_port(),
-            },
-            "admin": {"port": 0},
-        },
-    )
+    config = local_config(admin={"port": 0})
     config.hls.end_grace = 8.0
     engine = Engine(config)
     await engine.start()

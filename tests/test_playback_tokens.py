@@ -11,11 +11,18 @@ from urllib.parse import urljoin
 import aiohttp
 import pytest
 import pytest_asyncio
-from conftest import ROOT, ffmpeg_push_cmd, free_port, make_clip, play_in_browser, start_process, stop_process
+from conftest import (
+    ROOT,
+    ffmpeg_push_cmd,
+    local_config,
+    make_clip,
+    play_in_browser,
+    start_process,
+    stop_process,
+)
 
 from edge.server import EdgeConfig, EdgeNode, run_edge
 from mediacore.access.tokens import PlaybackPolicy, sign
-from mediacore.app.config import load_config
 from mediacore.app.engine import Engine
 from mediacore.playlist.media import MediaPlaylist
 from mediacore.playlist.multivariant import MultivariantPlaylist
@@ -51,18 +58,7 @@ class Setup:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def protected():
-    config = load_config(
-        None,
-        {
-            "server": {
-                "host": "127.0.0.1",
-                "rtmp_port": free_port(),
-                "rtsp_port": free_port(),
-                "http_port": free_port(),
-            },
-            "auth": {"playback_secret": SECRET, "playback_streams": [STREAM]},
-        },
-    )
+    config = local_config(auth={"playback_secret": SECRET, "playback_streams": [STREAM]})
     engine = Engine(config)
     await engine.start()
     node = EdgeNode(EdgeConfig(upstreams=[f"http://127.0.0.1:{engine.http_port}"], playback_secret=SECRET))

@@ -4,7 +4,7 @@ are refused with a clear error."""
 from __future__ import annotations
 
 import pytest
-from conftest import free_port
+from conftest import free_port, local_config
 from test_rtp_depacketize import FFMPEG_SDP
 from test_rtp_impairment import free_udp_pair
 
@@ -16,19 +16,7 @@ async def test_configured_raw_input_listens_on_the_sdp_ports(tmp_path):
     video, audio = free_udp_pair(), free_udp_pair()
     sdp = tmp_path / "cam.sdp"
     sdp.write_text(FFMPEG_SDP.replace("m=video 0", f"m=video {video}").replace("m=audio 0", f"m=audio {audio}"))
-    config = load_config(
-        None,
-        {
-            "server": {
-                "host": "127.0.0.1",
-                "rtmp_port": free_port(),
-                "rtsp_port": free_port(),
-                "http_port": free_port(),
-            },
-            "rtp": {"inputs": [{"stream": "cam", "sdp": str(sdp)}]},
-            "admin": {"port": 0},
-        },
-    )
+    config = local_config(rtp={"inputs": [{"stream": "cam", "sdp": str(sdp)}]}, admin={"port": 0})
     engine = Engine(config)
     await engine.start()
     try:

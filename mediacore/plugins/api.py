@@ -16,7 +16,10 @@ the rest of the engine are re-exported here.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -30,6 +33,7 @@ __all__ = [
     "PRODUCT_CLASS",
     "AttributeValue",
     "Handler",
+    "HttpError",
     "Identity",
     "IdentityError",
     "MetadataError",
@@ -41,6 +45,9 @@ __all__ = [
     "StreamHook",
     "TimedMetadata",
     "ViewerHook",
+    "cancel_and_wait",
+    "read_json",
+    "read_json_object",
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -166,3 +173,63 @@ class Plugin(Protocol):
     async def stop(self) -> None:
         """Close backends; called once, after the public port stopped serving."""
         ...
+
+
+# Helpers for plugins' HTTP routes and background tasks ------------------------------------
+
+
+class HttpError(Exception):
+    """Ends a plugin's request with `status` and the JSON `{"error": code, "detail": detail}`
+    (no "detail" when it is empty); `response()` is that answer."""
+
+    def __init__(self, status: int, code: str, detail: str = "", headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail or code)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+    def response(self) -> web.Response:
+        body: dict[str, str] = {"error": self.code}
+        if self.detail:
+            body["detail"] = self.detail
+        return web.json_response(body, status=self.status, headers=self.headers)
+
+
+async def read_json(request: web.Request, max_bytes: int) -> Any:
+    """The request's body as JSON, reading no more than `max_bytes` (+1) of it: HttpError 413
+    "too_large" for a longer body (by Content-Length or as read), 400 "bad_request" when it
+    is not JSON."""
+    too_large = HttpError(413, "too_large", f"the body may be at most {max_bytes} bytes")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large
+    raw = b""
+    while len(raw) <= max_bytes:
+        chunk = await request.content.read(max_bytes + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    if len(raw) > max_bytes:
+        raise too_large
+    try:
+        return json.loads(raw)
+    except ValueError:  # UnicodeDecodeError is one
+        raise HttpError(400, "bad_request", "the body must be JSON") from None
+
+
+async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, Any]:
+    """`read_json`, and HttpError 400 "bad_request" unless the body is a JSON object."""
+    data = await read_json(request, max_bytes)
+    if not isinstance(data, dict):
+        raise HttpError(400, "bad_request", "the body must be a JSON object")
+    return data
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancels every task, then waits for each to end (a plugin's background loops at stop)."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

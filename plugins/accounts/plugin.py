@@ -7,7 +7,6 @@ hash. Bodies: `{"error": code, "detail"?}` on every failure."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import secrets
@@ -16,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Counter
 
-from mediacore.plugins.api import PluginContext, Role
+from mediacore.plugins.api import HttpError, PluginContext, Role, read_json_object
 
 from . import limits
 from .limits import WindowLimiter
@@ -47,22 +46,10 @@ def _error(status: int, error: str, detail: str | None = None, retry_after: int 
 
 async def read_credentials(request: web.Request) -> tuple[str, str]:
     """`username` and `password` from a JSON body, checked against the bounds."""
-    if request.content_length is not None and request.content_length > limits.MAX_BODY:
-        raise BadRequest(413, "too_large", f"a body is at most {limits.MAX_BODY} bytes")
-    data = b""
-    while True:
-        chunk = await request.content.read(limits.MAX_BODY + 1 - len(data))
-        if not chunk:
-            break
-        data += chunk
-        if len(data) > limits.MAX_BODY:
-            raise BadRequest(413, "too_large", f"a body is at most {limits.MAX_BODY} bytes")
     try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest(400, "bad_json", "the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest(400, "bad_json", "the body is not a JSON object")
+        body = await read_json_object(request, limits.MAX_BODY)
+    except HttpError as e:  # this API's code for a body that is not a JSON object is bad_json
+        raise BadRequest(e.status, "bad_json" if e.status == 400 else e.code, e.detail) from None
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not USERNAME.fullmatch(username):
         raise BadRequest(

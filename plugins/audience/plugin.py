@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
-from mediacore.plugins.api import IdentityError, PluginContext, PluginError, Role
+from mediacore.plugins.api import HttpError, IdentityError, PluginContext, PluginError, Role, cancel_and_wait, read_json
 
 from . import conversion, limits, planner, segments
 from .cf import DAY, KINDS, Recommender
@@ -45,19 +45,14 @@ SQLITE_FILE = "audience.db"
 KEY_FILE = "user.key"
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, code: str, detail: str = "") -> None:
-        super().__init__(detail or code)
-        self.status, self.code, self.detail = status, code, detail
-
-
 def _guarded(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Callable[..., Any]:
     async def wrapper(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
         except HttpError as e:
-            headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-            return web.json_response({"error": e.code, "detail": e.detail}, status=e.status, headers=headers)
+            if e.status == 401:
+                e.headers["WWW-Authenticate"] = "Bearer"
+            return e.response()
         except web.HTTPException:
             raise
         except Exception:
@@ -184,11 +179,7 @@ class AudiencePlugin:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.writer.flush(), 5.0)
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
         if self.store is not None:
             await self.store.close()
             self.store = None
@@ -334,17 +325,7 @@ class AudiencePlugin:
         """`{"events": [EVENT, ...]}` or one EVENT, for the caller → 202 {accepted, dropped}."""
         assert self._context is not None
         user, _ = self._caller(request)
-        if request.content_length is not None and request.content_length > self.settings.max_body:
-            raise HttpError(413, "too_large", f"the body may be at most {self.settings.max_body} bytes")
-        raw = await request.content.read(self.settings.max_body + 1)
-        if len(raw) > self.settings.max_body:
-            raise HttpError(413, "too_large", f"the body may be at most {self.settings.max_body} bytes")
-        try:
-            import json
-
-            data = json.loads(raw)
-        except ValueError:
-            raise HttpError(400, "bad_request", "the body must be JSON") from None
+        data = await read_json(request, self.settings.max_body)
         items = data.get("events") if isinstance(data, dict) and "events" in data else [data]
         if not isinstance(items, list) or not 1 <= len(items) <= limits.MAX_EVENTS_PER_POST:
             raise HttpError(400, "bad_request", f"events must be a list of 1 to {limits.MAX_EVENTS_PER_POST}")

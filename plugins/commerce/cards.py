@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from mediacore.plugins.api import PRODUCT_CLASS, AttributeValue, MetadataError, PluginContext, Role, TimedMetadata
+from mediacore.plugins.api import (
+    PRODUCT_CLASS,
+    AttributeValue,
+    MetadataError,
+    PluginContext,
+    Role,
+    TimedMetadata,
+    read_json_object,
+)
 
 from . import limits, rules
 from .funnel import Funnel
@@ -20,7 +28,7 @@ from .metrics import CommerceMetrics
 from .model import Product, Sale
 from .store import CommerceStore
 from .views import sale_state
-from .web import HttpError, caller, guarded, json_body, only
+from .web import HttpError, caller, guarded, only
 
 MAX_BODY = 1024
 """Bytes of a card request: a product id and a duration."""
@@ -121,7 +129,7 @@ class Cards:
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         caller(self.context, request, Role.HOST)
-        data = only(await json_body(request, MAX_BODY), {"product_id", "duration"}, {"product_id"})
+        data = only(await read_json_object(request, MAX_BODY), {"product_id", "duration"}, {"product_id"})
         duration = data.get("duration")
         if duration is not None and (
             isinstance(duration, bool) or not isinstance(duration, int | float) or not 0 < duration <= self.max_duration

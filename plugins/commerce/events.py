@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from mediacore.plugins.api import PluginContext, Role
+from mediacore.plugins.api import PluginContext, Role, read_json_object
 
 from . import rules
 from .funnel import Funnel
 from .metrics import EVENT_TYPES, CommerceMetrics
 from .store import CommerceStore
-from .web import HttpError, caller, guarded, json_body, only
+from .web import HttpError, caller, guarded, only
 
 
 class Events:
@@ -32,7 +32,7 @@ class Events:
         """`{"type": "impression" | "click" | "add_to_cart", "stream", "product_id"}` → 204."""
         caller(self.context, request, Role.VIEWER)
         fields = {"type", "stream", "product_id"}
-        data = only(await json_body(request, self.max_body), fields, fields)
+        data = only(await read_json_object(request, self.max_body), fields, fields)
         kind, stream, product_id = data["type"], data["stream"], data["product_id"]
         if kind not in EVENT_TYPES:
             raise HttpError(400, "bad_request", f"type must be one of {', '.join(EVENT_TYPES)}")

@@ -9,10 +9,9 @@ node. The webhook deliverer and the demo's card task are tasks the plugin owns: 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
-from mediacore.plugins.api import PluginContext, PluginError
+from mediacore.plugins.api import PluginContext, PluginError, cancel_and_wait
 
 from . import demo
 from .cards import Cards
@@ -105,11 +104,7 @@ class CommercePlugin:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
         if self.deliverer is not None:
             await self.deliverer.stop()
             self.deliverer = None

@@ -12,7 +12,7 @@ import time
 
 from aiohttp import web
 
-from mediacore.plugins.api import PluginContext, Role
+from mediacore.plugins.api import PluginContext, Role, read_json_object
 
 from . import limits, rules
 from .funnel import Funnel
@@ -20,7 +20,7 @@ from .metrics import CommerceMetrics
 from .model import Completed, InProgress, InvalidRequest, KeyReused, UnknownProduct, UnknownSale
 from .store import CommerceStore
 from .views import coupon_json, product_json, sale_json
-from .web import HttpError, caller, guarded, json_body, only, query_int
+from .web import HttpError, caller, guarded, only, query_int
 
 log = logging.getLogger("mediacore.commerce")
 
@@ -59,7 +59,7 @@ class ShopRoutes:
     async def create_product(self, request: web.Request) -> web.StreamResponse:
         caller(self.context, request, Role.ADMIN)
         data = only(
-            await json_body(request, MAX_BODY),
+            await read_json_object(request, MAX_BODY),
             {"id", "title", "price", "currency", "stock", "image"},
             {"title", "price"},
         )
@@ -89,7 +89,7 @@ class ShopRoutes:
 
     async def set_stock(self, request: web.Request) -> web.StreamResponse:
         caller(self.context, request, Role.ADMIN)
-        data = only(await json_body(request, MAX_BODY), {"stock"}, {"stock"})
+        data = only(await read_json_object(request, MAX_BODY), {"stock"}, {"stock"})
         product = await self.store.set_stock(request.match_info["product_id"], data["stock"])
         return web.json_response(product_json(product))
 
@@ -97,7 +97,7 @@ class ShopRoutes:
     async def create_sale(self, request: web.Request) -> web.StreamResponse:
         caller(self.context, request, Role.ADMIN)
         fields = {"product_id", "stock", "price", "starts_at", "ends_at", "per_user_limit"}
-        data = only(await json_body(request, MAX_BODY), fields, fields - {"starts_at"})
+        data = only(await read_json_object(request, MAX_BODY), fields, fields - {"starts_at"})
         now = self.context.wall_clock()
         sale = await self.store.create_sale(
             product_id=data["product_id"],
@@ -121,7 +121,7 @@ class ShopRoutes:
     async def create_coupon(self, request: web.Request) -> web.StreamResponse:
         caller(self.context, request, Role.ADMIN)
         data = only(
-            await json_body(request, MAX_BODY),
+            await read_json_object(request, MAX_BODY),
             {"code", "kind", "value", "expires_at", "max_uses", "once_per_user"},
             {"code", "kind", "value", "expires_at"},
         )
@@ -153,7 +153,9 @@ class ShopRoutes:
             raise HttpError(400, "idempotency_key_required", f"send an {IDEMPOTENCY_HEADER} header (a UUID per tap)")
         try:
             rules.check_idempotency_key(key)
-            data = only(await json_body(request, MAX_BODY), {"sale_id", "product_id", "quantity", "coupon", "stream"})
+            data = only(
+                await read_json_object(request, MAX_BODY), {"sale_id", "product_id", "quantity", "coupon", "stream"}
+            )
             stream = data.get("stream")
             if stream is not None and (not isinstance(stream, str) or self.context.stream(stream) is None):
                 raise HttpError(400, "bad_request", "stream must name a stream of this server")

@@ -1,37 +1,20 @@
-"""What every commerce route shares: JSON errors, who the caller is, and reading a bounded
-JSON body. A route answers bad input with a clear 4xx before it touches the store."""
+"""What every commerce route shares: JSON errors (`HttpError`, from the plugin API), who the
+caller is, and checking the fields of a JSON body (read with the API's `read_json_object`).
+A route answers bad input with a clear 4xx before it touches the store."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from aiohttp import web
 
-from mediacore.plugins.api import Handler, Identity, IdentityError, PluginContext, Role
+from mediacore.plugins.api import Handler, HttpError, Identity, IdentityError, PluginContext, Role
 
 from .model import AlreadyExists, CommerceError, InvalidRequest, UnknownProduct, UnknownSale
 
 log = logging.getLogger("mediacore.commerce")
-
-
-class HttpError(Exception):
-    """Ends a request with `status` and `{"error": code, "detail": detail}`."""
-
-    def __init__(self, status: int, code: str, detail: str = "", headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail or code)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.headers = headers or {}
-
-    def response(self) -> web.Response:
-        body: dict[str, str] = {"error": self.code}
-        if self.detail:
-            body["detail"] = self.detail
-        return web.json_response(body, status=self.status, headers=self.headers)
 
 
 def error(status: int, code: str, detail: str = "") -> web.Response:
@@ -49,26 +32,6 @@ def caller(context: PluginContext, request: web.Request, role: Role) -> Identity
     if not who.may(role):
         raise HttpError(403, "forbidden", f"this call needs the {role.label} role")
     return who
-
-
-async def json_body(request: web.Request, max_bytes: int) -> dict[str, Any]:
-    """The request's JSON object, at most `max_bytes` (413 beyond; the origin itself refuses
-    bodies over its own cap), else 400."""
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise HttpError(413, "too_large", f"the body may be at most {max_bytes} bytes")
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise HttpError(413, "too_large", f"the body may be at most {max_bytes} bytes") from None
-    if len(raw) > max_bytes:
-        raise HttpError(413, "too_large", f"the body may be at most {max_bytes} bytes")
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        raise HttpError(400, "bad_request", "the body must be JSON") from None
-    if not isinstance(data, dict):
-        raise HttpError(400, "bad_request", "the body must be a JSON object")
-    return data
 
 
 def only(data: dict[str, Any], allowed: Collection[str], required: Collection[str] = ()) -> dict[str, Any]:
