@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Callable
 
+from ingest.listen import listen
 from mediacore.hub.publisher import HELD_WHILE_DECIDING, Authorizer, PublishAttempt, Publisher, PublishPoint, StreamBusy
 from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
@@ -358,15 +359,7 @@ class RtmpServer:
         """Listen on `port` (0: a free one, returned); with `tls`, RTMPS: the same connections
         inside TLS, its handshake bounded by `tls_handshake_timeout`. May be called once
         for the plain port and once for the TLS one; the limits count both together."""
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: RtmpConnection(self),
-            host,
-            port,
-            reuse_address=True,
-            ssl=tls,
-            ssl_handshake_timeout=self.config.tls_handshake_timeout if tls is not None else None,
-        )
+        server = await listen(lambda: RtmpConnection(self), host, port, tls, self.config.tls_handshake_timeout)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 

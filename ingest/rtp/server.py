@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 
+from ingest.listen import listen
 from mediacore.hub.publisher import HELD_WHILE_DECIDING, Authorizer, PublishAttempt, Publisher, PublishPoint, StreamBusy
 from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
@@ -523,15 +524,7 @@ class RtspServer:
         inside TLS, its handshake bounded by `tls_handshake_timeout`. May be called once
         for the plain port and once for the TLS one; the limits count both together."""
         self.host = host
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: RtspConnection(self),
-            host,
-            port,
-            reuse_address=True,
-            ssl=tls,
-            ssl_handshake_timeout=self.config.tls_handshake_timeout if tls is not None else None,
-        )
+        server = await listen(lambda: RtspConnection(self), host, port, tls, self.config.tls_handshake_timeout)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
