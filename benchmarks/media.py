@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -16,7 +17,7 @@ def make_clip(seconds: int = 10, fps: int = 30, gop_seconds: int = 2, name: str 
     path = MEDIA_DIR / f"{name}-{seconds}s-{fps}fps-gop{gop_seconds}.flv"
     if path.exists() and path.stat().st_size > 0:
         return path
-    tmp = path.with_suffix(f".{id(path)}.tmp.flv")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.flv")
     gop = fps * gop_seconds
     subprocess.run(
         [
@@ -125,7 +126,7 @@ def make_coded_clip(codec: str, seconds: int = 2, fps: int = 30) -> Path:
         video = ["-c:v", encoder, "-preset", "12", "-g", str(fps), "-svtav1-params", "scd=0"]
     else:
         video = ["-c:v", encoder, "-cpu-used", "8", "-usage", "realtime", "-g", str(fps), "-keyint_min", str(fps)]
-    tmp = path.with_suffix(f".{id(path)}.tmp.mp4")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.mp4")
     subprocess.run(
         [
             "ffmpeg",

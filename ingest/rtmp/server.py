@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Callable
 
+from ingest.authorize import decide
 from ingest.listen import listen
 from mediacore.hub.publisher import HELD_WHILE_DECIDING, Authorizer, PublishAttempt, Publisher, PublishPoint, StreamBusy
 from mediacore.model.counting import worth_logging
@@ -181,11 +182,7 @@ class RtmpConnection(asyncio.Protocol):
 
     async def _decide(self, request: PublishRequest, attempt: PublishAttempt) -> None:
         """Await the authorizer, then answer the publish request and replay what was held."""
-        try:
-            refusal = await self.server.authorize(attempt)
-        except Exception as e:  # fail closed: an authorizer that breaks admits nobody
-            log.error("rtmp %s [%s]: publish authorization failed: %r", self.peer, request.name, e, exc_info=e)
-            refusal = "publish authorization failed"
+        refusal = await decide(self.server.authorize, attempt, self.peer)
         if self.closed:  # the peer left while the decision was pending
             return
         self._deciding = None

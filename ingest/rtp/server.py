@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 
+from ingest.authorize import decide
 from ingest.listen import listen
 from mediacore.hub.publisher import HELD_WHILE_DECIDING, Authorizer, PublishAttempt, Publisher, PublishPoint, StreamBusy
 from mediacore.model.counting import worth_logging
@@ -154,11 +155,7 @@ class RtspConnection(asyncio.Protocol):
 
     async def _decide(self, attempt: PublishAttempt) -> None:
         """Await the authorizer, answer the ANNOUNCE, then go on with what was held."""
-        try:
-            refusal = await self.server.authorize(attempt)
-        except Exception as e:  # fail closed: an authorizer that breaks admits nobody
-            log.error("rtsp %s [%s]: publish authorization failed: %r", self.peer, attempt.stream, e, exc_info=e)
-            refusal = "publish authorization failed"
+        refusal = await decide(self.server.authorize, attempt, self.peer)
         if self.closed:  # the peer left while the decision was pending
             return
         self._deciding = None
