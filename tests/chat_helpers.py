@@ -50,12 +50,28 @@ class Client:
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == kind]
 
+    async def greeted(self, timeout: float = 10.0) -> None:
+        """Wait for the room's greeting (`history`, or `reset`): the server has joined this
+        client to the room, so what is published from now on reaches it as live events."""
+        async with asyncio.timeout(timeout):
+            while not (self.of("history") or self.of("reset")):
+                if self.task.done():
+                    raise AssertionError(f"the room closed the connection before greeting it: {self.events}")
+                await asyncio.sleep(0.01)
+
     async def send(self, **message: Any) -> None:
         await self.ws.send_json(message)
 
     async def close(self) -> None:
         await self.ws.close()
         await self.task
+
+
+async def joined(http: aiohttp.ClientSession, url: str) -> Client:
+    """A client of the room at `url` (no `since`), returned once the room has greeted it."""
+    client = Client(await http.ws_connect(url))
+    await client.greeted()
+    return client
 
 
 def chat_url(engine: Engine, room: str, access_token: str | None = None, since: int | None = None) -> str:

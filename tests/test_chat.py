@@ -12,7 +12,7 @@ import aiohttp
 import msgpack
 import pytest
 from aiohttp import web
-from chat_helpers import Client, chat_engine, chat_url, token
+from chat_helpers import Client, chat_engine, chat_url, joined, token
 from conftest import free_port, until
 
 from mediacore.access.identity import Role
@@ -20,12 +20,12 @@ from mediacore.access.identity import Role
 
 async def test_history_on_join_and_msgpack(config):
     async with chat_engine(config) as engine, aiohttp.ClientSession() as http:
-        mod = Client(await http.ws_connect(chat_url(engine, "shop", token(engine, "host", Role.HOST))))
+        mod = await joined(http, chat_url(engine, "shop", token(engine, "host", Role.HOST)))
         for i in range(60):
             await mod.send(type="chat", text=f"message {i}")
         await until(lambda: len(mod.of("chat")) == 60, 5, "60 messages echoed")
         assert [e["seq"] for e in mod.of("chat")] == list(range(1, 61))
-        late = Client(await http.ws_connect(chat_url(engine, "shop")))
+        late = await joined(http, chat_url(engine, "shop"))
         await until(lambda: late.of("history"), 5, "history")
         history = late.of("history")[0]["messages"]
         assert [m["text"] for m in history] == [f"message {i}" for i in range(10, 60)]
@@ -45,8 +45,8 @@ async def test_history_on_join_and_msgpack(config):
 
 async def test_resume_with_since_loses_nothing(config):
     async with chat_engine(config, history_keep=50) as engine, aiohttp.ClientSession() as http:
-        sender = Client(await http.ws_connect(chat_url(engine, "shop", token(engine, "host", Role.HOST))))
-        reader = Client(await http.ws_connect(chat_url(engine, "shop")))
+        sender = await joined(http, chat_url(engine, "shop", token(engine, "host", Role.HOST)))
+        reader = await joined(http, chat_url(engine, "shop"))
         for i in range(10):
             await sender.send(type="chat", text=f"before {i}")
         await until(lambda: len(reader.of("chat")) == 10, 5, "reader got 10")
@@ -74,8 +74,8 @@ async def test_resume_with_since_loses_nothing(config):
 
 async def test_rate_limit_slow_mode_and_length_cap_over_websocket(config):
     async with chat_engine(config) as engine, aiohttp.ClientSession() as http:
-        viewer = Client(await http.ws_connect(chat_url(engine, "shop", token(engine, "vic"))))
-        watcher = Client(await http.ws_connect(chat_url(engine, "shop")))
+        viewer = await joined(http, chat_url(engine, "shop", token(engine, "vic")))
+        watcher = await joined(http, chat_url(engine, "shop"))
         for i in range(25):
             await viewer.send(type="chat", text=f"spam {i}")
         await until(lambda: len(viewer.of("chat")) + len(viewer.of("error")) == 25, 5, "25 answers")
@@ -83,8 +83,8 @@ async def test_rate_limit_slow_mode_and_length_cap_over_websocket(config):
         assert [e["code"] for e in viewer.of("error")] == ["rate_limited"] * 5
         assert all(0 < e["retry_after"] <= 1.5 for e in viewer.of("error"))
 
-        other = Client(await http.ws_connect(chat_url(engine, "shop", token(engine, "olga"))))
-        mod = Client(await http.ws_connect(chat_url(engine, "shop", token(engine, "mia", Role.MODERATOR))))
+        other = await joined(http, chat_url(engine, "shop", token(engine, "olga")))
+        mod = await joined(http, chat_url(engine, "shop", token(engine, "mia", Role.MODERATOR)))
         await mod.send(type="slow_mode", seconds=30)
         await until(lambda: other.of("slow_mode"), 5, "slow mode announced")
         for i in range(3):
@@ -96,7 +96,7 @@ async def test_rate_limit_slow_mode_and_length_cap_over_websocket(config):
         await until(lambda: len(other.of("slow_mode")) == 2, 5, "slow mode off")
         await other.send(type="chat", text="y" * 500)
         await until(lambda: any(e["text"] == "y" * 500 for e in watcher.of("chat")), 5, "500 characters pass")
-        guest = Client(await http.ws_connect(chat_url(engine, "shop")))
+        guest = await joined(http, chat_url(engine, "shop"))
         await guest.send(type="chat", text="hi")
         await until(lambda: guest.of("error"), 5, "guest refused")
         assert guest.of("error")[0]["code"] == "unauthorized"
@@ -106,9 +106,9 @@ async def test_rate_limit_slow_mode_and_length_cap_over_websocket(config):
 
 async def test_bans_and_deletes_reach_everyone(config):
     async with chat_engine(config) as engine, aiohttp.ClientSession() as http:
-        mod = Client(await http.ws_connect(chat_url(engine, "shop", token(engine, "mia", Role.MODERATOR))))
-        troll = Client(await http.ws_connect(chat_url(engine, "shop", token(engine, "troll"))))
-        crowd = [Client(await http.ws_connect(chat_url(engine, "shop"))) for _ in range(3)]
+        mod = await joined(http, chat_url(engine, "shop", token(engine, "mia", Role.MODERATOR)))
+        troll = await joined(http, chat_url(engine, "shop", token(engine, "troll")))
+        crowd = [await joined(http, chat_url(engine, "shop")) for _ in range(3)]
         await troll.send(type="chat", text="something rude")
         await until(lambda: all(c.of("chat") for c in crowd), 5, "everyone saw it")
         rude = crowd[0].of("chat")[0]["id"]
@@ -124,7 +124,7 @@ async def test_bans_and_deletes_reach_everyone(config):
         await troll.send(type="chat", text="let me back")
         await until(lambda: len(troll.of("error")) == 2, 5, "banned")
         assert troll.of("error")[1]["code"] == "banned"
-        late = Client(await http.ws_connect(chat_url(engine, "shop")))
+        late = await joined(http, chat_url(engine, "shop"))
         await until(lambda: late.of("pin"), 5, "pin on join")
         assert late.of("history")[0]["messages"] == []  # the deleted message is not in history
         for c in [*crowd, troll, mod, late]:
@@ -154,7 +154,7 @@ async def test_review_hook_allow_deny_replace_timeout(config):
         hook = f"http://127.0.0.1:{port}/review"
         async with chat_engine(config, review_hook=hook, review_timeout=0.3, review_fallback="deny") as engine:
             async with aiohttp.ClientSession() as http:
-                vic = Client(await http.ws_connect(chat_url(engine, "shop", token(engine, "vic"))))
+                vic = await joined(http, chat_url(engine, "shop", token(engine, "vic")))
                 for text in ("allow me", "deny me", "replace me", "slow me"):
                     await vic.send(type="chat", text=text)
                 await until(lambda: len(vic.of("chat")) + len(vic.of("error")) == 4, 10, "4 answers")
@@ -164,7 +164,7 @@ async def test_review_hook_allow_deny_replace_timeout(config):
         config.server.http_port = free_port()
         async with chat_engine(config, review_hook=hook, review_timeout=0.3, review_fallback="allow") as engine:
             async with aiohttp.ClientSession() as http:
-                vic = Client(await http.ws_connect(chat_url(engine, "shop", token(engine, "vic"))))
+                vic = await joined(http, chat_url(engine, "shop", token(engine, "vic")))
                 await vic.send(type="chat", text="slow but allowed")
                 await until(lambda: vic.of("chat"), 5, "timeout falls back to allow")
                 await vic.close()
@@ -181,8 +181,8 @@ async def test_priorities_under_a_slow_consumer(config):
         "max_text": 3000,
     }
     async with chat_engine(config, **settings) as engine, aiohttp.ClientSession() as http:
-        host = Client(await http.ws_connect(chat_url(engine, "shop", token(engine, "host", Role.HOST))))
-        fans = [Client(await http.ws_connect(chat_url(engine, "shop", token(engine, f"fan{i}")))) for i in range(2)]
+        host = await joined(http, chat_url(engine, "shop", token(engine, "host", Role.HOST)))
+        fans = [await joined(http, chat_url(engine, "shop", token(engine, f"fan{i}"))) for i in range(2)]
         slow = await http.ws_connect(chat_url(engine, "shop"), max_msg_size=0)
         stuck = await http.ws_connect(chat_url(engine, "shop"))
         for ws, size in ((slow, 32768), (stuck, 4096)):  # no receive-window autotuning to hide slowness
@@ -240,7 +240,7 @@ async def test_priorities_under_a_slow_consumer(config):
 async def test_bad_input_closes_only_the_offender(config, cap):
     async with chat_engine(config, max_frame=1024, max_connections_per_address=cap) as engine:
         async with aiohttp.ClientSession() as http:
-            good = Client(await http.ws_connect(chat_url(engine, "shop", token(engine, "good"))))
+            good = await joined(http, chat_url(engine, "shop", token(engine, "good")))
             cases = [
                 (lambda ws: ws.send_str("not json"), 1007),
                 (lambda ws: ws.send_str("x" * 2000), 1009),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from chat_helpers import Client, chat_engine, chat_url, token
+from chat_helpers import Client, chat_engine, chat_url, joined, token
 from conftest import free_port, until
 
 from benchmarks.servers import RedisServer
@@ -63,7 +63,7 @@ async def two_nodes(stack: AsyncExitStack, config: Config, redis: RedisServer, *
 async def connect(
     http: aiohttp.ClientSession, engine: Engine, sub: str | None = None, role: Role = Role.VIEWER
 ) -> Client:
-    return Client(await http.ws_connect(chat_url(engine, "shop", token(engine, sub, role) if sub else None)))
+    return await joined(http, chat_url(engine, "shop", token(engine, sub, role) if sub else None))
 
 
 async def test_a_message_on_node_a_reaches_node_b_in_order_with_one_seq(config, redis):
