@@ -7,7 +7,8 @@ Idempotency-Key after a 503); the page plays and logs no console error.
 
 Card timing is measured in the page: requestVideoFrameCallback maps each presented frame's
 media time to PROGRAM-DATE-TIME; the first frame on which the card is visible has a PDT at
-or after START-DATE by less than one frame (33.3 ms at 30 fps), and the frame before it was
+or after START-DATE by less than one frame (33.3 ms at 30 fps) wherever playback presented
+consecutive frames around it, and the frame before it was
 before START-DATE. The orders endpoint here is a test plugin on the plugin API with the
 commerce contract's shape (`POST /api/orders`, Idempotency-Key), so this test does not need
 the commerce plugin."""
@@ -122,25 +123,30 @@ async def test_cards_in_sync_for_ll_and_hls_viewers_and_one_order_per_tap(config
         assert end["button"]["height"] >= 44 and end["button"]["x"] + end["button"]["width"] <= VIEWPORT[0]
         (shown,) = [e for e in end["cardLog"] if e["productId"] == SYNC]
         (hidden,) = [e for e in end["hideLog"] if e["productId"] == SYNC]
-        start_ms = sync.start_date * 1000
-        assert abs(shown["start"] - start_ms) < 1  # the START-DATE the page parsed is the hub's
-        # Shown on the first frame at or after START-DATE (the one before was earlier), within a frame.
-        assert -ROUNDING <= shown["delta"] <= ONE_FRAME, (kind, shown)
-        assert shown["prevPdt"] < shown["start"] - ROUNDING, (kind, shown)
-        assert shown["knownAtPdt"] is None or shown["knownAtPdt"] < shown["start"]  # known before it was due
-        # Hidden on the first frame at or after START-DATE + DURATION.
-        assert -ROUNDING <= hidden["pdt"] - hidden["end"] <= ONE_FRAME, (kind, hidden)
-        assert hidden["end"] == shown["start"] + 3000
         (bought,) = [e for e in end["cardLog"] if e["productId"] == BUY]
-        assert abs(bought["start"] - buy.start_date * 1000) < 1 and -ROUNDING <= bought["delta"] <= ONE_FRAME, (
-            kind,
-            bought,
-        )
+        assert abs(shown["start"] - sync.start_date * 1000) < 1  # the START-DATE the page parsed is the hub's
+        assert abs(bought["start"] - buy.start_date * 1000) < 1
+        assert hidden["end"] == shown["start"] + 3000
+        assert shown["knownAtPdt"] is None or shown["knownAtPdt"] < shown["start"]  # known before it was due
+        # Each change (SYNC shown, SYNC hidden, BUY shown) happens on the first presented frame
+        # at or after its date: the frame before was earlier.
+        changes = {"show": (shown, shown["start"]), "hide": (hidden, hidden["end"]), "buy": (bought, bought["start"])}
+        contiguous = []
+        for name, (change, due) in changes.items():
+            assert change["prevPdt"] < due - ROUNDING <= change["pdt"], (kind, name, change)
+            # To the frame: where playback presented consecutive frames around the date, the card
+            # changed on the frame carrying it. (A player that skipped ahead under load presents no
+            # frame near the date; the first frame after it is then the right one, checked above.)
+            if change["pdt"] - change["prevPdt"] <= 2 * FRAME_MS + ROUNDING:
+                assert change["pdt"] - due <= ONE_FRAME, (kind, name, change)
+                contiguous.append(name)
+        assert contiguous, (kind, "playback skipped over every card change: nothing measured to the frame", changes)
         behind = (end["now"] - end["framePdt"]) / 1000
         figures[kind] = {
             "show_ms": round(shown["delta"], 1),
             "hide_ms": round(hidden["pdt"] - hidden["end"], 1),
             "buy_card_ms": round(bought["delta"], 1),
+            "to_the_frame": contiguous,
             "behind_s": round(behind, 2),
         }
         assert end["viewers"] is not None and end["viewers"] >= 1

@@ -39,7 +39,7 @@
     cards: {},          // id -> {id, start, end, productId, saleId, title, price, image, knownAtPdt}
     shown: null,        // id of the card on screen
     cardLog: [],        // {id, start, pdt, prevPdt, delta, mediaTime, presentedFrames} when a card appears
-    hideLog: [],        // {id, end, pdt} when a card goes
+    hideLog: [],        // {id, end, pdt, prevPdt} when a card goes
     framePdt: null,     // PDT (ms) of the last presented frame
     frames: 0,          // frames seen by requestVideoFrameCallback
     orders: [],         // {key, status, body, attempts} per tap
@@ -197,7 +197,7 @@
     if (activeId === state.shown) return;
     if (state.shown !== null) {
       const gone = state.cards[state.shown];
-      state.hideLog.push({ id: state.shown, end: gone ? gone.end : null, pdt });
+      state.hideLog.push({ id: state.shown, end: gone ? gone.end : null, pdt, prevPdt: state.prevPdt });
     }
     state.shown = activeId;
     if (active) {
