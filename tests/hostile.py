@@ -1,7 +1,8 @@
 """A healthy ffmpeg stream that watches itself while a hostile peer does its worst.
 
 Every abuse test runs its hostile peer beside one of these and then asks `check()`: the
-healthy stream's playlist kept answering within PLAYLIST_DEADLINE, it lost no frame, and the
+healthy stream's playlist kept answering (95 % of polls within PLAYLIST_DEADLINE, every one
+within PLAYLIST_STALL), it lost no frame, and the
 server's memory grew by less than RSS_GROWTH_LIMIT. The engine runs in the test's process,
 so a peer that freezes the event loop freezes the playlist poller too, and shows.
 """
@@ -22,7 +23,11 @@ from mediacore.app.engine import Engine
 from mediacore.model.media import Kind
 
 PLAYLIST_DEADLINE = 0.1
-"""Seconds the healthy stream's playlist may take to answer at any moment of the attack."""
+"""Seconds within which 95 % of the healthy stream's playlist polls answer during the attack."""
+PLAYLIST_STALL = 0.5
+"""Seconds no poll may exceed: the attacks found froze the loop for seconds (118,800 GAP parts
+took 2.8 s), while a loaded 2-core machine delays a single poll of a healthy server by ~0.1 s
+now and then, with no hostile peer at all."""
 RSS_GROWTH_LIMIT = 50 * 1024 * 1024
 """Bytes the server's resident memory may grow while the hostile peer runs."""
 POLL_INTERVAL = 0.05
@@ -37,8 +42,7 @@ class HealthyStream:
         self.key = key
         self.clip = clip
         self.name = name
-        self.slowest = 0.0
-        self.polls = 0
+        self.times: list[float] = []
         self.failures: list[str] = []
         self._stop = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
@@ -63,9 +67,7 @@ class HealthyStream:
                     await resp.read()
                     if resp.status != 200:
                         self.failures.append(f"playlist answered {resp.status}")
-                elapsed = time.monotonic() - start
-                self.slowest = max(self.slowest, elapsed)
-                self.polls += 1
+                self.times.append(time.monotonic() - start)
                 await asyncio.sleep(POLL_INTERVAL)
 
     async def check(self) -> None:
@@ -80,8 +82,11 @@ class HealthyStream:
         await self._poller
         grown = psutil.Process(os.getpid()).memory_info().rss - self._rss_before
         assert self.failures == [], self.failures
-        assert self.polls >= 10, self.polls
-        assert self.slowest < PLAYLIST_DEADLINE, f"the healthy playlist took {self.slowest:.3f} s to answer"
+        assert len(self.times) >= 10, self.times
+        times = sorted(self.times)
+        p95 = times[int(0.95 * (len(times) - 1))]
+        assert times[-1] < PLAYLIST_STALL, f"the healthy playlist took {times[-1]:.3f} s to answer"
+        assert p95 < PLAYLIST_DEADLINE, f"95 % of the healthy playlist's polls took up to {p95:.3f} s"
         assert stream.stats.frames[Kind.VIDEO] == expected["video"]
         assert stream.stats.frames[Kind.AUDIO] == expected["audio"]
         assert sum(s.dropped for s in stream.subscribers) == 0, "a subscriber of the healthy stream dropped frames"
