@@ -5,7 +5,8 @@ Streams published to each node play through the edge (playlist, segment, LL-HLS 
 HLS and LL); a request to the node that does not own a stream gets 302 to the owner with its
 query; a publish of a name the other node owns is refused; a node killed with SIGKILL drops
 out of the registry within 5 s while the other node's stream keeps playing through the edge;
-its stream is then republished on the survivor (a fresh playlist) and plays through the edge.
+its stream is then republished on the survivor, continuing its playlists' sequence numbers after
+a discontinuity, and plays through the edge.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from conftest import (
 from benchmarks.servers import running_redis, start_serve
 from edge.owners import Owners, base_of
 from edge.server import EdgeConfig, EdgeNode, run_edge
-from mediacore.app.cluster import Conflict, Registry, Round, stream_key
+from mediacore.app.cluster import POSITION_SKIP, Conflict, Position, Registry, Round, position_key, stream_key
 from mediacore.app.config import ConfigError, load_config
 from mediacore.playlist.media import MediaPlaylist
 from player_client.llhls import follow
@@ -73,6 +74,22 @@ def test_registry_failures_are_logged_at_powers_of_two():
     done = reg.round([], 0.0)
     reg.applied(done, [])
     assert reg.failures == 0
+
+
+def test_positions_are_written_when_they_change_and_resume_past_a_margin_after_a_discontinuity():
+    reg = Registry("http://a:8080", ttl=5.0)
+    reg.claimed("x", "http://a:8080", 0.0)
+    here = Position((("hls", 12, 0), ("ll-video", 30, 2)))
+    assert reg.positions_due({"x": here, "y": here}) == {"x": here}  # y is not this node's
+    reg.written["x"] = here
+    assert reg.positions_due({"x": here}) == {}  # unchanged: not written again
+    moved = Position((("hls", 13, 0), ("ll-video", 30, 2)))
+    assert reg.positions_due({"x": moved}) == {"x": moved}
+    assert Position.decode(moved.encode()) == moved
+    assert moved.resumed("hls") == (13 + POSITION_SKIP, 1) and moved.resumed("ll-video") == (30 + POSITION_SKIP, 3)
+    assert moved.resumed("ll-audio") is None
+    for junk in (None, b"", b"[1]", b'{"hls": [1]}', b'{"hls": [-1, 0]}', b'{"hls": [1.5, 0]}', b"{" * 2000):
+        assert Position.decode(junk) is None, junk
 
 
 def test_edge_remembers_owners_for_a_while():
@@ -265,6 +282,10 @@ async def test_a_killed_node_leaves_the_registry_and_its_stream_moves(cluster: C
     # A LL-HLS viewer of node a's stream follows it through the edge all along.
     viewer = asyncio.ensure_future(follow(f"{cluster.edge}/live/onA/ll.m3u8", 6.0))
     await asyncio.sleep(0.5)
+    before = {}
+    for path in ("index.m3u8", "ll/video.m3u8", "ll/audio.m3u8"):
+        async with cluster.http.get(f"{cluster.b.url}/live/onB/{path}") as r:
+            before[path] = MediaPlaylist.parse(await r.text())
     killed = time.monotonic()
     cluster.b.proc.send_signal(signal.SIGKILL)
     await cluster.pushers.pop("onB").wait()  # its publisher loses the connection
@@ -276,10 +297,22 @@ async def test_a_killed_node_leaves_the_registry_and_its_stream_moves(cluster: C
     assert await cluster.owner("onA") == cluster.a.url
     stats = await viewer  # node a's stream went on playing through the edge
     assert stats.parts >= 20 and not stats.errors, (stats.parts, stats.errors)
-    # The dead node's name is free: republished on the survivor (a fresh playlist there).
+    assert await cluster.redis.get(position_key(PREFIX, "onB")) is not None  # where its playlists stood
+    # The dead node's name is free: republished on the survivor, its playlists continue there
+    # after a discontinuity, past every sequence number node b handed out.
     cluster.pushers["onB"] = await start_process(*ffmpeg_push_cmd(make_clip(), cluster.a.rtmp("onB"), loop=True))
     await ready(cluster.http, cluster.a.url, "onB")
     assert await cluster.owner("onB") == cluster.a.url
+    for path, old in before.items():
+        async with cluster.http.get(f"{cluster.a.url}/live/onB/{path}") as r:
+            new = MediaPlaylist.parse(await r.text())
+        last_seen = old.media_sequence + len(old.segments) - 1
+        assert last_seen < new.media_sequence <= last_seen + 1 + POSITION_SKIP + 2, (
+            path,
+            last_seen,
+            new.media_sequence,
+        )
+        assert new.discontinuity_sequence == old.discontinuity_sequence + 1, path
     await ready(cluster.http, cluster.edge, "onB")  # the edge forgot the dead owner and asks node a
     async with cluster.http.get(f"{cluster.edge}/live/onB/index.m3u8") as r:
         hls = MediaPlaylist.parse(await r.text())

@@ -14,13 +14,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from mediacore.app.cluster import CLAIM_SCRIPT, RELEASE_SCRIPT, Conflict, Registry, stream_key
+from mediacore.app.cluster import (
+    CLAIM_SCRIPT,
+    POSITION_MEMORY,
+    RELEASE_SCRIPT,
+    Conflict,
+    Position,
+    Registry,
+    position_key,
+    stream_key,
+)
 from mediacore.app.config import ClusterConfig
 
 log = logging.getLogger("mediacore.cluster")
@@ -35,15 +44,18 @@ class ClusterNode:
         node_url: str,
         serving: Callable[[], Iterable[str]],
         on_conflict: Callable[[Conflict], None],
+        positions: Callable[[], Mapping[str, Position]] = dict,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`serving` lists the streams this node owns now (the hub's names); `on_conflict` is
-        told of each one another node turns out to hold."""
+        told of each one another node turns out to hold; `positions` says where the playlists
+        of the streams it serves stand."""
         self.config = config
         self.node_url = node_url.rstrip("/")
         self.registry = Registry(self.node_url, config.ttl)
         self.serving = serving
         self.on_conflict = on_conflict
+        self.positions = positions
         self.clock = clock
         timeout = config.redis_timeout
         self.redis: aioredis.Redis = aioredis.from_url(
@@ -70,7 +82,21 @@ class ClusterNode:
             log.warning("cluster: could not claim stream %s in the registry (%r); allowing the publish", name, e)
             return None
         owner = str(owners[0])
-        return None if self.registry.claimed(name, owner, self.clock()) else owner
+        if not self.registry.claimed(name, owner, self.clock()):
+            return owner
+        try:
+            found = Position.decode(await self._bounded(self.redis.get(position_key(self.config.key_prefix, name))))
+        except REDIS_ERRORS as e:
+            log.warning("cluster: could not read where stream %s stood (%r); its playlists start afresh", name, e)
+            found = None
+        if found is not None:
+            self.registry.resume[name] = found
+        return None
+
+    def resume_position(self, name: str) -> Position | None:
+        """Where `name`'s playlists stood when the registry last heard of it (from the claim of
+        this publish), once: the stream continues from there."""
+        return self.registry.resume.pop(name, None)
 
     async def locate(self, name: str) -> str | None:
         """The base URL of the node that owns `name`, if another node does (None: nobody, this
@@ -109,11 +135,28 @@ class ClusterNode:
             return
         if self.registry.failures:
             log.info("cluster: registry reachable again")
-        for conflict in self.registry.applied(todo, owners):
+        conflicts = self.registry.applied(todo, owners)
+        await self._write_positions()
+        for conflict in conflicts:
             log.error(
                 "cluster: stream %s is registered to %s, not this node; giving it up", conflict.name, conflict.owner
             )
             self.on_conflict(conflict)
+
+    async def _write_positions(self) -> None:
+        due = self.registry.positions_due(self.positions())
+        if not due:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name, position in due.items():
+                    key = position_key(self.config.key_prefix, name)
+                    pipe.set(key, position.encode(), px=int(POSITION_MEMORY * 1000))
+                await self._bounded(pipe.execute())
+        except REDIS_ERRORS as e:
+            log.warning("cluster: could not record where %d streams stand: %r", len(due), e)
+            return
+        self.registry.written.update(due)
 
     async def run(self) -> None:
         """Renew every `[cluster] renew` seconds until cancelled."""

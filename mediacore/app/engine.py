@@ -18,7 +18,7 @@ from ingest.rtp.raw import RawRtpInput
 from ingest.rtp.receiver import TrackReceiver
 from ingest.rtp.sdp import SessionDescription, parse_sdp
 from ingest.rtp.server import RtspServer
-from mediacore.app.cluster import Conflict
+from mediacore.app.cluster import Conflict, Position
 from mediacore.app.cluster_redis import ClusterNode
 from mediacore.app.config import Config, ConfigError, check_open_publish
 from mediacore.app.lifecycle import EndStream, StreamLifecycle
@@ -53,6 +53,10 @@ a third of the timeout late."""
 HLS = "hls"
 LLHLS = "llhls"
 """The outputs a stream's packagers write: the label of mediacore_packager_errors_total."""
+
+HLS_POSITION = "hls"
+LL_POSITIONS = {Kind.VIDEO: "ll-video", Kind.AUDIO: "ll-audio"}
+"""The names of a stream's playlists in its cluster position record."""
 
 
 class Engine:
@@ -142,6 +146,8 @@ class Engine:
         self.cluster: ClusterNode | None = None
         """The origin cluster's registry client ([cluster] redis_url), from start() on."""
         self._cluster_task: asyncio.Task[None] | None = None
+        self._resume: dict[str, Position] = {}
+        """Streams continuing where another node of the cluster left their playlists."""
         self.rtmp_port = 0
         self.rtsp_port = 0
         self.rtmps_port = 0  # 0 while [rtmp] tls_port is off
@@ -217,12 +223,38 @@ class Engine:
             host = f"[{host}]"
         return f"http://{host}:{self.http_port}"
 
+    def _positions(self) -> dict[str, Position]:
+        """Where each stream's playlists stand, for the cluster registry."""
+        positions = {}
+        for name in self.hub.streams:
+            outputs = []
+            store = self.stores.get(name)
+            if store is not None:
+                outputs.append((HLS_POSITION, store.next_msn, store.discontinuity_sequence))
+            for kind, rendition in self.ll_renditions.get(name, {}).items():
+                outputs.append((LL_POSITIONS[kind], rendition.next_msn, rendition.discontinuity_sequence))
+            if outputs:
+                positions[name] = Position(tuple(outputs))
+        return positions
+
+    def _resumed(self, name: str, output: str) -> tuple[int, int]:
+        """(media sequence, discontinuity sequence) a new playlist of `name` starts at: where
+        another node of the cluster left it, else 0, 0."""
+        position = self._resume.get(name)
+        resumed = position.resumed(output) if position is not None else None
+        return resumed if resumed is not None else (0, 0)
+
     async def start_cluster(self) -> None:
         """Join the origin cluster ([cluster] redis_url): renew this node's registrations from
         now on and let the origin redirect requests for other nodes' streams."""
         node_url = self.node_url()
         self.cluster = ClusterNode(
-            self.config.cluster, node_url, lambda: list(self.hub.streams), self._cluster_conflict, self.clock
+            self.config.cluster,
+            node_url,
+            lambda: list(self.hub.streams),
+            self._cluster_conflict,
+            self._positions,
+            self.clock,
         )
         self.origin.locate = self.cluster.locate
         await self.cluster.renew_once()
@@ -260,11 +292,17 @@ class Engine:
         self.failed.pop(stream.name, None)
         self.restarts.forget(stream.name)
         old = self.stores.get(stream.name)
+        self._resume.pop(stream.name, None)
+        position = self.cluster.resume_position(stream.name) if self.cluster is not None else None
+        if old is None and position is not None:
+            self._resume[stream.name] = position
+            log.info("stream %s continues its playlists where the cluster last saw them", stream.name)
+        msn, dseq = (old.next_msn, old.discontinuity_sequence + 1) if old else self._resumed(stream.name, HLS_POSITION)
         store = HlsStore(
             self.config.hls.window_segments,
             self.config.hls.segment_duration,
-            media_sequence=old.next_msn if old else 0,
-            discontinuity_sequence=old.discontinuity_sequence + 1 if old else 0,
+            media_sequence=msn,
+            discontinuity_sequence=dseq,
         )
         self.stores[stream.name] = store
         self._run_hls(stream, store)
@@ -280,14 +318,19 @@ class Engine:
             (Kind.AUDIO, "audio", LL_RENDITIONS["audio"]),
         ):
             previous = old.get(kind)
+            msn, dseq = (
+                (previous.next_msn, previous.discontinuity_sequence + 1)
+                if previous
+                else self._resumed(stream.name, LL_POSITIONS[kind])
+            )
             renditions[kind] = LlRendition(
                 name,
                 prefix,
                 ll.window_segments,
                 part_target,
                 self.config.hls.segment_duration,
-                media_sequence=previous.next_msn if previous else 0,
-                discontinuity_sequence=previous.discontinuity_sequence + 1 if previous else 0,
+                media_sequence=msn,
+                discontinuity_sequence=dseq,
             )
         video, audio = renditions[Kind.VIDEO], renditions[Kind.AUDIO]
         video.peers, audio.peers = [audio], [video]
