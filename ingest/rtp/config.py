@@ -55,3 +55,16 @@ another may take its place: longer than any pause in a live sender's packets, sh
 that a sender that restarts (new port, new SSRC) is back within a GOP or so."""
 PUBLISH_RETRY = 1.0
 """Seconds a raw RTP input waits before trying again to publish a name that is busy."""
+RTX_PLAYOUT_DELAY = 0.25
+"""Least playout delay, seconds, of a track whose sender retransmits (RFC 4588, announced
+in the SDP): a lost packet is asked for after the NACK dwell (20 ms, or twice the jitter)
+and again every NACK_INTERVAL, and each retransmission needs a round trip; 250 ms holds
+three asks and their answers on paths up to ~50 ms of round trip. Lowered to the SDP's
+rtx-time when that is shorter (the sender keeps packets no longer)."""
+RTX_MAX_NACKS = 3
+"""Times one missing packet is asked for from a sender that retransmits: a NACK or its
+retransmission may be lost as well (at 2 % loss, three asks leave about one lost packet in
+a hundred thousand unrepaired)."""
+NACK_INTERVAL = 0.05
+"""Least seconds between two NACKs for the same packet from a sender that retransmits:
+about a round trip, so a retransmission under way is not asked for twice."""
