@@ -178,8 +178,12 @@ operations = st.lists(
 def test_twins_agree_on_random_operation_sequences(base, ops):
     if not compiled.JITTER_COMPILED:
         pytest.fail("compiled twin missing")
-    a = PureJitterBuffer(48000, capacity=32, min_delay=0.01, max_delay=0.1, loss_dwell=0.01, max_nacks=3)
-    b = compiled.JitterBuffer(48000, capacity=32, min_delay=0.01, max_delay=0.1, loss_dwell=0.01, max_nacks=3)
+    a = PureJitterBuffer(
+        48000, capacity=32, min_delay=0.01, max_delay=0.1, loss_dwell=0.01, max_nacks=3, nack_interval=0.02
+    )
+    b = compiled.JitterBuffer(
+        48000, capacity=32, min_delay=0.01, max_delay=0.1, loss_dwell=0.01, max_nacks=3, nack_interval=0.02
+    )
     now = 0.0
     seq = base
     for op, delta, ssrc, dt in ops:

@@ -46,7 +46,9 @@ def test_sdp_names_the_retransmission_payload_type_of_each_media():
 
 @pytest.fixture(params=BUILDS, ids=lambda c: c.__module__)
 def rtx_jb(request):
-    return request.param(90000, capacity=64, min_delay=0.25, max_delay=0.5, loss_dwell=0.02, max_nacks=3)
+    return request.param(
+        90000, capacity=64, min_delay=0.25, max_delay=0.5, loss_dwell=0.02, max_nacks=3, nack_interval=0.02
+    )
 
 
 def test_a_missing_packet_is_asked_for_again_until_it_could_no_longer_arrive(rtx_jb):
@@ -61,7 +63,7 @@ def test_a_missing_packet_is_asked_for_again_until_it_could_no_longer_arrive(rtx
     assert jb.nacks(0.01) == []  # not yet missing for the dwell
     assert jb.nacks(0.03) == [12]
     assert jb.nacks(0.04) == []  # asked for 10 ms ago: an answer may be under way
-    assert jb.nacks(0.05) == [12]  # loss_dwell + nack_interval (0.02, the default)
+    assert jb.nacks(0.05) == [12]  # loss_dwell + nack_interval
     assert jb.nacks(0.07) == [12]  # the third and last ask
     assert jb.nacks(0.2) == []
     assert jb.pop(0.26) == [13, 14] and jb.lost == 1  # 13 waited the playout delay

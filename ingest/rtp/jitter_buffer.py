@@ -14,9 +14,10 @@ count bound); delays in seconds: `min_delay`/`max_delay` bound the adaptive play
 `max_wait` the time bound of the window, `loss_dwell` how long a gap waits before a NACK
 (at least twice the jitter: a packet that far behind is likely reordered, not lost).
 `max_nacks` is how often one missing packet is asked for (1: senders that do not
-retransmit ignore it anyway), `nack_interval` the least time between two asks, so a
-retransmission under way is not asked for again; no packet is asked for once a
-retransmission could no longer arrive before its gap is given up.
+retransmit ignore it anyway), `nack_interval` the least time between two asks (about a
+round trip, so a retransmission under way is not asked for again); no packet is asked for
+once an answer, no sooner than `nack_interval` from now, would come after its gap is
+given up.
 """
 
 from array import array
@@ -33,7 +34,7 @@ class JitterBuffer:
         loss_dwell: float = 0.02,
         resync_packets: int = 3000,
         max_nacks: int = 1,
-        nack_interval: float = 0.02,
+        nack_interval: float = 0.0,
     ) -> None:
         if capacity < 8 or capacity & (capacity - 1):
             raise ValueError("capacity must be a power of two, at least 8")
