@@ -45,5 +45,5 @@ cdef class JitterBuffer:
     @cython.locals(out=list, index=cython.longlong, s=cython.longlong, delay=cython.double, waited=cython.double)
     cpdef list pop(self, double now)
     @cython.locals(out=list, index=cython.longlong, s=cython.longlong, since=cython.double, delay=cython.double,
-                   dwell=cython.double, deadline=cython.double, asked=int)
+                   deadline=cython.double, asked=int)
     cpdef list nacks(self, double now)

@@ -12,7 +12,9 @@ lives in typed arrays, which the compiled build reads as C arrays.
 Defaults: `capacity` 2048 packets holds about 2 s of 8 Mbit/s video (the reorder window's
 count bound); delays in seconds: `min_delay`/`max_delay` bound the adaptive playout delay,
 `max_wait` the time bound of the window, `loss_dwell` how long a gap waits before a NACK
-(at least twice the jitter: a packet that far behind is likely reordered, not lost).
+(fixed, not taken from the jitter: the RTP timestamps of video with B-frames jump back and
+forth by frame intervals, so RFC 3550 jitter measures the encoder's reordering as much as
+the network's; the playout delay still follows it).
 `max_nacks` is how often one missing packet is asked for (1: senders that do not
 retransmit ignore it anyway), `nack_interval` the least time between two asks (about a
 round trip, so a retransmission under way is not asked for again); no packet is asked for
@@ -22,6 +24,10 @@ given up.
 
 from array import array
 
+MAX_DELAY = 0.5
+"""Default most playout delay, seconds: four times the jitter stops growing here, half a
+second of latency; a track whose sender retransmits may be given a longer floor."""
+
 
 class JitterBuffer:
     def __init__(
@@ -29,7 +35,7 @@ class JitterBuffer:
         clock_rate: int,
         capacity: int = 2048,
         min_delay: float = 0.02,
-        max_delay: float = 0.5,
+        max_delay: float = MAX_DELAY,
         max_wait: float = 1.0,
         loss_dwell: float = 0.02,
         resync_packets: int = 3000,
@@ -214,18 +220,14 @@ class JitterBuffer:
         return out
 
     def nacks(self, now: float) -> list:
-        """Sequence numbers (16-bit) to ask for again, ascending: missing for the NACK dwell
-        (loss_dwell, or twice the jitter if longer), asked for fewer than max_nacks times
-        and not within nack_interval, and whose gap is given up no sooner than a
-        retransmission asked for now could arrive (nack_interval from now): the packet
-        behind the gap has not yet waited the playout delay."""
+        """Sequence numbers (16-bit) to ask for, ascending: missing for loss_dwell, asked
+        for fewer than max_nacks times and not within nack_interval, and whose gap is given
+        up no sooner than an answer to an ask now could arrive (nack_interval from now):
+        the packet behind the gap has not yet waited the playout delay."""
         out: list[object] = []
         if self._next < 0:
             return out
         delay = self._delay()
-        dwell = 2.0 * self.jitter / self.clock_rate
-        if dwell < self.loss_dwell:
-            dwell = self.loss_dwell
         deadline = 0.0  # when the gap being looked at is given up
         s = self._highest
         while s >= self._next:  # downwards: each gap meets the packet behind it first
@@ -238,7 +240,7 @@ class JitterBuffer:
                 if (
                     asked < self.max_nacks
                     and since >= 0.0
-                    and now - since >= dwell + asked * self.nack_interval
+                    and now - since >= self.loss_dwell + asked * self.nack_interval
                     and now + self.nack_interval <= deadline
                 ):
                     self._nacked[index] = asked + 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from ingest.rtp.compiled import JitterBuffer
+from ingest.rtp.jitter_buffer import MAX_DELAY
 from mediacore.hub.publisher import Publisher
 from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
@@ -142,7 +143,11 @@ class TrackReceiver:
         else:  # the sender retransmits: wait long enough for a NACK's answer, and ask again
             floor = min(RTX_PLAYOUT_DELAY, media.rtx_time) if media.rtx_time else RTX_PLAYOUT_DELAY
             self.jitter = JitterBuffer(
-                media.clock_rate, min_delay=floor, max_nacks=RTX_MAX_NACKS, nack_interval=NACK_INTERVAL
+                media.clock_rate,
+                min_delay=floor,
+                max_delay=max(floor, MAX_DELAY),
+                max_nacks=RTX_MAX_NACKS,
+                nack_interval=NACK_INTERVAL,
             )
         self.rtx_ssrc = 0  # the SSRC of the sender's retransmissions (RFC 4588 session multiplexing)
         self.rtx_received = 0  # retransmissions received (restored, or dropped as duplicate or late)
