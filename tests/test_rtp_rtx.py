@@ -25,7 +25,7 @@ from test_rtp_core import BUILDS
 from test_rtp_impairment import BENIGN_MEDIA_ERRORS, free_udp_pair
 from test_rtsp_bad_input import scrape
 
-from ingest.rtp.config import NACK_INTERVAL, RTX_MAX_NACKS, RTX_PLAYOUT_DELAY
+from ingest.rtp.config import NACK_INTERVAL, RTX_MAX_NACKS, RTX_PLAYOUT_DELAY, SOURCE_SILENCE
 from ingest.rtp.errors import RtpError
 from ingest.rtp.packet import Nack, RtpPacket, parse_rtcp
 from ingest.rtp.receiver import TrackReceiver
@@ -144,6 +144,16 @@ def test_receiver_restores_retransmissions_into_the_original_stream():
     assert receiver.counters()["foreign"] == 1 and receiver.counters()["bad"] == 1
 
 
+def test_a_sender_that_restarts_brings_its_new_retransmission_ssrc():
+    receiver = TrackReceiver(parse_sdp(RTX_SDP).media[0], FakePublisher(), "test", SessionClock(), 1)
+    assert receiver.on_rtp(sender(96, 1, SENDER_SSRC, IDR, 3000), 0.0, 0.0)
+    assert receiver.on_rtp(sender(97, 9, RTX_SSRC, (1).to_bytes(2, "big") + IDR, 3000), 0.01, 0.0)
+    later = SOURCE_SILENCE + 0.1  # the sender's SSRC was silent that long: a restarted sender takes over
+    assert receiver.on_rtp(sender(96, 500, 0xF00D, IDR, 9000), later, 0.0)
+    assert receiver.on_rtp(sender(97, 3, 0xF00E, (500).to_bytes(2, "big") + IDR, 9000), later + 0.01, 0.0)
+    assert (receiver.ssrc, receiver.rtx_ssrc, receiver.counters()["foreign"]) == (0xF00D, 0xF00E, 0)
+
+
 def test_a_track_without_retransmissions_keeps_one_nack_per_gap_and_ignores_rtx():
     media = parse_sdp(RTX_SDP.replace("a=rtpmap:97 rtx/90000\n", "")).media[0]
     receiver = TrackReceiver(media, FakePublisher(), "test", SessionClock(), 1)
@@ -237,8 +247,11 @@ async def test_gstreamer_rtx_sender_repairs_the_loss_and_the_counters_match_the_
         # RTCP branch keeps it running) and every gap is settled (filled or given up),
         # before the input unpublishes (10 s without packets).
         await until(lambda: loop.time() - relay.last_received > 1.0, RTX_CLIP_SECONDS, "the sender finishing")
-        await until(
-            lambda: receiver.jitter.released + receiver.jitter.late >= relay.expected(96).delivered,
+        await until(  # nothing buffered: no gap waits for a retransmission any more
+            lambda: (
+                len(receiver.jitter) == 0
+                and receiver.jitter.released + receiver.jitter.late >= relay.expected(96).delivered
+            ),
             5,
             "the jitter buffer releasing every packet",
         )

@@ -342,6 +342,7 @@ class TrackReceiver:
                     packet.ssrc,
                 )
             self.ssrc = packet.ssrc
+            self.rtx_ssrc = 0  # a new sender: its retransmissions come from a new SSRC too
         self._ssrc_seen = now
         self.jitter.push(packet.sequence, packet.timestamp, packet.ssrc, packet, now)
         self.drain(now, wall)
