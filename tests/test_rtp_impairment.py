@@ -35,10 +35,18 @@ from mediacore.playlist.media import MediaPlaylist
 pytestmark = pytest.mark.slow
 
 FPS = 30  # make_clip()'s frame rate: frames sent in a window = FPS x its seconds
-BENIGN_MEDIA_ERRORS = {"bufferStalledError", "bufferNudgeOnStall", "bufferSeekOverHole", "fragGap"}
-"""hls.js media errors a live player raises while it waits for data or steps over a GAP part
-(never fatal). Any other media error (bufferAppendingError, mediaSourceRequiresReset: what a
-decoder failure becomes) fails the test."""
+BENIGN_MEDIA_ERRORS = {
+    "bufferStalledError",
+    "bufferNudgeOnStall",
+    "bufferSeekOverHole",
+    "fragGap",
+    "bufferAppendNoProgress",
+}
+"""hls.js media errors a live player raises while it waits for data, steps over a GAP part,
+or appends a segment that adds nothing to the buffered range (the audio-only segments cut
+while video waits for a keyframe); never fatal. Any other media error
+(bufferAppendingError, mediaSourceRequiresReset: what a decoder failure becomes), or an
+error on the video element, fails the test."""
 
 
 def video_frames(name: str, report: dict) -> tuple[int, float, float]:
