@@ -51,8 +51,9 @@ class H264Depacketizer:
     def lost(self) -> None:
         """Packets were lost just before the next one pushed. The unit in progress and the
         unit of the next packet may both be incomplete: neither is passed on, and nothing
-        after them until the next keyframe either. Browsers' decoders (Chromium's among
-        them) fail outright on a truncated slice or a frame whose reference is missing,
+        after them until the next keyframe either. Chromium's decoder fails the media
+        element outright on a truncated slice or a frame whose reference is missing (the
+        trade-off and its measurements: docs/rtp-ingest.md, "Why freezes, not artifacts"),
         so the picture freezes until a keyframe instead (`wants_keyframe` asks the sender
         for one early, with an RTCP PLI).
 
