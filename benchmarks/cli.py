@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     latency = sub.add_parser("latency", help="LL-HLS live latency in hls.js and the player client")
     latency.add_argument("--seconds", type=float, default=60.0, help="seconds of LL-HLS playback (default 60)")
     latency.add_argument("--json", type=Path, help="where to write results (default bench-results/latency-TIME.json)")
+    latency.add_argument(
+        "--part-duration", type=float, help="[llhls] part_duration of the server (default: its default, 0.2 s)"
+    )
     fanout = sub.add_parser("fanout", help="origin + edges + simulated viewers: offload, hit ratio, latency")
     fanout.add_argument("--edges", type=int, default=2)
     fanout.add_argument("--tiers", type=int, default=1, choices=[1, 2], help="2 puts a mid-tier edge in between")
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import latency as latency_suite
 
         out = args.json or Path("bench-results") / f"latency-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        latency_suite.run(args.seconds, out)
+        latency_suite.run(args.seconds, out, args.part_duration)
     elif args.suite == "commerce":
         from benchmarks import commerce as commerce_suite
 

@@ -16,6 +16,7 @@ import json
 import re
 import statistics
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -71,7 +72,7 @@ async def measure(http_port: int, admin_port: int, seconds: float) -> dict:
         follow(f"{base}/live/bench/ll.m3u8", seconds + 5),
         ticker(seconds + 5, "LL-HLS"),
     )
-    plain_page, _ = await asyncio.gather(browser(f"{base}/watch/bench", seconds / 2), ticker(seconds / 2, "HLS"))
+    plain_page, _ = await asyncio.gather(browser(f"{base}/watch/bench?ll=0", seconds / 2), ticker(seconds / 2, "HLS"))
     with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
         metrics = r.read().decode()
 
@@ -84,6 +85,7 @@ async def measure(http_port: int, admin_port: int, seconds: float) -> dict:
             "latency_median_s": statistics.median(settle(ll_page["samples"], "latency") or [float("nan")]),
             "pdt_latency_median_s": statistics.median(settle(ll_page["samples"], "pdtLatency") or [float("nan")]),
             "stalls": ll_page.get("stallsAfterStart"),
+            "catch_ups": (ll_page.get("end") or {}).get("catchUps"),
             "fatal": ll_page.get("fatal"),
             "played_s": round(ll_page.get("advanced") or 0, 1),
         },
@@ -109,9 +111,14 @@ async def measure(http_port: int, admin_port: int, seconds: float) -> dict:
     }
 
 
-def run(seconds: float, out: Path | None) -> dict:
-    with live_origin() as (http_port, admin_port, _):
-        report = asyncio.run(measure(http_port, admin_port, seconds))
+def run(seconds: float, out: Path | None, part_duration: float | None = None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="mediacore-bench-latency-") as tmp:
+        config = None
+        if part_duration is not None:  # the low-latency preset, or any other part length
+            config = Path(tmp) / "latency.toml"
+            config.write_text(f"[llhls]\npart_duration = {part_duration}\n")
+        with live_origin(config=config) as (http_port, admin_port, _):
+            report = asyncio.run(measure(http_port, admin_port, seconds))
 
     def fmt(v: object) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)
@@ -120,6 +127,7 @@ def run(seconds: float, out: Path | None) -> dict:
         ("hls.js LL-HLS: latency (median)", report["hlsjs_ll"]["latency_median_s"]),
         ("hls.js LL-HLS: now - PDT of playhead (median)", report["hlsjs_ll"]["pdt_latency_median_s"]),
         ("hls.js LL-HLS: stalls after start", report["hlsjs_ll"]["stalls"]),
+        ("hls.js LL-HLS: catch-up jumps of the watch page", report["hlsjs_ll"]["catch_ups"]),
         ("hls.js plain HLS: latency (median)", report["hlsjs_plain_hls"]["latency_median_s"]),
         ("hls.js plain HLS: now - PDT of playhead (median)", report["hlsjs_plain_hls"]["pdt_latency_median_s"]),
         ("player client: part delay after its last frame (median)", report["player_client"]["part_delay_median_s"]),
@@ -133,7 +141,7 @@ def run(seconds: float, out: Path | None) -> dict:
     width = max(len(r[0]) for r in rows)
     for label, value in rows:
         print(f"{label:<{width}}  {fmt(value)} {'s' if isinstance(value, float) else ''}")
-    report = {"suite": "latency", "seconds": seconds, **report}
+    report = {"suite": "latency", "seconds": seconds, "part_duration": part_duration, **report}
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2, default=str))

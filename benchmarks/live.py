@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from benchmarks.ingest import free_port, push, serve_cmd, wait_port
 from benchmarks.media import make_clip
@@ -31,13 +32,15 @@ def fetch_text(url: str, timeout: float = 5.0) -> str:
 
 
 @contextmanager
-def live_origin(stream: str = "bench") -> Iterator[tuple[int, int, subprocess.Popen[bytes]]]:
+def live_origin(
+    stream: str = "bench", config: Path | None = None
+) -> Iterator[tuple[int, int, subprocess.Popen[bytes]]]:
     """Yields (http_port, admin_port, server process) once HLS and LL-HLS of `stream` are
-    being served; /metrics is on the admin port."""
+    being served; /metrics is on the admin port. `config`: a TOML file for the server."""
     clip = make_clip(10)
     rtmp_port, http_port, admin_port = free_port(), free_port(), free_port()
     server = subprocess.Popen(
-        serve_cmd(rtmp_port, http_port, admin_port),
+        serve_cmd(rtmp_port, http_port, admin_port) + (["--config", str(config)] if config else []),
         stdout=subprocess.DEVNULL,
     )
     pusher = None

@@ -31,7 +31,7 @@ try {
              playing: !!s.playing, stalls: s.stalls || 0, fatal: s.fatal || null,
              errors: s.errors || [], frames: q.totalVideoFrames || 0, dropped: q.droppedVideoFrames || 0,
              latency: s.hls && s.hls.latency ? s.hls.latency : null, wall: Date.now() / 1000,
-             pdtLatency: s.pdtLatency ? s.pdtLatency() : null,
+             pdtLatency: s.pdtLatency ? s.pdtLatency() : null, catchUps: s.catchUps || 0,
              mediaError: v.error ? `${v.error.code}: ${v.error.message}` : null };
   });
   const deadline = Date.now() + startTimeout * 1000;

@@ -49,7 +49,10 @@
     if (!state.playing && state.firstFrameMs === null) state.firstFrameMs = performance.now() - t0;
     state.playing = true;
   });
-  video.addEventListener("waiting", () => { if (state.playing) { state.stalls += 1; state.playing = false; } });
+  // A stall is waiting for data while playing; waiting for a seek (a catch-up below) is not.
+  video.addEventListener("waiting", () => {
+    if (state.playing && !video.seeking) { state.stalls += 1; state.playing = false; }
+  });
 
   // --- Viewer counter: /api/streams carries each stream's viewers. ---
   async function pollViewers() {
@@ -313,6 +316,32 @@
     }
   }
   buyBtn.addEventListener("click", buy);
+
+  // --- Catching up with the live edge (LL-HLS). hls.js plays faster towards its target
+  // latency (PART-HOLD-BACK) only while more than 1 s is buffered ahead, so a viewer whose
+  // start-up took longer than the hold-back stays that much further behind for good (about
+  // 0.5 s here). Once playing, when the latency exceeds the target by CATCH_UP_EXCESS_S and
+  // the target position is already buffered, the page jumps there: a skip of a few frames,
+  // no loading, at most once per CATCH_UP_EVERY_MS.
+  const CATCH_UP_EXCESS_S = 0.25;
+  const CATCH_UP_EVERY_MS = 10000;
+  state.catchUps = 0;
+  let lastCatchUp = -Infinity;
+  function catchUp() {
+    if (!lowLatency || !state.playing || video.paused || performance.now() - lastCatchUp < CATCH_UP_EVERY_MS) return;
+    const target = hls.targetLatency, sync = hls.liveSyncPosition, latency = hls.latency;
+    if (!target || !sync || !latency || latency - target < CATCH_UP_EXCESS_S || sync <= video.currentTime) return;
+    const b = video.buffered;
+    for (let i = 0; i < b.length; i++) {
+      if (b.start(i) <= video.currentTime && sync < b.end(i)) {
+        lastCatchUp = performance.now();
+        state.catchUps += 1;
+        video.currentTime = sync;
+        return;
+      }
+    }
+  }
+  setInterval(catchUp, 1000);
 
   hls.loadSource(src);
   hls.attachMedia(video);
