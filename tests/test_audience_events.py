@@ -105,8 +105,8 @@ async def test_sqlite_store_is_idempotent_purges_and_deletes_a_user(tmp_path):
     try:
         first = await store.append([ev(1), ev(2), ev(3, user="u2", ts=NOW - 100)])
         assert [e.id for e in first] == ["e1", "e2", "e3"]
-        again = await store.append([ev(1), ev(4)])
-        assert [e.id for e in again] == ["e4"], "an id already stored is skipped"
+        again = await store.append([ev(1), ev(4), ev(4, user="u2")])
+        assert [e.id for e in again] == ["e4"], "an id already stored, or twice in the batch, is stored once"
         assert await store.count() == 4
         assert [e.id for e in await store.load(NOW - 50)] == ["e1", "e2", "e4"]
         await store.save_segments({"u1": 0, "u2": 1})
