@@ -16,6 +16,7 @@ other only through HTTP, and that route refuses what the funnel does not count."
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -32,7 +33,7 @@ from mediacore.plugins.api import HttpError, IdentityError, PluginContext, Plugi
 
 from . import conversion, limits, planner, segments
 from .cf import DAY, KINDS, Recommender
-from .events import Event, EventError, Kind, new_id, parse, pseudonym
+from .events import Event, EventError, IdSource, Kind, parse, pseudonym
 from .redis_store import RedisEventStore
 from .settings import AudienceSettings
 from .sqlite_store import SqliteEventStore
@@ -72,6 +73,7 @@ class AudiencePlugin:
         self.writer: EventWriter | None = None
         self.recommender = Recommender()
         self.key = b""
+        self.new_id = IdSource()
         self._context: PluginContext | None = None
         self._watching: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._refresh_lock = asyncio.Lock()
@@ -89,6 +91,7 @@ class AudiencePlugin:
     # Start and stop ---------------------------------------------------------------------------
     async def start(self, context: PluginContext) -> None:
         self._context = context
+        self.new_id = IdSource()  # drawn here, in the process that serves (after any fork)
         self.settings = settings = AudienceSettings.parse(context.settings)
         self.key = settings.user_key.encode() if settings.user_key else self._local_key(context)
         self.recommender = Recommender(settings.method, settings.retention_days * DAY)
@@ -152,9 +155,8 @@ class AudiencePlugin:
 
     def _metrics(self, context: PluginContext) -> None:
         registry = context.registry
-        self.events_counter = Counter(
-            "mediacore_audience_events", "Behaviour events accepted by kind", ["kind"], registry=registry
-        )
+        counter = Counter("mediacore_audience_events", "Behaviour events accepted by kind", ["kind"], registry=registry)
+        self._accepted_by_kind = {kind: counter.labels(kind.value) for kind in Kind}
         writer = self.writer
         assert writer is not None
         dropped = Gauge(
@@ -187,11 +189,18 @@ class AudiencePlugin:
     # The event path ------------------------------------------------------------------------------
     def offer(self, event: Event) -> bool:
         """Queue one event for the store (never waits; False when dropped)."""
+        return self.offer_many([event]) == 1
+
+    def offer_many(self, events: list[Event]) -> int:
+        """Queue `events` for the store (never waits); returns how many were accepted. The
+        metric is counted once per kind per call, not per event (its lock and label lookup
+        were a tenth of the event route's time at 50,000 events/s)."""
         assert self.writer is not None
-        if self.writer.offer(event):
-            self.events_counter.labels(event.kind.value).inc()
-            return True
-        return False
+        accepted = self.writer.offer_many(events)
+        counts = collections.Counter(e.kind for e in events[:accepted])
+        for kind, n in counts.items():
+            self._accepted_by_kind[kind].inc(n)
+        return accepted
 
     async def _sink(self, batch: list[Event]) -> None:
         assert self.store is not None
@@ -204,7 +213,7 @@ class AudiencePlugin:
         self._watching[(stream, viewer_key)] = now
         if len(self._watching) > limits.OPEN_WATCHES:
             self._watching.popitem(last=False)
-        self.offer(Event(new_id(), Kind.WATCH_START, pseudonym(self.key, "viewer:" + viewer_key), now, stream))
+        self.offer(Event(self.new_id(), Kind.WATCH_START, pseudonym(self.key, "viewer:" + viewer_key), now, stream))
 
     def _left(self, stream: str, viewer_key: str) -> None:
         assert self._context is not None
@@ -212,7 +221,7 @@ class AudiencePlugin:
         since = self._watching.pop((stream, viewer_key), None)
         duration = min(max(0.0, now - since), limits.MAX_WATCH_SECONDS) if since is not None else 0.0
         user = pseudonym(self.key, "viewer:" + viewer_key)
-        self.offer(Event(new_id(), Kind.WATCH_STOP, user, now, stream, duration=duration))
+        self.offer(Event(self.new_id(), Kind.WATCH_STOP, user, now, stream, duration=duration))
 
     # Timers ----------------------------------------------------------------------------------------
     async def refresh(self) -> bool:
@@ -331,10 +340,10 @@ class AudiencePlugin:
             raise HttpError(400, "bad_request", f"events must be a list of 1 to {limits.MAX_EVENTS_PER_POST}")
         now = self._context.wall_clock()
         try:
-            events = [parse(item, user, now) for item in items]
+            events = [parse(item, user, now, self.new_id) for item in items]
         except EventError as e:
             raise HttpError(400, "bad_request", str(e)) from None
-        accepted = sum(self.offer(e) for e in events)
+        accepted = self.offer_many(events)
         return web.json_response({"accepted": accepted, "dropped": len(events) - accepted}, status=202)
 
     async def recommendations(self, request: web.Request) -> web.StreamResponse:
