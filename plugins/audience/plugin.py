@@ -87,10 +87,15 @@ class AudiencePlugin:
         self._deleted: set[str] = set()
         """Users deleted while a retrain runs: dropped from its result before it is swapped in."""
         self._retrained = asyncio.Event()
+        self._stopping = False
+        """Set at stop: the Redis loops also end on it, since redis-py's read timeout can
+        swallow the cancellation of a blocked read (seen at a node's stop: the loop kept
+        reading and stop() never returned)."""
 
     # Start and stop ---------------------------------------------------------------------------
     async def start(self, context: PluginContext) -> None:
         self._context = context
+        self._stopping = False
         self.new_id = IdSource()  # drawn here, in the process that serves (after any fork)
         self.settings = settings = AudienceSettings.parse(context.settings)
         self.key = settings.user_key.encode() if settings.user_key else self._local_key(context)
@@ -180,6 +185,7 @@ class AudiencePlugin:
         if self.writer is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.writer.flush(), 5.0)
+        self._stopping = True
         tasks, self._tasks = self._tasks, []
         await cancel_and_wait(tasks)
         if self.store is not None:
@@ -303,7 +309,7 @@ class AudiencePlugin:
             await asyncio.sleep(limits.PURGE_INTERVAL)
 
     async def _consume_loop(self, store: RedisEventStore) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await store.consume()
             except Exception:
@@ -311,7 +317,7 @@ class AudiencePlugin:
                 await asyncio.sleep(1.0)
 
     async def _tail_loop(self, store: RedisEventStore, last_id: str) -> None:
-        while True:
+        while not self._stopping:
             try:
                 last_id, events = await store.tail(last_id)
                 self.recommender.ingest(events)
