@@ -37,6 +37,9 @@ CONNECTIONS = 16
 PROBE_PERIOD = 0.02
 """Seconds between playlist requests of the prober."""
 GOAL_MS = 10.0
+WARM_UP = 0.5
+"""Seconds between the start of the load and of the measured window (the clients open their
+connections), and between its end and the end of the load."""
 
 
 def _server(data: Path, http_port: int, rtmp_port: int) -> subprocess.Popen[bytes]:
@@ -114,7 +117,9 @@ async def _clients_main(url: str, rate: float, seconds: float, index: int, resul
     result.put({"sent": sent, "accepted": accepted, "dropped": dropped, "statuses": statuses})
 
 
-def _client_process(url: str, rate: float, seconds: float, index: int, result: Any) -> None:
+def _client_process(url: str, rate: float, seconds: float, index: int, result: Any, go: Any) -> None:
+    result.put({"ready": index})
+    go.wait()
     asyncio.run(_clients_main(url, rate, seconds, index, result))
 
 
@@ -175,15 +180,21 @@ def run(rate: float, clients: int, seconds: float, out: Path) -> dict[str, Any]:
             idle = asyncio.run(_probe(playlist, seconds))
             ctx = multiprocessing.get_context("spawn")
             queue = ctx.Queue()
+            go = ctx.Event()
             url = f"http://127.0.0.1:{http_port}/api/audience/events"
             workers = [
-                ctx.Process(target=_client_process, args=(url, rate / clients, seconds, i, queue))
+                ctx.Process(target=_client_process, args=(url, rate / clients, seconds, i, queue, go))
                 for i in range(clients)
             ]
             for w in workers:
                 w.start()
-            time.sleep(0.5)  # the clients' interpreters start before the measured window
-            loaded = asyncio.run(_probe(playlist, seconds - 1.0))
+            # The clients' interpreters start (imports: a second of both cores) before the load
+            # and the measured window begin; then WARM_UP for their connections.
+            for _ in workers:
+                queue.get(timeout=60)
+            go.set()
+            time.sleep(WARM_UP)
+            loaded = asyncio.run(_probe(playlist, seconds - 2 * WARM_UP))
             results = [queue.get(timeout=seconds + 60) for _ in workers]
             for w in workers:
                 w.join(10)
