@@ -5,9 +5,10 @@ stream; the playlist's response time is measured with and without the load.
 A `mediacore serve` process runs the audience plugin (SQLite store) with the demo publisher
 pushing one stream over RTMP. A prober GETs the stream's playlist every PROBE_PERIOD seconds
 for `seconds` without load, then for `seconds` while `clients` processes each post batches of
-100 events at their share of `rate` events/s. Reported: p50/p99/max playlist time in both
-phases and the p99 difference (goal ≤ 10 ms), events offered / accepted / dropped, and
-the POST statuses."""
+100 events at their share of `rate` events/s (`--via websocket`: as messages on one
+WebSocket /live/STREAM/events per connection, as a page sends them). Reported: p50/p99/max
+playlist time in both phases and the p99 difference (goal ≤ 10 ms), events offered /
+accepted / dropped, and the statuses (101 for WebSocket messages)."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def _server(data: Path, http_port: int, rtmp_port: int) -> subprocess.Popen[byte
     return proc
 
 
-async def _clients_main(url: str, rate: float, seconds: float, index: int, result: Any) -> None:
+async def _clients_main(url: str, rate: float, seconds: float, index: int, result: Any, via: str) -> None:
     token = issue(SECRET.encode(), f"bench-{index}", Role.VIEWER, 3600, time.time())
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     kinds = ["like", "comment", "watch_start", "gift"]
@@ -92,35 +93,42 @@ async def _clients_main(url: str, rate: float, seconds: float, index: int, resul
 
         async def worker(w: int) -> None:
             nonlocal sent, accepted, dropped
+            socket = await http.ws_connect(url, headers=headers) if via == "websocket" else None
             n = w
             while True:
                 due = start + n / posts_per_second
                 now = time.monotonic()
                 if due >= end:
-                    return
+                    break
                 if due > now:
                     await asyncio.sleep(due - now)
                 n += CONNECTIONS
                 try:
-                    async with http.post(url, data=bodies[n % len(bodies)], headers=headers) as r:
-                        body = await r.read()
-                        statuses[str(r.status)] = statuses.get(str(r.status), 0) + 1
-                        sent += BATCH
-                        if r.status == 202:
-                            answer = json.loads(body)
-                            accepted += answer["accepted"]
-                            dropped += answer["dropped"]
+                    if socket is not None:
+                        await socket.send_str(bodies[n % len(bodies)])
+                        status, body = "101", (await socket.receive()).data
+                    else:
+                        async with http.post(url, data=bodies[n % len(bodies)], headers=headers) as r:
+                            status, body = str(r.status), await r.read()
+                    statuses[status] = statuses.get(status, 0) + 1
+                    sent += BATCH
+                    answer = json.loads(body)
+                    if "accepted" in answer:
+                        accepted += answer["accepted"]
+                        dropped += answer["dropped"]
                 except aiohttp.ClientError:
                     statuses["error"] = statuses.get("error", 0) + 1
+            if socket is not None:
+                await socket.close()
 
         await asyncio.gather(*(worker(w) for w in range(CONNECTIONS)))
     result.put({"sent": sent, "accepted": accepted, "dropped": dropped, "statuses": statuses})
 
 
-def _client_process(url: str, rate: float, seconds: float, index: int, result: Any, go: Any) -> None:
+def _client_process(url: str, rate: float, seconds: float, index: int, result: Any, go: Any, via: str) -> None:
     result.put({"ready": index})
     go.wait()
-    asyncio.run(_clients_main(url, rate, seconds, index, result))
+    asyncio.run(_clients_main(url, rate, seconds, index, result, via))
 
 
 async def _probe(url: str, seconds: float) -> list[float]:
@@ -160,7 +168,7 @@ def _summary(times: list[float]) -> dict[str, float]:
     }
 
 
-def run(rate: float, clients: int, seconds: float, out: Path) -> dict[str, Any]:
+def run(rate: float, clients: int, seconds: float, out: Path, via: str = "http") -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
@@ -182,8 +190,10 @@ def run(rate: float, clients: int, seconds: float, out: Path) -> dict[str, Any]:
             queue = ctx.Queue()
             go = ctx.Event()
             url = f"http://127.0.0.1:{http_port}/api/audience/events"
+            if via == "websocket":
+                url = f"ws://127.0.0.1:{http_port}/live/bench/events"
             workers = [
-                ctx.Process(target=_client_process, args=(url, rate / clients, seconds, i, queue, go))
+                ctx.Process(target=_client_process, args=(url, rate / clients, seconds, i, queue, go, via))
                 for i in range(clients)
             ]
             for w in workers:
@@ -212,6 +222,7 @@ def run(rate: float, clients: int, seconds: float, out: Path) -> dict[str, Any]:
             statuses[k] = statuses.get(k, 0) + v
     report: dict[str, Any] = {
         "target_events_per_second": rate,
+        "via": via,
         "clients": clients,
         "connections_per_client": CONNECTIONS,
         "seconds": seconds,
