@@ -8,7 +8,8 @@ impressions, clicks, add-to-carts, orders, coupons). Every event goes through th
 by a consumer group. The recommender is fed the stored events and refreshed on a timer in a
 worker thread; the request path only reads its precomputed lists.
 
-Routes: `POST /api/audience/events`, `GET /api/recommendations?kind=stream|product&n=10`,
+Routes: `POST /api/audience/events` (and the WebSocket `/live/STREAM/events`, one message per
+batch), `GET /api/recommendations?kind=stream|product&n=10`,
 `GET /api/audience/also-bought/{product}`, `DELETE /api/users/me/data`. The commerce
 plugin's `POST /api/events` (its per-node funnel counters) stays as it is: plugins see each
 other only through HTTP, and that route refuses what the funnel does not count."""
