@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         default="http",
         help="POST /api/audience/events (default) or one WebSocket /live/STREAM/events per connection",
     )
+    events.add_argument(
+        "--loop-lag",
+        type=int,
+        metavar="ROUNDS",
+        help="instead: the event loop's timer lag with a busy recommender thread at GIL switch intervals 5 and 1 ms",
+    )
     thumbnails = sub.add_parser("thumbnails", help="CPU per watched stream of its thumbnail (720p keyframe -> JPEG)")
     thumbnails.add_argument("--rounds", type=int, default=200, help="thumbnails rendered per clip (default 200)")
     thumbnails.add_argument(
@@ -130,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import events as events_suite
 
         out = args.json or Path("bench-results") / f"events-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        if args.loop_lag:
+            events_suite.loop_lag(args.loop_lag, 4.0, out)
+            return 0
         report = events_suite.run(args.rate, args.clients, args.seconds, out, args.via)
         return 0 if report["met"] else 1
     elif args.suite == "thumbnails":

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -249,5 +250,70 @@ def run(rate: float, clients: int, seconds: float, out: Path, via: str = "http")
         f"playlist p50/p99 idle {idle_s['p50_ms']}/{idle_s['p99_ms']} ms, under load "
         f"{loaded_s['p50_ms']}/{loaded_s['p99_ms']} ms: p99 +{delta:.2f} ms (goal ≤ {GOAL_MS:g})"
     )
+    print(f"wrote {out}")
+    return report
+
+
+TICK = 0.002
+"""Seconds between the loop-lag prober's timer ticks."""
+SWITCH_INTERVALS = (0.005, 0.001)
+"""GIL switch intervals compared by `loop_lag`: Python's default and `mediacore serve`'s."""
+
+
+async def _ticks(seconds: float) -> list[float]:
+    """How late an asyncio timer of TICK fires, for `seconds`."""
+    lags = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        await asyncio.sleep(TICK)
+        lags.append(max(0.0, time.perf_counter() - start - TICK))
+    return lags
+
+
+def _busy_recommender(stop: threading.Event) -> None:
+    """Feed and refresh a recommender 50,000 events at a time until `stop`."""
+    from plugins.audience.cf import Recommender
+    from plugins.audience.events import Event, IdSource, Kind
+
+    kinds = [Kind.LIKE, Kind.COMMENT, Kind.WATCH_START, Kind.GIFT]
+    recommender, new_id, now = Recommender(), IdSource(), time.time()
+    while not stop.is_set():
+        for _ in range(100):
+            recommender.ingest([Event(new_id(), kinds[k % 4], f"u{k % 50}", now, f"s{k % 40}") for k in range(500)])
+        recommender.refresh(now)
+
+
+def loop_lag(rounds: int, seconds: float, out: Path) -> dict[str, Any]:
+    """The event loop's timer lag while a worker thread feeds and refreshes a recommender on
+    50,000 events at a time without pause (the audience plugin's refresh thread, always
+    busy), at each of SWITCH_INTERVALS, alternating for `rounds` rounds: the GIL's part of
+    the playlist delay, apart from the rest of the machine."""
+    report: dict[str, Any] = {"tick_ms": TICK * 1000, "seconds": seconds, "rounds": []}
+    before = sys.getswitchinterval()
+    try:
+        for _ in range(rounds):
+            row = {}
+            for interval in SWITCH_INTERVALS:
+                sys.setswitchinterval(interval)
+                stop = threading.Event()
+                worker = threading.Thread(target=_busy_recommender, args=(stop,))
+                worker.start()
+                try:
+                    lags = asyncio.run(_ticks(seconds))
+                finally:
+                    stop.set()
+                    worker.join()
+                row[f"{interval * 1000:g}ms"] = _summary(lags)
+            report["rounds"].append(row)
+    finally:
+        sys.setswitchinterval(before)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    for i, row in enumerate(report["rounds"]):
+        print(
+            f"round {i + 1}: "
+            + ", ".join(f"switch {k}: lag p50/p99 {v['p50_ms']}/{v['p99_ms']} ms" for k, v in row.items())
+        )
     print(f"wrote {out}")
     return report

@@ -197,8 +197,8 @@ SWITCH_INTERVAL = 0.001
 The event loop shares the interpreter with worker threads running Python (the audience
 plugin's model refresh, the SQLite writer, muxing): each time the loop gave the GIL up for
 I/O it could wait the whole interval to get it back. With a thread refreshing the
-recommender without pause, the loop's 2 ms timer fired 5.3-9.9 ms late (p50) at 5 ms and
-1.2-1.6 ms late at 1 ms (docs/performance.md, events)."""
+recommender without pause, the loop's 2 ms timer fired 5.5-5.9 ms late (p50) at 5 ms and
+1.3-1.7 ms late at 1 ms (`mediacore-bench events --loop-lag 3`, docs/performance.md)."""
 
 
 def _tune_interpreter() -> None:
