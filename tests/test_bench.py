@@ -107,3 +107,9 @@ def test_events_suite_runs_over_both_paths_and_writes_json(tmp_path):
         assert report["events_accepted"] + report["events_dropped"] == report["events_offered"], report
         assert set(report["statuses"]) == {status}, report["statuses"]
         assert report["playlist_idle"]["requests"] > 0 and report["playlist_loaded"]["requests"] > 0
+
+
+def test_events_loop_lag_writes_both_switch_intervals(tmp_path):
+    _, report = run_suite(tmp_path, "events", "--loop-lag", "1", timeout=120)
+    (row,) = report["rounds"]
+    assert set(row) == {"5ms", "1ms"} and all(r["requests"] > 0 for r in row.values()), row
