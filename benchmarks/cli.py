@@ -74,6 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     events.add_argument("--clients", type=int, default=2, help="client processes (default 2)")
     events.add_argument("--seconds", type=float, default=10.0, help="seconds per phase (default 10)")
     events.add_argument("--json", type=Path, help="where to write results")
+    events.add_argument(
+        "--via",
+        choices=["http", "websocket"],
+        default="http",
+        help="POST /api/audience/events (default) or one WebSocket /live/STREAM/events per connection",
+    )
+    events.add_argument(
+        "--loop-lag",
+        type=int,
+        metavar="ROUNDS",
+        help="instead: the event loop's timer lag with a busy recommender thread at GIL switch intervals 5 and 1 ms",
+    )
     thumbnails = sub.add_parser("thumbnails", help="CPU per watched stream of its thumbnail (720p keyframe -> JPEG)")
     thumbnails.add_argument("--rounds", type=int, default=200, help="thumbnails rendered per clip (default 200)")
     thumbnails.add_argument(
@@ -127,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import events as events_suite
 
         out = args.json or Path("bench-results") / f"events-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        report = events_suite.run(args.rate, args.clients, args.seconds, out)
+        if args.loop_lag:
+            events_suite.loop_lag(args.loop_lag, 4.0, out)
+            return 0
+        report = events_suite.run(args.rate, args.clients, args.seconds, out, args.via)
         return 0 if report["met"] else 1
     elif args.suite == "thumbnails":
         from benchmarks import thumbnails as thumbnails_suite

@@ -5,9 +5,10 @@ stream; the playlist's response time is measured with and without the load.
 A `mediacore serve` process runs the audience plugin (SQLite store) with the demo publisher
 pushing one stream over RTMP. A prober GETs the stream's playlist every PROBE_PERIOD seconds
 for `seconds` without load, then for `seconds` while `clients` processes each post batches of
-100 events at their share of `rate` events/s. Reported: p50/p99/max playlist time in both
-phases and the p99 difference (goal ≤ 10 ms), events offered / accepted / dropped, and
-the POST statuses."""
+100 events at their share of `rate` events/s (`--via websocket`: as messages on one
+WebSocket /live/STREAM/events per connection, as a page sends them). Reported: p50/p99/max
+playlist time in both phases and the p99 difference (goal ≤ 10 ms), events offered /
+accepted / dropped, and the statuses (101 for WebSocket messages)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,9 @@ CONNECTIONS = 16
 PROBE_PERIOD = 0.02
 """Seconds between playlist requests of the prober."""
 GOAL_MS = 10.0
+WARM_UP = 0.5
+"""Seconds between the start of the load and of the measured window (the clients open their
+connections), and between its end and the end of the load."""
 
 
 def _server(data: Path, http_port: int, rtmp_port: int) -> subprocess.Popen[bytes]:
@@ -71,7 +76,7 @@ def _server(data: Path, http_port: int, rtmp_port: int) -> subprocess.Popen[byte
     return proc
 
 
-async def _clients_main(url: str, rate: float, seconds: float, index: int, result: Any) -> None:
+async def _clients_main(url: str, rate: float, seconds: float, index: int, result: Any, via: str) -> None:
     token = issue(SECRET.encode(), f"bench-{index}", Role.VIEWER, 3600, time.time())
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     kinds = ["like", "comment", "watch_start", "gift"]
@@ -89,33 +94,42 @@ async def _clients_main(url: str, rate: float, seconds: float, index: int, resul
 
         async def worker(w: int) -> None:
             nonlocal sent, accepted, dropped
+            socket = await http.ws_connect(url, headers=headers) if via == "websocket" else None
             n = w
             while True:
                 due = start + n / posts_per_second
                 now = time.monotonic()
                 if due >= end:
-                    return
+                    break
                 if due > now:
                     await asyncio.sleep(due - now)
                 n += CONNECTIONS
                 try:
-                    async with http.post(url, data=bodies[n % len(bodies)], headers=headers) as r:
-                        body = await r.read()
-                        statuses[str(r.status)] = statuses.get(str(r.status), 0) + 1
-                        sent += BATCH
-                        if r.status == 202:
-                            answer = json.loads(body)
-                            accepted += answer["accepted"]
-                            dropped += answer["dropped"]
+                    if socket is not None:
+                        await socket.send_str(bodies[n % len(bodies)])
+                        status, body = "101", (await socket.receive()).data
+                    else:
+                        async with http.post(url, data=bodies[n % len(bodies)], headers=headers) as r:
+                            status, body = str(r.status), await r.read()
+                    statuses[status] = statuses.get(status, 0) + 1
+                    sent += BATCH
+                    answer = json.loads(body)
+                    if "accepted" in answer:
+                        accepted += answer["accepted"]
+                        dropped += answer["dropped"]
                 except aiohttp.ClientError:
                     statuses["error"] = statuses.get("error", 0) + 1
+            if socket is not None:
+                await socket.close()
 
         await asyncio.gather(*(worker(w) for w in range(CONNECTIONS)))
     result.put({"sent": sent, "accepted": accepted, "dropped": dropped, "statuses": statuses})
 
 
-def _client_process(url: str, rate: float, seconds: float, index: int, result: Any) -> None:
-    asyncio.run(_clients_main(url, rate, seconds, index, result))
+def _client_process(url: str, rate: float, seconds: float, index: int, result: Any, go: Any, via: str) -> None:
+    result.put({"ready": index})
+    go.wait()
+    asyncio.run(_clients_main(url, rate, seconds, index, result, via))
 
 
 async def _probe(url: str, seconds: float) -> list[float]:
@@ -155,7 +169,7 @@ def _summary(times: list[float]) -> dict[str, float]:
     }
 
 
-def run(rate: float, clients: int, seconds: float, out: Path) -> dict[str, Any]:
+def run(rate: float, clients: int, seconds: float, out: Path, via: str = "http") -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
@@ -175,15 +189,23 @@ def run(rate: float, clients: int, seconds: float, out: Path) -> dict[str, Any]:
             idle = asyncio.run(_probe(playlist, seconds))
             ctx = multiprocessing.get_context("spawn")
             queue = ctx.Queue()
+            go = ctx.Event()
             url = f"http://127.0.0.1:{http_port}/api/audience/events"
+            if via == "websocket":
+                url = f"ws://127.0.0.1:{http_port}/live/bench/events"
             workers = [
-                ctx.Process(target=_client_process, args=(url, rate / clients, seconds, i, queue))
+                ctx.Process(target=_client_process, args=(url, rate / clients, seconds, i, queue, go, via))
                 for i in range(clients)
             ]
             for w in workers:
                 w.start()
-            time.sleep(0.5)  # the clients' interpreters start before the measured window
-            loaded = asyncio.run(_probe(playlist, seconds - 1.0))
+            # The clients' interpreters start (imports: a second of both cores) before the load
+            # and the measured window begin; then WARM_UP for their connections.
+            for _ in workers:
+                queue.get(timeout=60)
+            go.set()
+            time.sleep(WARM_UP)
+            loaded = asyncio.run(_probe(playlist, seconds - 2 * WARM_UP))
             results = [queue.get(timeout=seconds + 60) for _ in workers]
             for w in workers:
                 w.join(10)
@@ -201,6 +223,7 @@ def run(rate: float, clients: int, seconds: float, out: Path) -> dict[str, Any]:
             statuses[k] = statuses.get(k, 0) + v
     report: dict[str, Any] = {
         "target_events_per_second": rate,
+        "via": via,
         "clients": clients,
         "connections_per_client": CONNECTIONS,
         "seconds": seconds,
@@ -227,5 +250,70 @@ def run(rate: float, clients: int, seconds: float, out: Path) -> dict[str, Any]:
         f"playlist p50/p99 idle {idle_s['p50_ms']}/{idle_s['p99_ms']} ms, under load "
         f"{loaded_s['p50_ms']}/{loaded_s['p99_ms']} ms: p99 +{delta:.2f} ms (goal ≤ {GOAL_MS:g})"
     )
+    print(f"wrote {out}")
+    return report
+
+
+TICK = 0.002
+"""Seconds between the loop-lag prober's timer ticks."""
+SWITCH_INTERVALS = (0.005, 0.001)
+"""GIL switch intervals compared by `loop_lag`: Python's default and `mediacore serve`'s."""
+
+
+async def _ticks(seconds: float) -> list[float]:
+    """How late an asyncio timer of TICK fires, for `seconds`."""
+    lags = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        await asyncio.sleep(TICK)
+        lags.append(max(0.0, time.perf_counter() - start - TICK))
+    return lags
+
+
+def _busy_recommender(stop: threading.Event) -> None:
+    """Feed and refresh a recommender 50,000 events at a time until `stop`."""
+    from plugins.audience.cf import Recommender
+    from plugins.audience.events import Event, IdSource, Kind
+
+    kinds = [Kind.LIKE, Kind.COMMENT, Kind.WATCH_START, Kind.GIFT]
+    recommender, new_id, now = Recommender(), IdSource(), time.time()
+    while not stop.is_set():
+        for _ in range(100):
+            recommender.ingest([Event(new_id(), kinds[k % 4], f"u{k % 50}", now, f"s{k % 40}") for k in range(500)])
+        recommender.refresh(now)
+
+
+def loop_lag(rounds: int, seconds: float, out: Path) -> dict[str, Any]:
+    """The event loop's timer lag while a worker thread feeds and refreshes a recommender on
+    50,000 events at a time without pause (the audience plugin's refresh thread, always
+    busy), at each of SWITCH_INTERVALS, alternating for `rounds` rounds: the GIL's part of
+    the playlist delay, apart from the rest of the machine."""
+    report: dict[str, Any] = {"tick_ms": TICK * 1000, "seconds": seconds, "rounds": []}
+    before = sys.getswitchinterval()
+    try:
+        for _ in range(rounds):
+            row = {}
+            for interval in SWITCH_INTERVALS:
+                sys.setswitchinterval(interval)
+                stop = threading.Event()
+                worker = threading.Thread(target=_busy_recommender, args=(stop,))
+                worker.start()
+                try:
+                    lags = asyncio.run(_ticks(seconds))
+                finally:
+                    stop.set()
+                    worker.join()
+                row[f"{interval * 1000:g}ms"] = _summary(lags)
+            report["rounds"].append(row)
+    finally:
+        sys.setswitchinterval(before)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    for i, row in enumerate(report["rounds"]):
+        print(
+            f"round {i + 1}: "
+            + ", ".join(f"switch {k}: lag p50/p99 {v['p50_ms']}/{v['p99_ms']} ms" for k, v in row.items())
+        )
     print(f"wrote {out}")
     return report

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from plugins.audience.events import Event, EventError, Kind, parse, pseudonym
+from plugins.audience.events import Event, EventError, IdSource, Kind, parse, pseudonym
 from plugins.audience.sqlite_store import SqliteEventStore
 from plugins.audience.writer import EventWriter
 
@@ -21,10 +21,11 @@ def ev(i: int, user: str = "u1", kind: Kind = Kind.CLICK, ts: float = NOW) -> Ev
 
 
 def test_parse_checks_every_field():
-    e = parse({"kind": "order", "product": "sku-1", "stream": "shop", "value": 2900}, "u", NOW)
+    new_id = IdSource()
+    e = parse({"kind": "order", "product": "sku-1", "stream": "shop", "value": 2900}, "u", NOW, new_id)
     assert (e.kind, e.product, e.stream, e.value, e.ts, e.user) == (Kind.ORDER, "sku-1", "shop", 2900.0, NOW, "u")
     assert len(e.id) == 32
-    assert parse({"kind": "watch_stop", "stream": "s", "duration": 60, "id": "x1"}, "u", NOW).id == "x1"
+    assert parse({"kind": "watch_stop", "stream": "s", "duration": 60, "id": "x1"}, "u", NOW, new_id).id == "x1"
     for bad, message in (
         ({"kind": "nope"}, "kind"),
         ({"kind": "click", "stream": "s"}, "product"),
@@ -33,11 +34,22 @@ def test_parse_checks_every_field():
         ({"kind": "like", "stream": "s", "ts": NOW + 3600}, "ts"),
         ({"kind": "like", "stream": "s", "duration": -1}, "duration"),
         ({"kind": "like", "stream": "s", "value": float("nan")}, "value"),
+        ({"kind": "like", "stream": "s", "value": None}, "value"),
+        ({"kind": "like", "stream": 7}, "stream"),
+        ({"kind": ["like"], "stream": "s"}, "kind"),
         ({"kind": "like", "stream": "s", "user": "someone-else"}, "unknown field 'user'"),
         ([1], "object"),
     ):
         with pytest.raises(EventError, match=message):
-            parse(bad, "u", NOW)
+            parse(bad, "u", NOW, new_id)
+
+
+def test_made_ids_are_unique_per_source_and_look_like_uuids():
+    a, b = IdSource(), IdSource()
+    ids = [a() for _ in range(1000)] + [b() for _ in range(1000)]
+    assert len(set(ids)) == 2000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert IdSource(bytes(8))() == "0" * 32
 
 
 def test_pseudonyms_are_keyed_and_stable():
@@ -105,8 +117,8 @@ async def test_sqlite_store_is_idempotent_purges_and_deletes_a_user(tmp_path):
     try:
         first = await store.append([ev(1), ev(2), ev(3, user="u2", ts=NOW - 100)])
         assert [e.id for e in first] == ["e1", "e2", "e3"]
-        again = await store.append([ev(1), ev(4)])
-        assert [e.id for e in again] == ["e4"], "an id already stored is skipped"
+        again = await store.append([ev(1), ev(4), ev(4, user="u2")])
+        assert [e.id for e in again] == ["e4"], "an id already stored, or twice in the batch, is stored once"
         assert await store.count() == 4
         assert [e.id for e in await store.load(NOW - 50)] == ["e1", "e2", "e4"]
         await store.save_segments({"u1": 0, "u2": 1})

@@ -93,6 +93,28 @@ async def test_events_recommendations_latency_and_deletion(audience):
     assert all(me not in model.top for model in plugin.recommender.models.values())
 
 
+async def test_events_over_a_websocket_are_the_posts_rule(audience):
+    """`/live/STREAM/events`: the token is checked at the upgrade; each message is a POST body
+    and is answered like one; a refused message leaves the socket open."""
+    engine, plugin, http = audience
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await http.ws_connect("/live/shop/events")
+    assert refused.value.status == 401
+    async with http.ws_connect("/live/shop/events", headers=auth("ws-user")) as ws:
+        await ws.send_json({"events": [{"id": f"w{i}", "kind": "like", "stream": "shop"} for i in range(5)]})
+        assert await ws.receive_json() == {"accepted": 5, "dropped": 0}
+        await ws.send_json({"kind": "nope"})
+        answer = await ws.receive_json()
+        assert answer["error"] == "bad_request" and "kind" in answer["detail"]
+        await ws.send_str("not json")
+        assert (await ws.receive_json())["error"] == "bad_request"
+        await ws.send_json({"id": "w9", "kind": "gift", "stream": "shop", "value": 300})
+        assert await ws.receive_json() == {"accepted": 1, "dropped": 0}
+    assert plugin.writer is not None and plugin.store is not None
+    await plugin.writer.flush()
+    assert await plugin.store.count(pseudonym(plugin.key, "ws-user")) == 6
+
+
 async def test_viewer_hooks_make_watch_events_and_streams_are_live_only(audience):
     engine, plugin, http = audience
     publisher = engine.hub.publish("live1")  # a live stream without media yet

@@ -39,27 +39,30 @@ def log() -> synthetic.SyntheticLog:
     return synthetic.generate(seed=7)
 
 
-def test_ctr_and_conversion_beat_the_prior_up_to_the_ceiling(log):
+def test_ctr_and_conversion_beat_the_prior_up_to_the_ceiling():
+    log = synthetic.generate(seed=7, signal=synthetic.MODEL_SIGNAL)
     train, test = evaluate.split(log.events)
     result = conversion.evaluate(train, test, truth_of(log))
     for name in ("click", "purchase", "buy_given_click"):
         r = result[name]
         assert r["positives"] > 100, r
         assert r["log_loss"] < r["prior_log_loss"], (name, r)
-        assert r["auc"] > 0.58, (name, r)
+        assert r["auc"] > 0.7, (name, r)
         assert r["auc"] <= r["ceiling_auc"] + 0.02, (name, r)
-    # The planted signal of the default log caps CTR AUC at ~0.68; the model closes most of it.
+    # The default log's planted signal allows the goal (ceiling 0.88); the model reaches it.
     click = result["click"]
-    assert (click["auc"] - 0.5) >= 0.6 * (click["ceiling_auc"] - 0.5), click
+    assert click["ceiling_auc"] > 0.85, click
+    assert click["auc"] >= 0.75, click
 
 
-def test_ctr_auc_reaches_075_where_the_planted_signal_allows_it():
-    log = synthetic.generate(seed=7, users=800, signal=3.0)
+def test_on_a_weak_signal_the_model_closes_most_of_the_gap_to_its_ceiling():
+    log = synthetic.generate(seed=7, users=800, signal=1.0)
     train, test = evaluate.split(log.events)
     result = conversion.evaluate(train, test, truth_of(log))
-    assert result["click"]["ceiling_auc"] > 0.85
-    assert result["click"]["auc"] >= 0.75, result["click"]
-    assert result["click"]["log_loss"] < result["click"]["prior_log_loss"]
+    click = result["click"]
+    assert click["ceiling_auc"] < 0.75, "at scale 1 no model can reach the goal"
+    assert (click["auc"] - 0.5) >= 0.6 * (click["ceiling_auc"] - 0.5), click
+    assert click["log_loss"] < click["prior_log_loss"]
 
 
 def test_features_use_only_the_past():

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from plugins.audience import evaluate, synthetic
-from plugins.audience.cf import Recommender
+from plugins.audience.cf import RecentIds, Recommender
 from plugins.audience.events import Event, Kind
 
 
@@ -77,3 +77,27 @@ def test_cold_start_and_forgetting():
     rec.refresh(t)
     assert all("u0" not in table.users for table in rec.tables.values())
     assert "u0" not in rec.models["product"].top and "u0" not in rec.segments
+
+
+def test_a_redelivered_event_counts_once_and_weights_are_summed_per_pair():
+    t = synthetic.START
+    rec = Recommender()
+    likes = [Event(f"l{i}", Kind.LIKE, "u1", t + i, "s1") for i in range(3)]
+    rec.ingest(likes + likes[:1])  # one id twice in a batch
+    rec.ingest([Event("g", Kind.GIFT, "u1", t + 5, "s2"), likes[1]])  # and again in the next
+    assert rec.refresh(t + 10)
+    assert rec.events_applied == 4
+    table = rec.tables["stream"]
+    u, s1, s2 = table.users["u1"], table.items["s1"], table.items["s2"]
+    assert table.total == {(u, s1): 3.0, (u, s2): 3.0}
+    rec.ingest(likes)  # delivered again after the refresh
+    rec.refresh(t + 20)
+    assert rec.events_applied == 4 and table.total[(u, s1)] == 3.0
+
+
+def test_recent_ids_remember_at_least_half_their_capacity():
+    recent = RecentIds(10)
+    recent.update([str(i) for i in range(12)])
+    assert [str(i) in recent for i in range(12)] == [False] * 5 + [True] * 7
+    recent.update(["x"])
+    assert "x" in recent and "11" in recent

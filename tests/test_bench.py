@@ -91,3 +91,25 @@ def test_thumbnails_suite_runs_and_writes_json(tmp_path):
     for figures in report["clips"].values():
         assert figures["cpu_s_per_thumbnail_mean"] > 0 and figures["jpeg_bytes"] > 0
     assert report["budget_core_fraction"] == 0.02
+
+
+def test_events_suite_runs_over_both_paths_and_writes_json(tmp_path):
+    """A small load (the goal is the bench's to report, not this test's: exit 0 or 1)."""
+    for via, status in (("http", "202"), ("websocket", "101")):
+        out = tmp_path / f"events-{via}.json"
+        args = ["events", "--rate", "2000", "--seconds", "3", "--via", via, "--json", str(out)]
+        result = subprocess.run(
+            [sys.executable, "-m", "benchmarks.cli", *args], cwd=str(ROOT), capture_output=True, text=True, timeout=180
+        )
+        assert result.returncode in (0, 1), result.stderr[-2000:]
+        report = json.loads(out.read_text())
+        assert report["via"] == via and report["events_offered"] > 0
+        assert report["events_accepted"] + report["events_dropped"] == report["events_offered"], report
+        assert set(report["statuses"]) == {status}, report["statuses"]
+        assert report["playlist_idle"]["requests"] > 0 and report["playlist_loaded"]["requests"] > 0
+
+
+def test_events_loop_lag_writes_both_switch_intervals(tmp_path):
+    _, report = run_suite(tmp_path, "events", "--loop-lag", "1", timeout=120)
+    (row,) = report["rounds"]
+    assert set(row) == {"5ms", "1ms"} and all(r["requests"] > 0 for r in row.values()), row

@@ -13,7 +13,7 @@ import pytest
 from conftest import ffmpeg_push_cmd, require_tool, start_process, stop_process, until, wait_for_playlist
 from prometheus_client import Counter
 
-from mediacore.access.identity import IdentityError, Role, issue, verify
+from mediacore.access.identity import IdentityError, Role, TokenCache, issue, verify
 from mediacore.app.config import ConfigError, load_config
 from mediacore.app.engine import Engine
 from mediacore.plugins.api import PluginContext, PluginError
@@ -173,6 +173,25 @@ def test_identity_tokens():
         verify(secret, bad_role, 1000.0)
     with pytest.raises(IdentityError, match="too long"):
         verify(secret, "x" * 5000, 1000.0)
+
+
+def test_token_cache_answers_as_verify_and_checks_exp_on_every_hit():
+    secret = SECRET.encode()
+    cache = TokenCache(secret, capacity=2)
+    token = issue(secret, "bob", Role.MODERATOR, 10, 1000.0)
+    assert cache.verify(token, 1001.0) == verify(secret, token, 1001.0)
+    assert cache.verify(token, 1009.0).sub == "bob" and len(cache) == 1  # a hit
+    with pytest.raises(IdentityError, match="expired"):
+        cache.verify(token, 1010.0)
+    assert len(cache) == 0
+    other = issue(b"another-secret-of-32-bytes-or-more!!", "eve", Role.ADMIN, 10, 1000.0)
+    for _ in range(2):  # refused each time, never remembered
+        with pytest.raises(IdentityError):
+            cache.verify(other, 1001.0)
+    assert len(cache) == 0
+    for sub in ("a", "b", "c"):
+        cache.verify(issue(secret, sub, Role.VIEWER, 10, 1000.0), 1001.0)
+    assert len(cache) == 2, "bounded: the least recently used is dropped"
 
 
 def test_plugin_settings_and_names_are_checked():

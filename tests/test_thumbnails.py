@@ -10,6 +10,8 @@
 - The directory in headless Chromium at a phone-sized viewport: two live streams, thumbnails
   loaded, ordered by viewers for a guest; a viewer with a token gets the order of a test
   recommendations plugin on the plugin API; links open the watch pages; no console error.
+- The same with the real audience plugin fed real events over HTTP: two viewers with
+  different histories see the live streams in different orders, each their own taste first.
 
 Streams other than the ffmpeg one are fed through the hub's Publisher with the keyframes of
 the generated test clip (real H.264 from ffmpeg's encoder), which keeps this file fast.
@@ -29,6 +31,7 @@ import aiohttp
 import av
 import pytest
 from aiohttp import web
+from commerce_http import SECRET, auth, call, token
 from conftest import ROOT, ffmpeg_push_cmd, require_tool, start_process, stop_process, until
 
 from mediacore.access.tokens import sign
@@ -41,6 +44,7 @@ from mediacore.origin.thumbnails import Action, ThumbnailError, ThumbnailPolicy,
 from mediacore.playlist.daterange import DateRange
 from mediacore.plugins.api import IdentityError, PluginContext, Role
 from mediacore.store.hls import HlsStore
+from plugins.audience.plugin import AudiencePlugin
 
 PLAYBACK_SECRET = "s" * 32
 
@@ -329,6 +333,75 @@ async def test_directory_in_chromium_ranked_by_viewers_and_by_recommendations(co
         assert recommender.asked == ["stream"]  # only the viewer with a token asked
         busy.close()
         quiet.close()
+    finally:
+        await engine.stop()
+
+
+async def test_directory_in_chromium_ranked_by_the_audience_plugin_from_real_events(config, clip):
+    """The real audience plugin, fed over POST /api/audience/events: two crowds with different
+    tastes, then alice watches a cooking stream and bob a gaming one. In Chromium each of them
+    sees every live stream with its thumbnail, ranked by the plugin: their own taste first, so
+    the two orders differ; a guest gets the popularity order."""
+    require_tool("node")
+    make_config(config, 5.0)
+    config.auth.jwt_secret = SECRET
+    config.plugin_settings["audience"] = {"update_interval": 0.2}
+    engine = Engine(config)
+    engine.plugins = [AudiencePlugin()]
+    await engine.start()
+    live = ["cooking", "baking", "gaming", "esports"]
+    try:
+        first = keyframes(clip)[0]
+        publishers = [publish_with_keyframe(engine, name, first) for name in live]
+        base = f"http://127.0.0.1:{engine.http_port}/"
+        async with aiohttp.ClientSession(base) as http:
+
+            async def post(user: str, events: list[dict[str, object]]) -> None:
+                status, body = await call(http, "POST", "/api/audience/events", auth(user), json={"events": events})
+                assert status == 202 and body["dropped"] == 0, body
+
+            for u in range(6):  # two crowds, each watching and liking a pair of streams
+                for crowd, pair in (("chef", ("cooking", "baking")), ("gamer", ("gaming", "esports"))):
+                    await post(f"{crowd}{u}", [{"kind": k, "stream": s} for s in pair for k in ("watch_start", "like")])
+            await post("alice", [{"kind": "watch_start", "stream": "cooking"}, {"kind": "like", "stream": "cooking"}])
+            await post("bob", [{"kind": "watch_start", "stream": "gaming"}, {"kind": "like", "stream": "gaming"}])
+
+            async def ranked(user: str) -> list[str]:
+                status, body = await call(http, "GET", "/api/recommendations?kind=stream&n=10", auth(user))
+                assert status == 200, body
+                return [item["id"] for item in body["items"]]
+
+            expected: dict[str, list[str]] = {}
+
+            async def refreshed() -> bool:
+                expected["alice"], expected["bob"] = await ranked("alice"), await ranked("bob")
+                return set(expected["alice"][:2]) == {"cooking", "baking"} and set(expected["bob"][:2]) == {
+                    "gaming",
+                    "esports",
+                }
+
+            deadline = time.monotonic() + 30.0  # the plugin's refresh timer, on a loaded machine
+            while not await refreshed():
+                assert time.monotonic() < deadline, expected
+                await asyncio.sleep(0.1)
+        viewers: list[dict[str, str | None]] = [{"token": None}, {"token": token("alice")}, {"token": token("bob")}]
+        report = await run_directory(base, viewers, expect=len(live))
+        assert report["exception"] is None, report
+        guest, alice, bob = report["viewers"]
+        for viewer in (guest, alice, bob):
+            assert viewer["ready"], viewer
+            assert viewer["console"] == [] and viewer["pageErrors"] == [] and viewer["errors"] == [], viewer
+            assert sorted(viewer["order"]) == sorted(live), viewer["order"]
+            for tile in viewer["tiles"]:
+                assert tile["naturalWidth"] == 320 and tile["naturalHeight"] == 180, tile
+                assert tile["src"].startswith(f"/live/{tile['stream']}/thumbnail.jpg")
+        assert guest["ranking"] == "popularity"
+        assert alice["ranking"] == bob["ranking"] == "personal"
+        assert alice["order"] == expected["alice"] and bob["order"] == expected["bob"]
+        assert set(alice["order"][:2]) == {"cooking", "baking"} and set(bob["order"][:2]) == {"gaming", "esports"}
+        assert alice["order"] != bob["order"]
+        for publisher in publishers:
+            publisher.close()
     finally:
         await engine.stop()
 

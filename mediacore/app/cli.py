@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -191,6 +192,34 @@ def enable_demo_shop(config: Config) -> None:
         config.plugin_settings.setdefault("chat", {}).setdefault("guests_may_write", True)
 
 
+SWITCH_INTERVAL = 0.001
+"""Seconds a thread may hold the GIL while another waits for it (Python's default: 0.005).
+The event loop shares the interpreter with worker threads running Python (the audience
+plugin's model refresh, the SQLite writer, muxing): each time the loop gave the GIL up for
+I/O it could wait the whole interval to get it back. With a thread refreshing the
+recommender without pause, the loop's 2 ms timer fired 5.5-5.9 ms late (p50) at 5 ms and
+1.3-1.7 ms late at 1 ms (`mediacore-bench events --loop-lag 3`, docs/performance.md)."""
+
+
+def _tune_interpreter() -> None:
+    """The serving process's interpreter settings: the GIL's switch interval (above) and
+    the frozen startup heap (below)."""
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    _freeze_startup_heap()
+
+
+def _freeze_startup_heap() -> None:
+    """Move every object the start made (modules, classes, functions, the engine's and the
+    plugins' long-lived state: ~80,000 objects) out of the garbage collector's view. A full
+    collection walks every tracked object; with a steady stream of short-lived objects
+    (requests, behaviour events in flight) one runs about once a second, and walking the
+    startup heap made each one stall the event loop for 50 to 110 ms (`mediacore-bench
+    events`, docs/performance.md). Frozen objects are never collected: only what exists now,
+    once, so nothing accumulates."""
+    gc.collect()
+    gc.freeze()
+
+
 async def _run(config: Config, demo: bool) -> int:
     """Serve until SIGTERM or SIGINT, then drain ([server] drain_timeout) and stop; a second
     signal stops at once. 0 after a drain, 1 if a second signal cut it short."""
@@ -198,6 +227,7 @@ async def _run(config: Config, demo: bool) -> int:
 
     engine = Engine(config)
     await engine.start()
+    _tune_interpreter()
     publisher = None
     stop = asyncio.Event()
     abort = asyncio.Event()

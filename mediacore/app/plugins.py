@@ -18,7 +18,7 @@ from typing import Any, Literal
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from mediacore.access.identity import Identity, Role, bearer, issue, verify
+from mediacore.access.identity import Identity, Role, TokenCache, bearer, issue
 from mediacore.app.config import PLUGIN_SECTIONS, Config, ConfigError, is_loopback
 from mediacore.hub.hub import Hub, Stream
 from mediacore.model.metadata import PRODUCT_CLASS, AttributeValue, TimedMetadata
@@ -127,6 +127,7 @@ class Context:
         self._page_scripts = page_scripts
         self._registry = registry
         self._jwt_secret = jwt_secret
+        self._tokens = TokenCache(jwt_secret)
         self._clock = clock
         self._wall_clock = wall_clock
         self._data_dir = Path(config.server.data_dir) / name
@@ -194,7 +195,7 @@ class Context:
             token = request.query.get(ACCESS_TOKEN_PARAM) or None
         if token is None:
             return None
-        return verify(self._jwt_secret, token, self._wall_clock())
+        return self._tokens.verify(token, self._wall_clock())
 
     def issue_token(self, sub: str, role: Role, ttl: float) -> str:
         return issue(self._jwt_secret, sub, role, ttl, self._wall_clock())

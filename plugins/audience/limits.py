@@ -8,6 +8,10 @@ MAX_ID_LENGTH = 64
 MAX_EVENTS_PER_POST = 100
 """Events in one POST: a player batches what it saw over a few seconds."""
 
+SOCKET_HEARTBEAT = 30.0
+"""Seconds between pings on an events WebSocket: a page that vanished without closing is
+noticed (and its socket freed) within two of them."""
+
 MAX_WATCH_SECONDS = 24 * 3600.0
 """Longest watch duration accepted: a day; longer is a clock error, not a viewer."""
 

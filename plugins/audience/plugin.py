@@ -8,7 +8,8 @@ impressions, clicks, add-to-carts, orders, coupons). Every event goes through th
 by a consumer group. The recommender is fed the stored events and refreshed on a timer in a
 worker thread; the request path only reads its precomputed lists.
 
-Routes: `POST /api/audience/events`, `GET /api/recommendations?kind=stream|product&n=10`,
+Routes: `POST /api/audience/events` (and the WebSocket `/live/STREAM/events`, one message per
+batch), `GET /api/recommendations?kind=stream|product&n=10`,
 `GET /api/audience/also-bought/{product}`, `DELETE /api/users/me/data`. The commerce
 plugin's `POST /api/events` (its per-node funnel counters) stays as it is: plugins see each
 other only through HTTP, and that route refuses what the funnel does not count."""
@@ -16,7 +17,9 @@ other only through HTTP, and that route refuses what the funnel does not count."
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -25,14 +28,14 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 from prometheus_client import Counter, Gauge, Histogram
 
 from mediacore.plugins.api import HttpError, IdentityError, PluginContext, PluginError, Role, cancel_and_wait, read_json
 
 from . import conversion, limits, planner, segments
 from .cf import DAY, KINDS, Recommender
-from .events import Event, EventError, Kind, new_id, parse, pseudonym
+from .events import Event, EventError, IdSource, Kind, parse, pseudonym
 from .redis_store import RedisEventStore
 from .settings import AudienceSettings
 from .sqlite_store import SqliteEventStore
@@ -72,6 +75,7 @@ class AudiencePlugin:
         self.writer: EventWriter | None = None
         self.recommender = Recommender()
         self.key = b""
+        self.new_id = IdSource()
         self._context: PluginContext | None = None
         self._watching: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._refresh_lock = asyncio.Lock()
@@ -85,10 +89,16 @@ class AudiencePlugin:
         self._deleted: set[str] = set()
         """Users deleted while a retrain runs: dropped from its result before it is swapped in."""
         self._retrained = asyncio.Event()
+        self._stopping = False
+        """Set at stop: the Redis loops also end on it, since redis-py's read timeout can
+        swallow the cancellation of a blocked read (seen at a node's stop: the loop kept
+        reading and stop() never returned)."""
 
     # Start and stop ---------------------------------------------------------------------------
     async def start(self, context: PluginContext) -> None:
         self._context = context
+        self._stopping = False
+        self.new_id = IdSource()  # drawn here, in the process that serves (after any fork)
         self.settings = settings = AudienceSettings.parse(context.settings)
         self.key = settings.user_key.encode() if settings.user_key else self._local_key(context)
         self.recommender = Recommender(settings.method, settings.retention_days * DAY)
@@ -110,6 +120,7 @@ class AudiencePlugin:
             self._spawn(loop, self._tail_loop(store, last_applied), "audience-tail")
         add = context.add_route
         add("POST", "/api/audience/events", _guarded(self.post_events))
+        context.add_websocket("/live/{stream}/events", _guarded(self.events_socket))
         add("GET", "/api/recommendations", _guarded(self.recommendations))
         add("GET", "/api/audience/also-bought/{product}", _guarded(self.also_bought))
         add("DELETE", "/api/users/me/data", _guarded(self.delete_my_data))
@@ -152,9 +163,8 @@ class AudiencePlugin:
 
     def _metrics(self, context: PluginContext) -> None:
         registry = context.registry
-        self.events_counter = Counter(
-            "mediacore_audience_events", "Behaviour events accepted by kind", ["kind"], registry=registry
-        )
+        counter = Counter("mediacore_audience_events", "Behaviour events accepted by kind", ["kind"], registry=registry)
+        self._accepted_by_kind = {kind: counter.labels(kind.value) for kind in Kind}
         writer = self.writer
         assert writer is not None
         dropped = Gauge(
@@ -178,6 +188,7 @@ class AudiencePlugin:
         if self.writer is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.writer.flush(), 5.0)
+        self._stopping = True
         tasks, self._tasks = self._tasks, []
         await cancel_and_wait(tasks)
         if self.store is not None:
@@ -187,11 +198,18 @@ class AudiencePlugin:
     # The event path ------------------------------------------------------------------------------
     def offer(self, event: Event) -> bool:
         """Queue one event for the store (never waits; False when dropped)."""
+        return self.offer_many([event]) == 1
+
+    def offer_many(self, events: list[Event]) -> int:
+        """Queue `events` for the store (never waits); returns how many were accepted. The
+        metric is counted once per kind per call, not per event (its lock and label lookup
+        were a tenth of the event route's time at 50,000 events/s)."""
         assert self.writer is not None
-        if self.writer.offer(event):
-            self.events_counter.labels(event.kind.value).inc()
-            return True
-        return False
+        accepted = self.writer.offer_many(events)
+        counts = collections.Counter(e.kind for e in events[:accepted])
+        for kind, n in counts.items():
+            self._accepted_by_kind[kind].inc(n)
+        return accepted
 
     async def _sink(self, batch: list[Event]) -> None:
         assert self.store is not None
@@ -204,7 +222,7 @@ class AudiencePlugin:
         self._watching[(stream, viewer_key)] = now
         if len(self._watching) > limits.OPEN_WATCHES:
             self._watching.popitem(last=False)
-        self.offer(Event(new_id(), Kind.WATCH_START, pseudonym(self.key, "viewer:" + viewer_key), now, stream))
+        self.offer(Event(self.new_id(), Kind.WATCH_START, pseudonym(self.key, "viewer:" + viewer_key), now, stream))
 
     def _left(self, stream: str, viewer_key: str) -> None:
         assert self._context is not None
@@ -212,7 +230,7 @@ class AudiencePlugin:
         since = self._watching.pop((stream, viewer_key), None)
         duration = min(max(0.0, now - since), limits.MAX_WATCH_SECONDS) if since is not None else 0.0
         user = pseudonym(self.key, "viewer:" + viewer_key)
-        self.offer(Event(new_id(), Kind.WATCH_STOP, user, now, stream, duration=duration))
+        self.offer(Event(self.new_id(), Kind.WATCH_STOP, user, now, stream, duration=duration))
 
     # Timers ----------------------------------------------------------------------------------------
     async def refresh(self) -> bool:
@@ -294,7 +312,7 @@ class AudiencePlugin:
             await asyncio.sleep(limits.PURGE_INTERVAL)
 
     async def _consume_loop(self, store: RedisEventStore) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await store.consume()
             except Exception:
@@ -302,7 +320,7 @@ class AudiencePlugin:
                 await asyncio.sleep(1.0)
 
     async def _tail_loop(self, store: RedisEventStore, last_id: str) -> None:
-        while True:
+        while not self._stopping:
             try:
                 last_id, events = await store.tail(last_id)
                 self.recommender.ingest(events)
@@ -321,21 +339,51 @@ class AudiencePlugin:
             raise HttpError(401, "unauthorized", "a bearer token is required")
         return pseudonym(self.key, who.sub), who.role
 
-    async def post_events(self, request: web.Request) -> web.StreamResponse:
-        """`{"events": [EVENT, ...]}` or one EVENT, for the caller → 202 {accepted, dropped}."""
+    def _accept(self, data: Any, user: str) -> dict[str, int]:
+        """One POST body or WebSocket message of events for `user`: `{"events": [EVENT, ...]}`
+        or one EVENT → {accepted, dropped}; HttpError 400 when any event is refused."""
         assert self._context is not None
-        user, _ = self._caller(request)
-        data = await read_json(request, self.settings.max_body)
         items = data.get("events") if isinstance(data, dict) and "events" in data else [data]
         if not isinstance(items, list) or not 1 <= len(items) <= limits.MAX_EVENTS_PER_POST:
             raise HttpError(400, "bad_request", f"events must be a list of 1 to {limits.MAX_EVENTS_PER_POST}")
         now = self._context.wall_clock()
         try:
-            events = [parse(item, user, now) for item in items]
+            events = [parse(item, user, now, self.new_id) for item in items]
         except EventError as e:
             raise HttpError(400, "bad_request", str(e)) from None
-        accepted = sum(self.offer(e) for e in events)
-        return web.json_response({"accepted": accepted, "dropped": len(events) - accepted}, status=202)
+        accepted = self.offer_many(events)
+        return {"accepted": accepted, "dropped": len(events) - accepted}
+
+    async def post_events(self, request: web.Request) -> web.StreamResponse:
+        """`{"events": [EVENT, ...]}` or one EVENT, for the caller → 202 {accepted, dropped}."""
+        user, _ = self._caller(request)
+        data = await read_json(request, self.settings.max_body)
+        return web.json_response(self._accept(data, user), status=202)
+
+    async def events_socket(self, request: web.Request) -> web.StreamResponse:
+        """`/live/STREAM/events`: a page's events over one WebSocket. The token (header or
+        `access_token`) is checked once at the upgrade; each text message is what a POST
+        body is and is answered {accepted, dropped} or {error, detail}. No HTTP request,
+        token check or response per batch: about half the event route's cost per batch."""
+        assert self._context is not None
+        user, _ = self._caller(request)
+        ws = web.WebSocketResponse(
+            max_msg_size=self.settings.max_body, heartbeat=limits.SOCKET_HEARTBEAT, compress=False
+        )
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text messages of JSON only")
+                break
+            answer: dict[str, object]
+            try:
+                answer = dict(self._accept(json.loads(msg.data), user))
+            except ValueError:
+                answer = {"error": "bad_request", "detail": "a message must be JSON"}
+            except HttpError as e:
+                answer = {"error": e.code, "detail": e.detail}
+            await ws.send_str(json.dumps(answer))
+        return ws
 
     async def recommendations(self, request: web.Request) -> web.StreamResponse:
         """The caller's recommendations: live streams (kind=stream) or products."""

@@ -17,6 +17,9 @@ T = TypeVar("T")
 BUSY_TIMEOUT = 10.0
 """Seconds a write waits for another process holding the lock."""
 
+MAX_PARAMETERS = 900
+"""Ids per `IN (...)` query: below SQLite's oldest limit of 999 host parameters."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, user TEXT NOT NULL, ts REAL NOT NULL,
@@ -73,14 +76,23 @@ class SqliteEventStore:
 
     async def append(self, events: list[Event]) -> list[Event]:
         def insert(conn: sqlite3.Connection) -> list[Event]:
-            stored = []
+            # One query for the ids already stored and one executemany for the rest: a
+            # Python-level execute per event held the GIL against the event loop for most
+            # of this thread's time at 50,000 events/s.
+            fresh: dict[str, Event] = {}
             for e in events:
-                cur = conn.execute(
-                    f"INSERT OR IGNORE INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (e.id, e.kind.value, e.user, e.ts, e.stream, e.product, e.duration, e.value, e.segment),
-                )
-                if cur.rowcount == 1:
-                    stored.append(e)
+                fresh.setdefault(e.id, e)
+            ids = list(fresh)
+            for i in range(0, len(ids), MAX_PARAMETERS):
+                chunk = ids[i : i + MAX_PARAMETERS]
+                marks = ",".join("?" * len(chunk))
+                for (known,) in conn.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk):
+                    del fresh[known]
+            stored = list(fresh.values())
+            rows = [
+                (e.id, e.kind.value, e.user, e.ts, e.stream, e.product, e.duration, e.value, e.segment) for e in stored
+            ]
+            conn.executemany(f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             return stored
 
         return await self._tx(insert)

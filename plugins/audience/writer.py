@@ -40,14 +40,20 @@ class EventWriter:
 
     def offer(self, event: Event) -> bool:
         """Queue `event`; False (and counted) when the queue is full. Never blocks."""
-        if len(self._queue) >= self.capacity:
-            self.dropped += 1
-            return False
-        self._queue.append(event)
-        self.accepted += 1
-        self._idle.clear()
-        self._wake.set()
-        return True
+        return self.offer_many([event]) == 1
+
+    def offer_many(self, events: list[Event]) -> int:
+        """Queue the first of `events` that fit; returns how many (the rest are dropped and
+        counted). Never blocks."""
+        room = max(0, self.capacity - len(self._queue))
+        taken = events if len(events) <= room else events[:room]
+        self.dropped += len(events) - len(taken)
+        if taken:
+            self._queue.extend(taken)
+            self.accepted += len(taken)
+            self._idle.clear()
+            self._wake.set()
+        return len(taken)
 
     def forget(self, user: str) -> None:
         """Drop the queued events of `user` (their data is being deleted)."""
