@@ -159,7 +159,7 @@ def emsg(timescale: int, presentation_time: int, duration: int | None, event_id:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sample:
     duration: int  # track timebase ticks
     data: bytes
