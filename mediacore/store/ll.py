@@ -71,6 +71,7 @@ class LlSegment:
     parts: list[LlPart] = field(default_factory=list)
     dateranges: list[PinnedDateRange] = field(default_factory=list)
     samples: int = 0
+    size: int = 0  # bytes of its parts
     complete: bool = False
     completed_at: float = 0.0
 
@@ -84,6 +85,8 @@ class LlSegment:
         return bool(self.parts) and all(p.gap for p in self.parts)
 
     def data(self) -> bytes:
+        """The parent's bytes: its parts joined (L7). Joined when asked for, not kept: the
+        parts are the only copy of the media, so a parent costs no memory of its own."""
         return b"".join(p.data for p in self.parts)
 
 
@@ -114,7 +117,8 @@ class LlRendition(Windowed[LlSegment]):
         self.inits: dict[str, bytes] = {}
         self.init_uri = ""
         self._pending_discontinuity = False
-        self._by_uri: dict[str, tuple[bytes, float | None]] = {}  # uri -> (data, expires or None)
+        # uri -> (a part's data or a parent, whose parts make its data; expires or None)
+        self._by_uri: dict[str, tuple[bytes | LlSegment, float | None]] = {}
         self.ended = False
         self.changed = Notifier()
         self.peers: list[LlRendition] = []  # the other renditions, for rendition reports
@@ -173,6 +177,7 @@ class LlRendition(Windowed[LlSegment]):
         part = LlPart(index, self.part_uri(seg.msn, index), duration, data, independent, gap)
         seg.parts.append(part)
         seg.samples += samples
+        seg.size += len(data)
         if not gap:
             self._by_uri[part.uri] = (data, None)
         self.bytes_total += len(data)
@@ -189,7 +194,7 @@ class LlRendition(Windowed[LlSegment]):
         seg.complete = True
         seg.completed_at = now
         if not seg.gap:
-            self._by_uri[seg.uri] = (seg.data(), None)
+            self._by_uri[seg.uri] = (seg, None)
         if self.target_duration is None:
             if self.td_source is None:
                 self.target_duration = target_duration(seg.duration, self.segment_duration)
@@ -202,7 +207,7 @@ class LlRendition(Windowed[LlSegment]):
             self._removed_dateranges.extend((pinned.daterange.id, now) for pinned in head.dateranges)
             expires = now + retention
             if not head.gap:
-                self._by_uri[head.uri] = (self._by_uri[head.uri][0], expires)
+                self._by_uri[head.uri] = (head, expires)
             for part in head.parts:
                 if not part.gap:
                     self._by_uri[part.uri] = (part.data, expires)
@@ -296,7 +301,7 @@ class LlRendition(Windowed[LlSegment]):
         data, expires = item
         if expires is not None and expires <= now:
             return None
-        return data
+        return data if isinstance(data, bytes) else data.data()
 
     def frame_rate(self) -> float:
         """Frames per second: the median rate of the parents in the window, snapped to a
@@ -312,7 +317,7 @@ class LlRendition(Windowed[LlSegment]):
 
     def bandwidth(self) -> tuple[int, int]:
         """(peak, average) bits per second over the complete segments in the window."""
-        rates = [len(s.data()) * 8 / s.duration for s in self.window.segments if s.duration > 0 and not s.gap]
+        rates = [s.size * 8 / s.duration for s in self.window.segments if s.duration > 0 and not s.gap]
         if not rates:
             return 0, 0
         return int(max(rates)), int(sum(rates) / len(rates))
