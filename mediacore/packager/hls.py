@@ -67,6 +67,8 @@ class HlsPackager:
         self._fmp4_only = False
         self._audio_segments = 0  # segments of audio alone, while video was stalled or cut
         self._metadata = PendingMetadata()
+        self._limits_td: int | None = None
+        self._limits: tuple[float, float] | None = None  # (jump limit, segment limit) at _limits_td
         self.segments_made = 0
         self.metadata_written = 0
 
@@ -120,7 +122,13 @@ class HlsPackager:
         segmenter = self._segmenter
         settings = self.config
         td = self.store.target_duration
-        limit = jump_limit(settings.max_timestamp_jump, td or target_duration(0.0, settings.segment_duration))
+        if td != self._limits_td or self._limits is None:
+            self._limits_td = td
+            self._limits = (
+                jump_limit(settings.max_timestamp_jump, td or target_duration(0.0, settings.segment_duration)),
+                segment_limit(settings.max_timestamp_jump, td, settings.segment_duration),
+            )
+        limit, longest = self._limits
         if self._guard.jumped(frame, limit):
             if first_of_doubling(self._guard.jumps):
                 log.warning(
@@ -144,7 +152,6 @@ class HlsPackager:
                 limit,
                 self._guard.bad_offsets,
             )
-        longest = segment_limit(settings.max_timestamp_jump, td, settings.segment_duration)
         segmenter.max_90k = round(longest * 90000)
         frame = self._decode_order.fix(frame)
         cuts = segmenter.stall_cuts
