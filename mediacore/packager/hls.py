@@ -75,7 +75,9 @@ class HlsPackager:
     async def run(self) -> None:
         try:
             while True:
-                item = await self.subscription.get()
+                item = self.subscription.get_nowait()  # no coroutine while frames are queued
+                if item is None:
+                    item = await self.subscription.get()
                 if isinstance(item, Frame):
                     await self._on_frame(item)
                 elif isinstance(item, (Discontinuity, Unpublished)):

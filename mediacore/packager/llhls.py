@@ -79,7 +79,9 @@ class LlHlsPackager:
     async def run(self) -> None:
         try:
             while True:
-                item = await self.subscription.get()
+                item = self.subscription.get_nowait()  # no coroutine while frames are queued
+                if item is None:
+                    item = await self.subscription.get()
                 if isinstance(item, Frame):
                     self._on_frame(item)
                 elif isinstance(item, (Discontinuity, Unpublished)):
