@@ -303,6 +303,13 @@ class LlRendition(Windowed[LlSegment]):
             return None
         return data if isinstance(data, bytes) else data.data()
 
+    def held_bytes(self) -> int:
+        """Bytes of media held: every part still downloadable (listed, in the parent in
+        progress, or retired: G2, W5; an expired one until the next parent prunes it) and
+        the init segments. Parents hold none of their own."""
+        parts = sum(len(data) for data, _ in self._by_uri.values() if isinstance(data, bytes))
+        return parts + sum(len(init) for init in self.inits.values())
+
     def frame_rate(self) -> float:
         """Frames per second: the median rate of the parents in the window, snapped to a
         standard rate within 1 %. FRAME-RATE is the content's rate; a parent stretched by a
