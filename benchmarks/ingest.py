@@ -9,6 +9,7 @@ is installed, in the same run, so the ratio compares like with like on this mach
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from benchmarks.media import make_clip
 from benchmarks.peers import start_nginx
+from ingest.rtmp.config import RtmpConfig
 
 
 @dataclass
@@ -139,14 +141,15 @@ def measure(
     )
 
 
-def serve_cmd(rtmp_port: int, http_port: int, admin_port: int = 0) -> list[str]:
+def serve_cmd(rtmp_port: int, http_port: int, admin_port: int = 0, config: Path | None = None) -> list[str]:
     """`mediacore serve` on loopback with these ports (RTSP on any free one, the admin
-    listener on `admin_port` or any free one), quiet."""
+    listener on `admin_port` or any free one), quiet; `config`: a configuration file."""
     return [
         sys.executable,
         "-m",
         "mediacore.app.cli",
         "serve",
+        *(["--config", str(config)] if config is not None else []),
         "--host",
         "127.0.0.1",
         "--rtmp-port",
@@ -164,8 +167,12 @@ def serve_cmd(rtmp_port: int, http_port: int, admin_port: int = 0) -> list[str]:
 
 def run_mediacore(clip: Path, streams: int, seconds: float, warmup: float) -> IngestResult:
     rtmp_port, http_port, admin_port = free_port(), free_port(), free_port()
+    # Every push comes from loopback: the per-address connection cap ([rtmp]
+    # max_connections_per_ip, 20) must admit them all, or the figures count refused streams.
+    config = Path(tempfile.mkdtemp(prefix="mediacore-bench-ingest-")) / "mediacore.toml"
+    config.write_text(f"[rtmp]\nmax_connections_per_ip = {max(streams, RtmpConfig().max_connections_per_ip)}\n")
     server = subprocess.Popen(
-        serve_cmd(rtmp_port, http_port, admin_port),
+        serve_cmd(rtmp_port, http_port, admin_port, config),
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -189,6 +196,7 @@ def run_mediacore(clip: Path, streams: int, seconds: float, warmup: float) -> In
     finally:
         server.terminate()
         server.wait(10)
+        shutil.rmtree(config.parent, ignore_errors=True)
 
 
 def run_nginx(clip: Path, streams: int, seconds: float, warmup: float) -> IngestResult | None:
