@@ -17,6 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (default 5)")
     ingest.add_argument("--no-peers", action="store_true", help="skip nginx-rtmp even if installed")
     ingest.add_argument("--json", type=Path, help="where to write results (default bench-results/ingest-TIME.json)")
+    replay = sub.add_parser("replay", help="CPU of ingest -> HLS + LL-HLS in one process, a recorded push replayed")
+    replay.add_argument("--streams", type=int, default=8, help="streams replaying the recording at once (default 8)")
+    replay.add_argument("--seconds", type=float, default=30.0, help="seconds of push recorded, once (default 30)")
+    replay.add_argument("--speed", type=float, default=4.0, help="times real time (default 4)")
+    replay.add_argument("--runs", type=int, default=3, help="replays; the best is reported (default 3)")
+    replay.add_argument("--json", type=Path, help="where to write results (default bench-results/replay-TIME.json)")
     latency = sub.add_parser("latency", help="LL-HLS live latency in hls.js and the player client")
     latency.add_argument("--seconds", type=float, default=60.0, help="seconds of LL-HLS playback (default 60)")
     latency.add_argument("--json", type=Path, help="where to write results (default bench-results/latency-TIME.json)")
@@ -104,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
 
         out = args.json or Path("bench-results") / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
         suite.run(args.streams, args.seconds, args.warmup, out, peers=not args.no_peers)
+    elif args.suite == "replay":
+        from benchmarks import replay as replay_suite
+
+        out = args.json or Path("bench-results") / f"replay-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        replay_suite.run(args.streams, args.seconds, args.speed, args.runs, out)
     elif args.suite == "rtp":
         from benchmarks import rtp as rtp_suite
 

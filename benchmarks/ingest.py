@@ -9,12 +9,14 @@ is installed, in the same run, so the ratio compares like with like on this mach
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from tqdm import tqdm
 
 from benchmarks.media import make_clip
 from benchmarks.peers import start_nginx
+from ingest.rtmp.config import RtmpConfig
 
 
 @dataclass
@@ -36,6 +39,7 @@ class IngestResult:
     rss_mb: float
     rss_per_stream_mb: float  # growth over the idle server, per stream
     streams_live: int
+    held_per_stream_mb: float | None = None  # media the playlists hold (mediacore's own count), per stream
 
 
 def free_port() -> int:
@@ -93,7 +97,15 @@ def cpu_seconds(proc: psutil.Process) -> float:
 
 
 def measure(
-    server: str, pid: int, rtmp_port: int, clip: Path, streams: int, seconds: float, warmup: float, live_count
+    server: str,
+    pid: int,
+    rtmp_port: int,
+    clip: Path,
+    streams: int,
+    seconds: float,
+    warmup: float,
+    live_count: Callable[[], int],
+    held_mb: Callable[[], float | None] = lambda: None,
 ) -> IngestResult:
     proc = psutil.Process(pid)
     idle_rss = proc.memory_info().rss / 1e6
@@ -108,6 +120,7 @@ def measure(
         used = cpu_seconds(proc) - start_cpu
         rss = proc.memory_info().rss / 1e6
         live = live_count()
+        held = held_mb()
     finally:
         for p in pushers:
             p.terminate()
@@ -124,17 +137,19 @@ def measure(
         round(rss, 1),
         round((rss - idle_rss) / streams, 2),
         live,
+        None if held is None else round(held / streams, 2),
     )
 
 
-def serve_cmd(rtmp_port: int, http_port: int, admin_port: int = 0) -> list[str]:
+def serve_cmd(rtmp_port: int, http_port: int, admin_port: int = 0, config: Path | None = None) -> list[str]:
     """`mediacore serve` on loopback with these ports (RTSP on any free one, the admin
-    listener on `admin_port` or any free one), quiet."""
+    listener on `admin_port` or any free one), quiet; `config`: a configuration file."""
     return [
         sys.executable,
         "-m",
         "mediacore.app.cli",
         "serve",
+        *(["--config", str(config)] if config is not None else []),
         "--host",
         "127.0.0.1",
         "--rtmp-port",
@@ -151,9 +166,13 @@ def serve_cmd(rtmp_port: int, http_port: int, admin_port: int = 0) -> list[str]:
 
 
 def run_mediacore(clip: Path, streams: int, seconds: float, warmup: float) -> IngestResult:
-    rtmp_port, http_port = free_port(), free_port()
+    rtmp_port, http_port, admin_port = free_port(), free_port(), free_port()
+    # Every push comes from loopback: the per-address connection cap ([rtmp]
+    # max_connections_per_ip, 20) must admit them all, or the figures count refused streams.
+    config = Path(tempfile.mkdtemp(prefix="mediacore-bench-ingest-")) / "mediacore.toml"
+    config.write_text(f"[rtmp]\nmax_connections_per_ip = {max(streams, RtmpConfig().max_connections_per_ip)}\n")
     server = subprocess.Popen(
-        serve_cmd(rtmp_port, http_port),
+        serve_cmd(rtmp_port, http_port, admin_port, config),
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -164,10 +183,20 @@ def run_mediacore(clip: Path, streams: int, seconds: float, warmup: float) -> In
             with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/streams", timeout=5) as r:
                 return sum(1 for s in json.load(r) if s["state"] == "live" and s["segments"] > 0)
 
-        return measure("mediacore", server.pid, rtmp_port, clip, streams, seconds, warmup, live_count)
+        def held_mb() -> float:
+            """MB of media the playlists hold, from the server's mediacore_media_held_bytes."""
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
+                lines = r.read().decode().splitlines()
+            held = sum(
+                float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("mediacore_media_held_bytes{")
+            )
+            return held / 1e6
+
+        return measure("mediacore", server.pid, rtmp_port, clip, streams, seconds, warmup, live_count, held_mb)
     finally:
         server.terminate()
         server.wait(10)
+        shutil.rmtree(config.parent, ignore_errors=True)
 
 
 def run_nginx(clip: Path, streams: int, seconds: float, warmup: float) -> IngestResult | None:
@@ -196,7 +225,7 @@ def run(streams: int, seconds: float, warmup: float, out: Path | None, peers: bo
         results.append(nginx)
     header = (
         f"{'server':<11}{'streams':>8}{'live':>6}{'CPU s/stream-s':>16}{'streams/core':>14}{'RSS MB':>9}"
-        f"{'+RSS/stream':>12}"
+        f"{'+RSS/stream':>12}{'held/stream':>12}"
     )
     print(header)
     print("-" * len(header))
@@ -204,6 +233,7 @@ def run(streams: int, seconds: float, warmup: float, out: Path | None, peers: bo
         print(
             f"{r.server:<11}{r.streams:>8}{r.streams_live:>6}{r.cpu_per_stream_second:>16.4f}"
             f"{r.streams_per_core:>14.1f}{r.rss_mb:>9.1f}{r.rss_per_stream_mb:>12.2f}"
+            f"{'-' if r.held_per_stream_mb is None else f'{r.held_per_stream_mb:.2f}':>12}"
         )
     report: dict = {"suite": "ingest", "clip": str(clip), "results": [asdict(r) for r in results]}
     if nginx is not None and results[0].cpu_per_stream_second > 0:

@@ -40,6 +40,18 @@ def test_ingest_suite_runs_and_writes_json(tmp_path):
         assert "streams_per_core_vs_nginx" in report
 
 
+def test_ingest_suite_reports_the_media_held(tmp_path):
+    _, report = run_suite(tmp_path, "ingest", "--streams", "1", "--seconds", "3", "--warmup", "4", "--no-peers")
+    assert report["results"][0]["held_per_stream_mb"] > 0
+
+
+def test_replay_suite_runs_and_writes_json(tmp_path):
+    stdout, report = run_suite(tmp_path, "replay", "--streams", "2", "--seconds", "6", "--runs", "1", timeout=180)
+    assert "ms per stream-second" in stdout
+    (result,) = report["results"]
+    assert result["streams"] == 2 and result["media_seconds"] > 4 and result["ms_per_stream_second"] > 0
+
+
 def test_latency_suite_runs_and_writes_json(tmp_path):
     stdout, report = run_suite(tmp_path, "latency", "--seconds", "12", timeout=240)
     assert "hls.js LL-HLS: latency (median)" in stdout

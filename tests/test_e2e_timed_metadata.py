@@ -118,7 +118,7 @@ async def test_rtmp_cue_point_pins_the_card_at_its_frame(engine, clip, tmp_path)
     (ll_card,) = dateranges_in(rendition.render())
     assert ll_card.render() == card.render()  # same ID, START-DATE and attributes
     parents = [s for s in [*rendition.segments, rendition.current] if s is not None]
-    boxes = [t for s in parents for p in s.parts for t in emsg_times(p.data)]
+    boxes = [t for s in parents for p in s.parts for t in emsg_times(bytes(p.data))]
     assert boxes == [(90000, cue_ms * 90, "https://aomedia.org/emsg/ID3")]
     await publisher.close()
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import random
+import struct
+
 import pytest
 
 from mediacore.model.media import Frame, Kind, Track
 from mediacore.origin.llhls import Request, advance_part_limit, decide, parse_directives
+from mediacore.packager.fmp4 import Sample, box, fragment, full_box
 from mediacore.packager.parts import PartCutter, declared_part_target
 from mediacore.store.ll import LlRendition
 
@@ -194,3 +198,36 @@ def test_frame_rate_is_the_median_parent_rate_snapped():
     for seg in r.segments:
         seg.samples = 50  # 25 fps content
     assert r.frame_rate() == 25.0
+
+
+def _fragment_box_by_box(samples: list[Sample], base: int, sequence: int, track_id: int) -> bytes:
+    """moof + mdat written box by box (ISO/IEC 14496-12 8.8): the reference for fragment()."""
+    entries = b"".join(
+        struct.pack(">IIIi", s.duration, len(s.data), 0x02000000 if s.keyframe else 0x01010000, s.composition_offset)
+        for s in samples
+    )
+
+    def moof(offset: int) -> bytes:
+        trun = full_box(b"trun", 1, 0x000F01, struct.pack(">Ii", len(samples), offset), entries)
+        tfhd = full_box(b"tfhd", 0, 0x020000, struct.pack(">I", track_id))
+        traf = box(b"traf", tfhd, full_box(b"tfdt", 1, 0, struct.pack(">Q", base)), trun)
+        return box(b"moof", full_box(b"mfhd", 0, 0, struct.pack(">I", sequence)), traf)
+
+    payload = b"".join(s.data for s in samples)
+    return moof(len(moof(0)) + 8) + box(b"mdat", payload)
+
+
+def test_fragment_matches_the_boxes_written_one_by_one() -> None:
+    rng = random.Random(14)
+    for _ in range(100):
+        samples = [
+            Sample(
+                rng.randrange(1, 6000),
+                rng.randbytes(rng.randrange(0, 2000)),
+                rng.random() < 0.3,
+                rng.randrange(-3000, 9000),
+            )
+            for _ in range(rng.randrange(0, 16))
+        ]
+        base, sequence, track = rng.randrange(2**40), rng.randrange(2**32), rng.randrange(1, 3)
+        assert fragment(samples, base, sequence, track) == _fragment_box_by_box(samples, base, sequence, track)

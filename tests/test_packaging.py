@@ -308,3 +308,38 @@ def test_millisecond_jitter_does_not_skip_a_keyframe():
         frame = Frame(VIDEO, ms * 90, ms * 90, i % 60 == 0, b"v", 0.0)
         closed += seg.push(frame)
     assert len(closed) == 4 and all(abs(d.duration - 2.0) < 0.02 for d in closed)
+
+
+def _fix_by_packet(last: dict[int, int], data: bytes) -> bytes:
+    """The continuity rule written out packet by packet: the reference the vectorised pass
+    must match (SDT dropped; the counter of a PID other than null steps on each payload)."""
+    out = bytearray()
+    for off in range(0, len(data), 188):
+        packet = bytearray(data[off : off + 188])
+        pid = ((packet[1] & 0x1F) << 8) | packet[2]
+        if pid == 0x0011:
+            continue
+        if pid != 0x1FFF and packet[3] & 0x10:
+            last[pid] = (last.get(pid, 15) + 1) & 0x0F
+            packet[3] = (packet[3] & 0xF0) | last[pid]
+        out += packet
+    return bytes(out)
+
+
+def test_continuity_pass_matches_the_packet_by_packet_rule() -> None:
+    import random
+
+    rng = random.Random(14)
+    counters = ContinuityCounters()
+    reference: dict[int, int] = {}
+    for _ in range(20):
+        packets = []
+        for _ in range(rng.randrange(0, 60)):
+            pid = rng.choice([0x0000, 0x0011, 0x0100, 0x0101, 0x1000, 0x1FFF, rng.randrange(0x2000)])
+            flags = rng.choice([0x10, 0x30, 0x20]) | rng.randrange(16)  # payload, both, adaptation only
+            packets.append(bytes([0x47, (pid >> 8) | rng.choice([0, 0x40]), pid & 0xFF, flags]) + rng.randbytes(184))
+        segment = b"".join(packets)
+        assert counters.fix(segment) == _fix_by_packet(reference, segment)
+    assert counters.last == reference
+    with pytest.raises(ValueError):
+        counters.fix(b"\x47" * 100)

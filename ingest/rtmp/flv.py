@@ -51,7 +51,7 @@ AAC_SEQUENCE_HEADER = 0
 AAC_RAW = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class VideoTag:
     frame_type: int
     codec: str  # "h264", "hevc", "av1", or the unsupported codec's name
@@ -61,7 +61,7 @@ class VideoTag:
     fourcc: str = ""  # the Enhanced RTMP FourCC, "" for a legacy tag
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AudioTag:
     sound_format: int
     packet_type: int

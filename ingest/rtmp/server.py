@@ -70,6 +70,9 @@ class RtmpConnection(asyncio.Protocol):
         self.address = ""  # the peer's IP address, for the per-address cap
         self.publishes = 0
         self._last_rx = 0.0
+        # The loop, kept from connection_made: asyncio.get_running_loop() costs a getpid()
+        # system call, and data_received runs about a hundred times a second per publisher.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._publish_deadline: asyncio.TimerHandle | None = None
         self._deciding: asyncio.Task[None] | None = None  # the pending publish decision
@@ -90,7 +93,7 @@ class RtmpConnection(asyncio.Protocol):
         if refusal is not None:
             self.server.refuse(self, refusal)
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._last_rx = loop.time()
         self._timer = loop.call_later(self.server.config.handshake_timeout, self._check_timeout)
         self._publish_deadline = loop.call_later(self.server.config.publish_deadline, self._check_published)
@@ -98,7 +101,8 @@ class RtmpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        self._last_rx = asyncio.get_running_loop().time()
+        if self._loop is not None:
+            self._last_rx = self._loop.time()
         if self._deciding is not None:
             self._held_bytes += data  # until the decision; past a bound, reading pauses
             if len(self._held_bytes) > HELD_WHILE_DECIDING and self.transport is not None:

@@ -111,7 +111,7 @@ class PublishRequest:
     publish_type: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MediaMessage:
     type_id: int  # AUDIO or VIDEO
     timestamp: int  # 32-bit milliseconds

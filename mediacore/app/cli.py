@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from mediacore.access.tokens import MIN_SECRET_BYTES, TOKEN_PARAM, TokenError, sign
 from mediacore.app.config import Config, ConfigError, check_open_publish, load_config, publish_is_open
+from mediacore.app.memory import pin_mmap_threshold
 from mediacore.model.names import PUBLISH_APP, is_stream_name
 from mediacore.playlist.uris import STREAM_ROOT, WATCH_PAGE, playback_urls
 
@@ -294,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sign-url":
         return _sign_url(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pin_mmap_threshold()
     if args.command == "edge":
         import uvloop
 

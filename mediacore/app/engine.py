@@ -138,7 +138,15 @@ class Engine:
         self.viewers.on_leave.append(self.plugin_host.hooks.viewer_left)
         self._viewer_sweep: asyncio.TimerHandle | None = None
         self.metrics.attach(
-            ScrapeSources(self.hub.streams, self._segments_made, self.viewers, self._rtp_receivers, clock, self.failed)
+            ScrapeSources(
+                self.hub.streams,
+                self._segments_made,
+                self.viewers,
+                self._rtp_receivers,
+                clock,
+                self.failed,
+                self._media_held,
+            )
         )
         self._http: Listener | None = None
         self._admin: Listener | None = None
@@ -158,6 +166,16 @@ class Engine:
     def _segments_made(self, name: str) -> int:
         packager = self.packagers.get(name)
         return packager.segments_made if packager else 0
+
+    def _media_held(self) -> Iterator[tuple[str, str, int]]:
+        """(stream, output, bytes) of the media the playlists of each stream the hub knows
+        hold in memory (a forgotten stream's series go with it, as its others do)."""
+        for name in self.hub.streams:
+            store = self.stores.get(name)
+            if store is not None:
+                yield name, HLS, store.held_bytes()
+            for rendition in self.ll_renditions.get(name, {}).values():
+                yield name, f"{LLHLS}-{rendition.name}", rendition.held_bytes()
 
     def _rtp_receivers(self) -> Iterator[tuple[str, TrackReceiver]]:
         """(stream, receiver) for every RTP track: RTSP sessions and raw inputs."""

@@ -44,6 +44,8 @@ class ScrapeSources:
     clock: Callable[[], float]
     failed: Mapping[str, str]
     """Streams marked failed (their packager kept raising), with the reason."""
+    media_held: Callable[[], Iterable[tuple[str, str, int]]] = lambda: ()
+    """(stream, output, bytes) of the media each output's playlists hold in memory."""
 
 
 class Metrics:
@@ -148,7 +150,14 @@ class _EngineCollector(Collector):
             viewers.add_metric([name], self.sources.viewers.count(name, now))
         for state, n in counts.items():
             live.add_metric([state], n)
-        yield from (live, frames, in_bytes, segments, drops, viewers)
+        held = GaugeMetricFamily(
+            "mediacore_media_held_bytes",
+            "Media bytes an output's playlists hold in memory: listed, retired but still downloadable, in progress",
+            labels=["stream", "output"],
+        )
+        for name, output, n in self.sources.media_held():
+            held.add_metric([name, output], n)
+        yield from (live, frames, in_bytes, segments, drops, viewers, held)
         yield from self._rtp()
 
     def _rtp(self) -> Iterator[Metric]:

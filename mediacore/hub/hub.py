@@ -87,6 +87,9 @@ class Subscription:
         self.queue = PriorityPacketQueue(max_items, max_bytes)
         self._next_drop_log = 1
         self._waiter: asyncio.Future[None] | None = None
+        # The loop of the first get(), kept: asyncio.get_running_loop() costs a getpid()
+        # system call, and a packager waits once or twice per read of its publisher.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
     @property
@@ -135,7 +138,10 @@ class Subscription:
                 return item
             if self.closed:
                 return StreamEnded()
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
             try:
                 await self._waiter
             finally:

@@ -206,6 +206,7 @@ class PriorityPacketQueue:
             self._prios[index] = _DEAD
             self._count -= 1
             self._bytes -= self._sizes[index]
+            self._sizes[index] = 0  # no size object kept per slot: 2 x 2048 slots per stream
             level = self._levels[priority]
             while level and level[0] <= seq:
                 level.popleft()

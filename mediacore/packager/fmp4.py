@@ -159,7 +159,7 @@ def emsg(timescale: int, presentation_time: int, duration: int | None, event_id:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sample:
     duration: int  # track timebase ticks
     data: bytes
@@ -167,29 +167,49 @@ class Sample:
     composition_offset: int  # pts - dts
 
 
+_TRUN_FLAGS = 0x000001 | 0x000100 | 0x000200 | 0x000400 | 0x000800
+"""trun flags: data offset, and per sample its duration, size, flags and composition offset."""
+_MOOF_FIXED = 88
+"""Bytes of a moof besides its trun entries: moof 8, mfhd 16, traf 8, tfhd 16, tfdt (v1) 20,
+trun (v1) header 20."""
+_MOOF_HEAD = struct.Struct(">I4s" + "I4sII" + "I4s" + "I4sII" + "I4sIQ" + "I4sIIi")
+
+
 def fragment(samples: list[Sample], base_decode_time: int, sequence: int, track_id: int = 1) -> bytes:
-    """One moof + mdat holding `samples` (a part, or a whole segment's worth)."""
+    """One moof + mdat holding `samples` (a part, or a whole segment's worth). Sizes are
+    known before writing (a trun entry is 16 bytes), so the boxes are packed in one go and
+    the payload is copied once, into the result."""
     count = len(samples)
-    entries = b"".join(
-        struct.pack(
-            ">IIIi", s.duration, len(s.data), SYNC_SAMPLE if s.keyframe else NON_SYNC_SAMPLE, s.composition_offset
-        )
-        for s in samples
+    moof_size = _MOOF_FIXED + 16 * count
+    entries: list[int] = []
+    payload_size = 0
+    for s in samples:
+        size = len(s.data)
+        payload_size += size
+        entries += (s.duration, size, SYNC_SAMPLE if s.keyframe else NON_SYNC_SAMPLE, s.composition_offset)
+    head = _MOOF_HEAD.pack(
+        moof_size,
+        b"moof",
+        16,
+        b"mfhd",
+        0,
+        sequence,
+        moof_size - 24,
+        b"traf",
+        16,
+        b"tfhd",
+        0x020000,  # default-base-is-moof
+        track_id,
+        20,
+        b"tfdt",
+        1 << 24,  # version 1: 64-bit base decode time
+        base_decode_time,
+        20 + 16 * count,
+        b"trun",
+        (1 << 24) | _TRUN_FLAGS,  # version 1: signed composition offsets
+        count,
+        moof_size + 8,  # data offset: the first sample, just past the mdat header
     )
-    trun_flags = 0x000001 | 0x000100 | 0x000200 | 0x000400 | 0x000800
-
-    def moof(data_offset: int) -> bytes:
-        return box(
-            b"moof",
-            full_box(b"mfhd", 0, 0, struct.pack(">I", sequence)),
-            box(
-                b"traf",
-                full_box(b"tfhd", 0, 0x020000, struct.pack(">I", track_id)),
-                full_box(b"tfdt", 1, 0, struct.pack(">Q", base_decode_time)),
-                full_box(b"trun", 1, trun_flags, struct.pack(">Ii", count, data_offset), entries),
-            ),
-        )
-
-    size = len(moof(0))
-    payload = b"".join(s.data for s in samples)
-    return moof(size + 8) + struct.pack(">I", 8 + len(payload)) + b"mdat" + payload
+    table = struct.pack(">" + "IIIi" * count, *entries)
+    mdat = struct.pack(">I4s", 8 + payload_size, b"mdat")
+    return b"".join([head, table, mdat, *(s.data for s in samples)])

@@ -67,13 +67,17 @@ class HlsPackager:
         self._fmp4_only = False
         self._audio_segments = 0  # segments of audio alone, while video was stalled or cut
         self._metadata = PendingMetadata()
+        self._limits_td: int | None = None
+        self._limits: tuple[float, float] | None = None  # (jump limit, segment limit) at _limits_td
         self.segments_made = 0
         self.metadata_written = 0
 
     async def run(self) -> None:
         try:
             while True:
-                item = await self.subscription.get()
+                item = self.subscription.get_nowait()  # no coroutine while frames are queued
+                if item is None:
+                    item = await self.subscription.get()
                 if isinstance(item, Frame):
                     await self._on_frame(item)
                 elif isinstance(item, (Discontinuity, Unpublished)):
@@ -120,7 +124,13 @@ class HlsPackager:
         segmenter = self._segmenter
         settings = self.config
         td = self.store.target_duration
-        limit = jump_limit(settings.max_timestamp_jump, td or target_duration(0.0, settings.segment_duration))
+        if td != self._limits_td or self._limits is None:
+            self._limits_td = td
+            self._limits = (
+                jump_limit(settings.max_timestamp_jump, td or target_duration(0.0, settings.segment_duration)),
+                segment_limit(settings.max_timestamp_jump, td, settings.segment_duration),
+            )
+        limit, longest = self._limits
         if self._guard.jumped(frame, limit):
             if first_of_doubling(self._guard.jumps):
                 log.warning(
@@ -144,7 +154,6 @@ class HlsPackager:
                 limit,
                 self._guard.bad_offsets,
             )
-        longest = segment_limit(settings.max_timestamp_jump, td, settings.segment_duration)
         segmenter.max_90k = round(longest * 90000)
         frame = self._decode_order.fix(frame)
         cuts = segmenter.stall_cuts

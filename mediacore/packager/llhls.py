@@ -70,13 +70,18 @@ class LlHlsPackager:
         self._decode_order = DecodeOrder()
         self._guard = TimelineGuard()
         self._metadata = {kind: PendingMetadata() for kind in renditions}
+        self._td: int | None = None  # TARGETDURATION once every rendition has fixed it
+        self._limits_td: int | None = None
+        self._limits: tuple[float, float] | None = None  # (jump limit, segment limit) at _limits_td
         self.parts_made = 0
         self.metadata_written = 0
 
     async def run(self) -> None:
         try:
             while True:
-                item = await self.subscription.get()
+                item = self.subscription.get_nowait()  # no coroutine while frames are queued
+                if item is None:
+                    item = await self.subscription.get()
                 if isinstance(item, Frame):
                     self._on_frame(item)
                 elif isinstance(item, (Discontinuity, Unpublished)):
@@ -116,7 +121,13 @@ class LlHlsPackager:
             self._decode_order.reset(kind)
             self._guard.reset(kind)
         td = self._target_duration()
-        limit = jump_limit(self.hls.max_timestamp_jump, td or target_duration(0.0, self.hls.segment_duration))
+        if td != self._limits_td or self._limits is None:
+            self._limits_td = td
+            self._limits = (
+                jump_limit(self.hls.max_timestamp_jump, td or target_duration(0.0, self.hls.segment_duration)),
+                segment_limit(self.hls.max_timestamp_jump, td, self.hls.segment_duration),
+            )
+        limit, longest = self._limits
         if self._guard.jumped(frame, limit):
             if first_of_doubling(self._guard.jumps):
                 log.info(
@@ -129,7 +140,6 @@ class LlHlsPackager:
             self._flush(discontinuity=True)
         frame = self._guard.presentable(frame, limit)
         cutter = state.cutter
-        longest = segment_limit(self.hls.max_timestamp_jump, td, self.hls.segment_duration)
         cutter.max_parent_ticks = round(longest * state.track.timebase)
         cuts = cutter.keyframe_cuts + cutter.byte_cuts
         self._emit(state, cutter.push(self._decode_order.fix(frame)))
@@ -198,7 +208,11 @@ class LlHlsPackager:
 
     def _target_duration(self) -> int | None:
         """The renditions' TARGETDURATION (they share one, T4), None until the first parent fixes it."""
+        if self._td is not None:
+            return self._td
         fixed = [r.target_duration for r in self.renditions.values() if r.target_duration is not None]
+        if len(fixed) == len(self.renditions):
+            self._td = max(fixed)  # each rendition fixes its TARGETDURATION once (T3)
         return max(fixed) if fixed else None
 
     def _emit(self, state: _Track, parts: list[ClosedPart]) -> None:

@@ -22,6 +22,7 @@ from fractions import Fraction
 from functools import lru_cache
 
 import av
+import numpy as np
 
 from mediacore.model.aac import AacConfig, adts_header, parse_asc
 from mediacore.model.h264 import AvcConfig, avcc_to_annexb, parse_avcc
@@ -88,7 +89,11 @@ def mux_segment(frames: list[Frame], metadata: Sequence[tuple[int, bytes]] = ())
 
 
 class ContinuityCounters:
-    """Per-PID continuity counters carried from one segment to the next."""
+    """Per-PID continuity counters carried from one segment to the next.
+
+    The pass is vectorised with numpy over the segment's packets (one row of 188 bytes
+    each): a 2 s segment is about 3,000 packets, and a Python loop over them, with a slice
+    object per packet, cost as much CPU as parsing the stream's RTMP chunks."""
 
     def __init__(self) -> None:
         self.last: dict[int, int] = {}
@@ -98,23 +103,20 @@ class ContinuityCounters:
         size = len(data)
         if size % TS_PACKET:
             raise ValueError(f"TS output of {size} bytes is not a whole number of packets")
-        buf = bytearray(data)
+        packets = np.frombuffer(data, np.uint8).reshape(-1, TS_PACKET)
+        pids = (packets[:, 1].astype(np.uint16) & 0x1F) << 8 | packets[:, 2]
+        kept = pids != SDT_PID
+        packets = packets[kept]  # a copy: the input stays untouched
+        pids = pids[kept]
+        flags = packets[:, 3]
+        counted = ((flags & 0x10) != 0) & (pids != NULL_PID)  # the counter steps on a payload
         last = self.last
-        keep: list[int] = []
-        for off in range(0, size, TS_PACKET):
-            pid = ((buf[off + 1] & 0x1F) << 8) | buf[off + 2]
-            if pid == SDT_PID:
-                continue
-            keep.append(off)
-            flags = buf[off + 3]
-            if pid != NULL_PID and flags & 0x10:
-                cc = (last.get(pid, 15) + 1) & 0x0F
-                last[pid] = cc
-                buf[off + 3] = (flags & 0xF0) | cc
-        if len(keep) * TS_PACKET == size:
-            return bytes(buf)
-        view = memoryview(buf)
-        return b"".join(view[off : off + TS_PACKET] for off in keep)
+        for pid in np.unique(pids[counted]).tolist():
+            rows = np.flatnonzero(counted & (pids == pid))
+            counters = (last.get(pid, 15) + 1 + np.arange(rows.size)) & 0x0F
+            flags[rows] = (flags[rows] & 0xF0) | counters.astype(np.uint8)
+            last[pid] = int(counters[-1])
+        return packets.tobytes()
 
 
 def probe_first_pids(data: bytes, count: int = 2) -> list[int]:

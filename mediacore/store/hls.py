@@ -156,6 +156,12 @@ class HlsStore(Windowed[StoredSegment]):
         edge = segments[-1].program_date_time + segments[-1].duration
         return latest if latest.start_date + latest.duration > edge else None
 
+    def held_bytes(self) -> int:
+        """Bytes of media held: the listed segments and the retired ones still downloadable
+        (W5; an expired one until the next segment prunes it)."""
+        listed = sum(len(s.data) for s in self.window.segments)
+        return listed + sum(len(seg.data) for seg, _ in self._retired.values())
+
     def get_segment(self, uri: str, now: float) -> StoredSegment | None:
         seg = self._by_uri.get(uri)
         if seg is not None:

@@ -49,7 +49,7 @@ class LlPart:
     index: int
     uri: str
     duration: float
-    data: bytes
+    data: bytes | memoryview  # its own bytes until its parent completes, then a view into the parent's
     independent: bool
     gap: bool = False  # no media: listed with GAP=YES, never served
 
@@ -71,6 +71,8 @@ class LlSegment:
     parts: list[LlPart] = field(default_factory=list)
     dateranges: list[PinnedDateRange] = field(default_factory=list)
     samples: int = 0
+    size: int = 0  # bytes of its parts
+    buffer: bytes = b""  # once complete: its parts' bytes, one block, which the parts view
     complete: bool = False
     completed_at: float = 0.0
 
@@ -84,7 +86,8 @@ class LlSegment:
         return bool(self.parts) and all(p.gap for p in self.parts)
 
     def data(self) -> bytes:
-        return b"".join(p.data for p in self.parts)
+        """The parent's bytes: its parts joined (L7)."""
+        return self.buffer if self.complete else b"".join(p.data for p in self.parts)
 
 
 class LlRendition(Windowed[LlSegment]):
@@ -114,7 +117,8 @@ class LlRendition(Windowed[LlSegment]):
         self.inits: dict[str, bytes] = {}
         self.init_uri = ""
         self._pending_discontinuity = False
-        self._by_uri: dict[str, tuple[bytes, float | None]] = {}  # uri -> (data, expires or None)
+        # uri -> (a part's data or a parent, whose buffer is its data; expires or None)
+        self._by_uri: dict[str, tuple[bytes | memoryview | LlSegment, float | None]] = {}
         self.ended = False
         self.changed = Notifier()
         self.peers: list[LlRendition] = []  # the other renditions, for rendition reports
@@ -173,6 +177,7 @@ class LlRendition(Windowed[LlSegment]):
         part = LlPart(index, self.part_uri(seg.msn, index), duration, data, independent, gap)
         seg.parts.append(part)
         seg.samples += samples
+        seg.size += len(data)
         if not gap:
             self._by_uri[part.uri] = (data, None)
         self.bytes_total += len(data)
@@ -189,7 +194,20 @@ class LlRendition(Windowed[LlSegment]):
         seg.complete = True
         seg.completed_at = now
         if not seg.gap:
-            self._by_uri[seg.uri] = (seg.data(), None)
+            # One block per parent, which its parts become views of: the parts' own blocks
+            # (tens of KB, on the allocator's heap) lived as long as the window and left
+            # holes between shorter-lived frames; one parent is large enough to be mapped
+            # and handed back whole when it expires.
+            seg.buffer = b"".join(p.data for p in seg.parts)
+            view = memoryview(seg.buffer)
+            offset = 0
+            for part in seg.parts:
+                size = len(part.data)
+                part.data = view[offset : offset + size]
+                offset += size
+                if not part.gap:
+                    self._by_uri[part.uri] = (part.data, None)
+            self._by_uri[seg.uri] = (seg, None)
         if self.target_duration is None:
             if self.td_source is None:
                 self.target_duration = target_duration(seg.duration, self.segment_duration)
@@ -202,7 +220,7 @@ class LlRendition(Windowed[LlSegment]):
             self._removed_dateranges.extend((pinned.daterange.id, now) for pinned in head.dateranges)
             expires = now + retention
             if not head.gap:
-                self._by_uri[head.uri] = (self._by_uri[head.uri][0], expires)
+                self._by_uri[head.uri] = (head, expires)
             for part in head.parts:
                 if not part.gap:
                     self._by_uri[part.uri] = (part.data, expires)
@@ -287,7 +305,7 @@ class LlRendition(Windowed[LlSegment]):
         current = self.current
         return current is not None and current.msn == msn and len(current.parts) > part
 
-    def resource(self, uri: str, now: float) -> bytes | None:
+    def resource(self, uri: str, now: float) -> bytes | memoryview | None:
         if uri in self.inits:
             return self.inits[uri]
         item = self._by_uri.get(uri)
@@ -296,7 +314,19 @@ class LlRendition(Windowed[LlSegment]):
         data, expires = item
         if expires is not None and expires <= now:
             return None
-        return data
+        return data.buffer if isinstance(data, LlSegment) else data
+
+    def held_bytes(self) -> int:
+        """Bytes of media held: every parent and part still downloadable (listed, in
+        progress, or retired: G2, W5; an expired one until the next parent prunes it) and
+        the init segments. A complete parent's parts are views of its buffer."""
+        held = 0
+        for data, _ in self._by_uri.values():
+            if isinstance(data, LlSegment):
+                held += len(data.buffer)
+            elif isinstance(data, bytes):
+                held += len(data)
+        return held + sum(len(init) for init in self.inits.values())
 
     def frame_rate(self) -> float:
         """Frames per second: the median rate of the parents in the window, snapped to a
@@ -312,7 +342,7 @@ class LlRendition(Windowed[LlSegment]):
 
     def bandwidth(self) -> tuple[int, int]:
         """(peak, average) bits per second over the complete segments in the window."""
-        rates = [len(s.data()) * 8 / s.duration for s in self.window.segments if s.duration > 0 and not s.gap]
+        rates = [s.size * 8 / s.duration for s in self.window.segments if s.duration > 0 and not s.gap]
         if not rates:
             return 0, 0
         return int(max(rates)), int(sum(rates) / len(rates))
