@@ -4,6 +4,7 @@ encoders (ffmpeg, GStreamer) and headless Chromium playing through hls.js."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -38,6 +39,24 @@ def local_config(server: dict[str, object] | None = None, **sections: object) ->
     adds to (or overrides) [server], the other keyword arguments are whole sections."""
     ports = {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(), "http_port": free_port()}
     return load_config(None, {"server": {**ports, **(server or {})}, **sections})
+
+
+def another_node(config: Config, name: str) -> Config:
+    """`config` for another node beside it (several engines in one test): its own ports and
+    data directory, its own copies of the sections a test may change (plugins, auth)."""
+    return dataclasses.replace(
+        config,
+        server=dataclasses.replace(
+            config.server,
+            rtmp_port=free_port(),
+            rtsp_port=free_port(),
+            http_port=free_port(),
+            data_dir=f"{config.server.data_dir}-{name}",
+        ),
+        plugin_settings={},
+        plugins=dataclasses.replace(config.plugins),
+        auth=dataclasses.replace(config.auth),
+    )
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 from commerce_http import SECRET, auth, call
-from conftest import free_port, until
+from conftest import another_node, until
 
 from benchmarks.servers import RedisServer
 from mediacore.app.config import Config
@@ -91,17 +91,8 @@ class Plugin(AudiencePlugin):
 
 
 def node_config(config: Config, redis: RedisServer, name: str) -> Config:
-    c = dataclasses.replace(
-        config,
-        server=dataclasses.replace(
-            config.server,
-            rtmp_port=free_port(),
-            rtsp_port=free_port(),
-            http_port=free_port(),
-            data_dir=f"{config.server.data_dir}-{name}",
-        ),
-        auth=dataclasses.replace(config.auth, jwt_secret=SECRET),
-    )
+    c = another_node(config, name)
+    c.auth.jwt_secret = SECRET
     c.plugin_settings = {
         "audience": {
             "redis_url": redis.url,

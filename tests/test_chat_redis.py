@@ -5,7 +5,6 @@ and restarted (without persistence: its data is gone) → both nodes resume, not
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from chat_helpers import Client, chat_engine, chat_url, joined, token
-from conftest import free_port, until
+from conftest import another_node, until
 
 from benchmarks.servers import RedisServer
 from mediacore.access.identity import Role
@@ -37,26 +36,9 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
-def node_config(config: Config, n: int) -> Config:
-    c = dataclasses.replace(
-        config,
-        server=dataclasses.replace(
-            config.server,
-            rtmp_port=free_port(),
-            rtsp_port=free_port(),
-            http_port=free_port(),
-            data_dir=f"{config.server.data_dir}-{n}",
-        ),
-        plugin_settings={},
-        plugins=dataclasses.replace(config.plugins),
-        auth=dataclasses.replace(config.auth),
-    )
-    return c
-
-
 async def two_nodes(stack: AsyncExitStack, config: Config, redis: RedisServer, **chat: object) -> tuple[Engine, Engine]:
-    a = await stack.enter_async_context(chat_engine(node_config(config, 1), redis_url=redis.url, **chat))
-    b = await stack.enter_async_context(chat_engine(node_config(config, 2), redis_url=redis.url, **chat))
+    a = await stack.enter_async_context(chat_engine(another_node(config, "1"), redis_url=redis.url, **chat))
+    b = await stack.enter_async_context(chat_engine(another_node(config, "2"), redis_url=redis.url, **chat))
     return a, b
 
 
