@@ -18,8 +18,8 @@ times, and each is encoded at that time, so the re-encoded stream stays on the s
 timeline (its decode time equals its presentation time: there are no B-frames). A frame
 lost whole (no slice of it arrived) is a hole in those times: the previous picture is
 encoded again in its place, so the output has one frame per source frame. Keyframes
-follow the source's: an IDR is forced on each picture decoded from a source IDR, and
-REPAIR_MAX_GOP after the last IDR when the source's was lost whole.
+come every REPAIR_GOP of the source's timeline: where a source with that GOP has its IDRs,
+also when one of them was lost whole.
 """
 
 from __future__ import annotations
@@ -44,20 +44,32 @@ REPAIR_PRESET = "ultrafast"
 """x264 preset of the re-encode: the cheapest. 720p30 costs about 3.3 ms of CPU a frame
 (decode included) on the test machine, 10 % of a core; "superfast" costs 45 % more for a
 sharper picture at the same bitrate, which matters less than keeping up on a loaded host."""
-REPAIR_MAX_GOP = 2 * VIDEO_TIMEBASE
-"""Longest interval (90 kHz ticks, 2 s) between two keyframes of the repaired stream. Each
-source IDR is one; when a source IDR was lost whole, one is forced this long after the last,
-which for the usual live GOP of 2 s (the HLS segment duration) is where the source's was,
-so a lost IDR never stretches a segment. A source with a longer GOP gets 2 s GOPs."""
-REPAIR_MAX_BACKLOG = 30
-"""Source frames waiting for the repair's worker thread at most (1 s at 30 fps). Each one
-waiting is latency the re-encoded video adds; a repair further behind does not keep up
-with real time (a host out of CPU), and source frames are dropped until a keyframe rather
-than the latency growing without bound (ingest/rtp/receiver.py)."""
-REPAIR_MAX_FILL = VIDEO_TIMEBASE // 2
-"""Longest hole (90 kHz ticks, 0.5 s) filled by repeating the previous picture. Frames
-lost whole are seldom more than a few in a row; a longer hole is a pause of the sender
-(or frames dropped while the repair caught up), left as a hole for the packagers."""
+REPAIR_GOP = 2 * VIDEO_TIMEBASE
+"""Interval (90 kHz ticks, 2 s) between two keyframes of the repaired stream: an IDR is
+forced on the first picture this long after the last one (less half a frame). For a source
+with the usual live GOP of 2 s (the HLS segment duration) that is the picture of the
+source's IDR, also when that IDR was lost whole. A source IDR off this grid is not made an
+IDR: after a hole (frames dropped while the repair caught up) moved the grid, an IDR at the
+source's next one would start a GOP shorter than the segment target, and the HLS segmenter,
+which cuts at the first keyframe at or past the target, would then make a segment of both
+GOPs, longer than TARGETDURATION (seen end to end: EXTINF 3.47 s with a 2 s target). A
+hole therefore shifts the grid; a source with a longer GOP gets 2 s GOPs."""
+REPAIR_MAX_BACKLOG = 10
+"""Source frames waiting for the repair's worker thread at most (1/3 s at 30 fps; it
+takes 3-8 ms a frame). Each one waiting is latency the re-encoded video adds behind the
+audio, on top of the skew the jitter buffers and the decode-time window already put
+between them, and the HLS segmenter takes video 1 s behind the audio for a hole in it
+(VIDEO_STALL_90K), which drops video to the next keyframe: with 0.5 s allowed, a loaded
+test machine saw it happen. Frames dropped instead cost less: holes up to REPAIR_MAX_FILL
+are filled. A repair further behind is not keeping up with real time (a host out of CPU),
+and source frames are dropped rather than the latency growing without bound
+(ingest/rtp/receiver.py)."""
+REPAIR_MAX_FILL = REPAIR_GOP
+"""Longest hole (90 kHz ticks, 2 s) filled by repeating the previous picture: frames lost
+whole, or dropped while the repair caught up. A hole left in the video shorter than the
+packagers' hole detection (1 s of video behind the audio) would become one LL-HLS part as
+long as the hole (seen end to end: a 1.07 s part with a 0.22 s PART-TARGET); a longer one
+is a pause of the sender, left as a hole for the packagers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +124,7 @@ class H264Repair:
         self.pps = next(n for n in parameter_sets if n[0] & 0x1F == NAL_PPS)
         self._last: VideoFrame | None = None  # the last picture encoded, repeated over holes
         self._last_pts: int | None = None
-        self._step: int | None = None  # the source's frame interval: the smallest step seen
+        self._step: float | None = None  # the source's frame interval, averaged over single steps
         self._idr_pts: int | None = None  # pts of the last IDR encoded
         self.frames_in = 0
         self.frames_out = 0
@@ -141,24 +153,26 @@ class H264Repair:
         out: list[RepairedFrame] = []
         if self._last_pts is not None:
             gap = pts - self._last_pts
-            if self._step is None or gap < self._step:
-                self._step = gap
-            if self._last is not None and gap <= REPAIR_MAX_FILL:
-                # Round to whole frames: the source's 90 kHz times of 29.97 fps are not all one step apart.
-                for k in range(1, (gap + self._step // 2) // self._step):
+            # Averaged: times in milliseconds (FLV, RTMP) put 30 fps frames 2970 or 3060 ticks apart.
+            if self._step is None or gap < 0.75 * self._step:
+                self._step = float(gap)
+            elif gap < 1.5 * self._step:
+                self._step += (gap - self._step) / 8
+            missing = round(gap / self._step) - 1
+            if self._last is not None and gap <= REPAIR_MAX_FILL and missing > 0:
+                for k in range(1, missing + 1):
                     self.repeated += 1
-                    out += self._encode(self._last, self._last_pts + k * self._step, False)
+                    out += self._encode(self._last, self._last_pts + k * gap // (missing + 1))
         if picture.format.name != "yuv420p" or (picture.width, picture.height) != (self.width, self.height):
             picture = picture.reformat(self.width, self.height, "yuv420p")
-        out += self._encode(picture, pts, picture.key_frame)
+        out += self._encode(picture, pts)
         self._last, self._last_pts = picture, pts
         return out
 
-    def _encode(self, picture: VideoFrame, pts: int, source_idr: bool) -> list[RepairedFrame]:
+    def _encode(self, picture: VideoFrame, pts: int) -> list[RepairedFrame]:
         # Half a frame of tolerance: the 90 kHz times of a source stamped in milliseconds
         # (FLV, RTMP) are not all one step apart, so its 2 s GOP may be a tick or two short.
-        late = self._idr_pts is None or pts - self._idr_pts >= REPAIR_MAX_GOP - (self._step or 0) // 2
-        idr = source_idr or late
+        idr = self._idr_pts is None or pts - self._idr_pts >= REPAIR_GOP - int(self._step or 0) // 2
         picture.pts, picture.time_base = pts, _TIME_BASE
         picture.pict_type = PictureType.I if idr else PictureType.NONE
         out = []
