@@ -36,7 +36,7 @@ class RtspConfig:
     """What H.264 video published over RTSP gets under packet loss: "off" passes it as sent
     and freezes it from a damaged reference frame to the next keyframe that arrives whole;
     "reencode" decodes it with error concealment and re-encodes it (ingest/rtp/repair.py),
-    so it keeps moving with artifacts, for about 0.1 core per 720p30 stream."""
+    so it keeps moving with artifacts, for about an eighth of a core per 720p30 stream."""
     video_repair_bitrate: int = 2_500_000
     """Bits per second of the re-encoded video when `video_repair` is "reencode": about the
     sources' (below it the picture blurs, above it only the bandwidth grows)."""
