@@ -10,6 +10,8 @@ cdef class JitterBuffer:
     cdef public double max_wait
     cdef public double loss_dwell
     cdef public long resync_packets
+    cdef public int max_nacks
+    cdef public double nack_interval
     cdef list _payloads
     cdef double[::1] _arrivals
     cdef long long[::1] _seqs
@@ -36,10 +38,12 @@ cdef class JitterBuffer:
     cdef void _reset(self, long long ext)
     @cython.locals(ext=cython.longlong, index=cython.longlong, s=cython.longlong, gap=cython.longlong,
                    transit=cython.double, d=cython.double)
-    cpdef bint push(self, long long seq, long long timestamp, long long ssrc, object payload, double now)
+    cpdef bint push(self, long long seq, long long timestamp, long long ssrc, object payload, double now,
+                    bint retransmitted=*)
     @cython.locals(index=cython.longlong)
     cdef void _skip_to(self, long long ext)
     @cython.locals(out=list, index=cython.longlong, s=cython.longlong, delay=cython.double, waited=cython.double)
     cpdef list pop(self, double now)
-    @cython.locals(out=list, index=cython.longlong, s=cython.longlong, since=cython.double)
+    @cython.locals(out=list, index=cython.longlong, s=cython.longlong, since=cython.double, delay=cython.double,
+                   deadline=cython.double, asked=int)
     cpdef list nacks(self, double now)

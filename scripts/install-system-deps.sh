@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the end-to-end tests and benchmarks drive for real:
-# ffmpeg/ffprobe (encoder and checker), chromium (hls.js playback), GStreamer (rtmp2sink, rtspclientsink),
+# ffmpeg/ffprobe (encoder and checker), chromium (hls.js playback), GStreamer (rtmp2sink,
+# rtspclientsink, rtpbin + rtprtxsend),
 # nginx with the RTMP module (benchmark peer), wrk (HTTP load generator for the edge benchmark),
 # redis-server (the multi-node commerce, chat, audience and cluster state; tests start their own instance),
 # openssl (self-signed certificates for the RTMPS/RTSPS tests). Skips apt entirely when all are present.

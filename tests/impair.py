@@ -60,10 +60,13 @@ class RtpImpairmentRelay(asyncio.DatagramProtocol):
         self.rng = random.Random(seed)
         self.clean_start = clean_start  # the first packets pass untouched: they start the receiver's window
         self.received = 0
+        self.last_received = 0.0  # loop time of the latest datagram from the sender
         self.dropped: list[int] = []
         self.duplicated = 0
         self.swapped = 0
         self.sent: list[int] = []  # 16-bit sequence numbers in the order they were sent
+        self.sent_types: list[int] = []  # their payload types (a retransmission stream has its own)
+        self.dropped_types: list[int] = []  # the payload types of the dropped packets
         self._held: bytes | None = None
         self._line: deque[tuple[float, bytes]] = deque()
         self._last_due = 0.0
@@ -75,12 +78,14 @@ class RtpImpairmentRelay(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.received += 1
+        self.last_received = asyncio.get_running_loop().time()
         if self.received <= self.clean_start:
             self._emit(data)
             return
         roll = self.rng.random()
         if roll < self.loss:
             self.dropped.append(struct.unpack_from(">H", data, 2)[0])
+            self.dropped_types.append(data[1] & 0x7F)
         elif roll < self.loss + self.duplicate:
             self.duplicated += 1
             self._emit(data)
@@ -110,18 +115,21 @@ class RtpImpairmentRelay(asyncio.DatagramProtocol):
         while self._line and self._line[0][0] <= now:
             _, data = self._line.popleft()
             self.sent.append(struct.unpack_from(">H", data, 2)[0])
+            self.sent_types.append(data[1] & 0x7F)
             assert self.transport is not None
             self.transport.sendto(data, self.target)
         if self._line:
             self._timer = loop.call_at(self._line[0][0], self._release)
 
-    def expected(self) -> Expected:
-        """Counters by definition, from the log of what was sent."""
+    def expected(self, payload_type: int | None = None) -> Expected:
+        """Counters by definition, from the log of what was sent (of one payload type: a
+        retransmission stream numbers its packets apart)."""
         seen: set[int] = set()
         highest = None
         duplicates = reordered = 0
         ext = None
-        for seq in self.sent:
+        sent = [s for s, t in zip(self.sent, self.sent_types) if payload_type in (None, t)]
+        for seq in sent:
             ext = seq if ext is None else ext + ((seq - ext + 0x8000) & 0xFFFF) - 0x8000
             if ext in seen:
                 duplicates += 1
@@ -135,10 +143,13 @@ class RtpImpairmentRelay(asyncio.DatagramProtocol):
 
 
 class RtcpRelay(asyncio.DatagramProtocol):
-    """Sender -> receiver unchanged; receiver -> sender recorded (NACKs, receiver reports)."""
+    """Sender -> receiver unchanged; receiver -> sender recorded (NACKs, receiver reports),
+    and sent back to where the sender's RTCP came from, or to `reply_to` (a sender that
+    reads RTCP on another port than it sends from, as gst-launch's udpsrc/udpsink pairs)."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], reply_to: tuple[str, int] | None = None) -> None:
         self.target = target
+        self.reply_to = reply_to
         self.sender: tuple[str, int] | None = None
         self.from_receiver: list[bytes] = []
         self.transport: asyncio.DatagramTransport | None = None
@@ -150,8 +161,9 @@ class RtcpRelay(asyncio.DatagramProtocol):
         assert self.transport is not None
         if addr == self.target:
             self.from_receiver.append(data)
-            if self.sender is not None:
-                self.transport.sendto(data, self.sender)
+            back = self.reply_to or self.sender
+            if back is not None:
+                self.transport.sendto(data, back)
         else:
             self.sender = addr
             self.transport.sendto(data, self.target)
@@ -165,13 +177,11 @@ BENIGN_MEDIA_ERRORS = {
     "fragGap",
     "bufferAppendNoProgress",
 }
-"""hls.js media errors a live player raises while it waits for data or steps over a GAP part
-or a hole (never fatal). bufferAppendNoProgress is a fragment whose append did not grow the
-buffered range (media already buffered, or an audio-only piece cut on audio while video had
-a hole): hls.js's error controller does nothing about it, as about the others; it came once
-over ll.m3u8 with the keyframe wait and once over index.m3u8 with repair on a loaded machine,
-both right after bufferSeekOverHole. Any other media error (bufferAppendingError,
-mediaSourceRequiresReset: what a decoder failure becomes) fails the test."""
+"""hls.js media errors a live player raises while it waits for data, steps over a GAP part
+or a hole, or appends a segment that adds nothing to the buffered range (the audio-only
+segments cut while video waits for a keyframe; hls.js's error controller does nothing about
+it); never fatal. Any other media error (bufferAppendingError, mediaSourceRequiresReset:
+what a decoder failure becomes), or an error on the video element, fails the test."""
 
 
 def video_frames(name: str, report: dict) -> tuple[int, float, float]:

@@ -167,6 +167,7 @@ operations = st.lists(
         st.tuples(st.just("pop"), st.just(0), st.just(0), st.floats(0, 0.2)),
         st.tuples(st.just("nacks"), st.just(0), st.just(0), st.floats(0, 0.2)),
         st.tuples(st.just("jump"), st.integers(3000, 40000), st.just(1), st.floats(0, 0.05)),
+        st.tuples(st.just("rtx"), st.integers(-40, 5), st.just(1), st.floats(0, 0.05)),
     ),
     max_size=300,
 )
@@ -177,8 +178,12 @@ operations = st.lists(
 def test_twins_agree_on_random_operation_sequences(base, ops):
     if not compiled.JITTER_COMPILED:
         pytest.fail("compiled twin missing")
-    a = PureJitterBuffer(48000, capacity=32, min_delay=0.01, max_delay=0.1, loss_dwell=0.01)
-    b = compiled.JitterBuffer(48000, capacity=32, min_delay=0.01, max_delay=0.1, loss_dwell=0.01)
+    a = PureJitterBuffer(
+        48000, capacity=32, min_delay=0.01, max_delay=0.1, loss_dwell=0.01, max_nacks=3, nack_interval=0.02
+    )
+    b = compiled.JitterBuffer(
+        48000, capacity=32, min_delay=0.01, max_delay=0.1, loss_dwell=0.01, max_nacks=3, nack_interval=0.02
+    )
     now = 0.0
     seq = base
     for op, delta, ssrc, dt in ops:
@@ -187,6 +192,10 @@ def test_twins_agree_on_random_operation_sequences(base, ops):
             seq = (seq + delta) & 0xFFFF
             ts = (seq * 960) & 0xFFFFFFFF
             assert a.push(seq, ts, ssrc, seq, now) == b.push(seq, ts, ssrc, seq, now)
+        elif op == "rtx":  # a retransmission of an earlier packet: the jitter estimate stays
+            old = (seq + delta) & 0xFFFF
+            ts = (old * 960) & 0xFFFFFFFF
+            assert a.push(old, ts, ssrc, old, now, True) == b.push(old, ts, ssrc, old, now, True)
         elif op == "pop":
             assert a.pop(now) == b.pop(now)
         else:

@@ -72,3 +72,19 @@ another may take its place: longer than any pause in a live sender's packets, sh
 that a sender that restarts (new port, new SSRC) is back within a GOP or so."""
 PUBLISH_RETRY = 1.0
 """Seconds a raw RTP input waits before trying again to publish a name that is busy."""
+RTX_PLAYOUT_DELAY = 1.0
+"""Least playout delay, seconds, of a track whose sender retransmits (RFC 4588, announced
+in the SDP): a lost packet is asked for after the 20 ms NACK dwell and again every
+NACK_INTERVAL, and each answer takes a round trip plus the sender's own delay, which for
+GStreamer's rtprtxsend was up to 400 ms on a busy machine; 1 s holds three asks and their
+answers. Lowered to the SDP's rtx-time when that is shorter (the sender keeps packets no
+longer). The cost is latency: this much more between the sender and the segments."""
+RTX_MAX_NACKS = 3
+"""Times one missing packet is asked for from a sender that retransmits: a NACK or its
+retransmission may be lost as well (at 2 % loss, three asks leave about one lost packet in
+a hundred thousand unrepaired)."""
+NACK_INTERVAL = 0.25
+"""Least seconds between two NACKs for the same packet from a sender that retransmits: a
+round trip plus the sender's delay, so a retransmission under way is not asked for twice
+(GStreamer's rtprtxsend answered in 0-400 ms through the test relay on a busy machine;
+sooner asks mostly bring duplicates)."""

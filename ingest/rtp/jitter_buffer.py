@@ -11,10 +11,22 @@ lives in typed arrays, which the compiled build reads as C arrays.
 
 Defaults: `capacity` 2048 packets holds about 2 s of 8 Mbit/s video (the reorder window's
 count bound); delays in seconds: `min_delay`/`max_delay` bound the adaptive playout delay,
-`max_wait` the time bound of the window, `loss_dwell` how long a gap waits before a NACK.
+`max_wait` the time bound of the window, `loss_dwell` how long a gap waits before a NACK
+(fixed, not taken from the jitter: the RTP timestamps of video with B-frames jump back and
+forth by frame intervals, so RFC 3550 jitter measures the encoder's reordering as much as
+the network's; the playout delay still follows it).
+`max_nacks` is how often one missing packet is asked for (1: senders that do not
+retransmit ignore it anyway), `nack_interval` the least time between two asks (about a
+round trip, so a retransmission under way is not asked for again); no packet is asked for
+once an answer, no sooner than `nack_interval` from now, would come after its gap is
+given up.
 """
 
 from array import array
+
+MAX_DELAY = 0.5
+"""Default most playout delay, seconds: four times the jitter stops growing here, half a
+second of latency; a track whose sender retransmits may be given a longer floor."""
 
 
 class JitterBuffer:
@@ -23,10 +35,12 @@ class JitterBuffer:
         clock_rate: int,
         capacity: int = 2048,
         min_delay: float = 0.02,
-        max_delay: float = 0.5,
+        max_delay: float = MAX_DELAY,
         max_wait: float = 1.0,
         loss_dwell: float = 0.02,
         resync_packets: int = 3000,
+        max_nacks: int = 1,
+        nack_interval: float = 0.0,
     ) -> None:
         if capacity < 8 or capacity & (capacity - 1):
             raise ValueError("capacity must be a power of two, at least 8")
@@ -38,11 +52,15 @@ class JitterBuffer:
         self.max_wait = max_wait
         self.loss_dwell = loss_dwell
         self.resync_packets = resync_packets
+        if not 1 <= max_nacks <= 100:
+            raise ValueError("max_nacks must be 1-100")
+        self.max_nacks = max_nacks
+        self.nack_interval = nack_interval
         self._payloads: list = [None] * capacity
         self._arrivals = array("d", [0.0]) * capacity
         self._seqs = array("q", [-1]) * capacity
         self._missing_since = array("d", [-1.0]) * capacity  # when a gap at this slot was first seen
-        self._nacked = array("b", [0]) * capacity
+        self._nacked = array("b", [0]) * capacity  # times the packet at this slot was asked for
         self._ready: list = []  # released early because the window overflowed
         self._ssrc = -1
         self._next = -1  # extended sequence number expected next
@@ -104,8 +122,12 @@ class JitterBuffer:
         self._highest = ext - 1
         self._have_transit = False
 
-    def push(self, seq: int, timestamp: int, ssrc: int, payload: object, now: float) -> bool:
-        """Offer one packet; False if it was dropped (duplicate or late)."""
+    def push(
+        self, seq: int, timestamp: int, ssrc: int, payload: object, now: float, retransmitted: bool = False
+    ) -> bool:
+        """Offer one packet; False if it was dropped (duplicate or late). A retransmitted
+        packet (RFC 4588) leaves the jitter estimate alone: its delay is the repair's, not
+        the network's."""
         if ssrc != self._ssrc:
             if self._ssrc != -1:
                 self.resyncs += 1
@@ -133,14 +155,15 @@ class JitterBuffer:
             self._skip_to(ext - self.capacity + 1)  # window full by count: give up the oldest gap
         self.received += 1
         # RFC 3550 A.8 interarrival jitter.
-        transit = now * self.clock_rate - timestamp
-        if self._have_transit:
-            d = transit - self._last_transit
-            if d < 0:
-                d = -d
-            self.jitter += (d - self.jitter) / 16.0
-        self._last_transit = transit
-        self._have_transit = True
+        if not retransmitted:
+            transit = now * self.clock_rate - timestamp
+            if self._have_transit:
+                d = transit - self._last_transit
+                if d < 0:
+                    d = -d
+                self.jitter += (d - self.jitter) / 16.0
+            self._last_transit = transit
+            self._have_transit = True
         if ext < self._highest:
             self.reordered += 1
         elif ext > self._highest + 1:
@@ -197,15 +220,31 @@ class JitterBuffer:
         return out
 
     def nacks(self, now: float) -> list:
-        """Sequence numbers (16-bit) missing for longer than loss_dwell, each reported once."""
+        """Sequence numbers (16-bit) to ask for, ascending: missing for loss_dwell, asked
+        for fewer than max_nacks times and not within nack_interval, and whose gap is given
+        up no sooner than an answer to an ask now could arrive (nack_interval from now):
+        the packet behind the gap has not yet waited the playout delay."""
         out: list[object] = []
         if self._next < 0:
             return out
-        for s in range(self._next, self._highest):
+        delay = self._delay()
+        deadline = 0.0  # when the gap being looked at is given up
+        s = self._highest
+        while s >= self._next:  # downwards: each gap meets the packet behind it first
             index = s & self._mask
-            if self._seqs[index] != s and not self._nacked[index]:
+            if self._seqs[index] == s:
+                deadline = self._arrivals[index] + delay
+            else:
+                asked = self._nacked[index]
                 since = self._missing_since[index]
-                if since >= 0.0 and now - since >= self.loss_dwell:
-                    self._nacked[index] = 1
+                if (
+                    asked < self.max_nacks
+                    and since >= 0.0
+                    and now - since >= self.loss_dwell + asked * self.nack_interval
+                    and now + self.nack_interval <= deadline
+                ):
+                    self._nacked[index] = asked + 1
                     out.append(s & 0xFFFF)
+            s -= 1
+        out.reverse()
         return out

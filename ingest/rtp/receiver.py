@@ -11,15 +11,16 @@ from __future__ import annotations
 import logging
 
 from ingest.rtp.compiled import JitterBuffer
+from ingest.rtp.jitter_buffer import MAX_DELAY
 from mediacore.hub.publisher import Publisher
 from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
 from mediacore.model.media import VIDEO_TIMEBASE, Frame, Kind, Track
 
-from .config import PLI_INTERVAL, REPORT_INTERVAL, SOURCE_SILENCE
+from .config import NACK_INTERVAL, PLI_INTERVAL, REPORT_INTERVAL, RTX_MAX_NACKS, RTX_PLAYOUT_DELAY, SOURCE_SILENCE
 from .depacketize import AacDepacketizer, H264Depacketizer, LatmDepacketizer, OpusDepacketizer
 from .errors import RtpError
-from .packet import Nack, Pli, ReceiverReport, ReportBlock, SenderReport, parse_rtcp, parse_rtp
+from .packet import Nack, Pli, ReceiverReport, ReportBlock, RtpPacket, SenderReport, parse_rtcp, parse_rtp
 from .repair import REPAIR_MAX_BACKLOG, H264Repair, RepairedFrame
 from .sdp import MediaDescription, check_latm
 from .to_stream import RtpToFrames, SessionClock, aac_track, audio_track, video_track
@@ -142,7 +143,21 @@ class TrackReceiver:
         self.foreign = 0  # datagrams from another address or SSRC than the track's source, dropped
         self.publisher = publisher
         self.peer = peer
-        self.jitter = JitterBuffer(media.clock_rate)
+        if media.rtx_payload_type is None:
+            self.jitter = JitterBuffer(media.clock_rate)
+        else:  # the sender retransmits: wait long enough for a NACK's answer, and ask again
+            floor = min(RTX_PLAYOUT_DELAY, media.rtx_time) if media.rtx_time else RTX_PLAYOUT_DELAY
+            self.jitter = JitterBuffer(
+                media.clock_rate,
+                min_delay=floor,
+                max_delay=max(floor, MAX_DELAY),
+                max_nacks=RTX_MAX_NACKS,
+                nack_interval=NACK_INTERVAL,
+            )
+        self.rtx_ssrc = 0  # the SSRC of the sender's retransmissions (RFC 4588 session multiplexing)
+        self.rtx_received = 0  # retransmissions received (restored, or dropped as duplicate or late)
+        self.rtx_recovered = 0  # retransmissions that filled a gap in time
+        self.nacked = 0  # sequence numbers asked for in generic NACKs, repeats included
         # Repaired video needs no decode times (the decoder orders by picture order count and
         # the re-encode has no B-frames): no frames are held back for them, 0.1 s less lag.
         repaired = repair_bitrate is not None and media.encoding == "H264"
@@ -231,6 +246,7 @@ class TrackReceiver:
         out = []
         lost = self.jitter.nacks(now)
         if lost and self.ssrc:
+            self.nacked += len(lost)
             out.append(Nack(self.receiver_ssrc, self.ssrc, lost).serialize())
         if isinstance(self.depacketizer, H264Depacketizer):
             orphans = self.depacketizer.dropped_fragments  # counted here, off the per-packet path
@@ -295,6 +311,9 @@ class TrackReceiver:
             "orphan_fragment": getattr(d, "dropped_fragments", 0),
             "damaged_frames": getattr(d, "damaged_units", 0),
             "skipped_frames": getattr(d, "skipped_units", 0) + self.repair_skipped,
+            "nacked": self.nacked,
+            "rtx_received": self.rtx_received,
+            "rtx_recovered": self.rtx_recovered,
         }
 
     def _on_aac(self, frames: list[tuple[int, bytes]]) -> None:
@@ -317,6 +336,8 @@ class TrackReceiver:
             self.bad_packets += 1
             self._report_bad("a bad RTP packet", self.bad_packets, e)
             return True
+        if packet.payload_type == self.media.rtx_payload_type:
+            return self._on_rtx(packet, now, wall)
         if packet.payload_type != self.media.payload_type:
             return True
         if packet.ssrc != self.ssrc or self._ssrc_seen is None:
@@ -333,8 +354,39 @@ class TrackReceiver:
                     packet.ssrc,
                 )
             self.ssrc = packet.ssrc
+            self.rtx_ssrc = 0  # a new sender: its retransmissions come from a new SSRC too
         self._ssrc_seen = now
         self.jitter.push(packet.sequence, packet.timestamp, packet.ssrc, packet, now)
+        self.drain(now, wall)
+        return True
+
+    def _on_rtx(self, packet: RtpPacket, now: float, wall: float) -> bool:
+        """A retransmission (RFC 4588 section 4, session multiplexing: its own SSRC and payload
+        type, the original sequence number (OSN) in the first two bytes of the payload, the
+        original payload after it), restored into the original stream (its payload type,
+        sequence number and SSRC) before the jitter buffer. False if it came from another
+        SSRC than the sender's retransmissions."""
+        if not self.ssrc:
+            return True  # no original stream yet to restore it into
+        if self.rtx_ssrc == 0:
+            self.rtx_ssrc = packet.ssrc
+        elif packet.ssrc != self.rtx_ssrc:
+            self._foreign(f"RTX SSRC {packet.ssrc:08x}, the sender's is {self.rtx_ssrc:08x}")
+            return False
+        data, start, stop = packet.data, packet.payload_start, packet.payload_end
+        if stop - start < 2:
+            self.bad_packets += 1
+            self._report_bad("a bad RTP packet", self.bad_packets, "RTX payload without its original sequence number")
+            return True
+        header = bytearray(data[:start])
+        header[0] &= 0xDF  # no padding: the original payload ends the datagram
+        header[1] = (header[1] & 0x80) | self.media.payload_type
+        header[2:4] = data[start : start + 2]
+        header[8:12] = self.ssrc.to_bytes(4, "big")
+        original = parse_rtp(bytes(header) + bytes(data[start + 2 : stop]))
+        self.rtx_received += 1
+        if self.jitter.push(original.sequence, original.timestamp, original.ssrc, original, now, True):
+            self.rtx_recovered += 1
         self.drain(now, wall)
         return True
 

@@ -27,6 +27,8 @@ class MediaDescription:
     control: str = ""
     port: int = 0  # from the m= line: where a raw RTP input listens
     rtcp_port: int = 0  # a=rtcp (RFC 3605); 0 means port + 1
+    rtx_payload_type: int | None = None  # RFC 4588 retransmissions of this media (`apt=` names it)
+    rtx_time: float = 0.0  # seconds the sender keeps packets for retransmission (`rtx-time`); 0: not said
 
     @property
     def sprop_parameter_sets(self) -> list[bytes]:
@@ -70,6 +72,8 @@ def parse_sdp(text: str) -> SessionDescription:
     sdp = SessionDescription()
     current: MediaDescription | None = None
     rtpmaps: dict[int, tuple[str, int, int]] = {}
+    rtx: dict[tuple[int, int], MediaDescription] = {}  # (media index, RTX payload type) -> its media
+    rtx_params: dict[tuple[int, int], dict[str, str]] = {}  # (media index, payload type) -> its fmtp
     for raw in text.splitlines():
         line = raw.strip()
         if len(line) < 2 or line[1] != "=":
@@ -111,12 +115,17 @@ def parse_sdp(text: str) -> SessionDescription:
                 rtpmaps[pt] = (enc_parts[0].upper(), rate, channels)
                 if pt == current.payload_type:
                     current.encoding, current.clock_rate, current.channels = rtpmaps[pt]
+                elif rtpmaps[pt][0] == "RTX":
+                    rtx[len(sdp.media) - 1, pt] = current
             elif name == "fmtp":
-                _, _, params = attr.partition(" ")
+                pt_text, _, params = attr.partition(" ")
+                target = current.fmtp
+                if pt_text.strip().isdigit() and int(pt_text) != current.payload_type:
+                    target = rtx_params.setdefault((len(sdp.media) - 1, int(pt_text)), {})  # another format's
                 for item in params.split(";"):
                     key, _, val = item.strip().partition("=")
                     if key:
-                        current.fmtp[key.lower()] = val.strip()
+                        target[key.lower()] = val.strip()
             elif name == "control":
                 current.control = attr
             elif name == "rtcp":
@@ -129,7 +138,35 @@ def parse_sdp(text: str) -> SessionDescription:
     for media in sdp.media:
         if not media.encoding:
             raise RtpError(f"SDP {media.kind} payload type {media.payload_type} has no rtpmap")
+    for (index, pt), media in rtx.items():
+        _rtx(media, pt, rtx_params.get((index, pt), {}))
     return sdp
+
+
+MAX_RTX_TIME = 10.0
+"""Longest `rtx-time` taken from an SDP, seconds: far beyond any playout delay (which caps
+how long a retransmission is waited for), so a larger value changes nothing."""
+
+
+def _rtx(media: MediaDescription, pt: int, params: dict[str, str]) -> None:
+    """RFC 4588 section 8.6: `a=rtpmap:PT rtx/RATE` with `a=fmtp:PT apt=ORIGINAL;rtx-time=MS`
+    names the payload type of the retransmissions of ORIGINAL (session multiplexing: same
+    port, another SSRC). Retransmissions of a payload type this media does not carry are
+    ignored, as are its other payload types."""
+    try:
+        apt = int(params.get("apt", ""))
+    except ValueError as e:
+        raise RtpError(f"SDP rtx payload type {pt} has no valid apt= (RFC 4588)") from e
+    if apt != media.payload_type:
+        return
+    try:
+        rtx_time = int(params.get("rtx-time", "0")) / 1000.0
+    except ValueError as e:
+        raise RtpError(f"SDP rtx-time {params.get('rtx-time')!r} is not a number of milliseconds") from e
+    if rtx_time < 0:
+        raise RtpError(f"SDP rtx-time {params.get('rtx-time')!r} is negative")
+    media.rtx_payload_type = pt
+    media.rtx_time = min(rtx_time, MAX_RTX_TIME)
 
 
 SUPPORTED = {"video": ("H264",), "audio": ("MPEG4-GENERIC", "MP4A-LATM", "OPUS")}

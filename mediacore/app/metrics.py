@@ -157,7 +157,9 @@ class _EngineCollector(Collector):
         packets = CounterMetricFamily(
             "mediacore_rtp_packets",
             "RTP packets by what became of them (received, lost, late, duplicate, "
-            "reordered, bad, bad_rtcp, orphan_fragment, foreign: from a stranger's address or SSRC)",
+            "reordered, bad, bad_rtcp, orphan_fragment, foreign: from a stranger's address or SSRC; "
+            "nacked: sequence numbers asked for in NACKs; rtx_received; "
+            "rtx_recovered: retransmissions that filled a gap)",
             labels=["stream", "media", "event"],
         )
         dropped = CounterMetricFamily(
