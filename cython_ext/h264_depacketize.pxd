@@ -4,6 +4,7 @@ cimport cython
 cdef class H264Depacketizer:
     cdef public object sps
     cdef public object pps
+    cdef public bint repair
     cdef list _nalus
     cdef Py_ssize_t _size
     cdef object _timestamp

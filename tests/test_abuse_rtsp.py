@@ -23,8 +23,8 @@ import psutil
 import pytest
 from conftest import count_packets, ffmpeg_push_cmd, start_process, stop_process, until, wait_for_playlist
 from hostile import HealthyStream
+from impair import ffmpeg_sdp, free_udp_pair
 from test_rtp_depacketize import FFMPEG_SDP
-from test_rtp_impairment import ffmpeg_sdp, free_udp_pair
 from test_rtsp_bad_input import scrape
 from test_rtsp_core import request
 

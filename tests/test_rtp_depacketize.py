@@ -125,6 +125,27 @@ def test_loss_drops_the_damaged_frame_and_freezes_until_the_next_keyframe(H264De
 
 
 @both_builds
+def test_repair_mode_passes_damaged_frames_with_what_arrived_and_never_waits(H264Depacketizer):
+    """For a decoder that conceals losses (ingest/rtp/repair.py): a damaged frame goes on
+    with its whole NAL units (the fragmented slice whose start was lost is left out), the
+    frames after it are not held for a keyframe, and no PLI is wanted."""
+    d = H264Depacketizer(repair=True)
+    idr, p_slice, sei = bytes([0x65, 0x88, 1, 2]), bytes([0x41, 0x9A, 3, 4]), bytes([0x06, 5, 0x80])
+    fu = lambda nal, start, end: bytes([0x7C, (0x80 if start else 0) | (0x40 if end else 0) | (nal[0] & 0x1F)])  # noqa: E731
+    assert [u.keyframe for u in d.push(rtp(idr, ts=0, marker=True))] == [True]
+    d.push(rtp(sei, ts=3000))
+    d.lost()  # the slice's first fragment
+    (damaged,) = d.push(rtp(fu(p_slice, False, True) + p_slice[1:], ts=3000, marker=True))
+    assert iter_nalus(damaged.data) == [sei] and d.damaged_units == 1 and d.dropped_fragments == 1
+    (after,) = d.push(rtp(p_slice, ts=6000, marker=True))
+    assert iter_nalus(after.data) == [p_slice] and d.skipped_units == 0 and not d.wants_keyframe
+    # A frame of which nothing arrived whole gives nothing: the repair fills its place.
+    d.lost()
+    assert d.push(rtp(fu(p_slice, False, True) + p_slice[1:], ts=9000, marker=True)) == []
+    assert d.damaged_units == 2 and not d.wants_keyframe
+
+
+@both_builds
 def test_loss_inside_a_non_reference_frame_costs_only_that_frame(H264Depacketizer):
     d = H264Depacketizer()
     idr, p_slice, b_slice = bytes([0x65, 0x88, 1, 2]), bytes([0x41, 0x9A, 3, 4]), bytes([0x01, 0x9E, 5, 6])
@@ -222,11 +243,11 @@ def run_ops(depacketizer, ops) -> list:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(packet_ops, max_size=60))
-def test_h264_depacketizer_twins_agree(ops):
+@given(st.lists(packet_ops, max_size=60), st.booleans())
+def test_h264_depacketizer_twins_agree(ops, repair):
     """Same access units, errors and counters from both builds on random packet sequences
     (FU-A starts, middles and ends, STAP-A with good and bad lengths, losses, markers)."""
-    results = [run_ops(cls(), ops) for cls in H264_BUILDS]
+    results = [run_ops(cls(repair=repair), ops) for cls in H264_BUILDS]
     assert all(r == results[0] for r in results[1:])
 
 

@@ -8,196 +8,21 @@ to the sender's side."""
 from __future__ import annotations
 
 import asyncio
-import re
-import socket
-import subprocess
+import time
 
-import aiohttp
 import pytest
-from conftest import (
-    ffmpeg_push_cmd,
-    make_clip,
-    play_in_browser,
-    require_tool,
-    start_process,
-    stop_process,
-    until,
-    wait_for_playlist,
-)
+from conftest import play_in_browser, until, wait_for_playlist
 from hls_rules import PlaylistHistory
-from impair import RtcpRelay, RtpImpairmentRelay
+from impair import poll_ll_playlists, poll_playlist, send_impaired_rtp, video_frames
 
 from ingest.rtp.packet import Nack, ReceiverReport, parse_rtcp
-from ingest.rtp.sdp import parse_sdp
-from mediacore.model.timebase import round_half_up
-from mediacore.playlist.media import MediaPlaylist
 
 pytestmark = pytest.mark.slow
 
-FPS = 30  # make_clip()'s frame rate: frames sent in a window = FPS x its seconds
-BENIGN_MEDIA_ERRORS = {
-    "bufferStalledError",
-    "bufferNudgeOnStall",
-    "bufferSeekOverHole",
-    "fragGap",
-    "bufferAppendNoProgress",
-}
-"""hls.js media errors a live player raises while it waits for data, steps over a GAP part,
-or appends a segment that adds nothing to the buffered range (the audio-only segments cut
-while video waits for a keyframe); never fatal. Any other media error
-(bufferAppendingError, mediaSourceRequiresReset: what a decoder failure becomes), or an
-error on the video element, fails the test."""
-
-
-def video_frames(name: str, report: dict) -> tuple[int, float, float]:
-    """Chromium decoded what hls.js gave it without a decoder or MSE error; returns (frames
-    decoded, frames sent, longest freeze in seconds) between the first and the last reading
-    of `getVideoPlaybackQuality().totalVideoFrames`. Frames sent are FPS x the wall-clock
-    time between them; a freeze is the time from the first reading of a frame count to the
-    first reading of a higher one (an overestimate by up to play.mjs's 1 s sampling)."""
-    assert report["started"] and report["fatal"] is None, (name, report)
-    errors = report["errors"]
-    media_errors = [e for e in errors if e["type"] == "mediaError" and e["details"] not in BENIGN_MEDIA_ERRORS]
-    assert media_errors == [] and report["end"]["mediaError"] is None, (name, media_errors, report["end"])
-    readings = [report["start"], *report["samples"], report["end"]]
-    decoded = readings[-1]["frames"] - readings[0]["frames"]
-    sent = FPS * (readings[-1]["wall"] - readings[0]["wall"])
-    longest = 0.0
-    since = readings[0]
-    for reading in readings[1:]:
-        if reading["frames"] > since["frames"]:
-            longest = max(longest, reading["wall"] - since["wall"])
-            since = reading
-    longest = max(longest, readings[-1]["wall"] - since["wall"])
-    return decoded, sent, longest
-
-
-def free_udp_pair() -> int:
-    """An even port whose successor is free too (RTP + RTCP)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1] & ~1
-        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            a.bind(("127.0.0.1", port))
-            b.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-        finally:
-            a.close()
-            b.close()
-    raise RuntimeError("no free UDP port pair")
-
-
-def ffmpeg_sdp(clip, tmp_path) -> str:
-    """The SDP ffmpeg writes for this clip (a short dry run to the discard port)."""
-    path = tmp_path / "probe.sdp"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-i",
-            str(clip),
-            "-t",
-            "0.2",
-            "-map",
-            "0:v",
-            "-c",
-            "copy",
-            "-f",
-            "rtp",
-            "rtp://127.0.0.1:9",
-            "-map",
-            "0:a",
-            "-c",
-            "copy",
-            "-f",
-            "rtp",
-            "rtp://127.0.0.1:9",
-            "-sdp_file",
-            str(path),
-        ],
-        check=True,
-        timeout=30,
-    )
-    return path.read_text()
-
-
-async def poll_playlist(url: str, history: PlaylistHistory, stop: asyncio.Event) -> None:
-    async with aiohttp.ClientSession() as session:
-        while not stop.is_set():
-            async with session.get(url) as resp:
-                history.add(await resp.text())
-            await asyncio.sleep(0.5)
-
-
-async def poll_ll_playlists(base: str, stop: asyncio.Event) -> list[str]:
-    """LL-HLS renditions under loss: parts within PART-TARGET (L5), parents within
-    TARGETDURATION (T2), every video parent starting with an independent part (E3)."""
-    problems: list[str] = []
-    reloads = 0
-    async with aiohttp.ClientSession() as session:
-        while not stop.is_set():
-            for name in ("video", "audio"):
-                async with session.get(f"{base}/ll/{name}.m3u8") as resp:
-                    pl = MediaPlaylist.parse(await resp.text())
-                reloads += 1
-                for seg in pl.segments:
-                    if seg.uri is not None and round_half_up(seg.duration) > pl.target_duration:
-                        problems.append(
-                            f"{name} T2: segment {seg.msn} of {seg.duration} s, TARGETDURATION {pl.target_duration}"
-                        )
-                    problems += [
-                        f"{name} L5: part of {p.duration} s" for p in seg.parts if p.duration > pl.part_target + 1e-6
-                    ]
-                    gaps = [p.gap for p in seg.parts]
-                    if any(gaps) and not all(gaps) or (seg.uri is not None and seg.parts and seg.gap != all(gaps)):
-                        problems.append(f"{name}: segment {seg.msn} mixes GAP and media parts")
-                    if (
-                        name == "video"
-                        and seg.parts
-                        and not seg.parts[0].gap
-                        and seg.parts[0].uri.endswith(".0.m4s")
-                        and not seg.parts[0].independent
-                    ):
-                        problems.append(f"video E3: segment {seg.msn} starts without an IDR")
-            await asyncio.sleep(0.5)
-    assert reloads >= 20
-    return sorted(set(problems))
-
 
 async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engine, tmp_path):
-    require_tool("ffmpeg")
-    clip = make_clip()
-    loop = asyncio.get_running_loop()
-    ports = {"video": free_udp_pair(), "audio": free_udp_pair()}
-    text = ffmpeg_sdp(clip, tmp_path)
-    text = re.sub(r"^m=(video|audio) \d+", lambda m: f"m={m.group(1)} {ports[m.group(1)]}", text, flags=re.M)
-    rtp_input = await engine.add_rtp_input("impaired", parse_sdp(text))
-    relays: dict[str, RtpImpairmentRelay] = {}
-    rtcp_relays: dict[str, RtcpRelay] = {}
-    relay_ports = {}
-    transports = []
-    for seed, kind in enumerate(("video", "audio")):
-        relay = RtpImpairmentRelay(("127.0.0.1", ports[kind]), seed=seed + 1)
-        t, _ = await loop.create_datagram_endpoint(lambda r=relay: r, local_addr=("127.0.0.1", 0))
-        rtcp = RtcpRelay(("127.0.0.1", ports[kind] + 1))
-        t2, _ = await loop.create_datagram_endpoint(lambda r=rtcp: r, local_addr=("127.0.0.1", 0))
-        transports += [t, t2]
-        relays[kind], rtcp_relays[kind] = relay, rtcp
-        relay_ports[kind] = (t.get_extra_info("sockname")[1], t2.get_extra_info("sockname")[1])
-    outputs = []
-    for kind, stream in (("video", "0:v"), ("audio", "0:a")):
-        rtp_port, rtcp_port = relay_ports[kind]
-        outputs += ["-map", stream, "-c", "copy", "-f", "rtp", f"rtp://127.0.0.1:{rtp_port}?rtcpport={rtcp_port}"]
-    # 40 s of media: the stream outlasts the 21 s of playback even when the browser joins late.
-    pusher = await start_process(*ffmpeg_push_cmd(clip, "", loops=3, output=outputs))
+    sender = await send_impaired_rtp(engine, "impaired", tmp_path)
+    rtp_input, relays, rtcp_relays, pusher = sender.input, sender.relays, sender.rtcp_relays, sender.pusher
     history = PlaylistHistory()
     stop = asyncio.Event()
     try:
@@ -208,10 +33,12 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
         base = f"http://127.0.0.1:{engine.http_port}/live/impaired"
         poller = asyncio.create_task(poll_playlist(f"{base}/index.m3u8", history, stop))
         ll_poller = asyncio.create_task(poll_ll_playlists(base, stop))
+        cpu, wall = time.process_time(), time.monotonic()
         report, ll_report = await asyncio.gather(
             play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/impaired?ll=0", seconds=21),
             play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/impaired?ll=1", seconds=21),
         )
+        cpu_per_second = (time.process_time() - cpu) / (time.monotonic() - wall)
         stop.set()
         await poller  # raises if a reload broke a playlist rule (T2: lost keyframes must not stretch segments)
         problems = await ll_poller
@@ -227,9 +54,7 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
         )
         counters = {kind: r.jitter for kind, r in receivers.items()}
     finally:
-        await stop_process(pusher)
-        for t in transports:
-            t.close()
+        await sender.close()
     # Video freezes from a damaged reference frame to the next whole keyframe: Chromium's
     # decoder fails the media element on a frame whose reference is missing or a truncated
     # slice (docs/rtp-ingest.md, "Loss"), so nothing of the kind may reach it. What it
@@ -247,7 +72,8 @@ async def test_impaired_rtp_plays_and_jitter_buffer_counts_match_the_relay(engin
         f"({ll_decoded / ll_sent:.0%}), longest freeze {ll_longest:.1f} s, advanced {ll_report['advanced']:.1f} s, "
         f"stalls {ll_report['stallsAfterStart']}; damaged frames {d.damaged_units} ({d.nonref_damaged_units} "
         f"non-reference), skipped {d.skipped_units}, segments cut on audio {segmenter.stall_cuts}, "
-        f"video dropped by the segmenter {segmenter.dropped_video}"
+        f"video dropped by the segmenter {segmenter.dropped_video}; this process (engine, relays, pollers) "
+        f"used {cpu_per_second:.2f} CPU-s per second"
     )
     assert d.damaged_units > 0
     # Audio carries the playhead over the video's holes. Video decodes only from a keyframe

@@ -19,10 +19,9 @@ from conftest import (
     until,
     wait_for_playlist,
 )
-from impair import RtcpRelay, RtpImpairmentRelay
+from impair import BENIGN_MEDIA_ERRORS, RtcpRelay, RtpImpairmentRelay, free_udp_pair
 from test_abuse_rtsp import IDR, FakePublisher, rtp
 from test_rtp_core import BUILDS
-from test_rtp_impairment import BENIGN_MEDIA_ERRORS, free_udp_pair
 from test_rtsp_bad_input import scrape
 
 from ingest.rtp.config import NACK_INTERVAL, RTX_MAX_NACKS, RTX_PLAYOUT_DELAY, SOURCE_SILENCE

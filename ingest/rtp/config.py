@@ -32,10 +32,27 @@ class RtspConfig:
     """Port of the RTSPS listener (RTSP inside TLS, `rtsps://`), beside the plain one; 0 leaves
     it off. Needs [server] tls_cert and tls_key. Every limit above applies to it as well.
     Media goes inside the TLS connection only with TCP interleaving; UDP RTP stays plain."""
+    video_repair: str = "off"
+    """What H.264 video published over RTSP gets under packet loss: "off" passes it as sent
+    and freezes it from a damaged reference frame to the next keyframe that arrives whole;
+    "reencode" decodes it with error concealment and re-encodes it (ingest/rtp/repair.py),
+    so it keeps moving with artifacts, for about an eighth of a core per 720p30 stream."""
+    video_repair_bitrate: int = 2_500_000
+    """Bits per second of the re-encoded video when `video_repair` is "reencode": about the
+    sources' (below it the picture blurs, above it only the bandwidth grows)."""
     tls_handshake_timeout: float = 10.0
     """Seconds a connection to the RTSPS port may take to complete its TLS handshake before it
     is dropped: a client that opens TCP and never finishes TLS holds a socket and TLS state
     that no other limit sees (the connection caps count a connection once TLS is up)."""
+
+
+VIDEO_REPAIR_MODES = ("off", "reencode")
+"""The values of `video_repair` ([rtsp], [[rtp.inputs]])."""
+
+
+def repair_bitrate(mode: str, bitrate: int) -> int | None:
+    """The bitrate a TrackReceiver repairs video at for a `video_repair` setting (None: off)."""
+    return bitrate if mode == "reencode" else None
 
 
 TICK_SECONDS = 0.02

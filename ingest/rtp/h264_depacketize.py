@@ -25,7 +25,11 @@ MAX_ACCESS_UNIT = 8 * 1024 * 1024
 
 
 class H264Depacketizer:
-    def __init__(self, parameter_sets: list[bytes] | None = None) -> None:
+    def __init__(self, parameter_sets: list[bytes] | None = None, repair: bool = False) -> None:
+        """`repair`: the access units go to a decoder that conceals losses (ingest/rtp/repair.py),
+        not to players: every unit is passed with the NAL units of it that arrived whole, and
+        nothing waits for a keyframe."""
+        self.repair = repair
         self.sps: bytes | None = None
         self.pps: bytes | None = None
         for ps in parameter_sets or []:
@@ -60,7 +64,9 @@ class H264Depacketizer:
         One case costs only the damaged frame: when the packet after the gap continues the
         unit in progress (same timestamp; an access unit's packets are consecutive, so the
         gap held nothing else) and that unit is a non-reference picture (nal_ref_idc 0,
-        which H.264 requires of all its slices alike), no other frame refers to it."""
+        which H.264 requires of all its slices alike), no other frame refers to it.
+
+        With `repair`, both units are passed on all the same, with what arrived whole."""
         if self._timestamp is not None:
             self._damaged = True
         self._gap_timestamp = self._timestamp
@@ -104,7 +110,12 @@ class H264Depacketizer:
             self._size = 0
             return []
         keyframe = any(n[0] & 0x1F == NAL_IDR for n in self._nalus)
-        if damaged or (self._need_keyframe and not keyframe):
+        if self.repair:
+            if damaged:
+                self.damaged_units += 1
+            if not self._nalus:
+                return []  # nothing of it arrived whole: the repair fills its place
+        elif damaged or (self._need_keyframe and not keyframe):
             if damaged:
                 self.damaged_units += 1
                 if disposable:

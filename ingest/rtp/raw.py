@@ -45,7 +45,9 @@ class RawRtpInput:
         on_error: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        repair_bitrate: int | None = None,
     ) -> None:
+        """`repair_bitrate`: H.264 video is repaired at this bitrate (TrackReceiver's)."""
         check_ingestible(sdp)
         self.hub = hub
         self.clock = clock  # monotonic seconds: timeouts, buffering, RTCP timing
@@ -55,6 +57,7 @@ class RawRtpInput:
         self.sdp = sdp
         self.host = host
         self.timeout = timeout
+        self.repair_bitrate = repair_bitrate
         self.on_error = on_error
         self.publisher: Publisher | None = None
         self.receivers: dict[int, TrackReceiver] = {}
@@ -122,6 +125,7 @@ class RawRtpInput:
                 ssrc,
                 rtp_source=self._rtp_sources[i],
                 rtcp_source=self._rtcp_sources[i],
+                repair_bitrate=self.repair_bitrate,
             )
             for i, m in enumerate(self.sdp.media)
         }

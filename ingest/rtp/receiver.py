@@ -15,12 +15,13 @@ from ingest.rtp.jitter_buffer import MAX_DELAY
 from mediacore.hub.publisher import Publisher
 from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
-from mediacore.model.media import Frame, Kind, Track
+from mediacore.model.media import VIDEO_TIMEBASE, Frame, Kind, Track
 
 from .config import NACK_INTERVAL, PLI_INTERVAL, REPORT_INTERVAL, RTX_MAX_NACKS, RTX_PLAYOUT_DELAY, SOURCE_SILENCE
 from .depacketize import AacDepacketizer, H264Depacketizer, LatmDepacketizer, OpusDepacketizer
 from .errors import RtpError
 from .packet import Nack, Pli, ReceiverReport, ReportBlock, RtpPacket, SenderReport, parse_rtcp, parse_rtp
+from .repair import REPAIR_MAX_BACKLOG, H264Repair, RepairedFrame
 from .sdp import MediaDescription, check_latm
 from .to_stream import RtpToFrames, SessionClock, aac_track, audio_track, video_track
 from .transcode import SAMPLE_RATE, OpusToAac, ThreadedTranscoder
@@ -129,9 +130,13 @@ class TrackReceiver:
         receiver_ssrc: int = 0,
         rtp_source: SourceLock | None = None,
         rtcp_source: SourceLock | None = None,
+        repair_bitrate: int | None = None,
     ) -> None:
         """`rtp_source` / `rtcp_source`: where this track's UDP datagrams may come from
-        (None: anywhere, as over the RTSP TCP connection, whose peer is the publisher)."""
+        (None: anywhere, as over the RTSP TCP connection, whose peer is the publisher).
+        `repair_bitrate`: H.264 video is repaired (decoded with error concealment and
+        re-encoded at this many bits per second, ingest/rtp/repair.py) instead of frozen
+        until a keyframe after a loss; None leaves it as sent."""
         self.media = media
         self.rtp_source = rtp_source
         self.rtcp_source = rtcp_source
@@ -153,14 +158,22 @@ class TrackReceiver:
         self.rtx_received = 0  # retransmissions received (restored, or dropped as duplicate or late)
         self.rtx_recovered = 0  # retransmissions that filled a gap in time
         self.nacked = 0  # sequence numbers asked for in generic NACKs, repeats included
-        self.frames = RtpToFrames(media.clock_rate, clock)
+        # Repaired video needs no decode times (the decoder orders by picture order count and
+        # the re-encode has no B-frames): no frames are held back for them, 0.1 s less lag.
+        repaired = repair_bitrate is not None and media.encoding == "H264"
+        self.frames = RtpToFrames(media.clock_rate, clock, reorder=0 if repaired else 3)
         self.track: Track | None = None
         self.bad_packets = 0
         self.depacketizer: H264Depacketizer | AacDepacketizer | LatmDepacketizer | OpusDepacketizer
-        self.transcoder: ThreadedTranscoder | None = None
-        self._frames_track: Track | None = None  # the track RtpToFrames stamps (Opus: not published)
+        self.transcoder: ThreadedTranscoder[tuple[int, bytes]] | None = None
+        self.repair_bitrate = repair_bitrate
+        self.repairer: ThreadedTranscoder[RepairedFrame] | None = None
+        self._repair_wait = False  # the repair fell behind: source frames are dropped until a keyframe
+        self.repair_skipped = 0  # source frames dropped while the repair waited for a keyframe
+        self._frames_track: Track | None = None  # the track RtpToFrames stamps (Opus, repaired video: not published)
+        self._wall_anchor: tuple[int, float] | None = None  # (pts, wall-clock time) of the first transcoded frame
         if media.encoding == "H264":
-            self.depacketizer = H264Depacketizer(media.sprop_parameter_sets)
+            self.depacketizer = H264Depacketizer(media.sprop_parameter_sets, repair=repair_bitrate is not None)
             try:  # parameter sets in the SDP: the video track is known before the first frame, as audio's is
                 self._track()
             except RtpError:
@@ -173,7 +186,6 @@ class TrackReceiver:
                 Kind.AUDIO, "opus", SAMPLE_RATE, b"", "opus", sample_rate=SAMPLE_RATE, channels=2
             )
             self.transcoder = ThreadedTranscoder(core, self._on_aac)
-            self._wall_anchor: tuple[int, float] | None = None
             publisher.update_track(self.track)
         elif media.encoding == "MP4A-LATM":
             mux = check_latm(media)
@@ -243,7 +255,7 @@ class TrackReceiver:
             self._orphans_logged = orphans
         if (
             isinstance(self.depacketizer, H264Depacketizer)
-            and self.depacketizer.wants_keyframe
+            and (self.depacketizer.wants_keyframe or self._repair_wait)
             and self.ssrc
             and now >= self._next_pli
         ):
@@ -298,7 +310,7 @@ class TrackReceiver:
             "foreign": self.foreign,
             "orphan_fragment": getattr(d, "dropped_fragments", 0),
             "damaged_frames": getattr(d, "damaged_units", 0),
-            "skipped_frames": getattr(d, "skipped_units", 0),
+            "skipped_frames": getattr(d, "skipped_units", 0) + self.repair_skipped,
             "nacked": self.nacked,
             "rtx_received": self.rtx_received,
             "rtx_recovered": self.rtx_recovered,
@@ -398,13 +410,47 @@ class TrackReceiver:
                 for frame in self.frames.push(track, unit, wall):
                     self._send(frame)
 
+    def _on_repaired(self, frames: list[RepairedFrame]) -> None:
+        assert self.track is not None and self._wall_anchor is not None
+        pts0, wall0 = self._wall_anchor
+        for f in frames:
+            self.publisher.send(
+                Frame(self.track, f.pts, f.pts, f.keyframe, f.data, wall0 + (f.pts - pts0) / VIDEO_TIMEBASE)
+            )
+
     def _send(self, frame: Frame) -> None:
-        if self.transcoder is None:
+        if self.transcoder is None and self.repairer is None:
             self.publisher.send(frame)
             return
         if self._wall_anchor is None:
             self._wall_anchor = (frame.pts, frame.wallclock)
-        self.transcoder.submit(frame.pts, frame.data)
+        if self.transcoder is not None:
+            self.transcoder.submit(frame.pts, frame.data)
+        elif self.repairer is not None:
+            self._repair(self.repairer, frame)
+
+    def _repair(self, repairer: ThreadedTranscoder[RepairedFrame], frame: Frame) -> None:
+        """Hand a source frame to the repair. One that is REPAIR_MAX_BACKLOG frames behind
+        does not keep up with real time: source frames are dropped (the picture freezes, a
+        PLI asks for a keyframe) rather than latency growing, until a keyframe finds room or
+        the backlog has drained to half. Frames taken again without a keyframe are decoded
+        with the dropped ones concealed, as lost ones are: a pure keyframe wait would turn a
+        one-second stall of an overloaded host into a freeze of up to a GOP more."""
+        if self._repair_wait and not frame.keyframe and repairer.backlog > REPAIR_MAX_BACKLOG // 2:
+            self.repair_skipped += 1
+            return
+        if repairer.submit(frame.pts, frame.dts, frame.data):
+            self._repair_wait = False
+            return
+        self.repair_skipped += 1
+        if not self._repair_wait:
+            log.warning(
+                "rtp %s: the video repair is %d frames behind; dropping frames until it catches up (%d dropped so far)",
+                self.peer,
+                repairer.backlog,
+                self.repair_skipped,
+            )
+        self._repair_wait = True
 
     def finish(self, now: float, wall: float) -> None:
         """The session ended: release everything buffered, gaps and reorder window included."""
@@ -415,15 +461,25 @@ class TrackReceiver:
                 self._send(frame)
         if self.transcoder is not None:
             self.transcoder.close()
+        if self.repairer is not None:
+            self.repairer.close()
 
     def _track(self) -> Track | None:
+        """The track RtpToFrames stamps video with, once the parameter sets are known (the
+        published one, or with repair the source's, the published one being the encoder's)."""
         if self.track is None and isinstance(self.depacketizer, H264Depacketizer):
             sps, pps = self.depacketizer.sps, self.depacketizer.pps
             if sps is None or pps is None:
                 return None
             try:
-                self.track = video_track(sps, pps)
+                source = video_track(sps, pps)
+                if self.repair_bitrate is not None:
+                    core = H264Repair(source.config, sps, self.repair_bitrate)
+                    self._frames_track = source
+                    source = video_track(core.sps, core.pps)
+                    self.repairer = ThreadedTranscoder(core, self._on_repaired, REPAIR_MAX_BACKLOG, "H.264 repair")
             except H264Error as e:
                 raise RtpError(f"bad H.264 parameter sets: {e}") from e
+            self.track = source
             self.publisher.update_track(self.track)
-        return self.track
+        return self._frames_track or self.track

@@ -23,7 +23,7 @@ from mediacore.hub.publisher import HELD_WHILE_DECIDING, Authorizer, PublishAtte
 from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
 
-from .config import TEARDOWN_LINGER, TICK_SECONDS, UDP_RECEIVE_BUFFER, RtspConfig
+from .config import TEARDOWN_LINGER, TICK_SECONDS, UDP_RECEIVE_BUFFER, RtspConfig, repair_bitrate
 from .errors import RtpError
 from .receiver import SourceLock, TrackReceiver
 from .rtsp import Interleaved, Request, RtspParser, interleaved, response
@@ -299,8 +299,16 @@ class RtspConnection(asyncio.Protocol):
             # RTCP from that host, from the port its first report comes from.
             rtp_source = SourceLock(self.host) if udp else None
             rtcp_source = SourceLock(leader=rtp_source) if rtp_source is not None else None
+            config = self.server.config
             self.receivers[index] = TrackReceiver(
-                media, self.publisher, self.peer, clock, ssrc, rtp_source=rtp_source, rtcp_source=rtcp_source
+                media,
+                self.publisher,
+                self.peer,
+                clock,
+                ssrc,
+                rtp_source=rtp_source,
+                rtcp_source=rtcp_source,
+                repair_bitrate=repair_bitrate(config.video_repair, config.video_repair_bitrate),
             )
         log.info(
             "rtsp %s: publishing stream %s (%s)",

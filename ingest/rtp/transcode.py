@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
+from typing import Any, Generic, Protocol, TypeVar
 
 import av
 import numpy as np
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 48000
 AAC_FRAME = 1024
 _TIME_BASE = Fraction(1, SAMPLE_RATE)
+Out = TypeVar("Out")
 
 
 class TranscodeError(Exception):
@@ -130,33 +132,53 @@ class OpusToAac:
         return out
 
 
-class ThreadedTranscoder:
-    """Runs an OpusToAac on one worker thread, in order, bounded in backlog."""
+class TranscoderCore(Protocol[Out]):
+    """What ThreadedTranscoder runs: a synchronous core whose push() turns one input into
+    zero or more outputs and whose flush() drains it (OpusToAac, H264Repair)."""
+
+    decode_errors: int
+
+    def push(self, *args: Any, **kwargs: Any) -> list[Out]: ...
+
+    def flush(self) -> list[Out]: ...
+
+
+class ThreadedTranscoder(Generic[Out]):
+    """Runs a transcoder core on one worker thread, in order, bounded in backlog."""
 
     def __init__(
-        self, core: OpusToAac, on_output: Callable[[list[tuple[int, bytes]]], None], max_backlog: int = 250
+        self,
+        core: TranscoderCore[Out],
+        on_output: Callable[[list[Out]], None],
+        max_backlog: int = 250,
+        name: str = "Opus transcoder",
     ) -> None:
+        """`max_backlog`: inputs waiting at most (Opus: 250 x 20 ms = 5 s of audio); past it
+        submit() refuses them. `name`: how log lines call it."""
         self.core = core
         self.on_output = on_output
-        self.max_backlog = max_backlog  # packets waiting (250 x 20 ms = 5 s of audio)
+        self.max_backlog = max_backlog
+        self.name = name
         self.backlog = 0
         self.dropped = 0
         self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opus-aac")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transcode")
         self._closed = False
 
-    def submit(self, pts: int, packet: bytes) -> None:
+    def submit(self, *args: Any) -> bool:
+        """Queue core.push(*args); False if it was dropped (closed, or the backlog is full)."""
         if self._closed:
-            return
+            return False
         if self.backlog >= self.max_backlog:
             self.dropped += 1
             if self.dropped & (self.dropped - 1) == 0:
-                log.warning("Opus transcoder is behind: %d packets dropped", self.dropped)
-            return
+                log.warning("%s is behind: %d inputs dropped", self.name, self.dropped)
+            return False
         self.backlog += 1
-        self._executor.submit(self._run, self.core.push, pts, packet)
+        self._executor.submit(self._run, self.core.push, *args)
+        return True
 
-    def _run(self, fn: Callable[..., list[tuple[int, bytes]]], *args: object) -> None:
+    def _run(self, fn: Callable[..., list[Out]], *args: object) -> None:
         try:
             out = fn(*args)
         except TranscodeError as e:
@@ -164,12 +186,12 @@ class ThreadedTranscoder:
             if self.core.decode_errors & (self.core.decode_errors - 1) == 0:
                 log.warning("%s (%d so far)", e, self.core.decode_errors)
         except Exception:  # the worker must never die silently
-            log.exception("Opus transcoder failed")
+            log.exception("%s failed", self.name)
             out = []
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._deliver, out, bool(args))
 
-    def _deliver(self, out: list[tuple[int, bytes]], counted: bool) -> None:
+    def _deliver(self, out: list[Out], counted: bool) -> None:
         if counted:
             self.backlog -= 1
         if out:

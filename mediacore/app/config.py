@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.rtmp.config import RtmpConfig
-from ingest.rtp.config import RtspConfig
+from ingest.rtp.config import VIDEO_REPAIR_MODES, RtspConfig
 from mediacore.access.identity import MIN_JWT_SECRET_BYTES
 from mediacore.access.tokens import ALL_STREAMS, MIN_SECRET_BYTES, PlaybackPolicy
 from mediacore.hub.config import HubConfig
@@ -75,6 +75,11 @@ class RtpInputConfig:
     sdp: str = ""
     """Path of the SDP file describing the input: its m= ports are the UDP ports listened on
     (RTCP on the next port), its rtpmap/fmtp lines the codecs (what `ffmpeg -sdp_file` writes)."""
+    video_repair: str = "off"
+    """H.264 video under packet loss: "off" freezes it until a keyframe arrives whole,
+    "reencode" conceals the losses and re-encodes it (as [rtsp] video_repair)."""
+    video_repair_bitrate: int = 2_500_000
+    """Bits per second of the re-encoded video (as [rtsp] video_repair_bitrate)."""
 
 
 @dataclass(slots=True)
@@ -272,6 +277,13 @@ def validate(config: Config) -> None:
         raise ConfigError("server.drain_timeout and server.drain_grace must not be negative")
     if not 128 <= config.rtmp.max_chunk_size <= 0x7FFFFFFF:
         raise ConfigError("rtmp.max_chunk_size must be between 128 and 2^31-1")
+    repairs = [("rtsp", config.rtsp.video_repair, config.rtsp.video_repair_bitrate)]
+    repairs += [(f"rtp.inputs[{i}]", r.video_repair, r.video_repair_bitrate) for i, r in enumerate(config.rtp.inputs)]
+    for name, mode, bitrate in repairs:
+        if mode not in VIDEO_REPAIR_MODES:
+            raise ConfigError(f"{name}.video_repair must be one of {', '.join(VIDEO_REPAIR_MODES)}, not {mode!r}")
+        if bitrate <= 0:
+            raise ConfigError(f"{name}.video_repair_bitrate must be positive")
     for name, section in (("rtmp", config.rtmp), ("rtsp", config.rtsp)):
         if not 0 <= section.tls_port <= 65535:
             raise ConfigError(f"{name}.tls_port must be between 0 (off) and 65535")

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ingest.rtmp.server import RtmpServer
+from ingest.rtp.config import repair_bitrate
 from ingest.rtp.errors import RtpError
 from ingest.rtp.raw import RawRtpInput
 from ingest.rtp.receiver import TrackReceiver
@@ -549,7 +550,7 @@ class Engine:
                 sdp = parse_sdp(Path(item.sdp).read_text())
             except (OSError, RtpError) as e:
                 raise ConfigError(f"rtp input {item.stream}: {item.sdp}: {e}") from e
-            await self.add_rtp_input(item.stream, sdp)
+            await self.add_rtp_input(item.stream, sdp, repair_bitrate(item.video_repair, item.video_repair_bitrate))
         await self.plugin_host.start(self.plugins)
         self._sweep_viewers()
         await self.start_http()
@@ -589,8 +590,9 @@ class Engine:
         interval = self.config.http.viewer_timeout / VIEWER_SWEEPS_PER_TIMEOUT
         self._viewer_sweep = asyncio.get_running_loop().call_later(interval, self._sweep_viewers)
 
-    async def add_rtp_input(self, name: str, sdp: SessionDescription) -> RawRtpInput:
-        """Listen for raw RTP described by `sdp`, published as stream `name`."""
+    async def add_rtp_input(self, name: str, sdp: SessionDescription, repair_bitrate: int | None = None) -> RawRtpInput:
+        """Listen for raw RTP described by `sdp`, published as stream `name`; its H.264 video
+        repaired at `repair_bitrate` (ingest/rtp/repair.py; None: as sent)."""
         rtp_input = RawRtpInput(
             self.hub,
             name,
@@ -600,6 +602,7 @@ class Engine:
             on_error=self.metrics.ingest_errors.labels("rtp").inc,
             clock=self.clock,
             wall_clock=self.wall_clock,
+            repair_bitrate=repair_bitrate,
         )
         await rtp_input.start()
         self.rtp_inputs.append(rtp_input)

@@ -95,6 +95,14 @@ def iter_nalus(data: bytes, length_size: int = 4) -> list[bytes]:
     return out
 
 
+def split_annexb(data: bytes) -> list[bytes]:
+    """The NAL units of an Annex B byte stream (3- or 4-byte start codes, as encoders write
+    it). Zero bytes before a start code are dropped (trailing_zero_8bits; a NAL unit never
+    ends in one, cabac_zero_words being optional padding)."""
+    pieces = data.split(b"\x00\x00\x01")
+    return [n for n in (p.rstrip(b"\x00") for p in pieces[1:]) if n]
+
+
 def avcc_to_annexb(data: bytes, config: AvcConfig, keyframe: bool) -> bytes:
     """Annex B access unit for MPEG-TS: AUD first, SPS/PPS before every IDR (HLS E3/E5
     need each segment decodable on its own), in-band AUDs and parameter sets replaced."""
