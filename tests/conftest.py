@@ -19,6 +19,7 @@ from benchmarks.media import count_packets, make_clip  # noqa: F401  (re-exporte
 from benchmarks.servers import stop_process  # noqa: F401  (re-exported for tests)
 from mediacore.app.config import Config, load_config
 from mediacore.app.engine import Engine
+from mediacore.model.media import Frame, Track
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -193,3 +194,24 @@ def _blocking_call_guard(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
             if seconds > SLOW_CALLBACK_LIMIT:
                 slow.append(message)
     assert not slow, f"event loop blocked: {slow[:3]}"
+
+
+class RecordingPublisher:
+    """Stands where the hub's Publisher does for an ingest core under test: records the tracks
+    and frames it is given."""
+
+    def __init__(self) -> None:
+        self.tracks: list[Track] = []
+        self.frames: list[Frame] = []
+
+    def update_track(self, track: Track) -> None:
+        self.tracks.append(track)
+
+    def send(self, frame: Frame) -> None:
+        self.frames.append(frame)
+
+    def set_metadata(self, metadata: dict[str, object]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -21,7 +21,15 @@ import struct
 
 import psutil
 import pytest
-from conftest import count_packets, ffmpeg_push_cmd, start_process, stop_process, until, wait_for_playlist
+from conftest import (
+    RecordingPublisher,
+    count_packets,
+    ffmpeg_push_cmd,
+    start_process,
+    stop_process,
+    until,
+    wait_for_playlist,
+)
 from hostile import HealthyStream
 from impair import ffmpeg_sdp, free_udp_pair
 from test_rtp_depacketize import FFMPEG_SDP
@@ -200,28 +208,17 @@ def test_rtcp_lock_follows_the_rtp_source():
     assert rtcp_lock.admit(("10.0.0.1", 6001), 10.5) and rtcp_lock.current == ("10.0.0.1", 6001)
 
 
-class FakePublisher:
-    def __init__(self) -> None:
-        self.frames: list[object] = []
-
-    def update_track(self, track: object) -> None:
-        pass
-
-    def send(self, frame: object) -> None:
-        self.frames.append(frame)
-
-    def set_metadata(self, metadata: dict[str, object]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def test_receiver_drops_strangers_and_foreign_ssrcs_and_counts_them():
     media = parse_sdp(FFMPEG_SDP).media[0]
     rtp_lock = SourceLock("10.0.0.1")
     receiver = TrackReceiver(
-        media, FakePublisher(), "test", SessionClock(), 1, rtp_source=rtp_lock, rtcp_source=SourceLock(leader=rtp_lock)
+        media,
+        RecordingPublisher(),
+        "test",
+        SessionClock(),
+        1,
+        rtp_source=rtp_lock,
+        rtcp_source=SourceLock(leader=rtp_lock),
     )
     sender, ssrc = ("10.0.0.1", 5000), 0xAAAA
     assert receiver.on_rtp(rtp(96, 1, IDR, ssrc), 0.0, 0.0, sender)

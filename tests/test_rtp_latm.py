@@ -5,6 +5,7 @@ test_fixtures_real_peers.py), round trips under hypothesis, and the refusals."""
 from __future__ import annotations
 
 import pytest
+from conftest import RecordingPublisher
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +21,6 @@ from ingest.rtp.packet import RtpPacket
 from ingest.rtp.receiver import TrackReceiver
 from ingest.rtp.sdp import check_ingestible, parse_sdp
 from ingest.rtp.to_stream import SessionClock
-from mediacore.model.media import Frame, Track
 
 
 class Bits:
@@ -257,29 +257,11 @@ def test_sdp_refusals(rate, fmtp, message):
         check_ingestible(sdp)
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.tracks: list[Track] = []
-        self.frames: list[Frame] = []
-
-    def update_track(self, track: Track) -> None:
-        self.tracks.append(track)
-
-    def send(self, frame: Frame) -> None:
-        self.frames.append(frame)
-
-    def set_metadata(self, metadata: dict[str, object]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def test_receiver_publishes_the_aac_track_and_frames_and_counts_damage():
     config = mux_config(asc_bits(2, 3, 2))
     assert config.hex() == "400023203fc0"  # LC, 48 kHz, stereo; 3 + 8 + 1 + 1 bits after the ASC
     (media,) = parse_sdp(LATM_SDP.format(rate=48000, fmtp=f"cpresent=0;config={config.hex()}")).media
-    recorder = Recorder()
+    recorder = RecordingPublisher()
     receiver = TrackReceiver(media, recorder, "test", SessionClock())  # type: ignore[arg-type]
     (track,) = recorder.tracks
     assert (track.codec, track.config, track.sample_rate, track.channels, track.codec_string) == (

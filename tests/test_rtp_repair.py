@@ -21,6 +21,7 @@ import aiohttp
 import av
 import pytest
 from conftest import (
+    RecordingPublisher,
     count_packets,
     ffmpeg_push_cmd,
     ffprobe_frames,
@@ -59,26 +60,6 @@ a=fmtp:96 packetization-mode=1; sprop-parameter-sets={sprop}
 """
 
 
-class Recorder:
-    """The hub's Publisher, recording."""
-
-    def __init__(self) -> None:
-        self.tracks: list[Track] = []
-        self.frames: list[Frame] = []
-
-    def update_track(self, track: Track) -> None:
-        self.tracks.append(track)
-
-    def send(self, frame: Frame) -> None:
-        self.frames.append(frame)
-
-    def set_metadata(self, metadata: dict[str, object]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def clip_units() -> tuple[bytes, list[tuple[int, bool, bytes]]]:
     """make_clip()'s video: its avcC record and (RTP timestamp, keyframe, AVCC data) per
     frame, in decode order."""
@@ -108,11 +89,11 @@ def packetize(data: bytes) -> list[bytes]:
     return payloads
 
 
-def repair_receiver(avcc: bytes) -> tuple[TrackReceiver, Recorder]:
+def repair_receiver(avcc: bytes) -> tuple[TrackReceiver, RecordingPublisher]:
     config = parse_avcc(avcc)
     sprop = ",".join(base64.b64encode(ps).decode() for ps in (config.sps[0], config.pps[0]))
     (media,) = parse_sdp(SDP.format(sprop=sprop)).media
-    recorder = Recorder()
+    recorder = RecordingPublisher()
     receiver = TrackReceiver(media, recorder, "test", SessionClock(), repair_bitrate=BITRATE)  # type: ignore[arg-type]
     return receiver, recorder
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    RecordingPublisher,
     free_port,
     make_clip,
     play_in_browser,
@@ -20,7 +21,7 @@ from conftest import (
     wait_for_playlist,
 )
 from impair import BENIGN_MEDIA_ERRORS, RtcpRelay, RtpImpairmentRelay, free_udp_pair
-from test_abuse_rtsp import IDR, FakePublisher, rtp
+from test_abuse_rtsp import IDR, rtp
 from test_rtp_core import BUILDS
 from test_rtsp_bad_input import scrape
 
@@ -119,7 +120,7 @@ def sender(payload_type: int, seq: int, ssrc: int, payload: bytes, timestamp: in
 
 def test_receiver_restores_retransmissions_into_the_original_stream():
     media = parse_sdp(RTX_SDP).media[0]
-    publisher = FakePublisher()
+    publisher = RecordingPublisher()
     receiver = TrackReceiver(media, publisher, "test", SessionClock(), 1)
     assert receiver.jitter.min_delay == RTX_PLAYOUT_DELAY and receiver.jitter.max_nacks == RTX_MAX_NACKS
     assert receiver.jitter.nack_interval == NACK_INTERVAL
@@ -144,7 +145,7 @@ def test_receiver_restores_retransmissions_into_the_original_stream():
 
 
 def test_a_sender_that_restarts_brings_its_new_retransmission_ssrc():
-    receiver = TrackReceiver(parse_sdp(RTX_SDP).media[0], FakePublisher(), "test", SessionClock(), 1)
+    receiver = TrackReceiver(parse_sdp(RTX_SDP).media[0], RecordingPublisher(), "test", SessionClock(), 1)
     assert receiver.on_rtp(sender(96, 1, SENDER_SSRC, IDR, 3000), 0.0, 0.0)
     assert receiver.on_rtp(sender(97, 9, RTX_SSRC, (1).to_bytes(2, "big") + IDR, 3000), 0.01, 0.0)
     later = SOURCE_SILENCE + 0.1  # the sender's SSRC was silent that long: a restarted sender takes over
@@ -155,7 +156,7 @@ def test_a_sender_that_restarts_brings_its_new_retransmission_ssrc():
 
 def test_a_track_without_retransmissions_keeps_one_nack_per_gap_and_ignores_rtx():
     media = parse_sdp(RTX_SDP.replace("a=rtpmap:97 rtx/90000\n", "")).media[0]
-    receiver = TrackReceiver(media, FakePublisher(), "test", SessionClock(), 1)
+    receiver = TrackReceiver(media, RecordingPublisher(), "test", SessionClock(), 1)
     assert media.rtx_payload_type is None and receiver.jitter.max_nacks == 1
     assert receiver.on_rtp(rtp(96, 1, IDR, SENDER_SSRC), 0.0, 0.0)
     assert receiver.on_rtp(rtp(97, 2, (1).to_bytes(2, "big") + IDR, RTX_SSRC), 0.01, 0.0)  # another format: ignored
