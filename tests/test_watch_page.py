@@ -140,7 +140,8 @@ async def test_cards_in_sync_for_ll_and_hls_viewers_and_one_order_per_tap(config
             if change["pdt"] - change["prevPdt"] <= 2 * FRAME_MS + ROUNDING:
                 assert change["pdt"] - due <= ONE_FRAME, (kind, name, change)
                 contiguous.append(name)
-        assert contiguous, (kind, "playback skipped over every card change: nothing measured to the frame", changes)
+        # At least one card's appearance is measured to the frame for each viewer.
+        assert {"show", "buy"} & set(contiguous), (kind, "playback skipped over both cards' appearance", changes)
         behind = (end["now"] - end["framePdt"]) / 1000
         figures[kind] = {
             "show_ms": round(shown["delta"], 1),
