@@ -1,15 +1,18 @@
 """A healthy ffmpeg stream that watches itself while a hostile peer does its worst.
 
 Every abuse test runs its hostile peer beside one of these and then asks `check()`: the
-healthy stream's playlist kept answering (95 % of polls within PLAYLIST_DEADLINE, every one
-within PLAYLIST_STALL), it lost no frame, and the
-server's memory grew by less than RSS_GROWTH_LIMIT. The engine runs in the test's process,
-so a peer that freezes the event loop freezes the playlist poller too, and shows.
+healthy stream's playlist answered every poll within PLAYLIST_DEADLINE, it lost no frame,
+and the server's memory grew by less than RSS_GROWTH_LIMIT. The engine runs in the test's
+process, so a peer that freezes the event loop freezes the playlist poller too, and shows.
+Like `mediacore serve`, which freezes its startup heap (mediacore/app/cli.py), the test's
+process freezes its heap while the healthy stream runs: a full collection walking pytest's
+heap (every test module, hypothesis, fixtures) stalls the loop for ~0.1 s by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from pathlib import Path
@@ -23,11 +26,7 @@ from mediacore.app.engine import Engine
 from mediacore.model.media import Kind
 
 PLAYLIST_DEADLINE = 0.1
-"""Seconds within which 95 % of the healthy stream's playlist polls answer during the attack."""
-PLAYLIST_STALL = 0.5
-"""Seconds no poll may exceed: the attacks found froze the loop for seconds (118,800 GAP parts
-took 2.8 s), while a loaded 2-core machine delays a single poll of a healthy server by ~0.1 s
-now and then, with no hostile peer at all."""
+"""Seconds within which every one of the healthy stream's playlist polls answers during the attack."""
 RSS_GROWTH_LIMIT = 50 * 1024 * 1024
 """Bytes the server's resident memory may grow while the hostile peer runs."""
 POLL_INTERVAL = 0.05
@@ -54,6 +53,8 @@ class HealthyStream:
         url = f"rtmp://127.0.0.1:{self.engine.rtmp_port}/live/{self.name}{query}"
         self._pusher = await start_process(*ffmpeg_push_cmd(self.clip, url))
         await wait_for_playlist(self.engine.http_port, self.name, segments=1)
+        gc.collect()
+        gc.freeze()
         self._rss_before = psutil.Process(os.getpid()).memory_info().rss
         self._poller = asyncio.create_task(self._poll())
         return self
@@ -83,10 +84,9 @@ class HealthyStream:
         grown = psutil.Process(os.getpid()).memory_info().rss - self._rss_before
         assert self.failures == [], self.failures
         assert len(self.times) >= 10, self.times
-        times = sorted(self.times)
-        p95 = times[int(0.95 * (len(times) - 1))]
-        assert times[-1] < PLAYLIST_STALL, f"the healthy playlist took {times[-1]:.3f} s to answer"
-        assert p95 < PLAYLIST_DEADLINE, f"95 % of the healthy playlist's polls took up to {p95:.3f} s"
+        slowest = max(self.times)
+        print(f"healthy playlist: {len(self.times)} polls, slowest {slowest * 1000:.1f} ms")
+        assert slowest < PLAYLIST_DEADLINE, f"the healthy playlist took {slowest:.3f} s to answer"
         assert stream.stats.frames[Kind.VIDEO] == expected["video"]
         assert stream.stats.frames[Kind.AUDIO] == expected["audio"]
         assert sum(s.dropped for s in stream.subscribers) == 0, "a subscriber of the healthy stream dropped frames"
@@ -100,3 +100,4 @@ class HealthyStream:
             await asyncio.gather(self._poller, return_exceptions=True)
         if self._pusher is not None:
             await stop_process(self._pusher)
+        gc.unfreeze()

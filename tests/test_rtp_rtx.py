@@ -217,8 +217,8 @@ a seek, not playback: hls.js plays LL-HLS up to 1.5x to catch up with the live e
 
 def playhead_frames(name: str, report: dict) -> tuple[int, float]:
     """(frames decoded, frames under the playhead) summed over the intervals between
-    play.mjs's readings in which the player played (no seek: a skip ahead decodes nothing
-    in between); no decoder or MSE error on the way."""
+    play.mjs's readings in which the player played (no seek: a skip ahead, hls.js's or the
+    watch page's catch-up jump, decodes nothing in between); no decoder or MSE error on the way."""
     assert report["started"] and report["fatal"] is None, (name, report)
     errors = report["errors"]
     media_errors = [e for e in errors if e["type"] == "mediaError" and e["details"] not in BENIGN_MEDIA_ERRORS]
@@ -227,7 +227,8 @@ def playhead_frames(name: str, report: dict) -> tuple[int, float]:
     decoded, shown = 0, 0.0
     for a, b in zip(readings, readings[1:]):
         played = b["t"] - a["t"]
-        if 0 <= played <= MAX_PLAYBACK_RATE * (b["wall"] - a["wall"]) + 0.1:
+        caught_up = b.get("catchUps", 0) != a.get("catchUps", 0)  # the watch page jumped ahead
+        if not caught_up and 0 <= played <= MAX_PLAYBACK_RATE * (b["wall"] - a["wall"]) + 0.1:
             decoded += b["frames"] - a["frames"]
             shown += FPS * played
     return decoded, shown
