@@ -3,7 +3,8 @@ cosine with scipy sparse matrices, popularity for cold start, "also bought".
 
 Events become weighted (user, item) interactions, one matrix per kind (streams, products)
 plus one of orders (baskets, for "also bought"). `Recommender.ingest()` only queues events
-(O(1), on the event loop); `refresh()` (a worker thread, on a timer) applies the queue to the
+(O(1)); `refresh()` (on a timer, in a thread of the recommender's own process:
+refresher.py) applies the queue to the
 interaction tables incrementally, rebuilds the similarity and precomputes every user's top
 TOP_N, so a request is a dictionary lookup. Deletions and the retention window go through
 the same queue, so only `refresh()` ever mutates the tables."""
@@ -276,9 +277,11 @@ class Recommender:
 
     # Called on the event loop: O(1) each -----------------------------------------------------
     def ingest(self, events: Iterable[Event]) -> None:
-        records = [record(e) for e in events]
+        self.ingest_records([record(e) for e in events])
+
+    def ingest_records(self, records: Sequence[Record]) -> None:
         if records:
-            self._ops.append(("events", records))
+            self._ops.append(("events", list(records)))
 
     def forget(self, user: str) -> None:
         """Remove the user's rows now from what is served, and from the tables at the next refresh."""
@@ -319,6 +322,14 @@ class Recommender:
 
     def also_bought(self, product: str, n: int) -> list[tuple[str, float]]:
         return self.also.get(product, [])[:n]
+
+    def holds(self, user: str) -> bool:
+        """Whether any table, served list or segment still has the user (the privacy check)."""
+        return (
+            any(user in table.users for table in self.tables.values())
+            or any(user in model.top for model in self.models.values())
+            or user in self.segments
+        )
 
     # Called in a worker thread on a timer ------------------------------------------------------
     def refresh(self, now: float) -> bool:

@@ -6,7 +6,8 @@ impressions, clicks, add-to-carts, orders, coupons). Every event goes through th
 `EventWriter` (never waits; full → dropped and counted) into the store: SQLite
 (`audience.db` in the data directory) or, with `[audience] redis_url`, a Redis Stream read
 by a consumer group. The recommender is fed the stored events and refreshed on a timer in a
-worker thread; the request path only reads its precomputed lists.
+process of its own (refresher.py: its work no longer holds this process's GIL); the request
+path only looks up its precomputed lists.
 
 Routes: `POST /api/audience/events` (and the WebSocket `/live/STREAM/events`, one message per
 batch), `GET /api/recommendations?kind=stream|product&n=10`,
@@ -34,9 +35,10 @@ from prometheus_client import Counter, Gauge, Histogram
 from mediacore.plugins.api import HttpError, IdentityError, PluginContext, PluginError, Role, cancel_and_wait, read_json
 
 from . import conversion, limits, planner, segments
-from .cf import DAY, KINDS, Recommender
+from .cf import DAY, KINDS
 from .events import Event, EventError, IdSource, Kind, parse, pseudonym
 from .redis_store import RedisEventStore
+from .refresher import RecommenderGone, RecommenderProcess
 from .settings import AudienceSettings
 from .sqlite_store import SqliteEventStore
 from .store import EventStore
@@ -73,7 +75,7 @@ class AudiencePlugin:
         self.settings = AudienceSettings()
         self.store: EventStore | None = None
         self.writer: EventWriter | None = None
-        self.recommender = Recommender()
+        self.recommender = RecommenderProcess("blend", 30 * DAY)
         self.key = b""
         self.new_id = IdSource()
         self._context: PluginContext | None = None
@@ -89,6 +91,8 @@ class AudiencePlugin:
         self._deleted: set[str] = set()
         """Users deleted while a retrain runs: dropped from its result before it is swapped in."""
         self._retrained = asyncio.Event()
+        self._deleted_while_loading: set[str] | None = None
+        """Users deleted while a new recommender process is fed the store: forgotten after."""
         self._stopping = False
         """Set at stop: the Redis loops also end on it, since redis-py's read timeout can
         swallow the cancellation of a blocked read (seen at a node's stop: the loop kept
@@ -101,7 +105,6 @@ class AudiencePlugin:
         self.new_id = IdSource()  # drawn here, in the process that serves (after any fork)
         self.settings = settings = AudienceSettings.parse(context.settings)
         self.key = settings.user_key.encode() if settings.user_key else self._local_key(context)
-        self.recommender = Recommender(settings.method, settings.retention_days * DAY)
         self.store = store = await self._open_store(context, settings)
         self.writer = EventWriter(self._sink, settings.queue_size, settings.batch_size)
         self._metrics(context)
@@ -109,8 +112,7 @@ class AudiencePlugin:
         last_applied = "0-0"
         if isinstance(store, RedisEventStore):
             last_applied = await store.last_applied_id()
-        self.recommender.ingest(await store.load(context.wall_clock() - settings.retention_days * DAY))
-        await self.refresh()
+        await self._start_recommender()
         self._spawn(loop, self.writer.run(), "audience-writer")
         self._spawn(loop, self._refresh_loop(), "audience-refresh")
         self._spawn(loop, self._purge_loop(), "audience-purge")
@@ -177,12 +179,36 @@ class AudiencePlugin:
         failed.set_function(lambda: writer.failed)
         queued = Gauge("mediacore_audience_queue", "Events waiting for the store", registry=registry)
         queued.set_function(lambda: len(writer))
+        behind = Gauge(
+            "mediacore_audience_recommender_dropped",
+            "Events not sent to the recommender process because it did not keep up",
+            registry=registry,
+        )
+        behind.set_function(lambda: self.recommender.dropped)
         self.refresh_seconds = Histogram(
             "mediacore_audience_refresh_seconds",
-            "Seconds one model refresh took (worker thread)",
+            "Seconds one model refresh took (in the recommender's process)",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=registry,
         )
+
+    async def _start_recommender(self) -> None:
+        """A new recommender process, fed the stored events of the retention window and the
+        current segments (at the start, and when the last one ended)."""
+        assert self._context is not None and self.store is not None
+        settings = self.settings
+        self.recommender = recommender = RecommenderProcess(settings.method, settings.retention_days * DAY)
+        await recommender.start()
+        self._deleted_while_loading = deleted = set[str]()
+        try:
+            recommender.ingest(await self.store.load(self._context.wall_clock() - settings.retention_days * DAY))
+        finally:
+            self._deleted_while_loading = None
+        for user in deleted:
+            recommender.forget(user)
+        if self.segmentation is not None:
+            recommender.set_segments(self.segmentation.labels)
+        await self.refresh()
 
     async def stop(self) -> None:
         if self.writer is not None:
@@ -191,6 +217,7 @@ class AudiencePlugin:
         self._stopping = True
         tasks, self._tasks = self._tasks, []
         await cancel_and_wait(tasks)
+        await self.recommender.stop()
         if self.store is not None:
             await self.store.close()
             self.store = None
@@ -234,11 +261,11 @@ class AudiencePlugin:
 
     # Timers ----------------------------------------------------------------------------------------
     async def refresh(self) -> bool:
-        """Apply the queued events to the models (in a worker thread, one refresh at a time)."""
+        """Apply the events sent to the models (in the recommender's process, one refresh at a time)."""
         assert self._context is not None
         async with self._refresh_lock:
             start = self._context.clock()
-            changed = await asyncio.to_thread(self.recommender.refresh, self._context.wall_clock())
+            changed = await self.recommender.refresh(self._context.wall_clock())
             if changed:
                 self.refresh_seconds.observe(self._context.clock() - start)
             return changed
@@ -246,11 +273,15 @@ class AudiencePlugin:
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.update_interval)
-            if self.recommender.dirty:
-                try:
+            try:
+                if not self.recommender.alive:
+                    log.warning("audience: starting a new recommender process")
+                    await self.recommender.stop()
+                    await self._start_recommender()
+                elif self.recommender.dirty:
                     await self.refresh()
-                except Exception:
-                    log.exception("audience: refreshing the models failed")
+            except Exception:
+                log.exception("audience: refreshing the models failed")
 
     async def retrain(self) -> None:
         """Refit the CTR / conversion models, the segments, the basket rules and the uptake
@@ -277,7 +308,8 @@ class AudiencePlugin:
             segmentation.labels.pop(user, None)
         self.predictor, self.segmentation, self.basket_rules = predictor, segmentation, rules
         self.coupon_history, self.uptake = history, planner.curves(history, rate)
-        self.recommender.set_segments(segmentation.labels)
+        with contextlib.suppress(RecommenderGone):  # the next one is given the segments at its start
+            self.recommender.set_segments(segmentation.labels)
         saved = dict(segmentation.labels)
         await self.store.save_segments(saved)
         for user in self._deleted & saved.keys():  # deleted while the rows were being saved
@@ -306,7 +338,8 @@ class AudiencePlugin:
             try:
                 before = self._context.wall_clock() - self.settings.retention_days * DAY
                 await self.store.purge(before)
-                self.recommender.expire(before)
+                if self.recommender.alive:
+                    self.recommender.expire(before)
             except Exception:
                 log.exception("audience: deleting events past retention failed")
             await asyncio.sleep(limits.PURGE_INTERVAL)
@@ -397,12 +430,12 @@ class AudiencePlugin:
         if kind == "stream":
             allowed = {s for s in self._context.stream_names() if (h := self._context.stream(s)) and h.publishing}
         if kind == "stream" or self.predictor is None:
-            items = self.recommender.recommend(user, kind, n, allowed)
+            items = await self.recommender.recommend(user, kind, n, allowed)
             out: list[dict[str, Any]] = [{"id": i, "score": s} for i, s in items]
         else:
             # The filter's candidates, with the conversion models' predictions (a dot product
             # over at most TOP_N rows); ordered by P(purchase) unless rank_products = "cf".
-            items = self.recommender.recommend(user, kind, limits.TOP_N)
+            items = await self.recommender.recommend(user, kind, limits.TOP_N)
             p_click, p_purchase = self.predictor.predict(user, [i for i, _ in items], self._context.wall_clock())
             order = list(range(len(items)))
             if self.settings.rank_products == "purchase":
@@ -485,7 +518,7 @@ class AudiencePlugin:
 
     async def also_bought(self, request: web.Request) -> web.StreamResponse:
         product = request.match_info["product"]
-        items = self.recommender.also_bought(product, self._n(request))
+        items = await self.recommender.also_bought(product, self._n(request))
         return web.json_response({"product": product, "items": [{"id": i, "score": s} for i, s in items]})
 
     @staticmethod
@@ -503,12 +536,16 @@ class AudiencePlugin:
         assert self.store is not None and self.writer is not None
         user, _ = self._caller(request)
         self.writer.forget(user)
-        self.recommender.forget(user)
+        if self._deleted_while_loading is not None:
+            self._deleted_while_loading.add(user)
+        with contextlib.suppress(RecommenderGone):  # a new one is fed the store after the deletion
+            self.recommender.forget(user)
         if self.predictor is not None:
             self.predictor.state.forget(user)
         if self.segmentation is not None:
             self.segmentation.labels.pop(user, None)
         self._deleted.add(user)
         deleted = await self.store.delete_user(user)
-        await self.refresh()
+        with contextlib.suppress(RecommenderGone):
+            await self.refresh()
         return web.json_response({"events_deleted": deleted})
