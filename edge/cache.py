@@ -26,6 +26,8 @@ class CachedResponse:
     stored_at: float
     max_age: float
     upstream_age: float = 0.0
+    gzip_body: bytes | None = None
+    """The body gzip-compressed once when stored (playlists), for clients that accept it."""
 
     def age(self, now: float) -> float:
         return self.upstream_age + max(0.0, now - self.stored_at)
@@ -35,7 +37,8 @@ class CachedResponse:
 
     @property
     def size(self) -> int:
-        return len(self.body) + sum(len(k) + len(v) for k, v in self.headers) + ENTRY_OVERHEAD
+        bodies = len(self.body) + len(self.gzip_body or b"")
+        return bodies + sum(len(k) + len(v) for k, v in self.headers) + ENTRY_OVERHEAD
 
 
 def max_age_of(cache_control: str) -> float | None:

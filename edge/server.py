@@ -35,7 +35,9 @@ the aiohttp shell around it. The clock is injected (`EdgeNode(clock=...)`) so te
 
 from __future__ import annotations
 
+import gzip
 import logging
+import socket
 import time
 from collections.abc import Callable, Mapping
 from urllib.parse import quote, urljoin
@@ -45,7 +47,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from edge import keys, limits, owners, policy
+from edge import keys, limits, owners, policy, workers
 from edge.cache import CachedResponse, ResponseCache, age_of
 from edge.collapse import Collapser
 from edge.config import EdgeConfig
@@ -64,6 +66,12 @@ FRESHNESS_HEADERS = ("Cache-Control", "Expires")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 """Upstream seconds: from a parent tier's cache hit (milliseconds) to LL-HLS blocking requests held for seconds."""
 
+
+GZIP_LEVEL = 6
+"""zlib's default: playlists are compressed once per upstream fetch, so a higher level buys
+little (they are small and repetitive) and costs on every part."""
+VARIED = "Accept-Encoding"
+"""Playlists come as identity or gzip: the Vary header keeps caches after the edge from mixing them."""
 
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 2
@@ -115,6 +123,9 @@ class EdgeNode:
         self.trusted_proxies = keys.parse_networks(config.trusted_proxies)
         self.blocked = limits.BlockedRequests(config.max_blocked_per_client, policy.blocked_upstream_limit(config))
         self._session: aiohttp.ClientSession | None = None
+        self.peer_port: int | None = None
+        """The port of this worker's peer listener (set by `run_edge`), where siblings ask."""
+        self.worker_header = {workers.WORKER_HEADER: str(config.worker)} if config.peers else {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.hits = Counter("mediacore_edge_hits", "Requests served from cache", registry=r)
@@ -190,8 +201,10 @@ class EdgeNode:
         known owner, else from the first upstream that answers, following its redirects."""
         stream = keys.stream_of(path)
         owner = self.owners.get(stream, self.clock()) if stream is not None else None
-        bases = [owner] if owner is not None else []
-        bases += [u.rstrip("/") for u in self.config.upstreams if u.rstrip("/") != owner]
+        sibling = workers.sibling_for(stream, self.config.worker, self.config.peers)
+        bases = [sibling] if sibling is not None else []  # the worker owning the stream, if not this one
+        bases += [owner] if owner is not None else []
+        bases += [u.rstrip("/") for u in self.config.upstreams if u.rstrip("/") not in (owner, sibling)]
         last_error: Exception | None = None
         for base in bases:
             start = self.clock()
@@ -247,7 +260,14 @@ class EdgeNode:
                 body = text.encode()
             self.frontiers.learn(path, text)
         max_age = policy.max_age_for(status, cache_control, self.config, path, in_future)
-        return CachedResponse(status, body, headers, now, max_age, age_of(upstream_headers.get("Age", "")))
+        # A playlist's gzip variant is made here, once per fetch, not once per viewer; a protected
+        # one gets each viewer's token written in, so it is compressed per response instead.
+        compressed = (
+            gzip.compress(body, GZIP_LEVEL, mtime=0)
+            if status == 200 and policy.is_playlist(path) and PROTECTED_HEADER not in upstream_headers
+            else None
+        )
+        return CachedResponse(status, body, headers, now, max_age, age_of(upstream_headers.get("Age", "")), compressed)
 
     # Serving ---------------------------------------------------------------------------
 
@@ -277,8 +297,7 @@ class EdgeNode:
             return self.respond(request, entry, now, "HIT", token)
         if not wanted.directives.blocking:
             return await self._miss(request, key, upstream, token)
-        forwarded = ", ".join(request.headers.getall("X-Forwarded-For", []))
-        client = keys.client_address(request.remote, forwarded, self.trusted_proxies)
+        client = self._client(request)
         refused = self.blocked.admit(client, key)
         if refused is not None:
             return self._refuse(refused, client, key)
@@ -286,6 +305,16 @@ class EdgeNode:
             return await self._miss(request, key, upstream, token)
         finally:
             self.blocked.release(client, key)
+
+    def _client(self, request: web.Request) -> str | None:
+        """Who a blocked request is admitted for: None for a sibling worker asking on the peer
+        listener (its viewers were admitted there), else the address `keys.client_address` names."""
+        if self.peer_port is not None and request.transport is not None:
+            local = request.transport.get_extra_info("sockname")
+            if local is not None and local[1] == self.peer_port:
+                return None
+        forwarded = ", ".join(request.headers.getall("X-Forwarded-For", []))
+        return keys.client_address(request.remote, forwarded, self.trusted_proxies)
 
     def _upstream_path(self, stream: str | None, wanted: keys.EdgeRequest) -> str:
         """What to ask the upstream: with the secret, any stream's path carries a token the edge
@@ -355,12 +384,23 @@ class EdgeNode:
         it carries that request's token on every URI."""
         headers = dict(entry.headers)
         body = entry.body
+        compress = False
+        playlist = policy.is_playlist(request.path)
         if PROTECTED_HEADER in headers:
             if token is None:
                 return self._refuse_token(REFUSED_NO_TOKEN, 403)
-            if entry.status == 200 and policy.is_playlist(request.path):
+            if entry.status == 200 and playlist:
                 body = with_query(body.decode("utf-8", "replace"), TOKEN_PARAM, token).encode()
+        if playlist:
+            headers["Vary"] = VARIED
+            if policy.accepts_gzip(request.headers.get("Accept-Encoding", "")):
+                if entry.gzip_body is not None:
+                    body = entry.gzip_body
+                    headers["Content-Encoding"] = "gzip"
+                else:
+                    compress = True
         headers.update(self._cors())
+        headers.update(self.worker_header)
         headers["Age"] = str(int(entry.age(now)))
         headers["X-Cache"] = state
         content_type = headers.pop("Content-Type", "application/octet-stream")
@@ -370,7 +410,7 @@ class EdgeNode:
             headers=headers,
             content_type=content_type.split(";")[0],
         )
-        if policy.is_playlist(request.path) and "gzip" in request.headers.get("Accept-Encoding", ""):
+        if compress:
             response.enable_compression()
         self.bytes_out.inc(len(body))
         return response
@@ -395,14 +435,26 @@ class EdgeNode:
             await self._session.close()
 
 
-async def run_edge(config: EdgeConfig, host: str, port: int, node: EdgeNode | None = None) -> tuple[web.AppRunner, int]:
+async def run_edge(
+    config: EdgeConfig,
+    host: str,
+    port: int,
+    node: EdgeNode | None = None,
+    reuse_port: bool = False,
+    peer_socket: socket.socket | None = None,
+) -> tuple[web.AppRunner, int]:
+    """Serve the edge on host:port (with `reuse_port`, beside the other workers' listeners) and,
+    for a worker of several, on its inherited loopback `peer_socket` for its siblings."""
     node = node or EdgeNode(config)
     runner = web.AppRunner(node.app(), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
     await site.start()
     server = site._server
     assert server is not None
     bound = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+    if peer_socket is not None:
+        await web.SockSite(runner, peer_socket).start()
+        node.peer_port = int(peer_socket.getsockname()[1])
     log.info("edge on %s:%d in front of %s", host, bound, ", ".join(config.upstreams))
     return runner, bound
