@@ -9,7 +9,7 @@ use it). Stale entries stay until evicted so they can serve when the upstream fa
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lru
 
@@ -28,6 +28,9 @@ class CachedResponse:
     upstream_age: float = 0.0
     gzip_body: bytes | None = None
     """The body gzip-compressed once when stored (playlists), for clients that accept it."""
+    rendered: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    """Status line and headers for each variant (by Content-Encoding), rendered at the first hit
+    the fast path answers (`edge.fastpath`) and reused by every later one."""
 
     def age(self, now: float) -> float:
         return self.upstream_age + max(0.0, now - self.stored_at)

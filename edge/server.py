@@ -35,6 +35,7 @@ the aiohttp shell around it. The clock is injected (`EdgeNode(clock=...)`) so te
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import socket
@@ -51,6 +52,7 @@ from edge import keys, limits, owners, policy, workers
 from edge.cache import CachedResponse, ResponseCache, age_of
 from edge.collapse import Collapser
 from edge.config import EdgeConfig
+from edge.fastpath import FastListener
 from edge.frontier import Frontiers
 from mediacore.access.tokens import MIN_SECRET_BYTES, TOKEN_PARAM, Verdict, sign, verify
 from mediacore.playlist.query import with_query, without_query
@@ -72,6 +74,10 @@ GZIP_LEVEL = 6
 little (they are small and repetitive) and costs on every part."""
 VARIED = "Accept-Encoding"
 """Playlists come as identity or gzip: the Vary header keeps caches after the edge from mixing them."""
+
+LISTEN_BACKLOG = 1024
+"""Connections the kernel queues for accept: thousands of viewers joining at once are not
+dropped into SYN retries (capped by net.core.somaxconn)."""
 
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 2
@@ -382,18 +388,38 @@ class EdgeNode:
         """`entry` for `request`, whose checked playback token is `token` (None: it has none).
         An entry marked protected goes only to a request with a valid token, and a playlist in
         it carries that request's token on every URI."""
+        if token is None and PROTECTED_HEADER in dict(entry.headers):
+            return self._refuse_token(REFUSED_NO_TOKEN, 403)
+        headers, body, compress = self.answer(request.path, entry, request.headers.get("Accept-Encoding", ""), token)
+        headers["Age"] = str(int(entry.age(now)))
+        headers["X-Cache"] = state
+        content_type = headers.pop("Content-Type")
+        response = web.Response(
+            status=entry.status,
+            body=body if request.method == "GET" else b"",
+            headers=headers,
+            content_type=content_type,
+        )
+        if compress:
+            response.enable_compression()
+        self.bytes_out.inc(len(body))
+        return response
+
+    def answer(
+        self, path: str, entry: CachedResponse, accept_encoding: str, token: str | None
+    ) -> tuple[dict[str, str], bytes, bool]:
+        """The headers (all but Age and X-Cache), body and whether to compress it per response,
+        for `entry` answering `path`: the one rule for both the aiohttp app and the fast path
+        (`edge.fastpath`). A protected playlist gets `token` written into its URIs."""
         headers = dict(entry.headers)
         body = entry.body
         compress = False
-        playlist = policy.is_playlist(request.path)
-        if PROTECTED_HEADER in headers:
-            if token is None:
-                return self._refuse_token(REFUSED_NO_TOKEN, 403)
-            if entry.status == 200 and playlist:
-                body = with_query(body.decode("utf-8", "replace"), TOKEN_PARAM, token).encode()
+        playlist = policy.is_playlist(path)
+        if token is not None and PROTECTED_HEADER in headers and entry.status == 200 and playlist:
+            body = with_query(body.decode("utf-8", "replace"), TOKEN_PARAM, token).encode()
         if playlist:
             headers["Vary"] = VARIED
-            if policy.accepts_gzip(request.headers.get("Accept-Encoding", "")):
+            if policy.accepts_gzip(accept_encoding):
                 if entry.gzip_body is not None:
                     body = entry.gzip_body
                     headers["Content-Encoding"] = "gzip"
@@ -401,19 +427,23 @@ class EdgeNode:
                     compress = True
         headers.update(self._cors())
         headers.update(self.worker_header)
-        headers["Age"] = str(int(entry.age(now)))
-        headers["X-Cache"] = state
-        content_type = headers.pop("Content-Type", "application/octet-stream")
-        response = web.Response(
-            status=entry.status,
-            body=body if request.method == "GET" else b"",
-            headers=headers,
-            content_type=content_type.split(";")[0],
-        )
-        if compress:
-            response.enable_compression()
-        self.bytes_out.inc(len(body))
-        return response
+        headers["Content-Type"] = headers.get("Content-Type", "application/octet-stream").split(";")[0]
+        return headers, body, compress
+
+    def fresh_hit(self, path: str) -> CachedResponse | None:
+        """The entry `handle` would answer a GET or HEAD of `path` (no query) with straight from
+        the cache, when it is that simple: a fresh entry, not a protected stream's. None: the
+        request needs `handle` (a miss, /metrics, a protected entry)."""
+        if path == "/metrics":
+            return None
+        entry = self.cache.get(keys.edge_request(path, path, "", policy.is_playlist(path)).key)
+        if entry is None or not policy.serve_fresh(entry, self.clock()) or PROTECTED_HEADER in dict(entry.headers):
+            return None
+        return entry
+
+    def count_hit(self, body_bytes: int) -> None:
+        self.hits.inc()
+        self.bytes_out.inc(body_bytes)
 
     def metrics_response(self) -> web.Response:
         self.cache_bytes.set(self.cache.bytes)
@@ -444,17 +474,32 @@ async def run_edge(
     peer_socket: socket.socket | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Serve the edge on host:port (with `reuse_port`, beside the other workers' listeners) and,
-    for a worker of several, on its inherited loopback `peer_socket` for its siblings."""
+    for a worker of several, on its inherited loopback `peer_socket` for its siblings. The public
+    listener answers cache hits itself (`edge.fastpath`) and hands every other connection to the
+    aiohttp app; the peer listener is the app's alone."""
     node = node or EdgeNode(config)
-    runner = web.AppRunner(node.app(), access_log=None, handle_signals=False)
+    app = node.app()
+    servers: list[asyncio.Server] = []
+    listeners: list[FastListener] = []
+
+    async def close_public(_: web.Application) -> None:
+        for server in servers:
+            server.close()
+        for listener in listeners:
+            listener.close()
+
+    app.on_shutdown.append(close_public)  # before setup, which freezes the app
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
-    await site.start()
-    server = site._server
-    assert server is not None
-    bound = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+    assert runner.server is not None
+    listeners.append(FastListener(node, runner.server))
+    server = await asyncio.get_running_loop().create_server(
+        listeners[0], host, port, reuse_address=True, reuse_port=reuse_port or None, backlog=LISTEN_BACKLOG
+    )
+    servers.append(server)
+    bound = int(server.sockets[0].getsockname()[1])
     if peer_socket is not None:
-        await web.SockSite(runner, peer_socket).start()
+        await web.SockSite(runner, peer_socket, backlog=LISTEN_BACKLOG).start()
         node.peer_port = int(peer_socket.getsockname()[1])
     log.info("edge on %s:%d in front of %s", host, bound, ", ".join(config.upstreams))
     return runner, bound
