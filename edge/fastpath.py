@@ -40,7 +40,10 @@ IDLE_SECONDS = 75.0
 """A keep-alive connection idle this long is closed: aiohttp's keepalive_timeout."""
 SWEEP_SECONDS = 5.0
 """How often idle connections are looked for (one timer for all of them, none per request)."""
-STATE = "HIT"
+
+
+Got = tuple[CachedResponse, str] | Exception
+"""An entry and its X-Cache state (HIT, MISS, STALE), or the upstream failure to answer 502."""
 
 
 class Node(Protocol):
@@ -49,13 +52,19 @@ class Node(Protocol):
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
 
-    def fresh_hit(self, path: str) -> CachedResponse | None: ...
+    def plain_hit(self, path: str) -> CachedResponse | None: ...
+
+    async def plain_answer(self, path: str) -> Got | None: ...
 
     def answer(
         self, path: str, entry: CachedResponse, accept_encoding: str, token: str | None
-    ) -> tuple[dict[str, str], bytes, bool]: ...
+    ) -> tuple[dict[str, str], bytes]: ...
 
-    def count_hit(self, body_bytes: int) -> None: ...
+    def failure(self, error: Exception) -> tuple[int, dict[str, str], bytes]: ...
+
+    def count_hit(self) -> None: ...
+
+    def count_out(self, body_bytes: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +152,12 @@ def render_head(status: int, headers: dict[str, str], length: int) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode("latin-1")
 
 
-def render(head: bytes, date: bytes, age: int, keep_alive: bool) -> bytes:
-    """The bytes before the body of one hit: the pre-rendered head plus what changes per request."""
+def render(head: bytes, date: bytes, keep_alive: bool, age: int | None = None, state: str = "") -> bytes:
+    """The bytes before the body: the pre-rendered head plus what changes per request (an
+    answer from the cache has an Age and an X-Cache state)."""
     close = b"" if keep_alive else b"Connection: close\r\n"
-    return b"%sDate: %s\r\nAge: %d\r\nX-Cache: %s\r\n%s\r\n" % (head, date, age, STATE.encode(), close)
+    cache = b"" if age is None else b"Age: %d\r\nX-Cache: %s\r\n" % (age, state.encode())
+    return b"%sDate: %s\r\n%s%s\r\n" % (head, date, cache, close)
 
 
 class Dates:
@@ -166,7 +177,8 @@ class Dates:
 
 
 class FastListener:
-    """The connections of one public listener: creates their protocols, closes idle ones."""
+    """The connections of one public listener: creates their protocols, answers their reads,
+    closes idle ones."""
 
     def __init__(self, node: Node, aiohttp_factory: Callable[[], asyncio.Protocol]) -> None:
         self.node = node
@@ -182,7 +194,7 @@ class FastListener:
 
     def sweep(self) -> None:
         deadline = time.monotonic() - IDLE_SECONDS
-        for connection in [c for c in self.connections if c.last_read < deadline]:
+        for connection in [c for c in self.connections if c.last_read < deadline and c.pending is None]:
             connection.close()
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self.sweep)
 
@@ -192,35 +204,44 @@ class FastListener:
         for connection in list(self.connections):
             connection.close()
 
-    def answer(self, heads: list[Head]) -> list[bytes] | None:
-        """The bytes answering every request of a read from the cache, or None when any of them
-        needs the aiohttp app (then none is answered here)."""
+    def hits(self, heads: list[Head]) -> list[bytes] | None:
+        """The answer to a read whose every request is a fresh hit, at once; None otherwise."""
         node = self.node
-        found = []
+        got: list[Got] = []
         for head in heads:
-            entry = node.fresh_hit(head.path)
+            entry = node.plain_hit(head.path)
             if entry is None:
                 return None
-            found.append(entry)
-        out: list[bytes] = []
-        now, date = node.clock(), self.dates.now()
-        for head, entry in zip(heads, found, strict=True):
-            rendered = self._rendered(head, entry)
-            if rendered is None:
-                return None
-            prefix, body = rendered
-            out.append(render(prefix, date, int(entry.age(now)), head.keep_alive))
-            if head.method == b"GET":
-                out.append(body)
-            node.count_hit(len(body))
+            got.append((entry, "HIT"))
+        out, body_bytes = self.render_all(heads, got)
+        for _ in heads:
+            node.count_hit()
+        node.count_out(body_bytes)
         return out
 
-    def _rendered(self, head: Head, entry: CachedResponse) -> tuple[bytes, bytes] | None:
+    def render_all(self, heads: list[Head], got: list[Got]) -> tuple[list[bytes], int]:
+        """The bytes answering every request of a read and the bytes of cached bodies among them
+        (`mediacore_edge_bytes_out`, HEAD included as the app counts it)."""
+        out: list[bytes] = []
+        body_bytes = 0
+        now, date = self.node.clock(), self.dates.now()
+        for head, answer in zip(heads, got, strict=True):
+            if isinstance(answer, Exception):
+                status, headers, body = self.node.failure(answer)
+                out.append(render(render_head(status, headers, len(body)), date, head.keep_alive))
+            else:
+                entry, state = answer
+                prefix, body = self._rendered(head, entry)
+                out.append(render(prefix, date, head.keep_alive, int(entry.age(now)), state))
+                body_bytes += len(body)
+            if head.method == b"GET":
+                out.append(body)
+        return out, body_bytes
+
+    def _rendered(self, head: Head, entry: CachedResponse) -> tuple[bytes, bytes]:
         """The entry's pre-rendered head and body for this request's variant (identity or gzip),
-        made at its first hit; None when the answer is compressed per response (aiohttp's job)."""
-        headers, body, compress = self.node.answer(head.path, entry, head.accept_encoding, None)
-        if compress:
-            return None
+        made at its first answer."""
+        headers, body = self.node.answer(head.path, entry, head.accept_encoding, None)
         variant = headers.get("Content-Encoding", "")
         prefix = entry.rendered.get(variant)
         if prefix is None:
@@ -229,14 +250,15 @@ class FastListener:
 
 
 class FastProtocol(asyncio.Protocol):
-    """One public connection: hits answered here until a read needs aiohttp, which then owns the
-    connection (`transport.set_protocol`) and gets that read."""
+    """One public connection: hits answered at once, plain misses once the upstream answered
+    (reading nothing more meanwhile, so answers stay in order), until a read needs the app,
+    which then owns the connection (`transport.set_protocol`) and gets that read."""
 
     def __init__(self, listener: FastListener) -> None:
         self.listener = listener
         self.transport: asyncio.Transport | None = None
         self.last_read = time.monotonic()
-        self.closing = False
+        self.pending: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -245,20 +267,48 @@ class FastProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)
         self.transport = None
+        if self.pending is not None:
+            self.pending.cancel()
 
     def data_received(self, data: bytes) -> None:
         transport = self.transport
-        if transport is None or self.closing:
+        if transport is None or transport.is_closing():
             return
         self.last_read = time.monotonic()
         heads = frame(data)
-        out = self.listener.answer(heads) if heads is not None else None
-        if out is None:
+        if heads is None:
             self._hand_over(transport, data)
             return
+        out = self.listener.hits(heads)
+        if out is not None:
+            self._send(transport, out, heads)
+            return
+        transport.pause_reading()
+        self.pending = asyncio.get_running_loop().create_task(self._answer_later(heads, data))
+
+    async def _answer_later(self, heads: list[Head], data: bytes) -> None:
+        node = self.listener.node
+        got: list[Got] = []
+        for head in heads:
+            answer = await node.plain_answer(head.path)
+            if answer is None:
+                break
+            got.append(answer)
+        self.pending = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.resume_reading()
+        if len(got) < len(heads):
+            self._hand_over(transport, data)  # nothing of this read was answered: the app answers all of it
+            return
+        out, body_bytes = self.listener.render_all(heads, got)
+        node.count_out(body_bytes)
+        self._send(transport, out, heads)
+
+    def _send(self, transport: asyncio.Transport, out: list[bytes], heads: list[Head]) -> None:
         transport.writelines(out)
-        if not heads[-1].keep_alive:  # type: ignore[index]
-            self.closing = True
+        if not heads[-1].keep_alive:
             transport.close()
 
     def _hand_over(self, transport: asyncio.Transport, data: bytes) -> None:
@@ -275,11 +325,8 @@ class FastProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and self.pending is None:
             self.transport.resume_reading()
-
-    def eof_received(self) -> bool | None:
-        return None  # the transport closes
 
     def close(self) -> None:
         if self.transport is not None:

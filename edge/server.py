@@ -89,6 +89,16 @@ class UpstreamError(Exception):
     """The upstream could not be reached or answered with a server error."""
 
 
+def compress(body: bytes) -> bytes:
+    """The gzip form of a playlist (no timestamp: the same body compresses to the same bytes)."""
+    return gzip.compress(body, GZIP_LEVEL, mtime=0)
+
+
+def bad_gateway_text(error: UpstreamError) -> str:
+    """The body of the 502 answering a request the upstream failed and no stale copy covers."""
+    return f"upstream unavailable: {error}"
+
+
 REFUSED_BAD_DIRECTIVE = "bad_directive"
 REFUSED_TOKEN = {Verdict.FORBIDDEN: "token_forbidden", Verdict.EXPIRED: "token_expired"}
 """A request whose playback token is bad or expired -> the `reason` label of mediacore_edge_refused."""
@@ -269,7 +279,7 @@ class EdgeNode:
         # A playlist's gzip variant is made here, once per fetch, not once per viewer; a protected
         # one gets each viewer's token written in, so it is compressed per response instead.
         compressed = (
-            gzip.compress(body, GZIP_LEVEL, mtime=0)
+            compress(body)
             if status == 200 and policy.is_playlist(path) and PROTECTED_HEADER not in upstream_headers
             else None
         )
@@ -352,19 +362,48 @@ class EdgeNode:
         return web.Response(status=status, text=text, headers=headers)
 
     async def _miss(self, request: web.Request, key: str, upstream_path: str, token: str | None) -> web.StreamResponse:
+        got = await self.obtain(key, request.path, upstream_path)
+        if isinstance(got, UpstreamError):
+            raise web.HTTPBadGateway(text=bad_gateway_text(got), headers=self._cors()) from got
+        entry, state = got
+        return self.respond(request, entry, self.clock(), state, token)
+
+    async def obtain(self, key: str, path: str, upstream_path: str) -> tuple[CachedResponse, str] | UpstreamError:
+        """A miss: the upstream's answer for `key` (one fetch shared by every request waiting for
+        it) and MISS, or after a failure the cached copy if it may be served stale and STALE, or
+        the failure (a 502)."""
         self.misses.inc()
         before = self.collapser.collapsed
         try:
-            entry = await self.collapser.run(key, lambda: self._store(key, request.path, upstream_path))
+            entry = await self.collapser.run(key, lambda: self._store(key, path, upstream_path))
         except UpstreamError as e:
-            stale, now = self.cache.get(key), self.clock()
-            if stale is not None and policy.may_serve_stale(request.path, stale, now, self.config):
+            stale = self.cache.get(key)
+            if stale is not None and policy.may_serve_stale(path, stale, self.clock(), self.config):
                 self.stale.inc()
-                return self.respond(request, stale, now, "STALE", token)
-            raise web.HTTPBadGateway(text=f"upstream unavailable: {e}", headers=self._cors()) from e
+                return stale, "STALE"
+            return e
         if self.collapser.collapsed > before:
             self.collapsed.inc()
-        return self.respond(request, entry, self.clock(), "MISS", token)
+        return entry, "MISS"
+
+    async def plain_answer(self, path: str) -> tuple[CachedResponse, str] | Exception | None:
+        """What `handle` answers a GET or HEAD of a plain `path` (no query) with, for the fast
+        path: a fresh entry (HIT) or `obtain`'s result; None when the answer is not the cache's
+        (/metrics) or the entry is protected (the request has no token: `handle` refuses it)."""
+        if path == "/metrics":
+            return None
+        wanted = keys.edge_request(path, path, "", policy.is_playlist(path))
+        entry = self.cache.get(wanted.key)
+        got: tuple[CachedResponse, str] | Exception
+        if entry is not None and policy.serve_fresh(entry, self.clock()):
+            got = (entry, "HIT")
+        else:
+            got = await self.obtain(wanted.key, path, self._upstream_path(keys.stream_of(path), wanted))
+        if not isinstance(got, Exception) and PROTECTED_HEADER in dict(got[0].headers):
+            return None
+        if got is not None and not isinstance(got, Exception) and got[1] == "HIT":
+            self.hits.inc()
+        return got
 
     async def _store(self, key: str, path: str, path_qs: str) -> CachedResponse:
         self.waiting.set(self.collapser.inflight)
@@ -390,7 +429,7 @@ class EdgeNode:
         it carries that request's token on every URI."""
         if token is None and PROTECTED_HEADER in dict(entry.headers):
             return self._refuse_token(REFUSED_NO_TOKEN, 403)
-        headers, body, compress = self.answer(request.path, entry, request.headers.get("Accept-Encoding", ""), token)
+        headers, body = self.answer(request.path, entry, request.headers.get("Accept-Encoding", ""), token)
         headers["Age"] = str(int(entry.age(now)))
         headers["X-Cache"] = state
         content_type = headers.pop("Content-Type")
@@ -400,40 +439,34 @@ class EdgeNode:
             headers=headers,
             content_type=content_type,
         )
-        if compress:
-            response.enable_compression()
         self.bytes_out.inc(len(body))
         return response
 
     def answer(
         self, path: str, entry: CachedResponse, accept_encoding: str, token: str | None
-    ) -> tuple[dict[str, str], bytes, bool]:
-        """The headers (all but Age and X-Cache), body and whether to compress it per response,
-        for `entry` answering `path`: the one rule for both the aiohttp app and the fast path
-        (`edge.fastpath`). A protected playlist gets `token` written into its URIs."""
+    ) -> tuple[dict[str, str], bytes]:
+        """The headers (all but Age and X-Cache) and body for `entry` answering `path`: the one
+        rule for both the aiohttp app and the fast path (`edge.fastpath`). A protected playlist
+        gets `token` written into its URIs. A playlist goes gzip to a client that takes it: the
+        body compressed when stored, else (a 404, a protected playlist) compressed here."""
         headers = dict(entry.headers)
         body = entry.body
-        compress = False
         playlist = policy.is_playlist(path)
         if token is not None and PROTECTED_HEADER in headers and entry.status == 200 and playlist:
             body = with_query(body.decode("utf-8", "replace"), TOKEN_PARAM, token).encode()
         if playlist:
             headers["Vary"] = VARIED
             if policy.accepts_gzip(accept_encoding):
-                if entry.gzip_body is not None:
-                    body = entry.gzip_body
-                    headers["Content-Encoding"] = "gzip"
-                else:
-                    compress = True
+                body = entry.gzip_body if entry.gzip_body is not None and body is entry.body else compress(body)
+                headers["Content-Encoding"] = "gzip"
         headers.update(self._cors())
         headers.update(self.worker_header)
         headers["Content-Type"] = headers.get("Content-Type", "application/octet-stream").split(";")[0]
-        return headers, body, compress
+        return headers, body
 
-    def fresh_hit(self, path: str) -> CachedResponse | None:
-        """The entry `handle` would answer a GET or HEAD of `path` (no query) with straight from
-        the cache, when it is that simple: a fresh entry, not a protected stream's. None: the
-        request needs `handle` (a miss, /metrics, a protected entry)."""
+    def plain_hit(self, path: str) -> CachedResponse | None:
+        """The fresh, unprotected entry answering a GET or HEAD of a plain `path` (no query) as
+        `handle` would, found without waiting; None for anything else (not counted)."""
         if path == "/metrics":
             return None
         entry = self.cache.get(keys.edge_request(path, path, "", policy.is_playlist(path)).key)
@@ -441,8 +474,16 @@ class EdgeNode:
             return None
         return entry
 
-    def count_hit(self, body_bytes: int) -> None:
+    def failure(self, error: Exception) -> tuple[int, dict[str, str], bytes]:
+        """The 502 answering a plain request when the upstream failed and no stale copy covers it."""
+        assert isinstance(error, UpstreamError)
+        headers = {**self._cors(), "Content-Type": "text/plain; charset=utf-8"}
+        return 502, headers, bad_gateway_text(error).encode()
+
+    def count_hit(self) -> None:
         self.hits.inc()
+
+    def count_out(self, body_bytes: int) -> None:
         self.bytes_out.inc(body_bytes)
 
     def metrics_response(self) -> web.Response:
@@ -452,7 +493,9 @@ class EdgeNode:
         self.waiting.set(self.collapser.inflight)
         self.blocked_requests.set(self.blocked.requests)
         self.blocked_keys.set(self.blocked.keys)
-        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+        # Each worker counts for itself: the header says whose figures these are.
+        headers = {"Content-Type": CONTENT_TYPE_PLAIN_0_0_4, **self.worker_header}
+        return web.Response(body=generate_latest(self.registry), headers=headers)
 
     def app(self) -> web.Application:
         app = web.Application()
