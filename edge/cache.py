@@ -28,9 +28,9 @@ class CachedResponse:
     upstream_age: float = 0.0
     gzip_body: bytes | None = None
     """The body gzip-compressed once when stored (playlists), for clients that accept it."""
-    rendered: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
-    """Status line and headers for each variant (by Content-Encoding), rendered at the first hit
-    the fast path answers (`edge.fastpath`) and reused by every later one."""
+    rendered: dict[str, tuple[bytes, bytes]] = field(default_factory=dict, compare=False, repr=False)
+    """Accept-Encoding -> status line and headers, and body, rendered by the fast path
+    (`edge.fastpath`) at the first answer to a request with that header, reused by later ones."""
 
     def age(self, now: float) -> float:
         return self.upstream_age + max(0.0, now - self.stored_at)

@@ -38,6 +38,9 @@ PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
 """Paths whose raw form is the decoded form aiohttp routes on (no escapes, no query)."""
 IDLE_SECONDS = 75.0
 """A keep-alive connection idle this long is closed: aiohttp's keepalive_timeout."""
+MAX_RENDERED = 8
+"""Accept-Encoding values whose answer an entry keeps rendered: players send one or two; a client
+making up new ones gets its answer rendered per request instead of growing the entry."""
 SWEEP_SECONDS = 5.0
 """How often idle connections are looked for (one timer for all of them, none per request)."""
 
@@ -239,14 +242,15 @@ class FastListener:
         return out, body_bytes
 
     def _rendered(self, head: Head, entry: CachedResponse) -> tuple[bytes, bytes]:
-        """The entry's pre-rendered head and body for this request's variant (identity or gzip),
-        made at its first answer."""
-        headers, body = self.node.answer(head.path, entry, head.accept_encoding, None)
-        variant = headers.get("Content-Encoding", "")
-        prefix = entry.rendered.get(variant)
-        if prefix is None:
-            prefix = entry.rendered[variant] = render_head(entry.status, headers, len(body))
-        return prefix, body
+        """The entry's pre-rendered head and body for this request's Accept-Encoding (`EdgeNode.answer`
+        picks identity or gzip), made at the first answer with that header and reused after."""
+        rendered = entry.rendered.get(head.accept_encoding)
+        if rendered is None:
+            headers, body = self.node.answer(head.path, entry, head.accept_encoding, None)
+            rendered = (render_head(entry.status, headers, len(body)), body)
+            if len(entry.rendered) < MAX_RENDERED:
+                entry.rendered[head.accept_encoding] = rendered
+        return rendered
 
 
 class FastProtocol(asyncio.Protocol):

@@ -148,6 +148,7 @@ async def _run_edge(args: argparse.Namespace, worker: int = 0, peers: list[socke
     )
     peer_socket = peers[worker] if peers else None
     runner, port = await run_edge(config, args.host, args.http_port, reuse_port=bool(peers), peer_socket=peer_socket)
+    _freeze_startup_heap()  # as `serve` does: full collections need not walk the startup heap
     if worker == 0:
         print(f"edge serving on http://{args.host}:{port} in front of {', '.join(config.upstreams)}", flush=True)
     stop = asyncio.Event()
