@@ -263,6 +263,7 @@ class FastProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.last_read = time.monotonic()
         self.pending: asyncio.Task[None] | None = None
+        self.write_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -302,10 +303,11 @@ class FastProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        transport.resume_reading()
         if len(got) < len(heads):
             self._hand_over(transport, data)  # nothing of this read was answered: the app answers all of it
             return
+        if not self.write_paused:
+            transport.resume_reading()
         out, body_bytes = self.listener.render_all(heads, got)
         node.count_out(body_bytes)
         self._send(transport, out, heads)
@@ -318,6 +320,7 @@ class FastProtocol(asyncio.Protocol):
     def _hand_over(self, transport: asyncio.Transport, data: bytes) -> None:
         self.listener.connections.discard(self)
         self.transport = None
+        transport.resume_reading()  # the app paces the connection from here on, starting unpaused
         protocol = self.listener.aiohttp_factory()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
@@ -325,10 +328,12 @@ class FastProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         """A client that does not read what it asked for is not read from either."""
+        self.write_paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         if self.transport is not None and self.pending is None:
             self.transport.resume_reading()
 
