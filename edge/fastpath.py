@@ -78,6 +78,9 @@ class Head:
     path: str
     accept_encoding: str
     keep_alive: bool
+    connection: bytes = b""
+    """The Connection header line the answer carries: none for HTTP/1.1 keep-alive (the default),
+    `close` when the connection ends after it, `keep-alive` for an HTTP/1.0 client that asked."""
 
 
 class _Collector:
@@ -118,7 +121,12 @@ class _Collector:
         plain = PLAIN_PATH.fullmatch(url) is not None and not _dot_segments(url)
         if method in (b"GET", b"HEAD") and plain and not self.bodied:
             accept = b",".join(self.accept).decode("latin-1")
-            self.heads.append(Head(method, url, accept, self.parser.should_keep_alive()))
+            keep = self.parser.should_keep_alive()
+            if not keep:
+                connection = b"Connection: close\r\n"
+            else:
+                connection = b"Connection: keep-alive\r\n" if self.parser.get_http_version() == "1.0" else b""
+            self.heads.append(Head(method, url, accept, keep, connection))
         else:
             self.heads.append(None)
 
@@ -155,12 +163,11 @@ def render_head(status: int, headers: dict[str, str], length: int) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode("latin-1")
 
 
-def render(head: bytes, date: bytes, keep_alive: bool, age: int | None = None, state: str = "") -> bytes:
-    """The bytes before the body: the pre-rendered head plus what changes per request (an
-    answer from the cache has an Age and an X-Cache state)."""
-    close = b"" if keep_alive else b"Connection: close\r\n"
+def render(head: bytes, date: bytes, connection: bytes, age: int | None = None, state: str = "") -> bytes:
+    """The bytes before the body: the pre-rendered head plus what changes per request (the
+    Connection line; an answer from the cache has an Age and an X-Cache state)."""
     cache = b"" if age is None else b"Age: %d\r\nX-Cache: %s\r\n" % (age, state.encode())
-    return b"%sDate: %s\r\n%s%s\r\n" % (head, date, cache, close)
+    return b"%sDate: %s\r\n%s%s\r\n" % (head, date, cache, connection)
 
 
 class Dates:
@@ -231,11 +238,11 @@ class FastListener:
         for head, answer in zip(heads, got, strict=True):
             if isinstance(answer, Exception):
                 status, headers, body = self.node.failure(answer)
-                out.append(render(render_head(status, headers, len(body)), date, head.keep_alive))
+                out.append(render(render_head(status, headers, len(body)), date, head.connection))
             else:
                 entry, state = answer
                 prefix, body = self._rendered(head, entry)
-                out.append(render(prefix, date, head.keep_alive, int(entry.age(now)), state))
+                out.append(render(prefix, date, head.connection, int(entry.age(now)), state))
                 body_bytes += len(body)
             if head.method == b"GET":
                 out.append(body)

@@ -31,8 +31,10 @@ def test_complete_plain_gets_and_heads_are_framed():
         Head(b"HEAD", "/live/s/index.m3u8", "gzip", True),
     ]
     assert frame(get("/a", "Content-Length: 0")) == [Head(b"GET", "/a", "", True)]
-    assert frame(get("/a", version="1.0")) == [Head(b"GET", "/a", "", False)]
-    assert frame(get("/a", "Connection: close")) == [Head(b"GET", "/a", "", False)]
+    assert frame(get("/a", version="1.0")) == [Head(b"GET", "/a", "", False, b"Connection: close\r\n")]
+    keep = Head(b"GET", "/a", "", True, b"Connection: keep-alive\r\n")
+    assert frame(get("/a", "Connection: keep-alive", version="1.0")) == [keep]
+    assert frame(get("/a", "Connection: close")) == [Head(b"GET", "/a", "", False, b"Connection: close\r\n")]
 
 
 @pytest.mark.parametrize(
