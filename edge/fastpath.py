@@ -34,6 +34,9 @@ from edge.cache import CachedResponse
 MAX_FAST_READ = 8190
 """Longest read the fast path parses: aiohttp's max_line_size and max_field_size, so any request
 that could break one of aiohttp's size limits is aiohttp's to refuse."""
+MAX_PIPELINED = 4
+"""Requests of one read the fast path answers together (all written at once, before the next
+read is taken); a longer pipeline goes to the app, which writes one answer at a time."""
 PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
 """Paths whose raw form is the decoded form aiohttp routes on (no escapes, no query)."""
 IDLE_SECONDS = 75.0
@@ -138,8 +141,9 @@ def _dot_segments(path: str) -> bool:
 
 
 def frame(read: bytes) -> list[Head] | None:
-    """The requests of one read when every one of them is a complete, bodiless GET or HEAD of a
-    plain path and nothing follows the last; else None (the read goes to aiohttp whole)."""
+    """The requests of one read when every one of them (MAX_PIPELINED at most) is a complete,
+    bodiless GET or HEAD of a plain path and nothing follows the last; else None (the read
+    goes to aiohttp whole)."""
     if not read or len(read) > MAX_FAST_READ:
         return None
     collector = _Collector()
@@ -147,8 +151,8 @@ def frame(read: bytes) -> list[Head] | None:
         collector.parser.feed_data(read)
     except (httptools.HttpParserError, httptools.HttpParserUpgrade):
         return None  # also a request after one with Connection: close (llhttp refuses it)
-    if collector.begun != len(collector.heads) or not collector.heads:
-        return None  # a request left incomplete at the end of the read
+    if collector.begun != len(collector.heads) or not collector.heads or len(collector.heads) > MAX_PIPELINED:
+        return None  # a request left incomplete at the end of the read, or a long pipeline
     heads = [h for h in collector.heads if h is not None]
     return heads if len(heads) == len(collector.heads) else None
 

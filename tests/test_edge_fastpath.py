@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_edge_stale import MISSING, PLAYLIST, SEGMENT, SEGMENT_BYTES, Rig
 
-from edge.fastpath import MAX_FAST_READ, Head, frame
+from edge.fastpath import MAX_FAST_READ, MAX_PIPELINED, Head, frame
 
 rig = test_edge_stale.rig
 """The stale tests' edge: a miniature upstream and a clock that moves only when told."""
@@ -54,6 +54,7 @@ def test_complete_plain_gets_and_heads_are_framed():
         get("/a", "Connection: Upgrade", "Upgrade: websocket"),
         get("/a")[:-2],  # incomplete head
         get("/a") + get("/b")[:10],  # a complete request, then part of the next
+        get("/a") * (MAX_PIPELINED + 1),  # a long pipeline: the app answers one at a time
         get("/a") + get("/b?x=1"),  # one of two is not the fast path's: neither is answered here
         get("/a", "Connection: close") + get("/b"),  # a request after the connection's last
         get("/a", "X-Long: " + "x" * MAX_FAST_READ),  # aiohttp's size limits decide
@@ -78,7 +79,7 @@ PATHS = st.from_regex(r"/[a-z0-9._-]{1,20}(/[a-z0-9._-]{1,20}){0,3}", fullmatch=
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(PATHS, st.sampled_from(["GET", "HEAD"])), min_size=1, max_size=4), st.data())
+@given(st.lists(st.tuples(PATHS, st.sampled_from(["GET", "HEAD"])), min_size=1, max_size=MAX_PIPELINED), st.data())
 def test_a_pipeline_is_framed_whole_and_never_cut(requests: list[tuple[str, str]], data: st.DataObject):
     read = b"".join(get(path, method=method) for path, method in requests)
     assert frame(read) == [Head(method.encode(), path, "", True) for path, method in requests]
