@@ -79,6 +79,10 @@ LISTEN_BACKLOG = 1024
 """Connections the kernel queues for accept: thousands of viewers joining at once are not
 dropped into SYN retries (capped by net.core.somaxconn)."""
 
+SIBLING_METRICS_TIMEOUT = 2.0
+"""Seconds a worker waits for a sibling's figures when answering /metrics (a scrape's budget is
+typically 10 s); a worker that does not answer in time is left out of that scrape."""
+
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 2
 """Redirects followed for one upstream request: an origin to the owner is one; a second covers
@@ -289,7 +293,7 @@ class EdgeNode:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.path == "/metrics":
-            return self.metrics_response()
+            return await self.metrics_response(self._on_peer_listener(request))
         if request.method not in ("GET", "HEAD"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
         try:
@@ -322,13 +326,18 @@ class EdgeNode:
         finally:
             self.blocked.release(client, key)
 
+    def _on_peer_listener(self, request: web.Request) -> bool:
+        """Whether a sibling worker sent this request (on this worker's loopback peer listener)."""
+        if self.peer_port is None or request.transport is None:
+            return False
+        local = request.transport.get_extra_info("sockname")
+        return local is not None and local[1] == self.peer_port
+
     def _client(self, request: web.Request) -> str | None:
         """Who a blocked request is admitted for: None for a sibling worker asking on the peer
         listener (its viewers were admitted there), else the address `keys.client_address` names."""
-        if self.peer_port is not None and request.transport is not None:
-            local = request.transport.get_extra_info("sockname")
-            if local is not None and local[1] == self.peer_port:
-                return None
+        if self._on_peer_listener(request):
+            return None
         forwarded = ", ".join(request.headers.getall("X-Forwarded-For", []))
         return keys.client_address(request.remote, forwarded, self.trusted_proxies)
 
@@ -486,16 +495,31 @@ class EdgeNode:
     def count_out(self, body_bytes: int) -> None:
         self.bytes_out.inc(body_bytes)
 
-    def metrics_response(self) -> web.Response:
+    async def metrics_response(self, own_only: bool = False) -> web.Response:
+        """This edge's figures; with several workers, every worker's (`workers.merge_metrics`),
+        asked of the siblings on their peer listeners, where a worker answers with its own only."""
         self.cache_bytes.set(self.cache.bytes)
         self.cache_entries.set(len(self.cache))
         self.evictions.set(self.cache.evictions)
         self.waiting.set(self.collapser.inflight)
         self.blocked_requests.set(self.blocked.requests)
         self.blocked_keys.set(self.blocked.keys)
-        # Each worker counts for itself: the header says whose figures these are.
+        body = generate_latest(self.registry)
+        peers = self.config.peers
+        if peers and not own_only:
+            texts = {self.config.worker: body.decode()}
+            for index, peer in enumerate(peers):
+                if index != self.config.worker:
+                    try:
+                        async with self.session().get(
+                            peer + "/metrics", timeout=aiohttp.ClientTimeout(total=SIBLING_METRICS_TIMEOUT)
+                        ) as r:
+                            texts[index] = await r.text()
+                    except (TimeoutError, aiohttp.ClientError) as e:  # a restarting worker: left out
+                        log.warning("edge: worker %d's metrics unavailable: %s", index, e or type(e).__name__)
+            body = workers.merge_metrics(texts)
         headers = {"Content-Type": CONTENT_TYPE_PLAIN_0_0_4, **self.worker_header}
-        return web.Response(body=generate_latest(self.registry), headers=headers)
+        return web.Response(body=body, headers=headers)
 
     def app(self) -> web.Application:
         app = web.Application()

@@ -333,3 +333,26 @@ def test_a_cached_playlist_counts_its_gzip_body_in_the_budget():
     plain = CachedResponse(200, b"x" * 1000, (), 0.0, 1.0)
     zipped = CachedResponse(200, b"x" * 1000, (), 0.0, 1.0, gzip_body=b"z" * 30)
     assert zipped.size == plain.size + 30
+
+
+def test_worker_metrics_merge_into_one_exposition_labelled_by_worker():
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    texts = {}
+    for worker, hits in ((0, 3), (1, 5)):
+        registry = CollectorRegistry()
+        Counter("mediacore_edge_hits", "Requests served from cache", registry=registry).inc(hits)
+        Histogram("mediacore_edge_upstream_seconds", "Upstream time", registry=registry).observe(0.1 * hits)
+        texts[worker] = generate_latest(registry).decode()
+    merged = workers.merge_metrics(texts).decode()
+    families = {f.name: f for f in text_string_to_metric_families(merged)}
+    hits = {s.labels["worker"]: s.value for s in families["mediacore_edge_hits"].samples}
+    assert hits == {"0": 3.0, "1": 5.0}
+    counts = {
+        s.labels["worker"]: s.value
+        for s in families["mediacore_edge_upstream_seconds"].samples
+        if s.name.endswith("_count")
+    }
+    assert counts == {"0": 1.0, "1": 1.0}
+    assert merged.count("# TYPE mediacore_edge_hits_total counter") == 1  # each family once

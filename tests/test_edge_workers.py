@@ -140,6 +140,18 @@ async def test_playlists_are_served_gzip_to_clients_that_ask_and_identity_to_oth
         assert int(headers["Content-Length"]) == len(body) < len(plain[0][1])
 
 
+async def test_metrics_on_the_shared_port_hold_every_workers_figures(rig: Rig):
+    status, body, headers = await get(f"{rig.base}/metrics")
+    assert status == 200
+    hits = {
+        line.split('worker="')[1][0]: float(line.rsplit(" ", 1)[1])
+        for line in body.decode().splitlines()
+        if line.startswith("mediacore_edge_hits_total{")
+    }
+    assert set(hits) == {"0", "1"}  # whichever worker answered, both are there
+    assert sum(hits.values()) > 0
+
+
 async def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(rig: Rig):
     before = worker_pids(rig.process.pid)
     victim = min(before)
