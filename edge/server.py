@@ -29,6 +29,12 @@
   stale copy: a marked entry goes only to a request with a valid token, so one viewer's
   token never serves another who has none. An upstream 403 / 410 is never stored.
 
+- Several workers (`mediacore edge --workers N`, `edge.supervisor`): a stream owned by another
+  worker (`edge.workers`) is fetched from that worker's loopback peer listener, which is this
+  same app; a sibling's blocked requests there are bounded in total only, as a trusted proxy's.
+- The public listener answers plain GET / HEAD requests itself from pre-rendered answers
+  (`edge.fastpath`), through `plain_hit`, `plain_answer` and `answer`, the rules `handle` uses.
+
 What to serve from the cache is decided in `edge.policy` (pure, given `now`); this module is
 the aiohttp shell around it. The clock is injected (`EdgeNode(clock=...)`) so tests can move it.
 """
