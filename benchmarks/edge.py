@@ -1,38 +1,59 @@
 """`mediacore-bench edge`: the edge against nginx serving the same cached objects.
 
-One origin with a live stream; in front of it a `mediacore edge` process and nginx
-(proxy_cache, one worker), both warmed with the same segment and playlist. wrk (one
-thread, N connections, from loopback) measures requests/s and bytes/s for a cached
-segment and for the live playlist on each. Then V LL-HLS viewers play through the edge
-while the project's client measures part delay through the edge and directly from the
-origin, and the origin counts how many part requests reached it per part produced.
+One origin with a live stream; in front of it `mediacore edge --workers W` and nginx
+(proxy_cache, `worker_processes W`), both warmed with the same segment and playlist. wrk
+(the same threads and connections for both, from loopback) measures requests/s and bytes/s
+for a cached segment and for the live playlist on each; the load average is recorded beside
+each run, as the machine may be shared. Then V LL-HLS viewers, spread over several client
+processes, play through the edge for VIEWER_SECONDS while the project's client measures part
+delay through the edge and directly from the origin, and the origin counts how many part
+requests reached it per part produced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
+import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from benchmarks.ingest import free_port, wait_port
 from benchmarks.live import fetch_text, live_origin, metric_sum, start_edge
 from benchmarks.peers import start_nginx_proxy
+from edge.workers import WORKER_HEADER
 from player_client.llhls import follow
-from player_client.player import percentile, run_viewers, summarize
+from player_client.player import ViewerStats, percentile, run_viewers, summarize
 
+VIEWER_SECONDS = 20.0
+"""How long the LL-HLS viewers play."""
+MAX_VIEWERS = 5000
+"""The most simulated viewers one run starts (each holds a connection or two on loopback)."""
+VIEWERS_PER_PROCESS = 500
+"""Viewers one client process simulates: one Python loop drives about this many in real time
+on a core shared with the edge (300 in one process was the ceiling before)."""
+START_TIMEOUT = 60.0
+"""Seconds the client processes may take to start (imports) before the viewers begin."""
+PART_SECONDS = 0.2
+"""The origin's part duration at the defaults: parts produced per second of playing."""
+OPEN_FILES = 16384
+"""Descriptors the benchmark (and the processes it starts) may hold: viewers' connections."""
 UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "B": 1}
 
 
-def wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
+def wrk(url: str, seconds: float, connections: int, threads: int = 1) -> dict[str, float]:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", url],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", url],
         capture_output=True,
         text=True,
         timeout=seconds + 30,
@@ -44,24 +65,93 @@ def wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
         "requests_per_s": float(rps.group(1)) if rps else 0.0,
         "mb_per_s": float(transfer.group(1)) * UNITS.get(transfer.group(2), 1) / 1e6 if transfer else 0.0,
         "non_2xx": float(errors.group(1)) if errors else 0.0,
+        "load_1m": round(os.getloadavg()[0], 2),
     }
 
 
-def run(seconds: float, connections: int, viewers: int, out: Path | None) -> dict:
+def _viewer_process(url: str, viewers: int, seconds: float, result: Any, go: Any) -> None:
+    """One client process: `viewers` LL-HLS viewers on one uvloop, started when `go` is set."""
+    import uvloop
+
+    result.put(None)  # started (imports done)
+    go.wait()
+    result.put(uvloop.run(run_viewers(url, viewers, seconds, True)))
+
+
+def run_viewer_processes(
+    url: str, viewers: int, seconds: float, playing: threading.Event | None = None
+) -> tuple[list[ViewerStats], int]:
+    """`viewers` viewers spread over client processes of VIEWERS_PER_PROCESS at most; returns
+    their stats and the number of processes. Blocks for about `seconds` once they all started
+    (`playing` is set then)."""
+    processes = max(1, -(-viewers // VIEWERS_PER_PROCESS))
+    ctx = multiprocessing.get_context("spawn")
+    result, go = ctx.Queue(), ctx.Event()
+    shares = [viewers // processes + (1 if i < viewers % processes else 0) for i in range(processes)]
+    clients = [ctx.Process(target=_viewer_process, args=(url, n, seconds, result, go)) for n in shares]
+    for client in clients:
+        client.start()
+    try:
+        for _ in clients:
+            result.get(timeout=START_TIMEOUT)
+        go.set()
+        if playing is not None:
+            playing.set()
+        stats: list[ViewerStats] = []
+        for _ in clients:
+            stats += result.get(timeout=seconds + START_TIMEOUT)
+        return stats, processes
+    finally:
+        for client in clients:
+            client.join(10)
+            if client.is_alive():
+                client.kill()
+
+
+def wait_for_workers(base: str, workers: int, timeout: float = 20.0) -> None:
+    """Until every worker of the edge answers (each reports itself in WORKER_HEADER)."""
+    if workers < 2:
+        return
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only edge workers {sorted(seen)} answered")
+        try:
+            with urllib.request.urlopen(f"{base}/metrics", timeout=2) as r:
+                seen.add(r.headers.get(WORKER_HEADER, ""))
+        except OSError:
+            time.sleep(0.1)
+
+
+def run(seconds: float, connections: int, viewers: int, out: Path | None, workers: int = 1, threads: int = 0) -> dict:
     if shutil.which("wrk") is None:
         raise SystemExit("mediacore-bench edge needs wrk (apt-get install wrk)")
-    report: dict = {"suite": "edge", "connections": connections, "seconds": seconds}
+    viewers = min(viewers, MAX_VIEWERS)
+    threads = threads or workers
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, OPEN_FILES)), hard))
+    report: dict = {
+        "suite": "edge",
+        "workers": workers,
+        "wrk_threads": threads,
+        "connections": connections,
+        "seconds": seconds,
+        "cores": os.cpu_count(),
+        "load_1m_before": round(os.getloadavg()[0], 2),
+    }
     with (
         live_origin() as (http_port, admin_port, _),
         tempfile.TemporaryDirectory(prefix="mediacore-bench-edge-") as tmp,
     ):
         origin = f"http://127.0.0.1:{http_port}"
         origin_metrics = f"http://127.0.0.1:{admin_port}/metrics"
-        edge_port, edge = start_edge(origin)
+        edge_port, edge = start_edge(origin, workers=workers)
         nginx_port = free_port()
-        nginx = start_nginx_proxy(Path(tmp), nginx_port, f"127.0.0.1:{http_port}")
+        nginx = start_nginx_proxy(Path(tmp), nginx_port, f"127.0.0.1:{http_port}", workers)
         try:
             targets = {"mediacore-edge": f"http://127.0.0.1:{edge_port}"}
+            wait_for_workers(targets["mediacore-edge"], workers)
             if nginx is not None:
                 wait_port(nginx_port)
                 targets["nginx"] = f"http://127.0.0.1:{nginx_port}"
@@ -75,7 +165,7 @@ def run(seconds: float, connections: int, viewers: int, out: Path | None) -> dic
             for kind, path in objects.items():
                 for name, base in targets.items():
                     print(f"wrk {kind} on {name} ...", file=sys.stderr)
-                    report.setdefault(kind, {})[name] = wrk(base + path, seconds, connections)
+                    report.setdefault(kind, {})[name] = wrk(base + path, seconds, connections, threads)
             if "nginx" in targets:
                 for kind in objects:
                     ours, theirs = report[kind]["mediacore-edge"], report[kind]["nginx"]
@@ -85,33 +175,48 @@ def run(seconds: float, connections: int, viewers: int, out: Path | None) -> dic
                         else None
                     )
 
-            # LL-HLS viewers through the edge; one probe client through the edge, one direct.
+            # LL-HLS viewers through the edge from client processes; one probe client through
+            # the edge and one straight from the origin in this process.
             before = fetch_text(origin_metrics)
             edge_base = targets["mediacore-edge"]
 
-            async def load() -> tuple[list, object, object]:
+            async def probes() -> tuple[object, object]:
                 return await asyncio.gather(
-                    run_viewers(f"{edge_base}/live/bench/ll.m3u8", viewers, 20, True),
-                    follow(f"{edge_base}/live/bench/ll.m3u8", 20),
-                    follow(f"{origin}/live/bench/ll.m3u8", 20),
+                    follow(f"{edge_base}/live/bench/ll.m3u8", VIEWER_SECONDS),
+                    follow(f"{origin}/live/bench/ll.m3u8", VIEWER_SECONDS),
                 )
 
-            print(f"{viewers} LL-HLS viewers through the edge for 20 s ...", file=sys.stderr)
+            print(f"{viewers} LL-HLS viewers through the edge for {VIEWER_SECONDS:.0f} s ...", file=sys.stderr)
+            pool: list[tuple[list[ViewerStats], int]] = []
+            playing = threading.Event()
+            runner = threading.Thread(
+                target=lambda: pool.append(
+                    run_viewer_processes(f"{edge_base}/live/bench/ll.m3u8", viewers, VIEWER_SECONDS, playing)
+                )
+            )
+            runner.start()
+            if not playing.wait(START_TIMEOUT):
+                raise RuntimeError("the viewer processes did not start")
             started = time.monotonic()
-            stats, via_edge, direct = asyncio.run(load())
+            via_edge, direct = asyncio.run(probes())
+            runner.join()
+            stats, processes = pool[0]
             elapsed = time.monotonic() - started
+            report["load_1m_viewers"] = round(os.getloadavg()[0], 2)
             after = fetch_text(origin_metrics)
             part_requests = metric_sum(after, "mediacore_http_requests_total", "/ll/{name}.{ext}") - metric_sum(
                 before, "mediacore_http_requests_total", "/ll/{name}.{ext}"
             )
             # Video parts produced meanwhile (viewers follow the video rendition), one per
-            # 0.2 s; the direct probe fetches each of them from the origin once as well.
-            produced = elapsed / 0.2
+            # PART_SECONDS; the direct probe fetched each part of its VIEWER_SECONDS once as well.
+            produced = elapsed / PART_SECONDS
+            direct_parts = VIEWER_SECONDS / PART_SECONDS
             report["ll_viewers"] = {
                 "viewers": summarize(stats),
+                "client_processes": processes,
                 "part_delay_p99_edge_s": percentile(via_edge.part_delays, 0.99),  # type: ignore[attr-defined]
                 "part_delay_p99_origin_s": percentile(direct.part_delays, 0.99),  # type: ignore[attr-defined]
-                "origin_media_requests_per_part": round((part_requests - elapsed / 0.2) / produced, 2),
+                "origin_media_requests_per_part": round((part_requests - direct_parts) / produced, 2),
             }
         finally:
             edge.terminate()
@@ -124,14 +229,18 @@ def run(seconds: float, connections: int, viewers: int, out: Path | None) -> dic
             if isinstance(figures, dict):
                 print(
                     f"{kind:<9} {name:<15} {figures['requests_per_s']:>10.0f} req/s {figures['mb_per_s']:>9.1f} MB/s"
-                    f"  non-2xx {figures['non_2xx']:.0f}"
+                    f"  non-2xx {figures['non_2xx']:.0f}  load {figures['load_1m']}"
                 )
         if "ratio_vs_nginx" in report[kind]:
             print(f"{kind:<9} mediacore-edge / nginx = {report[kind]['ratio_vs_nginx']}")
     ll = report["ll_viewers"]
+    print(f"wrk: {threads} threads, {connections} connections; {workers} worker(s) each")
+    print(f"load average (1 min) before the run: {report['load_1m_before']} on {report['cores']} cores")
     print(
-        f"LL-HLS viewers on one edge: {ll['viewers']['viewers']} (started {ll['viewers']['started']}, "
-        f"stalls {ll['viewers']['stalls']}, latency p50 {ll['viewers']['latency_p50_s']} s)"
+        f"LL-HLS viewers on one {workers}-worker edge from {ll['client_processes']} processes: "
+        f"{ll['viewers']['viewers']} (started {ll['viewers']['started']}, "
+        f"stalls {ll['viewers']['stalls']}, latency p50 {ll['viewers']['latency_p50_s']} s, "
+        f"errors {ll['viewers']['errors']}, load {report['load_1m_viewers']})"
     )
     print(
         f"part delay p99: via edge {ll['part_delay_p99_edge_s']:.3f} s, "

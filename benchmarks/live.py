@@ -69,7 +69,7 @@ def live_origin(
         server.wait(10)
 
 
-def start_edge(upstream: str, cache_mb: int = 256) -> tuple[int, subprocess.Popen[bytes]]:
+def start_edge(upstream: str, cache_mb: int = 256, workers: int = 1) -> tuple[int, subprocess.Popen[bytes]]:
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -85,6 +85,8 @@ def start_edge(upstream: str, cache_mb: int = 256) -> tuple[int, subprocess.Pope
             str(port),
             "--cache-mb",
             str(cache_mb),
+            "--workers",
+            str(workers),
             "--log-level",
             "warning",
         ],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import subprocess
 from pathlib import Path
@@ -62,17 +64,20 @@ def start_nginx(workdir: Path, port: int) -> subprocess.Popen[bytes] | None:
     )
 
 
-def nginx_proxy_cache_config(workdir: Path, port: int, origin: str) -> Path:
+def nginx_proxy_cache_config(workdir: Path, port: int, origin: str, workers: int = 1) -> Path:
     """nginx as a standard HTTP cache in front of the origin (docs/operator-guide.md has the
     same configuration for production). The cache key holds the path and the normalised
     HLS directives, so blocking requests for the same part share one entry, and
-    proxy_cache_lock collapses concurrent misses into one upstream request."""
+    proxy_cache_lock collapses concurrent misses into one upstream request. With several
+    `workers`, a master process and one SO_REUSEPORT listener per worker, as `mediacore edge
+    --workers` runs."""
     (workdir / "cache").mkdir(parents=True, exist_ok=True)
     conf = workdir / "nginx-proxy.conf"
     conf.write_text(f"""
 daemon off;
-master_process off;
-worker_processes 1;
+master_process {"on" if workers > 1 else "off"};
+worker_processes {workers};
+{_same_user(workers)}
 pid {workdir}/nginx-proxy.pid;
 error_log {workdir}/error.log warn;
 events {{ worker_connections 4096; }}
@@ -89,7 +94,7 @@ http {{
         keepalive 32;
     }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{" reuseport" if workers > 1 else ""};
         location / {{
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -110,10 +115,18 @@ http {{
     return conf
 
 
-def start_nginx_proxy(workdir: Path, port: int, origin: str) -> subprocess.Popen[bytes] | None:
+def _same_user(workers: int) -> str:
+    """A master started as root runs its workers as `nobody`, who could not write the cache
+    directory made here: keep them as the user running the benchmark."""
+    if workers > 1 and os.geteuid() == 0:
+        return f"user {pwd.getpwuid(0).pw_name};"
+    return ""
+
+
+def start_nginx_proxy(workdir: Path, port: int, origin: str, workers: int = 1) -> subprocess.Popen[bytes] | None:
     if shutil.which("nginx") is None:
         return None
-    conf = nginx_proxy_cache_config(workdir, port, origin)
+    conf = nginx_proxy_cache_config(workdir, port, origin, workers)
     return subprocess.Popen(
         ["nginx", "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
         stdout=subprocess.DEVNULL,

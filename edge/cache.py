@@ -9,7 +9,7 @@ use it). Stale entries stay until evicted so they can serve when the upstream fa
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lru
 
@@ -26,6 +26,11 @@ class CachedResponse:
     stored_at: float
     max_age: float
     upstream_age: float = 0.0
+    gzip_body: bytes | None = None
+    """The body gzip-compressed once when stored (playlists), for clients that accept it."""
+    rendered: dict[str, tuple[bytes, bytes]] = field(default_factory=dict, compare=False, repr=False)
+    """Accept-Encoding -> status line and headers, and body, rendered by the fast path
+    (`edge.fastpath`) at the first answer to a request with that header, reused by later ones."""
 
     def age(self, now: float) -> float:
         return self.upstream_age + max(0.0, now - self.stored_at)
@@ -35,7 +40,8 @@ class CachedResponse:
 
     @property
     def size(self) -> int:
-        return len(self.body) + sum(len(k) + len(v) for k, v in self.headers) + ENTRY_OVERHEAD
+        bodies = len(self.body) + len(self.gzip_body or b"")
+        return bodies + sum(len(k) + len(v) for k, v in self.headers) + ENTRY_OVERHEAD
 
 
 def max_age_of(cache_control: str) -> float | None:

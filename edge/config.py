@@ -55,3 +55,8 @@ class EdgeConfig:
     upstream_token_ttl: int = 60
     """Seconds the token the edge signs for one upstream request is valid: well above the longest
     upstream request (upstream_timeout), short enough to be worthless if it leaks from a log."""
+    worker: int = 0
+    """This worker's index when the edge runs several (`mediacore edge --workers N`)."""
+    peers: list[str] = field(default_factory=list)
+    """Base URLs of every worker's loopback peer listener, by worker index; empty for a single
+    process. A stream owned by another worker (`edge.workers`) is fetched from its listener."""

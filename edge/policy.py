@@ -30,6 +30,22 @@ def is_playlist(path: str) -> bool:
     return path.endswith(PLAYLIST_SUFFIX)
 
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether a request's Accept-Encoding takes gzip (RFC 9110 12.5.3): gzip listed without
+    `q=0`, or, when gzip is not listed, `*` without `q=0`."""
+    wildcard = False
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        coding = coding.strip().lower()
+        q = params.replace(" ", "").lower()
+        accepted = not (q.startswith("q=") and q[2:].rstrip("0").rstrip(".") in ("0", ""))
+        if coding in ("gzip", "x-gzip"):
+            return accepted
+        if coding == "*":
+            wildcard = accepted
+    return wildcard
+
+
 def is_media(path: str) -> bool:
     """Whether the path names a segment, part or init segment."""
     return path.endswith(MEDIA_SUFFIXES)

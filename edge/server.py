@@ -29,13 +29,22 @@
   stale copy: a marked entry goes only to a request with a valid token, so one viewer's
   token never serves another who has none. An upstream 403 / 410 is never stored.
 
+- Several workers (`mediacore edge --workers N`, `edge.supervisor`): a stream owned by another
+  worker (`edge.workers`) is fetched from that worker's loopback peer listener, which is this
+  same app; a sibling's blocked requests there are bounded in total only, as a trusted proxy's.
+- The public listener answers plain GET / HEAD requests itself from pre-rendered answers
+  (`edge.fastpath`), through `plain_hit`, `plain_answer` and `answer`, the rules `handle` uses.
+
 What to serve from the cache is decided in `edge.policy` (pure, given `now`); this module is
 the aiohttp shell around it. The clock is injected (`EdgeNode(clock=...)`) so tests can move it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import logging
+import socket
 import time
 from collections.abc import Callable, Mapping
 from urllib.parse import quote, urljoin
@@ -45,10 +54,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from edge import keys, limits, owners, policy
+from edge import keys, limits, owners, policy, workers
 from edge.cache import CachedResponse, ResponseCache, age_of
 from edge.collapse import Collapser
 from edge.config import EdgeConfig
+from edge.fastpath import FastListener
 from edge.frontier import Frontiers
 from mediacore.access.tokens import MIN_SECRET_BYTES, TOKEN_PARAM, Verdict, sign, verify
 from mediacore.playlist.query import with_query, without_query
@@ -65,6 +75,20 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 """Upstream seconds: from a parent tier's cache hit (milliseconds) to LL-HLS blocking requests held for seconds."""
 
 
+GZIP_LEVEL = 6
+"""zlib's default: playlists are compressed once per upstream fetch, so a higher level buys
+little (they are small and repetitive) and costs on every part."""
+VARIED = "Accept-Encoding"
+"""Playlists come as identity or gzip: the Vary header keeps caches after the edge from mixing them."""
+
+LISTEN_BACKLOG = 1024
+"""Connections the kernel queues for accept: thousands of viewers joining at once are not
+dropped into SYN retries (capped by net.core.somaxconn)."""
+
+SIBLING_METRICS_TIMEOUT = 2.0
+"""Seconds a worker waits for a sibling's figures when answering /metrics (a scrape's budget is
+typically 10 s); a worker that does not answer in time is left out of that scrape."""
+
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 2
 """Redirects followed for one upstream request: an origin to the owner is one; a second covers
@@ -73,6 +97,16 @@ a stream that moved while the first was under way."""
 
 class UpstreamError(Exception):
     """The upstream could not be reached or answered with a server error."""
+
+
+def compress(body: bytes) -> bytes:
+    """The gzip form of a playlist (no timestamp: the same body compresses to the same bytes)."""
+    return gzip.compress(body, GZIP_LEVEL, mtime=0)
+
+
+def bad_gateway_text(error: UpstreamError) -> str:
+    """The body of the 502 answering a request the upstream failed and no stale copy covers."""
+    return f"upstream unavailable: {error}"
 
 
 REFUSED_BAD_DIRECTIVE = "bad_directive"
@@ -115,6 +149,9 @@ class EdgeNode:
         self.trusted_proxies = keys.parse_networks(config.trusted_proxies)
         self.blocked = limits.BlockedRequests(config.max_blocked_per_client, policy.blocked_upstream_limit(config))
         self._session: aiohttp.ClientSession | None = None
+        self.peer_port: int | None = None
+        """The port of this worker's peer listener (set by `run_edge`), where siblings ask."""
+        self.worker_header = {workers.WORKER_HEADER: str(config.worker)} if config.peers else {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.hits = Counter("mediacore_edge_hits", "Requests served from cache", registry=r)
@@ -190,8 +227,10 @@ class EdgeNode:
         known owner, else from the first upstream that answers, following its redirects."""
         stream = keys.stream_of(path)
         owner = self.owners.get(stream, self.clock()) if stream is not None else None
-        bases = [owner] if owner is not None else []
-        bases += [u.rstrip("/") for u in self.config.upstreams if u.rstrip("/") != owner]
+        sibling = workers.sibling_for(stream, self.config.worker, self.config.peers)
+        bases = [sibling] if sibling is not None else []  # the worker owning the stream, if not this one
+        bases += [owner] if owner is not None else []
+        bases += [u.rstrip("/") for u in self.config.upstreams if u.rstrip("/") not in (owner, sibling)]
         last_error: Exception | None = None
         for base in bases:
             start = self.clock()
@@ -247,13 +286,20 @@ class EdgeNode:
                 body = text.encode()
             self.frontiers.learn(path, text)
         max_age = policy.max_age_for(status, cache_control, self.config, path, in_future)
-        return CachedResponse(status, body, headers, now, max_age, age_of(upstream_headers.get("Age", "")))
+        # A playlist's gzip variant is made here, once per fetch, not once per viewer; a protected
+        # one gets each viewer's token written in, so it is compressed per response instead.
+        compressed = (
+            compress(body)
+            if status == 200 and policy.is_playlist(path) and PROTECTED_HEADER not in upstream_headers
+            else None
+        )
+        return CachedResponse(status, body, headers, now, max_age, age_of(upstream_headers.get("Age", "")), compressed)
 
     # Serving ---------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.path == "/metrics":
-            return self.metrics_response()
+            return await self.metrics_response(self._on_peer_listener(request))
         if request.method not in ("GET", "HEAD"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
         try:
@@ -277,8 +323,7 @@ class EdgeNode:
             return self.respond(request, entry, now, "HIT", token)
         if not wanted.directives.blocking:
             return await self._miss(request, key, upstream, token)
-        forwarded = ", ".join(request.headers.getall("X-Forwarded-For", []))
-        client = keys.client_address(request.remote, forwarded, self.trusted_proxies)
+        client = self._client(request)
         refused = self.blocked.admit(client, key)
         if refused is not None:
             return self._refuse(refused, client, key)
@@ -286,6 +331,21 @@ class EdgeNode:
             return await self._miss(request, key, upstream, token)
         finally:
             self.blocked.release(client, key)
+
+    def _on_peer_listener(self, request: web.Request) -> bool:
+        """Whether a sibling worker sent this request (on this worker's loopback peer listener)."""
+        if self.peer_port is None or request.transport is None:
+            return False
+        local = request.transport.get_extra_info("sockname")
+        return local is not None and local[1] == self.peer_port
+
+    def _client(self, request: web.Request) -> str | None:
+        """Who a blocked request is admitted for: None for a sibling worker asking on the peer
+        listener (its viewers were admitted there), else the address `keys.client_address` names."""
+        if self._on_peer_listener(request):
+            return None
+        forwarded = ", ".join(request.headers.getall("X-Forwarded-For", []))
+        return keys.client_address(request.remote, forwarded, self.trusted_proxies)
 
     def _upstream_path(self, stream: str | None, wanted: keys.EdgeRequest) -> str:
         """What to ask the upstream: with the secret, any stream's path carries a token the edge
@@ -317,19 +377,48 @@ class EdgeNode:
         return web.Response(status=status, text=text, headers=headers)
 
     async def _miss(self, request: web.Request, key: str, upstream_path: str, token: str | None) -> web.StreamResponse:
+        got = await self.obtain(key, request.path, upstream_path)
+        if isinstance(got, UpstreamError):
+            raise web.HTTPBadGateway(text=bad_gateway_text(got), headers=self._cors()) from got
+        entry, state = got
+        return self.respond(request, entry, self.clock(), state, token)
+
+    async def obtain(self, key: str, path: str, upstream_path: str) -> tuple[CachedResponse, str] | UpstreamError:
+        """A miss: the upstream's answer for `key` (one fetch shared by every request waiting for
+        it) and MISS, or after a failure the cached copy if it may be served stale and STALE, or
+        the failure (a 502)."""
         self.misses.inc()
         before = self.collapser.collapsed
         try:
-            entry = await self.collapser.run(key, lambda: self._store(key, request.path, upstream_path))
+            entry = await self.collapser.run(key, lambda: self._store(key, path, upstream_path))
         except UpstreamError as e:
-            stale, now = self.cache.get(key), self.clock()
-            if stale is not None and policy.may_serve_stale(request.path, stale, now, self.config):
+            stale = self.cache.get(key)
+            if stale is not None and policy.may_serve_stale(path, stale, self.clock(), self.config):
                 self.stale.inc()
-                return self.respond(request, stale, now, "STALE", token)
-            raise web.HTTPBadGateway(text=f"upstream unavailable: {e}", headers=self._cors()) from e
+                return stale, "STALE"
+            return e
         if self.collapser.collapsed > before:
             self.collapsed.inc()
-        return self.respond(request, entry, self.clock(), "MISS", token)
+        return entry, "MISS"
+
+    async def plain_answer(self, path: str) -> tuple[CachedResponse, str] | Exception | None:
+        """What `handle` answers a GET or HEAD of a plain `path` (no query) with, for the fast
+        path: a fresh entry (HIT) or `obtain`'s result; None when the answer is not the cache's
+        (/metrics) or the entry is protected (the request has no token: `handle` refuses it)."""
+        if path == "/metrics":
+            return None
+        wanted = keys.edge_request(path, path, "", policy.is_playlist(path))
+        entry = self.cache.get(wanted.key)
+        got: tuple[CachedResponse, str] | Exception
+        if entry is not None and policy.serve_fresh(entry, self.clock()):
+            got = (entry, "HIT")
+        else:
+            got = await self.obtain(wanted.key, path, self._upstream_path(keys.stream_of(path), wanted))
+        if not isinstance(got, Exception) and PROTECTED_HEADER in dict(got[0].headers):
+            return None
+        if got is not None and not isinstance(got, Exception) and got[1] == "HIT":
+            self.hits.inc()
+        return got
 
     async def _store(self, key: str, path: str, path_qs: str) -> CachedResponse:
         self.waiting.set(self.collapser.inflight)
@@ -353,36 +442,90 @@ class EdgeNode:
         """`entry` for `request`, whose checked playback token is `token` (None: it has none).
         An entry marked protected goes only to a request with a valid token, and a playlist in
         it carries that request's token on every URI."""
-        headers = dict(entry.headers)
-        body = entry.body
-        if PROTECTED_HEADER in headers:
-            if token is None:
-                return self._refuse_token(REFUSED_NO_TOKEN, 403)
-            if entry.status == 200 and policy.is_playlist(request.path):
-                body = with_query(body.decode("utf-8", "replace"), TOKEN_PARAM, token).encode()
-        headers.update(self._cors())
+        if token is None and PROTECTED_HEADER in dict(entry.headers):
+            return self._refuse_token(REFUSED_NO_TOKEN, 403)
+        headers, body = self.answer(request.path, entry, request.headers.get("Accept-Encoding", ""), token)
         headers["Age"] = str(int(entry.age(now)))
         headers["X-Cache"] = state
-        content_type = headers.pop("Content-Type", "application/octet-stream")
+        content_type = headers.pop("Content-Type")
         response = web.Response(
             status=entry.status,
             body=body if request.method == "GET" else b"",
             headers=headers,
-            content_type=content_type.split(";")[0],
+            content_type=content_type,
         )
-        if policy.is_playlist(request.path) and "gzip" in request.headers.get("Accept-Encoding", ""):
-            response.enable_compression()
         self.bytes_out.inc(len(body))
         return response
 
-    def metrics_response(self) -> web.Response:
+    def answer(
+        self, path: str, entry: CachedResponse, accept_encoding: str, token: str | None
+    ) -> tuple[dict[str, str], bytes]:
+        """The headers (all but Age and X-Cache) and body for `entry` answering `path`: the one
+        rule for both the aiohttp app and the fast path (`edge.fastpath`). A protected playlist
+        gets `token` written into its URIs. A playlist goes gzip to a client that takes it: the
+        body compressed when stored, else (a 404, a protected playlist) compressed here."""
+        headers = dict(entry.headers)
+        body = entry.body
+        playlist = policy.is_playlist(path)
+        if token is not None and PROTECTED_HEADER in headers and entry.status == 200 and playlist:
+            body = with_query(body.decode("utf-8", "replace"), TOKEN_PARAM, token).encode()
+        if playlist:
+            headers["Vary"] = VARIED
+            if policy.accepts_gzip(accept_encoding):
+                body = entry.gzip_body if entry.gzip_body is not None and body is entry.body else compress(body)
+                headers["Content-Encoding"] = "gzip"
+        headers.update(self._cors())
+        headers.update(self.worker_header)
+        headers["Content-Type"] = headers.get("Content-Type", "application/octet-stream").split(";")[0]
+        return headers, body
+
+    def plain_hit(self, path: str) -> CachedResponse | None:
+        """The fresh, unprotected entry answering a GET or HEAD of a plain `path` (no query) as
+        `handle` would, found without waiting; None for anything else (not counted)."""
+        if path == "/metrics":
+            return None
+        entry = self.cache.get(keys.edge_request(path, path, "", policy.is_playlist(path)).key)
+        if entry is None or not policy.serve_fresh(entry, self.clock()) or PROTECTED_HEADER in dict(entry.headers):
+            return None
+        return entry
+
+    def failure(self, error: Exception) -> tuple[int, dict[str, str], bytes]:
+        """The 502 answering a plain request when the upstream failed and no stale copy covers it."""
+        assert isinstance(error, UpstreamError)
+        headers = {**self._cors(), "Content-Type": "text/plain; charset=utf-8"}
+        return 502, headers, bad_gateway_text(error).encode()
+
+    def count_hit(self) -> None:
+        self.hits.inc()
+
+    def count_out(self, body_bytes: int) -> None:
+        self.bytes_out.inc(body_bytes)
+
+    async def metrics_response(self, own_only: bool = False) -> web.Response:
+        """This edge's figures; with several workers, every worker's (`workers.merge_metrics`),
+        asked of the siblings on their peer listeners, where a worker answers with its own only."""
         self.cache_bytes.set(self.cache.bytes)
         self.cache_entries.set(len(self.cache))
         self.evictions.set(self.cache.evictions)
         self.waiting.set(self.collapser.inflight)
         self.blocked_requests.set(self.blocked.requests)
         self.blocked_keys.set(self.blocked.keys)
-        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+        body = generate_latest(self.registry)
+        peers = self.config.peers
+        if peers and not own_only:
+            texts = {self.config.worker: body.decode()}
+            for index, peer in enumerate(peers):
+                if index != self.config.worker:
+                    try:
+                        async with self.session().get(
+                            peer + "/metrics", timeout=aiohttp.ClientTimeout(total=SIBLING_METRICS_TIMEOUT)
+                        ) as r:
+                            texts[index] = await r.text()
+                    except (TimeoutError, aiohttp.ClientError) as e:  # a restarting worker: left out
+                        log.warning("edge: worker %d's metrics unavailable: %s", index, e or type(e).__name__)
+            body = workers.merge_metrics(texts)
+        headers = {"Content-Type": CONTENT_TYPE_PLAIN_0_0_4, **self.worker_header}
+        return web.Response(body=body, headers=headers)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -395,14 +538,41 @@ class EdgeNode:
             await self._session.close()
 
 
-async def run_edge(config: EdgeConfig, host: str, port: int, node: EdgeNode | None = None) -> tuple[web.AppRunner, int]:
+async def run_edge(
+    config: EdgeConfig,
+    host: str,
+    port: int,
+    node: EdgeNode | None = None,
+    reuse_port: bool = False,
+    peer_socket: socket.socket | None = None,
+) -> tuple[web.AppRunner, int]:
+    """Serve the edge on host:port (with `reuse_port`, beside the other workers' listeners) and,
+    for a worker of several, on its inherited loopback `peer_socket` for its siblings. The public
+    listener answers cache hits itself (`edge.fastpath`) and hands every other connection to the
+    aiohttp app; the peer listener is the app's alone."""
     node = node or EdgeNode(config)
-    runner = web.AppRunner(node.app(), access_log=None, handle_signals=False)
+    app = node.app()
+    servers: list[asyncio.Server] = []
+    listeners: list[FastListener] = []
+
+    async def close_public(_: web.Application) -> None:
+        for server in servers:
+            server.close()
+        for listener in listeners:
+            listener.close()
+
+    app.on_shutdown.append(close_public)  # before setup, which freezes the app
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    server = site._server
-    assert server is not None
-    bound = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+    assert runner.server is not None
+    listeners.append(FastListener(node, runner.server))
+    server = await asyncio.get_running_loop().create_server(
+        listeners[0], host, port, reuse_address=True, reuse_port=reuse_port or None, backlog=LISTEN_BACKLOG
+    )
+    servers.append(server)
+    bound = int(server.sockets[0].getsockname()[1])
+    if peer_socket is not None:
+        await web.SockSite(runner, peer_socket, backlog=LISTEN_BACKLOG).start()
+        node.peer_port = int(peer_socket.getsockname()[1])
     log.info("edge on %s:%d in front of %s", host, bound, ", ".join(config.upstreams))
     return runner, bound

@@ -1,10 +1,13 @@
 """Edge cache pieces and cache policy without sockets or clocks: time is a number passed in."""
 
+import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from edge import keys, limits, policy
+from edge import keys, limits, policy, workers
 from edge.cache import ENTRY_OVERHEAD, CachedResponse, ResponseCache, age_of, max_age_of
 from edge.config import EdgeConfig
 from edge.frontier import Frontiers, media_name, playlist_frontier
@@ -281,3 +284,75 @@ def test_the_upstream_bound_leaves_connections_for_media():
     assert policy.blocked_upstream_limit(EdgeConfig(max_connections=10, max_blocked_upstream=128)) == 5
     assert policy.blocked_upstream_limit(EdgeConfig(max_connections=1)) == 1
     assert EdgeConfig().max_blocked_per_client == 8 and EdgeConfig().trusted_proxies == []
+
+
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("GZIP;q=1", True),
+        ("x-gzip", True),
+        ("gzip;q=0.5", True),
+        ("*", True),
+        ("deflate, *", True),
+        ("", False),
+        ("identity", False),
+        ("br;q=1, gzip;q=0", False),
+        ("gzip;q=0.000", False),
+        ("gzip ; q=0", False),
+        ("gzip;q=0, *", False),  # gzip refused by name: the wildcard does not bring it back
+        ("*;q=0", False),
+    ],
+)
+def test_accept_encoding_gzip(header: str, accepted: bool):
+    assert policy.accepts_gzip(header) is accepted
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_accept_encoding_never_fails_and_gzip_by_name_decides(header: str):
+    policy.accepts_gzip(header)  # any header a client sends is an answer, not an exception
+    assert policy.accepts_gzip(f"gzip;q=0, {header}") is False
+    assert policy.accepts_gzip(f"gzip, {header}") is True
+
+
+def test_each_stream_has_one_owner_worker_and_the_others_ask_it():
+    peers = ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    owners = {name: workers.owner_of(name, 2) for name in (f"s{i}" for i in range(40))}
+    assert set(owners.values()) == {0, 1}  # streams spread over both
+    assert workers.owner_of("s1", 2) == workers.owner_of("s1", 2) == zlib.crc32(b"s1") % 2  # stable across processes
+    for name, owner in owners.items():
+        assert workers.sibling_for(name, owner, peers) is None  # the owner asks the upstreams
+        assert workers.sibling_for(name, 1 - owner, peers) == peers[owner]
+    assert workers.sibling_for(None, 0, peers) is None  # not a stream: fetched where asked
+    assert workers.sibling_for("s1", 0, []) is None  # one process
+
+
+def test_a_cached_playlist_counts_its_gzip_body_in_the_budget():
+    plain = CachedResponse(200, b"x" * 1000, (), 0.0, 1.0)
+    zipped = CachedResponse(200, b"x" * 1000, (), 0.0, 1.0, gzip_body=b"z" * 30)
+    assert zipped.size == plain.size + 30
+
+
+def test_worker_metrics_merge_into_one_exposition_labelled_by_worker():
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    texts = {}
+    for worker, hits in ((0, 3), (1, 5)):
+        registry = CollectorRegistry()
+        Counter("mediacore_edge_hits", "Requests served from cache", registry=registry).inc(hits)
+        Histogram("mediacore_edge_upstream_seconds", "Upstream time", registry=registry).observe(0.1 * hits)
+        texts[worker] = generate_latest(registry).decode()
+    merged = workers.merge_metrics(texts).decode()
+    families = {f.name: f for f in text_string_to_metric_families(merged)}
+    hits = {s.labels["worker"]: s.value for s in families["mediacore_edge_hits"].samples}
+    assert hits == {"0": 3.0, "1": 5.0}
+    counts = {
+        s.labels["worker"]: s.value
+        for s in families["mediacore_edge_upstream_seconds"].samples
+        if s.name.endswith("_count")
+    }
+    assert counts == {"0": 1.0, "1": 1.0}
+    assert merged.count("# TYPE mediacore_edge_hits_total counter") == 1  # each family once

@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -58,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     edge.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     edge.add_argument("--http-port", type=int, default=8081, help="HTTP port (default 8081)")
     edge.add_argument("--cache-mb", type=int, default=512, help="cache budget in MiB (default 512)")
+    edge.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (default 1); each stream is fetched upstream by one of them",
+    )
     edge.add_argument(
         "--trusted-proxy",
         action="append",
@@ -126,17 +133,24 @@ def _sign_url(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run_edge(args: argparse.Namespace) -> None:
+async def _run_edge(args: argparse.Namespace, worker: int = 0, peers: list[socket.socket] | None = None) -> None:
+    """One edge process: the whole edge, or worker `worker` of `len(peers)` sharing the port."""
     from edge.server import EdgeConfig, run_edge
 
+    peer_urls = [f"http://127.0.0.1:{sock.getsockname()[1]}" for sock in peers or []]
     config = EdgeConfig(
         upstreams=args.upstream or args.origin,
         cache_mb=args.cache_mb,
         trusted_proxies=args.trusted_proxy,
         playback_secret=args.playback_secret,
+        worker=worker,
+        peers=peer_urls,
     )
-    runner, port = await run_edge(config, args.host, args.http_port)
-    print(f"edge serving on http://{args.host}:{port} in front of {', '.join(config.upstreams)}", flush=True)
+    peer_socket = peers[worker] if peers else None
+    runner, port = await run_edge(config, args.host, args.http_port, reuse_port=bool(peers), peer_socket=peer_socket)
+    _freeze_startup_heap()  # as `serve` does: full collections need not walk the startup heap
+    if worker == 0:
+        print(f"edge serving on http://{args.host}:{port} in front of {', '.join(config.upstreams)}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -145,6 +159,34 @@ async def _run_edge(args: argparse.Namespace) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+def _edge_workers(args: argparse.Namespace) -> int:
+    """`mediacore edge --workers N` (N > 1): the supervisor forks the workers and restarts any that dies."""
+    import uvloop
+
+    from edge.supervisor import peer_listeners, reserve_port, supervise
+
+    try:
+        reservation = reserve_port(args.host, args.http_port)
+    except OSError as e:
+        print(f"mediacore edge: cannot listen on {args.host}:{args.http_port}: {e}", file=sys.stderr)
+        return 2
+    args.http_port = reservation.getsockname()[1]  # port 0 resolves once, for every worker
+    peers = peer_listeners(args.workers)
+
+    def worker(index: int) -> int:
+        try:
+            uvloop.run(_run_edge(args, index, peers))
+        except KeyboardInterrupt:
+            pass
+        return 0
+
+    try:
+        return supervise(args.workers, worker)
+    finally:
+        for sock in (reservation, *peers):
+            sock.close()
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -307,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.playback_secret and len(args.playback_secret.encode()) < MIN_SECRET_BYTES:
             print(f"mediacore edge: the playback secret must be at least {MIN_SECRET_BYTES} bytes", file=sys.stderr)
             return 2
+        if args.workers < 1:
+            print("mediacore edge: --workers must be at least 1", file=sys.stderr)
+            return 2
+        if args.workers > 1:
+            return _edge_workers(args)
         try:
             uvloop.run(_run_edge(args))
         except KeyboardInterrupt:

@@ -1,0 +1,353 @@
+"""The fast path of the edge's public listener: cache hits written from pre-rendered bytes by a
+minimal asyncio Protocol; everything else handed, connection and all, to the aiohttp app.
+
+Why: a cache hit of a live playlist through aiohttp costs ~50 us of a core, half of it in
+aiohttp's request and response objects (docs/performance.md, edge); the answer to a hit is
+the same bytes every time but for Date and Age.
+
+What it answers itself is deliberately narrow: a read made only of complete GET / HEAD
+requests without a body, no longer than aiohttp's own line limit, whose paths are plain
+(no query, no percent-escapes, no dot segments) and fresh, unprotected entries in the
+cache. Anything else in a read (a miss, a blocking `_HLS_msn` request, a token, /metrics, a
+WebSocket upgrade, a parse error, a request split over reads) hands the connection to
+aiohttp with that read, before anything of it was answered, and aiohttp keeps it: its
+limits, its errors and `EdgeNode.handle`'s rules apply as if the fast path did not exist.
+
+`frame` (the read -> request heads) and `render` are sans-I/O; `FastProtocol` is the shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Protocol, cast
+
+import httptools
+
+from edge.cache import CachedResponse
+
+MAX_FAST_READ = 8190
+"""Longest read the fast path parses: aiohttp's max_line_size and max_field_size, so any request
+that could break one of aiohttp's size limits is aiohttp's to refuse."""
+MAX_PIPELINED = 4
+"""Requests of one read the fast path answers together (all written at once, before the next
+read is taken); a longer pipeline goes to the app, which writes one answer at a time."""
+PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
+"""Paths whose raw form is the decoded form aiohttp routes on (no escapes, no query)."""
+IDLE_SECONDS = 75.0
+"""A keep-alive connection idle this long is closed: aiohttp's keepalive_timeout."""
+MAX_RENDERED = 8
+"""Accept-Encoding values whose answer an entry keeps rendered: players send one or two; a client
+making up new ones gets its answer rendered per request instead of growing the entry."""
+SWEEP_SECONDS = 5.0
+"""How often idle connections are looked for (one timer for all of them, none per request)."""
+
+
+Got = tuple[CachedResponse, str] | Exception
+"""An entry and its X-Cache state (HIT, MISS, STALE), or the upstream failure to answer 502."""
+
+
+class Node(Protocol):
+    """What the fast path asks of the edge (`edge.server.EdgeNode`): its rules, not copies of them."""
+
+    clock: Callable[[], float]
+    wall_clock: Callable[[], float]
+
+    def plain_hit(self, path: str) -> CachedResponse | None: ...
+
+    async def plain_answer(self, path: str) -> Got | None: ...
+
+    def answer(
+        self, path: str, entry: CachedResponse, accept_encoding: str, token: str | None
+    ) -> tuple[dict[str, str], bytes]: ...
+
+    def failure(self, error: Exception) -> tuple[int, dict[str, str], bytes]: ...
+
+    def count_hit(self) -> None: ...
+
+    def count_out(self, body_bytes: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """What the fast path needs of one request."""
+
+    method: bytes
+    path: str
+    accept_encoding: str
+    keep_alive: bool
+    connection: bytes = b""
+    """The Connection header line the answer carries: none for HTTP/1.1 keep-alive (the default),
+    `close` when the connection ends after it, `keep-alive` for an HTTP/1.0 client that asked."""
+
+
+class _Collector:
+    """httptools callbacks for the heads of one read."""
+
+    __slots__ = ("url", "accept", "bodied", "begun", "heads", "parser")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.accept: list[bytes] = []
+        self.bodied = False
+        self.begun = 0
+        self.heads: list[Head | None] = []  # None: a request the fast path does not answer
+        self.parser = httptools.HttpRequestParser(self)
+
+    def on_message_begin(self) -> None:
+        self.begun += 1
+        self.url = b""
+        self.accept = []
+        self.bodied = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        if lowered == b"accept-encoding":
+            self.accept.append(value)
+        elif lowered in (b"content-length", b"transfer-encoding", b"expect", b"upgrade"):
+            self.bodied = self.bodied or lowered != b"content-length" or value.strip() != b"0"
+
+    def on_body(self, _body: bytes) -> None:
+        self.bodied = True
+
+    def on_message_complete(self) -> None:
+        method = self.parser.get_method()
+        url = self.url.decode("latin-1")
+        plain = PLAIN_PATH.fullmatch(url) is not None and not _dot_segments(url)
+        if method in (b"GET", b"HEAD") and plain and not self.bodied:
+            accept = b",".join(self.accept).decode("latin-1")
+            keep = self.parser.should_keep_alive()
+            if not keep:
+                connection = b"Connection: close\r\n"
+            else:
+                connection = b"Connection: keep-alive\r\n" if self.parser.get_http_version() == "1.0" else b""
+            self.heads.append(Head(method, url, accept, keep, connection))
+        else:
+            self.heads.append(None)
+
+
+def _dot_segments(path: str) -> bool:
+    """`//`, `/./`, `/../` (or one at the end): aiohttp would route on a normalised path."""
+    marked = path + "/"
+    return "//" in marked or "/./" in marked or "/../" in marked
+
+
+def frame(read: bytes) -> list[Head] | None:
+    """The requests of one read when every one of them (MAX_PIPELINED at most) is a complete,
+    bodiless GET or HEAD of a plain path and nothing follows the last; else None (the read
+    goes to aiohttp whole)."""
+    if not read or len(read) > MAX_FAST_READ:
+        return None
+    collector = _Collector()
+    try:
+        collector.parser.feed_data(read)
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        return None  # also a request after one with Connection: close (llhttp refuses it)
+    if collector.begun != len(collector.heads) or not collector.heads or len(collector.heads) > MAX_PIPELINED:
+        return None  # a request left incomplete at the end of the read, or a long pipeline
+    heads = [h for h in collector.heads if h is not None]
+    return heads if len(heads) == len(collector.heads) else None
+
+
+def render_head(status: int, headers: dict[str, str], length: int) -> bytes:
+    """A response's status line and headers but Date, Age and the blank line: rendered once per
+    cached entry and variant, then reused by every hit."""
+    reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines.append(f"Content-Length: {length}")
+    return ("\r\n".join(lines) + "\r\n").encode("latin-1")
+
+
+def render(head: bytes, date: bytes, connection: bytes, age: int | None = None, state: str = "") -> bytes:
+    """The bytes before the body: the pre-rendered head plus what changes per request (the
+    Connection line; an answer from the cache has an Age and an X-Cache state)."""
+    cache = b"" if age is None else b"Age: %d\r\nX-Cache: %s\r\n" % (age, state.encode())
+    return b"%sDate: %s\r\n%s%s\r\n" % (head, date, cache, connection)
+
+
+class Dates:
+    """The Date header, formatted once per second of `wall_clock`."""
+
+    def __init__(self, wall_clock: Callable[[], float]) -> None:
+        self.wall_clock = wall_clock
+        self._second = -1
+        self._text = b""
+
+    def now(self) -> bytes:
+        second = int(self.wall_clock())
+        if second != self._second:
+            self._second = second
+            self._text = formatdate(second, usegmt=True).encode()
+        return self._text
+
+
+class FastListener:
+    """The connections of one public listener: creates their protocols, answers their reads,
+    closes idle ones."""
+
+    def __init__(self, node: Node, aiohttp_factory: Callable[[], asyncio.Protocol]) -> None:
+        self.node = node
+        self.aiohttp_factory = aiohttp_factory
+        self.dates = Dates(node.wall_clock)
+        self.connections: set[FastProtocol] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def __call__(self) -> FastProtocol:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self.sweep)
+        return FastProtocol(self)
+
+    def sweep(self) -> None:
+        deadline = time.monotonic() - IDLE_SECONDS
+        for connection in [c for c in self.connections if c.last_read < deadline and c.pending is None]:
+            connection.close()
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self.sweep)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for connection in list(self.connections):
+            connection.close()
+
+    def hits(self, heads: list[Head]) -> list[bytes] | None:
+        """The answer to a read whose every request is a fresh hit, at once; None otherwise."""
+        node = self.node
+        got: list[Got] = []
+        for head in heads:
+            entry = node.plain_hit(head.path)
+            if entry is None:
+                return None
+            got.append((entry, "HIT"))
+        out, body_bytes = self.render_all(heads, got)
+        for _ in heads:
+            node.count_hit()
+        node.count_out(body_bytes)
+        return out
+
+    def render_all(self, heads: list[Head], got: list[Got]) -> tuple[list[bytes], int]:
+        """The bytes answering every request of a read and the bytes of cached bodies among them
+        (`mediacore_edge_bytes_out`, HEAD included as the app counts it)."""
+        out: list[bytes] = []
+        body_bytes = 0
+        now, date = self.node.clock(), self.dates.now()
+        for head, answer in zip(heads, got, strict=True):
+            if isinstance(answer, Exception):
+                status, headers, body = self.node.failure(answer)
+                out.append(render(render_head(status, headers, len(body)), date, head.connection))
+            else:
+                entry, state = answer
+                prefix, body = self._rendered(head, entry)
+                out.append(render(prefix, date, head.connection, int(entry.age(now)), state))
+                body_bytes += len(body)
+            if head.method == b"GET":
+                out.append(body)
+        return out, body_bytes
+
+    def _rendered(self, head: Head, entry: CachedResponse) -> tuple[bytes, bytes]:
+        """The entry's pre-rendered head and body for this request's Accept-Encoding (`EdgeNode.answer`
+        picks identity or gzip), made at the first answer with that header and reused after."""
+        rendered = entry.rendered.get(head.accept_encoding)
+        if rendered is None:
+            headers, body = self.node.answer(head.path, entry, head.accept_encoding, None)
+            rendered = (render_head(entry.status, headers, len(body)), body)
+            if len(entry.rendered) < MAX_RENDERED:
+                entry.rendered[head.accept_encoding] = rendered
+        return rendered
+
+
+class FastProtocol(asyncio.Protocol):
+    """One public connection: hits answered at once, plain misses once the upstream answered
+    (reading nothing more meanwhile, so answers stay in order), until a read needs the app,
+    which then owns the connection (`transport.set_protocol`) and gets that read."""
+
+    def __init__(self, listener: FastListener) -> None:
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.last_read = time.monotonic()
+        self.pending: asyncio.Task[None] | None = None
+        self.write_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.listener.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.listener.connections.discard(self)
+        self.transport = None
+        if self.pending is not None:
+            self.pending.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self.last_read = time.monotonic()
+        heads = frame(data)
+        if heads is None:
+            self._hand_over(transport, data)
+            return
+        out = self.listener.hits(heads)
+        if out is not None:
+            self._send(transport, out, heads)
+            return
+        transport.pause_reading()
+        self.pending = asyncio.get_running_loop().create_task(self._answer_later(heads, data))
+
+    async def _answer_later(self, heads: list[Head], data: bytes) -> None:
+        node = self.listener.node
+        got: list[Got] = []
+        for head in heads:
+            answer = await node.plain_answer(head.path)
+            if answer is None:
+                break
+            got.append(answer)
+        self.pending = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if len(got) < len(heads):
+            self._hand_over(transport, data)  # nothing of this read was answered: the app answers all of it
+            return
+        if not self.write_paused:
+            transport.resume_reading()
+        out, body_bytes = self.listener.render_all(heads, got)
+        node.count_out(body_bytes)
+        self._send(transport, out, heads)
+
+    def _send(self, transport: asyncio.Transport, out: list[bytes], heads: list[Head]) -> None:
+        transport.writelines(out)
+        if not heads[-1].keep_alive:
+            transport.close()
+
+    def _hand_over(self, transport: asyncio.Transport, data: bytes) -> None:
+        self.listener.connections.discard(self)
+        self.transport = None
+        transport.resume_reading()  # the app paces the connection from here on, starting unpaused
+        protocol = self.listener.aiohttp_factory()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(data)
+
+    def pause_writing(self) -> None:
+        """A client that does not read what it asked for is not read from either."""
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and self.pending is None:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

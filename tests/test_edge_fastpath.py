@@ -1,0 +1,163 @@
+"""The edge's fast path: which reads it answers itself (sans-I/O, fuzzed), and over real sockets
+that its answers are the aiohttp app's answers byte for byte but Date, and that anything else
+on a connection is the app's."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+
+import httptools
+import pytest
+import test_edge_stale
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_edge_stale import MISSING, PLAYLIST, SEGMENT, SEGMENT_BYTES, Rig
+
+from edge.fastpath import MAX_FAST_READ, MAX_PIPELINED, Head, frame
+
+rig = test_edge_stale.rig
+"""The stale tests' edge: a miniature upstream and a clock that moves only when told."""
+
+
+def get(path: str, *headers: str, method: str = "GET", version: str = "1.1") -> bytes:
+    return "\r\n".join([f"{method} {path} HTTP/{version}", "Host: edge", *headers, "", ""]).encode()
+
+
+def test_complete_plain_gets_and_heads_are_framed():
+    read = get("/live/s/a.ts") + get("/live/s/index.m3u8", "Accept-Encoding: gzip", method="HEAD")
+    assert frame(read) == [
+        Head(b"GET", "/live/s/a.ts", "", True),
+        Head(b"HEAD", "/live/s/index.m3u8", "gzip", True),
+    ]
+    assert frame(get("/a", "Content-Length: 0")) == [Head(b"GET", "/a", "", True)]
+    assert frame(get("/a", version="1.0")) == [Head(b"GET", "/a", "", False, b"Connection: close\r\n")]
+    keep = Head(b"GET", "/a", "", True, b"Connection: keep-alive\r\n")
+    assert frame(get("/a", "Connection: keep-alive", version="1.0")) == [keep]
+    assert frame(get("/a", "Connection: close")) == [Head(b"GET", "/a", "", False, b"Connection: close\r\n")]
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        get("/live/s/index.m3u8?_HLS_msn=5"),  # a query: directives, tokens
+        get("/live/s/a%2Fb.ts"),  # escapes: aiohttp routes on the decoded path
+        get("/live/s/../t/a.ts"),
+        get("/live/s//a.ts"),
+        get("/live/s/."),
+        get("http://edge/live/s/a.ts"),  # absolute form
+        get("/a", method="POST"),
+        get("/a", method="OPTIONS"),
+        get("/a", "Content-Length: 3") + b"abc",
+        get("/a", "Transfer-Encoding: chunked") + b"0\r\n\r\n",
+        get("/a", "Expect: 100-continue"),
+        get("/a", "Connection: Upgrade", "Upgrade: websocket"),
+        get("/a")[:-2],  # incomplete head
+        get("/a") + get("/b")[:10],  # a complete request, then part of the next
+        get("/a") * (MAX_PIPELINED + 1),  # a long pipeline: the app answers one at a time
+        get("/a") + get("/b?x=1"),  # one of two is not the fast path's: neither is answered here
+        get("/a", "Connection: close") + get("/b"),  # a request after the connection's last
+        get("/a", "X-Long: " + "x" * MAX_FAST_READ),  # aiohttp's size limits decide
+        b"GET /a HTTP/1.1\r\nHost edge\r\n\r\n",  # malformed: aiohttp answers 400
+        b"",
+    ],
+)
+def test_anything_else_goes_to_aiohttp(read: bytes):
+    assert frame(read) is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_read_is_framed_or_handed_over(read: bytes):
+    heads = frame(read)
+    assert heads is None or all(h.method in (b"GET", b"HEAD") and h.path.startswith("/") for h in heads)
+
+
+PATHS = st.from_regex(r"/[a-z0-9._-]{1,20}(/[a-z0-9._-]{1,20}){0,3}", fullmatch=True).filter(
+    lambda p: "/./" not in p + "/" and "/../" not in p + "/"
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(PATHS, st.sampled_from(["GET", "HEAD"])), min_size=1, max_size=MAX_PIPELINED), st.data())
+def test_a_pipeline_is_framed_whole_and_never_cut(requests: list[tuple[str, str]], data: st.DataObject):
+    read = b"".join(get(path, method=method) for path, method in requests)
+    assert frame(read) == [Head(method.encode(), path, "", True) for path, method in requests]
+    cut = data.draw(st.integers(1, len(read) - 1))
+    prefix = frame(read[:cut])  # a read ending inside a request is never answered here
+    assert prefix is None or read[:cut].endswith(b"\r\n\r\n")
+
+
+async def exchange(port: int, request: bytes, responses: int) -> list[tuple[int, dict, bytes]]:
+    """Send `request` (one read) and parse `responses` responses."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    out: list[tuple[int, dict, bytes]] = []
+
+    class Collector:
+        def __init__(self) -> None:
+            self.headers: dict[str, str] = {}
+            self.body = b""
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.headers[name.decode().lower()] = value.decode()
+
+        def on_body(self, body: bytes) -> None:
+            self.body += body
+
+        def on_message_complete(self) -> None:
+            out.append((parser.get_status_code(), self.headers, self.body))
+            self.headers, self.body = {}, b""
+
+    parser = httptools.HttpResponseParser(Collector())
+    try:
+        while len(out) < responses:
+            chunk = await asyncio.wait_for(reader.read(65536), 5)
+            assert chunk, f"closed after {len(out)} responses"
+            parser.feed_data(chunk)
+    finally:
+        writer.close()
+    return out
+
+
+def port_of(rig: Rig) -> int:
+    return int(rig.edge.rsplit(":", 1)[1])
+
+
+async def test_a_hit_is_the_apps_answer_byte_for_byte_but_date(rig: Rig):
+    assert (await rig.get(SEGMENT)).cache == "MISS"
+    assert (await rig.get(PLAYLIST)).cache == "MISS"
+    hits = rig.node.registry.get_sample_value("mediacore_edge_hits_total")
+    for path, accept in ((SEGMENT, "identity"), (PLAYLIST, "identity"), (PLAYLIST, "gzip")):
+        (fast,) = await exchange(port_of(rig), get(path, f"Accept-Encoding: {accept}"), 1)
+        (app,) = await exchange(port_of(rig), get(path + "?v=1", f"Accept-Encoding: {accept}"), 1)  # a query: the app
+        drop = {"date", "server"}
+        assert fast[0] == app[0] == 200 and fast[2] == app[2]
+        assert {k: v for k, v in fast[1].items() if k not in drop} == {k: v for k, v in app[1].items() if k not in drop}
+        assert fast[1]["x-cache"] == "HIT" and "date" in fast[1]
+    assert rig.node.registry.get_sample_value("mediacore_edge_hits_total") == hits + 6
+    zipped, plain = fast[2], (await exchange(port_of(rig), get(PLAYLIST), 1))[0][2]
+    assert gzip.decompress(zipped) == plain and plain.startswith(b"#EXTM3U")
+
+
+async def test_keep_alive_pipelines_head_and_close(rig: Rig):
+    await rig.get(SEGMENT)
+    answers = await exchange(port_of(rig), get(SEGMENT) * 3, 3)
+    assert [(status, body) for status, _, body in answers] == [(200, SEGMENT_BYTES)] * 3
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(rig))
+    writer.write(get(SEGMENT, method="HEAD") * 2)
+    heads = [await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) for _ in range(2)]
+    with pytest.raises(TimeoutError):  # no body after either head
+        await asyncio.wait_for(reader.read(1), 0.3)
+    writer.close()
+    for head in heads:
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and f"Content-Length: {len(SEGMENT_BYTES)}\r\n".encode() in head
+    # A hit then a miss in one read: both answered, in order, by the app (the hit was not sent first).
+    first, second = await exchange(port_of(rig), get(SEGMENT) + get(MISSING), 2)
+    assert (first[0], first[2], second[0]) == (200, SEGMENT_BYTES, 404)
+    # Connection: close is honoured: the answer, then the end of the stream.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(rig))
+    writer.write(get(SEGMENT, "Connection: close"))
+    data = await asyncio.wait_for(reader.read(), 5)  # returns at EOF only
+    writer.close()
+    assert data.endswith(SEGMENT_BYTES) and b"Connection: close" in data
