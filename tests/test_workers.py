@@ -1,0 +1,223 @@
+"""`mediacore serve --workers 2`: the parent's balance and the run directory's owner files
+(sans-I/O and file-level units), then one real server with four ffmpeg publishers, every
+stream played by hls.js (HLS and LL-HLS) on the shared public port, and LL-HLS blocking
+reloads through a worker that does not own the stream timed against the owner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import sys
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+from conftest import ROOT, ffmpeg_push_cmd, free_port, require_tool, start_process, stop_process, wait_for_playlist
+
+from benchmarks.servers import READY_LINE, SERVE_TIMEOUT, serve_env
+from mediacore.app.balance import HANDOFF_SETTLE, Balancer
+from mediacore.app.local_owners import LocalOwners, WorkerInfo
+from mediacore.app.worker import OWNER_CLAIM_TTL, WorkerLink, WorkerRole
+
+STREAMS = 4
+PARTS_TIMED = 25
+"""Blocking reloads timed per stream (one per part: 0.2 s each)."""
+ANSWERED_WITHIN = 0.010
+"""p99 seconds from a part's completion to a blocked reload's answer through another worker."""
+PLAY_SECONDS = 6
+
+
+# Balance ---------------------------------------------------------------------------------
+
+
+def test_balancer_spreads_a_burst_of_connections_evenly_and_deterministically():
+    balancer = Balancer()
+    picks = [balancer.pick({0, 1}, {}, now=100.0 + i * 0.01) for i in range(4)]
+    assert picks == [0, 1, 0, 1]
+
+
+def test_balancer_counts_owned_streams_once_connections_have_settled():
+    balancer = Balancer()
+    assert balancer.pick({0, 1}, {0: 3, 1: 1}, now=0.0) == 1
+    assert balancer.pick({0, 1}, {0: 3, 1: 2}, now=1.0) == 1  # claimed meanwhile: counted once
+    assert balancer.pick({0, 1}, {0: 3, 1: 3}, now=1.0 + HANDOFF_SETTLE) == 0  # tie: the lowest index
+    assert balancer.pick({1}, {0: 0, 1: 9}, now=2 * HANDOFF_SETTLE) == 1  # only live workers
+    assert balancer.pick(set(), {}, now=0.0) is None
+
+
+# The run directory ------------------------------------------------------------------------
+
+
+def test_a_name_is_held_by_one_worker_until_it_releases_it(tmp_path: Path):
+    first, second, parent = LocalOwners(tmp_path, 0), LocalOwners(tmp_path, 1), LocalOwners(tmp_path)
+    parent.create()
+    assert first.claim("shop") == 0
+    assert first.claim("shop") == 0  # again: still its own
+    assert second.claim("shop") == 0  # refused: worker 0 holds it
+    second.release("shop")  # not its to release
+    assert parent.owner("shop") == 0
+    assert second.claim("other") == 1
+    assert parent.owned_counts() == Counter({0: 1, 1: 1})
+    first.release("shop")
+    assert second.claim("shop") == 1
+    first.publish_info(WorkerInfo(11, 8001, 9001))
+    second.publish_info(WorkerInfo(12, 8002, 9002))
+    assert first.peers() == [WorkerInfo(12, 8002, 9002)]
+    assert sorted(parent.release_worker(1)) == ["other", "shop"]  # worker 1 died
+    assert parent.owned_counts() == Counter() and parent.info(1) is None and parent.info(0) is not None
+    with pytest.raises(ValueError):
+        first.claim("../escape")
+
+
+def test_a_worker_releases_claims_that_never_became_streams_and_what_it_forgot(tmp_path: Path):
+    LocalOwners(tmp_path).create()
+    now = [0.0]
+    serving: list[str] = []
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    link = WorkerLink(WorkerRole(0, tmp_path, ours.detach()), None, lambda: serving, None, lambda: None, lambda: now[0])  # type: ignore[arg-type]
+    try:
+        other = LocalOwners(tmp_path, 1)
+        assert link.claim("live") is None and link.claim("never") is None
+        assert other.claim("busy") == 1 and link.claim("busy") == 1
+        serving.append("live")
+        now[0] = OWNER_CLAIM_TTL / 2
+        link.round()
+        assert other.owner("never") == 0  # a publish being set up keeps its name
+        now[0] = OWNER_CLAIM_TTL + 1
+        link.round()
+        assert other.owner("never") is None and other.owner("live") == 0
+        serving.clear()
+        link.round()
+        assert other.owner("live") is None and other.owner("busy") == 1
+    finally:
+        link.channel.close()
+        theirs.close()
+
+
+# A real 2-worker server -------------------------------------------------------------------
+
+
+async def _time_reloads(targets: list[tuple[str, int, int]]) -> list[float]:
+    """blocking_reloads.py in a process of its own (no asyncio debug mode, which the test
+    process runs in and which would delay whichever of two answers it handles second)."""
+    args = [f"{name}:{owner}:{other}" for name, owner, other in targets]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "tests" / "blocking_reloads.py"),
+        str(PARTS_TIMED),
+        *args,
+        env=serve_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    return sorted(json.loads(out))
+
+
+async def _wake_p99(session: aiohttp.ClientSession, admin_ports: list[int]) -> float:
+    """The owners' own p99 (the upper bound of its histogram bucket) from a part landing to
+    the answer of a reload blocked on it: mediacore_llhls_blocked_response_seconds."""
+    buckets: Counter[float] = Counter()
+    for port in admin_ports:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as r:
+            for line in (await r.text()).splitlines():
+                found = re.match(
+                    r'mediacore_llhls_blocked_response_seconds_bucket\{kind="playlist",le="([^"]+)"\} (\S+)', line
+                )
+                if found and found[1] != "+Inf":
+                    buckets[float(found[1])] += float(found[2])
+                elif found:
+                    buckets[float("inf")] += float(found[2])
+    total = buckets[float("inf")]
+    assert total > 0
+    return min(le for le, count in buckets.items() if count >= 0.99 * total)
+
+
+async def _play_all(urls: list[str]) -> list[dict]:
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(ROOT / "tests" / "e2e" / "play_many.mjs"),
+        str(PLAY_SECONDS),
+        "30",
+        *urls,
+        cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), PLAY_SECONDS + 90)
+    lines = out.decode().strip().splitlines()
+    assert lines, err.decode()[-2000:]
+    return json.loads(lines[-1])
+
+
+@pytest.mark.slow
+async def test_two_workers_share_four_streams_hlsjs_plays_each_and_blocked_reloads_cross_workers(
+    tmp_path: Path, clip: Path
+):
+    require_tool("node")
+    http_port, rtmp_port, admin_port = free_port(), free_port(), free_port()
+    config = tmp_path / "mediacore.toml"
+    config.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n')
+    log = tmp_path / "server.log"
+    with log.open("wb") as err:
+        server = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "mediacore.app.cli", "serve", "--config", str(config), "--workers", "2"],
+            *["--host", "127.0.0.1", "--http-port", str(http_port), "--rtmp-port", str(rtmp_port)],
+            *["--rtsp-port", str(free_port()), "--admin-port", str(admin_port), "--log-level", "warning"],
+            cwd=str(ROOT),
+            env=serve_env(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+        )
+    pushers = []
+    try:
+        assert server.stdout is not None
+        line = await asyncio.wait_for(server.stdout.readline(), SERVE_TIMEOUT)
+        assert READY_LINE in line, log.read_text()[-3000:]
+        found = re.search(rb"\(2 workers, (\S+)\)", line)
+        assert found, line
+        run_dir = Path(found[1].decode())
+        names = [f"w{i}" for i in range(STREAMS)]
+        for name in names:
+            url = f"rtmp://127.0.0.1:{rtmp_port}/live/{name}"
+            pushers.append(await start_process(*ffmpeg_push_cmd(clip, url, loop=True)))
+        await asyncio.gather(*(wait_for_playlist(http_port, name, segments=2, timeout=30) for name in names))
+
+        owners = LocalOwners(run_dir)
+        owner = {name: owners.owner(name) for name in names}
+        assert Counter(owner.values()) == Counter({0: 2, 1: 2}), owner  # both workers own streams
+        infos = {i: owners.info(i) for i in (0, 1)}
+        assert all(infos.values()), infos
+        samples = await _time_reloads(
+            [(n, infos[owner[n]].http_port, infos[1 - owner[n]].http_port) for n in names]  # type: ignore[index,union-attr]
+        )
+        hop_p99 = samples[int(0.99 * (len(samples) - 1))]
+        async with aiohttp.ClientSession() as session:
+            wake_p99 = await _wake_p99(session, [admin_port, infos[1].admin_port])  # type: ignore[union-attr]
+        print(
+            f"blocked reload through the other worker: hop p99 {hop_p99 * 1000:.2f} ms, "
+            f"median {samples[len(samples) // 2] * 1000:.2f} ms; the owner's own p99 <= {wake_p99 * 1000:g} ms"
+        )
+        assert hop_p99 + wake_p99 <= ANSWERED_WITHIN, (samples[-5:], wake_p99)
+
+        base = f"http://127.0.0.1:{http_port}"
+        reports = await _play_all([f"{base}/watch/{name}?ll={ll}" for name in names for ll in (0, 1)])
+        for report in reports:
+            assert report.get("started"), report
+            assert report["fatal"] is None, report
+            assert report["framesDecoded"] > 0, report  # decoded frames grow while watched
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/api/streams") as r:
+                listed = await r.json()
+        assert sorted(s["name"] for s in listed) == names  # every worker's streams, from either
+    finally:
+        for p in pushers:
+            await stop_process(p)
+        await stop_process(server, timeout=30)
+    assert server.returncode == 0, log.read_text()[-3000:]
+    assert not run_dir.exists()
