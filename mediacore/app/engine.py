@@ -228,6 +228,7 @@ class Engine:
         if refusal is None and self.worker is not None:
             holder = self.worker.claim(attempt.stream)
             if holder is not None:
+                self.worker.refused(attempt.remote, holder)
                 refusal = Refusal(
                     "worker", f"stream {attempt.stream} is being published on worker {holder} of this server"
                 )

@@ -32,8 +32,11 @@ KINDS = ("rtmp", "rtsp", "rtmps", "rtsps")
 """The ingest listeners whose connections the parent hands over (the message body)."""
 READY = b"ready"
 """What a worker sends its parent once every listener of its own is up."""
+PREFER = b"prefer "
+"""A worker's hint to its parent: `prefer INDEX ADDRESS`, the next connection from ADDRESS
+goes to worker INDEX (which holds the stream ADDRESS just tried to publish here)."""
 MAX_MESSAGE = 64
-"""Bytes of one channel message: a kind or READY."""
+"""Bytes of one channel message: a kind, READY or a PREFER hint (an IPv6 address is 45)."""
 OWNER_ROUND = 1.0
 """Seconds between two rounds over this worker's names in the run directory."""
 OWNER_CLAIM_TTL = 10.0
@@ -101,7 +104,7 @@ class WorkerLink:
         self._task: asyncio.Task[None] | None = None
         self._adopting: set[asyncio.Task[None]] = set()
         self.http = WorkerRoutes(self._owner_http, self._home_http, self._peers_http)
-        self.admin = WorkerRoutes(self._owner_admin, lambda: None, list)
+        self.admin = WorkerRoutes(self._owner_admin, lambda: None, self._peers_admin)
 
     # The run directory -----------------------------------------------------------------
 
@@ -110,6 +113,14 @@ class WorkerLink:
         index of the worker that does."""
         owner = self.owners.claim(name)
         return None if self.registry.claimed(name, str(owner), self.clock()) else owner
+
+    def refused(self, address: str, holder: int) -> None:
+        """A publish from `address` was refused here because worker `holder` holds its name:
+        ask the parent to send that address's next connection there."""
+        try:
+            self.channel.send(PREFER + f"{holder} {address}".encode())
+        except OSError as e:
+            log.warning("worker %d: could not tell the parent where %s belongs: %r", self.role.index, address, e)
 
     def round(self) -> None:
         """Release the names this worker forgot; hold again any it serves whose file went."""
@@ -145,6 +156,9 @@ class WorkerLink:
 
     def _peers_http(self) -> list[str]:
         return [base_url(info.http_port) for info in self.owners.peers()]
+
+    def _peers_admin(self) -> list[str]:
+        return [base_url(info.admin_port) for info in self.owners.peers()]
 
     # The channel to the parent -----------------------------------------------------------
 

@@ -26,7 +26,7 @@ from mediacore.app.balance import Balancer
 from mediacore.app.config import Config, public_base_url
 from mediacore.app.local_owners import LocalOwners, default_run_dir
 from mediacore.app.supervision import RestartBudget
-from mediacore.app.worker import KINDS, MAX_MESSAGE, READY, WorkerRole
+from mediacore.app.worker import KINDS, MAX_MESSAGE, PREFER, READY, WorkerRole
 from mediacore.model.names import PUBLISH_APP
 from mediacore.playlist.uris import playback_urls
 
@@ -91,6 +91,10 @@ class Parent:
             self.listeners[kind] = sock
             self.ports[kind] = int(sock.getsockname()[1])
         self.ports["http"] = srv.http_port or free_port(srv.host)
+
+    def accept(self) -> None:
+        """Start handing connections over (until now the kernel queued them: a publisher that
+        connects while the workers start waits instead of being turned away)."""
         loop = asyncio.get_running_loop()
         for kind, sock in self.listeners.items():
             loop.add_reader(sock.fileno(), self._accept, kind, sock)
@@ -113,7 +117,8 @@ class Parent:
             owned = self.owners.owned_counts()
         except OSError:
             owned = None
-        index = self.balancer.pick(live, owned or {}, time.monotonic())
+        host = str(address[0]) if isinstance(address, tuple) and address else ""
+        index = self.balancer.pick(live, owned or {}, time.monotonic(), host)
         if index is None:
             log.warning("%s %s: no worker is ready; connection closed", kind, address)
             return
@@ -127,7 +132,7 @@ class Parent:
     def close_listeners(self) -> None:
         loop = asyncio.get_running_loop()
         for sock in self.listeners.values():
-            loop.remove_reader(sock.fileno())
+            loop.remove_reader(sock.fileno())  # False if it was not accepting yet
             sock.close()
         self.listeners = {}
 
@@ -170,6 +175,10 @@ class Parent:
             worker.ready = True
             worker.started.set()
             log.info("worker %d (pid %d) serving", worker.index, worker.process.pid if worker.process else 0)
+        elif body.startswith(PREFER):
+            holder, _, address = body[len(PREFER) :].decode("ascii", "replace").partition(" ")
+            if holder.isdigit() and int(holder) < len(self.workers):
+                self.balancer.prefer(address, int(holder), time.monotonic())
         elif not body:  # the worker closed its end: it is exiting
             asyncio.get_running_loop().remove_reader(channel.fileno())
             worker.ready = False
@@ -247,6 +256,7 @@ class Parent:
             waiting = asyncio.ensure_future(self._until(stop))
             await asyncio.wait({started, waiting}, return_when=asyncio.FIRST_COMPLETED)
             if started.done():
+                self.accept()
                 base = public_base_url(self.config.server, self.ports["http"])
                 print(
                     f"mediacore serving: rtmp://HOST:{self.ports['rtmp']}/{PUBLISH_APP}/STREAM -> "

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
 import secrets
 from collections.abc import Callable, MutableMapping
@@ -41,8 +40,8 @@ from mediacore.hub.hub import Hub
 from mediacore.model.names import is_stream_name
 from mediacore.origin import api
 from mediacore.origin.config import AdminConfig
-from mediacore.origin.http import Handler
-from mediacore.origin.peers import HOP_HEADER, WorkerRoutes, forward
+from mediacore.origin.http import STREAM_LIST, Handler, stream_list_json
+from mediacore.origin.peers import HOP_HEADER, WorkerRoutes, forward, gather_lists
 from mediacore.origin.state import OriginState
 
 log = logging.getLogger("mediacore.admin")
@@ -178,9 +177,15 @@ def _ok(body: dict[str, object]) -> web.Response:
 
 
 async def streams(request: web.Request) -> web.StreamResponse:
-    state = _admin(request).origin
-    body = [api.stream_summary(state, name) for name in sorted(state.streams)]
-    return web.json_response(body, headers={"Cache-Control": "no-cache"}, dumps=lambda o: json.dumps(o, indent=1))
+    """Every stream of this server: with several workers, each worker's (asked on its own
+    admin listener)."""
+    admin = _admin(request)
+    state = admin.origin
+    body: list[object] = [api.stream_summary(state, name) for name in sorted(state.streams)]
+    if admin.workers is not None and HOP_HEADER not in request.headers:
+        body += await gather_lists(admin.workers, STREAM_LIST)
+        body.sort(key=lambda item: str(item.get("name")) if isinstance(item, dict) else "")
+    return stream_list_json(body)
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
