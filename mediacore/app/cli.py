@@ -247,8 +247,6 @@ async def _run(config: Config, demo: bool, worker: WorkerRole | None = None) -> 
     from mediacore.app.engine import Engine
 
     engine = Engine(config, worker=worker)
-    await engine.start()
-    _tune_interpreter()
     publisher = None
     stop = asyncio.Event()
     abort = asyncio.Event()
@@ -257,8 +255,10 @@ async def _run(config: Config, demo: bool, worker: WorkerRole | None = None) -> 
     def on_signal() -> None:
         (abort if stop.is_set() else stop).set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before start: a signal while starting drains after it
         loop.add_signal_handler(sig, on_signal)
+    await engine.start()
+    _tune_interpreter()
     code = 0
     try:
         if demo:

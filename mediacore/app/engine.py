@@ -584,7 +584,8 @@ class Engine:
             self.rtsp.host = srv.host
         else:
             await self._listen_ingest(tls)
-        for item in self.config.rtp.inputs:
+        home = self.worker is None or self.worker.role.index == HOME_WORKER
+        for item in self.config.rtp.inputs if home else ():  # UDP ports: one worker binds them
             try:
                 sdp = parse_sdp(Path(item.sdp).read_text())
             except (OSError, RtpError) as e:
