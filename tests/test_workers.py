@@ -32,6 +32,7 @@ from benchmarks.servers import READY_LINE, SERVE_TIMEOUT, serve_env
 from mediacore.app.balance import HANDOFF_SETTLE, PREFERENCE_TTL, Balancer
 from mediacore.app.local_owners import LocalOwners, WorkerInfo
 from mediacore.app.worker import OWNER_CLAIM_TTL, WorkerLink, WorkerRole
+from plugins.chat.protocol import MSGPACK_PROTOCOL
 
 STREAMS = 4
 PARTS_TIMED = 25
@@ -167,6 +168,14 @@ def _p99_bound(before: Counter[float], after: Counter[float]) -> float:
     return min(le for le, count in delta.items() if count >= 0.99 * total)
 
 
+async def _chat_connections(session: aiohttp.ClientSession, admin_port: int) -> float:
+    """A worker's open chat WebSockets (mediacore_chat_connections)."""
+    async with session.get(f"http://127.0.0.1:{admin_port}/metrics") as r:
+        found = re.search(r"^mediacore_chat_connections (\S+)$", await r.text(), re.MULTILINE)
+    assert found
+    return float(found[1])
+
+
 async def _republished(base: str, name: str, pusher: asyncio.subprocess.Process) -> bool:
     """Whether `name` is published a second time before `pusher` gives up (refused)."""
     async with aiohttp.ClientSession() as session:
@@ -254,6 +263,19 @@ async def test_two_workers_share_four_streams_hlsjs_plays_each_and_blocked_reloa
                 if hop_p99 + wake_p99 <= ANSWERED_WITHIN:
                     break
         assert any(hop + wake <= ANSWERED_WITHIN for hop, wake, _ in rounds), rounds
+
+        # The chat WebSocket of a stream, opened on the worker that does not own it, is the
+        # owner's room, piped both ways (subprotocol negotiated end to end).
+        name, other = names[0], infos[1 - owner[names[0]]]
+        async with aiohttp.ClientSession() as session:
+            for protocols in ((), (MSGPACK_PROTOCOL,)):
+                url = f"ws://127.0.0.1:{other.http_port}/live/{name}/chat"  # type: ignore[union-attr]
+                async with session.ws_connect(url, protocols=protocols) as ws:
+                    assert ws.protocol == (protocols[0] if protocols else None)
+                    greeting = await ws.receive(timeout=5)
+                    assert greeting.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY), greeting
+                    connections = [await _chat_connections(session, infos[i].admin_port) for i in (0, 1)]  # type: ignore[union-attr]
+                    assert connections[owner[name]] == 1 and connections[1 - owner[name]] == 0  # type: ignore[index]
 
         base = f"http://127.0.0.1:{http_port}"
         reports = await _play_all([f"{base}/watch/{name}?ll={ll}" for name in names for ll in (0, 1)])

@@ -693,9 +693,6 @@ class Engine:
         if self._http is not None:
             await self._http.stop()
             self._http = None
-        if self._http_private is not None:
-            await self._http_private.stop()
-            self._http_private = None
 
     async def start_admin(self) -> None:
         """The admin listener ([admin]): metrics, health, the stream list and the operator's
@@ -768,6 +765,9 @@ class Engine:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.stop_http()
+        if self._http_private is not None:  # other workers' requests, until this worker stops
+            await self._http_private.stop()
+            self._http_private = None
         if self._cluster_task is not None:
             self._cluster_task.cancel()
             await asyncio.gather(self._cluster_task, return_exceptions=True)
