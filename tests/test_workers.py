@@ -17,6 +17,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from conftest import (
     ROOT,
     ffmpeg_push_cmd,
@@ -32,6 +34,7 @@ from benchmarks.servers import READY_LINE, SERVE_TIMEOUT, serve_env
 from mediacore.app.balance import HANDOFF_SETTLE, PREFERENCE_TTL, Balancer
 from mediacore.app.local_owners import LocalOwners, WorkerInfo
 from mediacore.app.worker import OWNER_CLAIM_TTL, WorkerLink, WorkerRole
+from mediacore.origin.peers import BUFFER_UP_TO, HOP_HEADER, WorkerRoutes, forward
 from plugins.chat.protocol import MSGPACK_PROTOCOL
 
 STREAMS = 4
@@ -317,3 +320,39 @@ async def test_two_workers_share_four_streams_hlsjs_plays_each_and_blocked_reloa
         await stop_process(server, timeout=30)
     assert server.returncode == 0, log.read_text()[-3000:]
     assert not run_dir.exists()
+
+
+# The loopback proxy -------------------------------------------------------------------------
+
+
+async def test_the_proxy_streams_large_bodies_keeps_status_and_headers_and_answers_502_for_a_dead_worker():
+    big = bytes(range(256)) * (BUFFER_UP_TO // 128)  # twice the buffered size, sent chunked
+
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        assert request.headers[HOP_HEADER] == "1" and request.headers["X-Forwarded-For"] == "127.0.0.1"
+        response = web.StreamResponse(status=203, headers={"X-Kept": request.query["q"]})
+        await response.prepare(request)
+        for i in range(0, len(big), 65536):
+            await response.write(big[i : i + 65536])
+        await response.write_eof()
+        return response
+
+    owner_app = web.Application()
+    owner_app.router.add_get("/live/x/big", upstream)
+    async with TestServer(owner_app) as owner:
+        routes = WorkerRoutes(lambda name: None, lambda: None, list)
+        dead = free_port()
+
+        async def front_handler(request: web.Request) -> web.StreamResponse:
+            base = str(owner.make_url("/")) if request.query.get("q") != "dead" else f"http://127.0.0.1:{dead}"
+            return await forward(request, base, routes)
+
+        front_app = web.Application()
+        front_app.router.add_get("/live/x/big", front_handler)
+        async with TestServer(front_app) as front, aiohttp.ClientSession() as session:
+            async with session.get(front.make_url("/live/x/big?q=kept")) as r:
+                assert r.status == 203 and r.headers["X-Kept"] == "kept"
+                assert await r.read() == big
+            async with session.get(front.make_url("/live/x/big?q=dead")) as r:
+                assert r.status == 502
+        await routes.close()

@@ -101,8 +101,9 @@ async def forward(request: web.Request, base: str, routes: WorkerRoutes) -> web.
         return await _pipe_websocket(request, url, headers, routes)
     body = await request.read() if request.can_read_body else None
     try:
-        upstream_cm = routes.session().request(request.method, url, headers=headers, data=body, allow_redirects=False)
-        upstream = await upstream_cm.__aenter__()
+        upstream = await routes.session().request(
+            request.method, url, headers=headers, data=body, allow_redirects=False
+        )
     except (aiohttp.ClientError, OSError) as e:
         raise web.HTTPBadGateway(text=f"the worker serving this stream did not answer: {e!r}") from e
     try:
@@ -122,7 +123,7 @@ async def forward(request: web.Request, base: str, routes: WorkerRoutes) -> web.
         await streamed.write_eof()
         return streamed
     finally:
-        await upstream_cm.__aexit__(None, None, None)
+        upstream.release()
 
 
 async def _pipe_websocket(
