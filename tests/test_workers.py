@@ -171,11 +171,11 @@ def _p99_bound(before: Counter[float], after: Counter[float]) -> float:
     return min(le for le, count in delta.items() if count >= 0.99 * total)
 
 
-async def _chat_connections(session: aiohttp.ClientSession, admin_port: int) -> float:
-    """A worker's open chat WebSockets (mediacore_chat_connections)."""
+async def _metric(session: aiohttp.ClientSession, admin_port: int, name: str) -> float:
+    """One unlabelled metric of a worker (its admin listener's /metrics)."""
     async with session.get(f"http://127.0.0.1:{admin_port}/metrics") as r:
-        found = re.search(r"^mediacore_chat_connections (\S+)$", await r.text(), re.MULTILINE)
-    assert found
+        found = re.search(rf"^{name} (\S+)$", await r.text(), re.MULTILINE)
+    assert found, name
     return float(found[1])
 
 
@@ -277,7 +277,10 @@ async def test_two_workers_share_four_streams_hlsjs_plays_each_and_blocked_reloa
                     assert ws.protocol == (protocols[0] if protocols else None)
                     greeting = await ws.receive(timeout=5)
                     assert greeting.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY), greeting
-                    connections = [await _chat_connections(session, infos[i].admin_port) for i in (0, 1)]  # type: ignore[union-attr]
+                    connections = [
+                        await _metric(session, infos[i].admin_port, "mediacore_chat_connections")  # type: ignore[union-attr]
+                        for i in (0, 1)
+                    ]
                     assert connections[owner[name]] == 1 and connections[1 - owner[name]] == 0  # type: ignore[index]
 
         base = f"http://127.0.0.1:{http_port}"
@@ -290,6 +293,22 @@ async def test_two_workers_share_four_streams_hlsjs_plays_each_and_blocked_reloa
             async with session.get(f"{base}/api/streams") as r:
                 listed = await r.json()
         assert sorted(s["name"] for s in listed) == names  # every worker's streams, from either
+
+        # A plugin route naming no stream is answered by worker 0 wherever it arrives (the
+        # watch pages above asked for guest tokens through both workers too).
+        async with aiohttp.ClientSession() as session:
+
+            async def issued() -> list[float]:
+                return [
+                    await _metric(session, infos[i].admin_port, "accounts_guest_tokens_total")  # type: ignore[union-attr]
+                    for i in (0, 1)
+                ]
+
+            before = await issued()
+            assert before[1] == 0
+            async with session.post(f"http://127.0.0.1:{infos[1].http_port}/api/guest") as r:  # type: ignore[union-attr]
+                assert r.status == 200 and (await r.json())["token"]
+            assert await issued() == [before[0] + 1, 0]
 
         # A publisher that reconnects comes back to the worker holding its stream: refused once
         # at most by the other worker, which sends its next connection to the holder.
