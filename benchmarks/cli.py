@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument("--seconds", type=float, default=20.0, help="measured seconds (default 20)")
     ingest.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (default 5)")
     ingest.add_argument("--no-peers", action="store_true", help="skip nginx-rtmp even if installed")
+    ingest.add_argument(
+        "--workers", type=int, default=1, help="also run `mediacore serve --workers N` and compare it (default 1)"
+    )
     ingest.add_argument("--json", type=Path, help="where to write results (default bench-results/ingest-TIME.json)")
     replay = sub.add_parser("replay", help="CPU of ingest -> HLS + LL-HLS in one process, a recorded push replayed")
     replay.add_argument("--streams", type=int, default=8, help="streams replaying the recording at once (default 8)")
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import ingest as suite
 
         out = args.json or Path("bench-results") / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        suite.run(args.streams, args.seconds, args.warmup, out, peers=not args.no_peers)
+        suite.run(args.streams, args.seconds, args.warmup, out, peers=not args.no_peers, workers=args.workers)
     elif args.suite == "replay":
         from benchmarks import replay as replay_suite
 

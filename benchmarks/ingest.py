@@ -4,11 +4,19 @@ N ffmpeg processes push the generated 720p30 clip in real time (-re, looped, -c 
 the server, which packages each to HLS. After a warm-up we sample the server process's CPU
 time (user + system) and RSS. The same pushes then go to nginx-rtmp (doing HLS too) when it
 is installed, in the same run, so the ratio compares like with like on this machine.
+
+With `--workers N` (N > 1) the same pushes go to `mediacore serve --workers N` too, and CPU
+and RSS are summed over the parent and its workers. "Streams per machine at the same CPU
+scale" is the cores a server can use (one for one process; min(N, cores) for N workers)
+divided by its CPU seconds per stream-second: how many such streams the machine carries
+before the server's cores are full. The ratio N workers / one worker is what the workers
+buy: N when a worker costs exactly what one process costs per stream.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -40,6 +48,8 @@ class IngestResult:
     rss_per_stream_mb: float  # growth over the idle server, per stream
     streams_live: int
     held_per_stream_mb: float | None = None  # media the playlists hold (mediacore's own count), per stream
+    workers: int = 1
+    streams_per_machine: float = 0.0  # usable cores / CPU s per stream-second
 
 
 def free_port() -> int:
@@ -96,6 +106,22 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return total
 
 
+def rss_bytes(proc: psutil.Process) -> int:
+    """Resident memory of `proc` and its children (the workers of `serve --workers N`)."""
+    total = int(proc.memory_info().rss)
+    for child in proc.children(recursive=True):
+        try:
+            total += int(child.memory_info().rss)
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def usable_cores(workers: int) -> int:
+    """Cores a server of `workers` processes can keep busy on this machine."""
+    return min(workers, os.cpu_count() or 1)
+
+
 def measure(
     server: str,
     pid: int,
@@ -106,9 +132,10 @@ def measure(
     warmup: float,
     live_count: Callable[[], int],
     held_mb: Callable[[], float | None] = lambda: None,
+    workers: int = 1,
 ) -> IngestResult:
     proc = psutil.Process(pid)
-    idle_rss = proc.memory_info().rss / 1e6
+    idle_rss = rss_bytes(proc) / 1e6
     pushers = [push(clip, f"rtmp://127.0.0.1:{rtmp_port}/live/bench{i}") for i in range(streams)]
     try:
         time.sleep(warmup)
@@ -118,7 +145,7 @@ def measure(
             time.sleep(1.0)
         elapsed = time.monotonic() - start
         used = cpu_seconds(proc) - start_cpu
-        rss = proc.memory_info().rss / 1e6
+        rss = rss_bytes(proc) / 1e6
         live = live_count()
         held = held_mb()
     finally:
@@ -138,12 +165,17 @@ def measure(
         round((rss - idle_rss) / streams, 2),
         live,
         None if held is None else round(held / streams, 2),
+        workers,
+        round(usable_cores(workers) / per_stream_second, 1) if per_stream_second > 0 else float("inf"),
     )
 
 
-def serve_cmd(rtmp_port: int, http_port: int, admin_port: int = 0, config: Path | None = None) -> list[str]:
+def serve_cmd(
+    rtmp_port: int, http_port: int, admin_port: int = 0, config: Path | None = None, workers: int = 1
+) -> list[str]:
     """`mediacore serve` on loopback with these ports (RTSP on any free one, the admin
-    listener on `admin_port` or any free one), quiet; `config`: a configuration file."""
+    listener on `admin_port` or any free one), quiet; `config`: a configuration file;
+    `workers`: worker processes."""
     return [
         sys.executable,
         "-m",
@@ -162,17 +194,29 @@ def serve_cmd(rtmp_port: int, http_port: int, admin_port: int = 0, config: Path 
         str(admin_port),
         "--log-level",
         "warning",
+        *(["--workers", str(workers)] if workers > 1 else []),
     ]
 
 
-def run_mediacore(clip: Path, streams: int, seconds: float, warmup: float) -> IngestResult:
+def admin_ports(server_pid: int, admin_port: int) -> list[int]:
+    """The admin listeners of a `serve --workers N` (each worker's, from its run directory),
+    or `admin_port` for one process."""
+    from mediacore.app.local_owners import LocalOwners, default_run_dir
+
+    owners = LocalOwners(default_run_dir(server_pid))
+    if not owners.workers.is_dir():
+        return [admin_port]
+    return [info.admin_port for info in owners.peers()]
+
+
+def run_mediacore(clip: Path, streams: int, seconds: float, warmup: float, workers: int = 1) -> IngestResult:
     rtmp_port, http_port, admin_port = free_port(), free_port(), free_port()
     # Every push comes from loopback: the per-address connection cap ([rtmp]
     # max_connections_per_ip, 20) must admit them all, or the figures count refused streams.
     config = Path(tempfile.mkdtemp(prefix="mediacore-bench-ingest-")) / "mediacore.toml"
     config.write_text(f"[rtmp]\nmax_connections_per_ip = {max(streams, RtmpConfig().max_connections_per_ip)}\n")
     server = subprocess.Popen(
-        serve_cmd(rtmp_port, http_port, admin_port, config),
+        serve_cmd(rtmp_port, http_port, admin_port, config, workers),
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -184,15 +228,19 @@ def run_mediacore(clip: Path, streams: int, seconds: float, warmup: float) -> In
                 return sum(1 for s in json.load(r) if s["state"] == "live" and s["segments"] > 0)
 
         def held_mb() -> float:
-            """MB of media the playlists hold, from the server's mediacore_media_held_bytes."""
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as r:
-                lines = r.read().decode().splitlines()
-            held = sum(
-                float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("mediacore_media_held_bytes{")
-            )
+            """MB of media the playlists hold, from the server's mediacore_media_held_bytes
+            (every worker's)."""
+            held = 0.0
+            for port in admin_ports(server.pid, admin_port):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    lines = r.read().decode().splitlines()
+                held += sum(
+                    float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("mediacore_media_held_bytes{")
+                )
             return held / 1e6
 
-        return measure("mediacore", server.pid, rtmp_port, clip, streams, seconds, warmup, live_count, held_mb)
+        label = "mediacore" if workers == 1 else f"mediacore×{workers}"
+        return measure(label, server.pid, rtmp_port, clip, streams, seconds, warmup, live_count, held_mb, workers)
     finally:
         server.terminate()
         server.wait(10)
@@ -217,25 +265,34 @@ def run_nginx(clip: Path, streams: int, seconds: float, warmup: float) -> Ingest
             nginx.wait(10)
 
 
-def run(streams: int, seconds: float, warmup: float, out: Path | None, peers: bool) -> dict:
+def run(streams: int, seconds: float, warmup: float, out: Path | None, peers: bool, workers: int = 1) -> dict:
     clip = make_clip(10)
     results = [run_mediacore(clip, streams, seconds, warmup)]
+    if workers > 1:
+        results.append(run_mediacore(clip, streams, seconds, warmup, workers))
     nginx = run_nginx(clip, streams, seconds, warmup) if peers else None
     if nginx is not None:
         results.append(nginx)
     header = (
-        f"{'server':<11}{'streams':>8}{'live':>6}{'CPU s/stream-s':>16}{'streams/core':>14}{'RSS MB':>9}"
-        f"{'+RSS/stream':>12}{'held/stream':>12}"
+        f"{'server':<13}{'streams':>8}{'live':>6}{'CPU s/stream-s':>16}{'streams/core':>14}{'per machine':>13}"
+        f"{'RSS MB':>9}{'+RSS/stream':>12}{'held/stream':>12}"
     )
     print(header)
     print("-" * len(header))
     for r in results:
         print(
-            f"{r.server:<11}{r.streams:>8}{r.streams_live:>6}{r.cpu_per_stream_second:>16.4f}"
-            f"{r.streams_per_core:>14.1f}{r.rss_mb:>9.1f}{r.rss_per_stream_mb:>12.2f}"
+            f"{r.server:<13}{r.streams:>8}{r.streams_live:>6}{r.cpu_per_stream_second:>16.4f}"
+            f"{r.streams_per_core:>14.1f}{r.streams_per_machine:>13.1f}{r.rss_mb:>9.1f}{r.rss_per_stream_mb:>12.2f}"
             f"{'-' if r.held_per_stream_mb is None else f'{r.held_per_stream_mb:.2f}':>12}"
         )
     report: dict = {"suite": "ingest", "clip": str(clip), "results": [asdict(r) for r in results]}
+    if workers > 1 and results[1].streams_per_machine > 0:
+        scale = results[1].streams_per_machine / results[0].streams_per_machine
+        report["streams_per_machine_workers_vs_one"] = round(scale, 3)
+        print(
+            f"\nstreams per machine at the same CPU scale: {workers} workers / one process = {scale:.2f} "
+            f"({usable_cores(workers)} of {os.cpu_count()} cores usable vs 1)"
+        )
     if nginx is not None and results[0].cpu_per_stream_second > 0:
         ratio = nginx.cpu_per_stream_second / results[0].cpu_per_stream_second
         report["streams_per_core_vs_nginx"] = round(ratio, 3)

@@ -4,6 +4,7 @@ TLS (RTMPS, RTSPS) with the TLS handshake bounded."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Callable
 
@@ -26,4 +27,18 @@ async def listen(
         reuse_address=True,
         ssl=tls,
         ssl_handshake_timeout=tls_handshake_timeout if tls is not None else None,
+    )
+
+
+async def adopt(
+    protocol: Callable[[], asyncio.BaseProtocol],
+    sock: socket.socket,
+    tls: ssl.SSLContext | None,
+    tls_handshake_timeout: float,
+) -> None:
+    """Serve one connection accepted elsewhere (the parent of `mediacore serve --workers N`
+    hands each publisher's socket to a worker) as if `listen()`'s server had accepted it."""
+    loop = asyncio.get_running_loop()
+    await loop.connect_accepted_socket(
+        protocol, sock, ssl=tls, ssl_handshake_timeout=tls_handshake_timeout if tls is not None else None
     )

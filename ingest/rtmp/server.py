@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
 
 from ingest.authorize import decide
-from ingest.listen import listen
+from ingest.listen import adopt, listen
 from mediacore.hub.publisher import HELD_WHILE_DECIDING, Authorizer, PublishAttempt, Publisher, PublishPoint, StreamBusy
 from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
@@ -363,6 +364,10 @@ class RtmpServer:
         server = await listen(lambda: RtmpConnection(self), host, port, tls, self.config.tls_handshake_timeout)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
+
+    async def adopt(self, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
+        """Serve a connection another process accepted on the RTMP (or, with `tls`, RTMPS) port."""
+        await adopt(lambda: RtmpConnection(self), sock, tls, self.config.tls_handshake_timeout)
 
     async def stop(self) -> None:
         for server in self._servers:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from ingest.authorize import decide
-from ingest.listen import listen
+from ingest.listen import adopt, listen
 from mediacore.hub.publisher import HELD_WHILE_DECIDING, Authorizer, PublishAttempt, Publisher, PublishPoint, StreamBusy
 from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
@@ -532,6 +532,10 @@ class RtspServer:
         server = await listen(lambda: RtspConnection(self), host, port, tls, self.config.tls_handshake_timeout)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
+
+    async def adopt(self, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
+        """Serve a connection another process accepted on the RTSP (or, with `tls`, RTSPS) port."""
+        await adopt(lambda: RtspConnection(self), sock, tls, self.config.tls_handshake_timeout)
 
     async def stop(self) -> None:
         for server in self._servers:

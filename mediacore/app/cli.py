@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 from mediacore.access.tokens import MIN_SECRET_BYTES, TOKEN_PARAM, TokenError, sign
 from mediacore.app.config import Config, ConfigError, check_open_publish, load_config, publish_is_open
 from mediacore.app.memory import pin_mmap_threshold
+from mediacore.app.worker import WorkerRole, worker_count
 from mediacore.model.names import PUBLISH_APP, is_stream_name
 from mediacore.playlist.uris import STREAM_ROOT, WATCH_PAGE, playback_urls
 
@@ -42,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
         if name == "demo":
             p.add_argument("--stream", help="demo stream name (default demo)")
+        else:
+            p.add_argument(
+                "--workers",
+                default="1",
+                help="worker processes, each a full origin ('auto': one per core; default 1)",
+            )
+            p.add_argument("--worker", help=argparse.SUPPRESS)  # set by the parent of --workers N
     edge = sub.add_parser("edge", help="run an edge node (cache + request collapsing) in front of an origin")
     edge.add_argument(
         "--origin",
@@ -263,14 +271,24 @@ def _freeze_startup_heap() -> None:
     gc.freeze()
 
 
-async def _run(config: Config, demo: bool) -> int:
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The `serve` arguments the parent of --workers N passes on to each worker (it adds the
+    ports it resolved)."""
+    argv = ["--config", args.config] if args.config else []
+    if args.host is not None:
+        argv += ["--host", args.host]
+    if args.admin_port is not None:
+        argv += ["--admin-port", str(args.admin_port)]
+    return argv + ["--log-level", args.log_level]
+
+
+async def _run(config: Config, demo: bool, worker: WorkerRole | None = None) -> int:
     """Serve until SIGTERM or SIGINT, then drain ([server] drain_timeout) and stop; a second
-    signal stops at once. 0 after a drain, 1 if a second signal cut it short."""
+    signal stops at once. 0 after a drain, 1 if a second signal cut it short. `worker`: as
+    one worker of `serve --workers N` (the parent prints the ready line)."""
     from mediacore.app.engine import Engine
 
-    engine = Engine(config)
-    await engine.start()
-    _tune_interpreter()
+    engine = Engine(config, worker=worker)
     publisher = None
     stop = asyncio.Event()
     abort = asyncio.Event()
@@ -279,8 +297,10 @@ async def _run(config: Config, demo: bool) -> int:
     def on_signal() -> None:
         (abort if stop.is_set() else stop).set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before start: a signal while starting drains after it
         loop.add_signal_handler(sig, on_signal)
+    await engine.start()
+    _tune_interpreter()
     code = 0
     try:
         if demo:
@@ -298,7 +318,7 @@ async def _run(config: Config, demo: bool) -> int:
                 )
             print(f"demo stream publishing; watch it at {urls['watch']}", flush=True)
             print(f"HLS playlist: {urls['hls']}", flush=True)
-        else:
+        elif worker is None:
             print(
                 f"mediacore serving: rtmp://HOST:{engine.rtmp_port}/{PUBLISH_APP}/STREAM -> "
                 f"{playback_urls(engine.base_url(), 'STREAM')['watch']}",
@@ -368,10 +388,23 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as e:
         print(f"mediacore: configuration error: {e}", file=sys.stderr)
         return 2
+    role = None
+    count = 1
+    if args.command == "serve":
+        try:
+            role = WorkerRole.parse(args.worker) if args.worker else None
+            count = worker_count(args.workers)
+        except ValueError as e:
+            print(f"mediacore: {e}", file=sys.stderr)
+            return 2
     try:
         import uvloop
 
-        return uvloop.run(_run(config, demo=args.command == "demo"))
+        if role is None and count > 1:
+            from mediacore.app.workers import Parent
+
+            return uvloop.run(Parent(config, _worker_argv(args), count).run())
+        return uvloop.run(_run(config, demo=args.command == "demo", worker=role))
     except KeyboardInterrupt:
         return 1
 

@@ -354,3 +354,14 @@ def check_open_publish(config: Config) -> None:
             f"{host!r} is reachable beyond this machine. Set a key or a hook, listen on 127.0.0.1, "
             f"or set [auth] allow_open_publish = true"
         )
+
+
+def public_base_url(server: ServerConfig, http_port: int) -> str:
+    """The origin's base URL in the links it prints and serves: [server] public_url, else
+    from [server] host and the HTTP port (loopback for a wildcard address)."""
+    if server.public_url:
+        return server.public_url.rstrip("/")
+    host = server.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{http_port}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import socket
 import ssl
 import time
@@ -21,13 +23,14 @@ from ingest.rtp.sdp import SessionDescription, parse_sdp
 from ingest.rtp.server import RtspServer
 from mediacore.app.cluster import Conflict, Position
 from mediacore.app.cluster_redis import ClusterNode
-from mediacore.app.config import Config, ConfigError, check_open_publish
+from mediacore.app.config import Config, ConfigError, check_open_publish, public_base_url
 from mediacore.app.lifecycle import EndStream, StreamLifecycle
 from mediacore.app.metrics import Metrics, ScrapeSources
 from mediacore.app.plugins import PluginHost
 from mediacore.app.publish_auth import PublishPolicy, Refusal
 from mediacore.app.publish_hook import PublishHook
 from mediacore.app.supervision import RestartBudget
+from mediacore.app.worker import HOME_WORKER, LOOPBACK, WorkerLink, WorkerRole
 from mediacore.hub.hub import Hub, Stream
 from mediacore.hub.publisher import PublishAttempt
 from mediacore.model.media import Kind
@@ -62,11 +65,23 @@ LL_POSITIONS = {Kind.VIDEO: "ll-video", Kind.AUDIO: "ll-audio"}
 
 class Engine:
     def __init__(
-        self, config: Config, clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time
+        self,
+        config: Config,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        worker: WorkerRole | None = None,
     ) -> None:
         """`clock` (monotonic seconds) and `wall_clock` (seconds since the epoch) are the
-        only clocks the engine's parts read."""
+        only clocks the engine's parts read. `worker`: this engine is one worker of
+        `mediacore serve --workers N` (docs/architecture.md, "Workers")."""
         self.config = config
+        self.worker: WorkerLink | None = None
+        if worker is not None:
+            self.worker = WorkerLink(
+                worker, self._adopt, lambda: list(self.hub.streams), self._worker_conflict, self._parent_gone, clock
+            )
+            if LOOPBACK not in config.http.trusted_proxies:  # the proxy hop names the viewer
+                config.http.trusted_proxies.append(LOOPBACK)
         self.hub = Hub(config.hub, wall_clock, clock)
         self.metrics = Metrics()
         self.stores: dict[str, HlsStore] = {}
@@ -150,6 +165,8 @@ class Engine:
             )
         )
         self._http: Listener | None = None
+        self._http_private: Listener | None = None
+        """With workers: the same app on a loopback port of this worker alone (proxied requests)."""
         self._admin: Listener | None = None
         self.rtp_inputs: list[RawRtpInput] = []
         self.cluster: ClusterNode | None = None
@@ -161,6 +178,7 @@ class Engine:
         self.rtsp_port = 0
         self.rtmps_port = 0  # 0 while [rtmp] tls_port is off
         self.rtsps_port = 0  # 0 while [rtsp] tls_port is off
+        self._tls: ssl.SSLContext | None = None
         self.http_port = 0
         self.admin_port = 0
 
@@ -207,6 +225,13 @@ class Engine:
                 refusal = self.publish_policy.failed(attempt, hook_refusal, self.clock())
             elif not answer.allowed:
                 refusal = Refusal("hook_error", "the publish hook did not answer; try again later")
+        if refusal is None and self.worker is not None:
+            holder = self.worker.claim(attempt.stream)
+            if holder is not None:
+                self.worker.refused(attempt.remote, holder)
+                refusal = Refusal(
+                    "worker", f"stream {attempt.stream} is being published on worker {holder} of this server"
+                )
         if refusal is None and self.config.cluster.redis_url:
             refusal = await self._claim(attempt.stream)
         if refusal is None:
@@ -229,6 +254,22 @@ class Engine:
         """Another node holds a name this node serves (both took it while Redis was out of
         reach): stop the publisher here and end the stream, so one owner is left."""
         self.end_stream(conflict.name, f"stream {conflict.name} is owned by {conflict.owner} in the cluster")
+
+    def _worker_conflict(self, conflict: Conflict) -> None:
+        """Another worker holds a name this one serves: end it here, so one owner is left."""
+        self.end_stream(conflict.name, f"stream {conflict.name} is owned by worker {conflict.owner}")
+
+    def _parent_gone(self) -> None:
+        """The parent of this worker died: drain and exit as on SIGTERM."""
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    async def _adopt(self, kind: str, sock: socket.socket) -> None:
+        """A publisher's connection the parent accepted on listener `kind`."""
+        tls = self._tls if kind in ("rtmps", "rtsps") else None
+        if kind.startswith("rtmp"):
+            await self.rtmp.adopt(sock, tls)
+        else:
+            await self.rtsp.adopt(sock, tls)
 
     def node_url(self) -> str:
         """This node's base URL for the cluster: [cluster] node_url, else from [server] host and
@@ -536,16 +577,15 @@ class Engine:
     async def start(self) -> None:
         srv = self.config.server
         check_open_publish(self.config)
-        tls = self._tls_context()
-        self.rtmp_port = await self.rtmp.start(srv.host, srv.rtmp_port)
-        self.rtsp_port = await self.rtsp.start(srv.host, srv.rtsp_port)
-        if tls is not None and self.config.rtmp.tls_port:
-            self.rtmps_port = await self.rtmp.start(srv.host, self.config.rtmp.tls_port, tls)
-            log.info("RTMPS ingest on %s:%d", srv.host, self.rtmps_port)
-        if tls is not None and self.config.rtsp.tls_port:
-            self.rtsps_port = await self.rtsp.start(srv.host, self.config.rtsp.tls_port, tls)
-            log.info("RTSPS ingest on %s:%d", srv.host, self.rtsps_port)
-        for item in self.config.rtp.inputs:
+        tls = self._tls = self._tls_context()
+        if self.worker is not None:  # the parent listens and hands connections over
+            self.rtmp_port, self.rtsp_port = srv.rtmp_port, srv.rtsp_port
+            self.rtmps_port, self.rtsps_port = self.config.rtmp.tls_port, self.config.rtsp.tls_port
+            self.rtsp.host = srv.host
+        else:
+            await self._listen_ingest(tls)
+        home = self.worker is None or self.worker.role.index == HOME_WORKER
+        for item in self.config.rtp.inputs if home else ():  # UDP ports: one worker binds them
             try:
                 sdp = parse_sdp(Path(item.sdp).read_text())
             except (OSError, RtpError) as e:
@@ -559,6 +599,10 @@ class Engine:
             await self.start_cluster()
         if self.publish_hook is not None:
             self._spawn(self._recheck_loop(), "publish-recheck")
+        if self.worker is not None:
+            assert self._http_private is not None
+            self.worker.start(self._http_private.port, self.admin_port)
+            self.origin.workers = self.worker.http
         log.info(
             "RTMP ingest on %s:%d, RTSP on %s:%d, HTTP on %s:%d, admin on %s:%d",
             srv.host,
@@ -570,6 +614,17 @@ class Engine:
             self.config.admin.host,
             self.admin_port,
         )
+
+    async def _listen_ingest(self, tls: ssl.SSLContext | None) -> None:
+        srv = self.config.server
+        self.rtmp_port = await self.rtmp.start(srv.host, srv.rtmp_port)
+        self.rtsp_port = await self.rtsp.start(srv.host, srv.rtsp_port)
+        if tls is not None and self.config.rtmp.tls_port:
+            self.rtmps_port = await self.rtmp.start(srv.host, self.config.rtmp.tls_port, tls)
+            log.info("RTMPS ingest on %s:%d", srv.host, self.rtmps_port)
+        if tls is not None and self.config.rtsp.tls_port:
+            self.rtsps_port = await self.rtsp.start(srv.host, self.config.rtsp.tls_port, tls)
+            log.info("RTSPS ingest on %s:%d", srv.host, self.rtsps_port)
 
     def _tls_context(self) -> ssl.SSLContext | None:
         """The server side of RTMPS and RTSPS, from [server] tls_cert and tls_key; None when
@@ -622,8 +677,15 @@ class Engine:
         )
         app = create_app(self.origin, self.plugin_host.routes)
         listener = Listener(app, "http", limits, http.trusted_proxies, self._refused)
-        self.http_port = await listener.start(srv.host, self.http_port or srv.http_port)
+        self.http_port = await listener.start(
+            srv.host, self.http_port or srv.http_port, reuse_port=self.worker is not None
+        )
         self._http = listener
+        if self.worker is not None and self._http_private is None:
+            # Requests other workers forward: all from loopback, so no per-address cap.
+            private = ListenerLimits(http.header_timeout, http.keepalive_timeout)
+            self._http_private = Listener(create_app(self.origin, self.plugin_host.routes), "http-private", private)
+            await self._http_private.start(LOOPBACK, 0)
 
     async def stop_http(self) -> None:
         """Stop serving HTTP (maintenance, failover drills) while ingest and packaging go on
@@ -639,9 +701,14 @@ class Engine:
         state = AdminState(
             admin, self.origin, self.hub, self._publish_keys, self.end_stream, self.metrics.admin_requests
         )
+        host, port = admin.host, admin.port
+        if self.worker is not None:
+            state.workers = self.worker.admin
+            if self.worker.role.index != HOME_WORKER:  # [admin] port is the home worker's
+                host, port = LOOPBACK, 0
         limits = ListenerLimits(http.header_timeout, http.keepalive_timeout)
         listener = Listener(create_admin_app(state), "admin", limits, on_refused=self._refused)
-        self.admin_port = await listener.start(admin.host, self.admin_port or admin.port)
+        self.admin_port = await listener.start(host, self.admin_port or port)
         self._admin = listener
 
     async def drain(self) -> None:
@@ -698,6 +765,9 @@ class Engine:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.stop_http()
+        if self._http_private is not None:  # other workers' requests, until this worker stops
+            await self._http_private.stop()
+            self._http_private = None
         if self._cluster_task is not None:
             self._cluster_task.cancel()
             await asyncio.gather(self._cluster_task, return_exceptions=True)
@@ -706,6 +776,9 @@ class Engine:
             await self.cluster.close(release=True)
             self.cluster = None
             self.origin.locate = None
+        if self.worker is not None:
+            await self.worker.stop()
+            self.origin.workers = None
         if self._viewer_sweep is not None:
             self._viewer_sweep.cancel()
             self._viewer_sweep = None
@@ -720,9 +793,4 @@ class Engine:
         self.thumbnail_executor.shutdown(wait=False, cancel_futures=True)
 
     def base_url(self) -> str:
-        if self.config.server.public_url:
-            return self.config.server.public_url.rstrip("/")
-        host = self.config.server.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        return f"http://{host}:{self.http_port}"
+        return public_base_url(self.config.server, self.http_port)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
 import secrets
 from collections.abc import Callable, MutableMapping
@@ -41,7 +40,8 @@ from mediacore.hub.hub import Hub
 from mediacore.model.names import is_stream_name
 from mediacore.origin import api
 from mediacore.origin.config import AdminConfig
-from mediacore.origin.http import Handler
+from mediacore.origin.http import STREAM_LIST, Handler, stream_list_json
+from mediacore.origin.peers import HOP_HEADER, WorkerRoutes, forward, gather_lists
 from mediacore.origin.state import OriginState
 
 log = logging.getLogger("mediacore.admin")
@@ -65,6 +65,9 @@ class AdminState:
     """End a stream now (kick its publisher, write ENDLIST): False if it could not be ended."""
     requests: Counter
     """mediacore_admin_requests{route, status}."""
+    workers: WorkerRoutes | None = None
+    """The other workers' admin listeners (`serve --workers N`): a stream mutation for a
+    stream another worker owns is proxied to that worker's. None: one process."""
     refusals: int = 0
     """Requests refused for a missing or wrong token (logged: the first ten, then powers of two)."""
 
@@ -148,6 +151,20 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
+@web.middleware
+async def worker_proxy(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With several workers: a mutation of a stream another worker owns is made by that
+    worker (inside the guard: the request was allowed here; the owner checks it again)."""
+    admin = _admin(request)
+    name = request.match_info.get("name")
+    if admin.workers is not None and name is not None and HOP_HEADER not in request.headers:
+        if is_stream_name(name) and admin.hub.get(name) is None:
+            owner = admin.workers.owner_of(name)
+            if owner is not None:
+                return await forward(request, owner, admin.workers)
+    return await handler(request)
+
+
 def _name(request: web.Request) -> str:
     name = request.match_info["name"]
     if not is_stream_name(name):
@@ -160,9 +177,15 @@ def _ok(body: dict[str, object]) -> web.Response:
 
 
 async def streams(request: web.Request) -> web.StreamResponse:
-    state = _admin(request).origin
-    body = [api.stream_summary(state, name) for name in sorted(state.streams)]
-    return web.json_response(body, headers={"Cache-Control": "no-cache"}, dumps=lambda o: json.dumps(o, indent=1))
+    """Every stream of this server: with several workers, each worker's (asked on its own
+    admin listener)."""
+    admin = _admin(request)
+    state = admin.origin
+    body: list[object] = [api.stream_summary(state, name) for name in sorted(state.streams)]
+    if admin.workers is not None and HOP_HEADER not in request.headers:
+        body += await gather_lists(admin.workers, STREAM_LIST)
+        body.sort(key=lambda item: str(item.get("name")) if isinstance(item, dict) else "")
+    return stream_list_json(body)
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
@@ -224,7 +247,7 @@ async def end(request: web.Request) -> web.StreamResponse:
 
 
 def create_admin_app(admin: AdminState) -> web.Application:
-    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[guard, worker_proxy], client_max_size=MAX_BODY)
     app[ADMIN_KEY] = admin
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

@@ -3,14 +3,12 @@ the same readers serve the admin listener (admin.py)."""
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from mediacore.model.media import Kind
 from mediacore.model.metadata import PRODUCT_CLASS
-from mediacore.origin.http import state_of
+from mediacore.origin.http import STREAM_LIST, state_of, stream_list_json
 from mediacore.origin.state import OriginState
 from mediacore.playlist.uris import playback_urls
 from mediacore.store.hls import HlsStore
@@ -79,8 +77,7 @@ def pinned_product(store: HlsStore | None) -> dict[str, object] | None:
 
 async def api_streams(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
-    body = [stream_summary(state, name) for name in sorted(state.streams)]
-    return web.json_response(body, headers={"Cache-Control": "no-cache"}, dumps=lambda o: json.dumps(o, indent=1))
+    return stream_list_json([stream_summary(state, name) for name in sorted(state.streams)])
 
 
 def metrics_response(state: OriginState) -> web.Response:
@@ -113,7 +110,7 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application, public_metrics: bool) -> None:
     """The public port's read-only routes; /metrics only if [http] public_metrics says so
     (the admin listener always serves it). Nothing here changes anything."""
-    app.router.add_get("/api/streams", api_streams)
+    app.router.add_get(STREAM_LIST, api_streams)
     app.router.add_get("/healthz", healthz)
     if public_metrics:
         app.router.add_get("/metrics", metrics)

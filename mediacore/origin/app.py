@@ -12,10 +12,12 @@ from mediacore.origin import api, hls, llhls, pages
 from mediacore.origin.http import (
     MEDIA_PREFIX,
     MEDIA_ROUTES_KEY,
+    PLUGIN_ROUTES_KEY,
     STATE_KEY,
     cluster_owner,
     cors_and_metrics,
     playback_tokens,
+    worker_proxy,
 )
 from mediacore.origin.state import OriginState
 
@@ -26,7 +28,7 @@ MAX_REQUEST_BODY = 64 * 1024
 def create_app(state: OriginState, extra_routes: Sequence[web.AbstractRouteDef] = ()) -> web.Application:
     """The public app; `extra_routes` are the plugins' (under /api/ and /live/{stream}/)."""
     app = web.Application(
-        middlewares=[cors_and_metrics, cluster_owner, playback_tokens], client_max_size=MAX_REQUEST_BODY
+        middlewares=[cors_and_metrics, worker_proxy, cluster_owner, playback_tokens], client_max_size=MAX_REQUEST_BODY
     )
     app[STATE_KEY] = state
     hls.add_routes(app)
@@ -36,5 +38,7 @@ def create_app(state: OriginState, extra_routes: Sequence[web.AbstractRouteDef] 
     app[MEDIA_ROUTES_KEY] = frozenset(
         r.canonical for r in app.router.resources() if r.canonical.startswith(MEDIA_PREFIX)
     )
+    own = frozenset(r.canonical for r in app.router.resources())
     app.router.add_routes(extra_routes)
+    app[PLUGIN_ROUTES_KEY] = frozenset(r.canonical for r in app.router.resources()) - own
     return app

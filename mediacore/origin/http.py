@@ -1,6 +1,7 @@
 """HTTP pieces every origin route shares: the state key, stream names from the URL, viewer
 identity, playlist responses, 404s with a cache lifetime, the CORS + metrics middleware, the
-cluster middleware (redirects to a stream's owner) and the playback-token middleware.
+workers middleware (proxies to the worker that owns a stream), the cluster middleware
+(redirects to a stream's owner) and the playback-token middleware.
 
 Headers follow docs/hls-rules.md: playlists as application/vnd.apple.mpegurl (P1), gzip when
 the client accepts it (S6.2.1); CORS on everything so players on other origins work.
@@ -8,12 +9,14 @@ the client accepts it (S6.2.1); CORS on everything so players on other origins w
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from mediacore.access.tokens import TOKEN_PARAM, Verdict
 from mediacore.model.names import is_stream_name
+from mediacore.origin.peers import HOP_HEADER, forward, gather_lists
 from mediacore.origin.state import OriginState
 from mediacore.playlist.query import with_query
 from mediacore.playlist.uris import STREAM_ROOT
@@ -22,6 +25,10 @@ STATE_KEY: web.AppKey[OriginState] = web.AppKey("origin")
 MEDIA_ROUTES_KEY: web.AppKey[frozenset[str]] = web.AppKey("media_routes")
 """The origin's own routes below /live/STREAM/ (playlists, media, thumbnail): the ones the
 cluster middleware redirects; plugin routes there (chat) are served on every node."""
+PLUGIN_ROUTES_KEY: web.AppKey[frozenset[str]] = web.AppKey("plugin_routes")
+"""The plugins' routes: with several workers, those naming no stream are served by one."""
+STREAM_LIST = "/api/streams"
+"""The stream list route: with several workers, every worker's streams merged."""
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MAX_USER_AGENT = 200
 """Characters of User-Agent kept in a viewer's identity: enough to tell players apart."""
@@ -126,6 +133,45 @@ async def cors_and_metrics(request: web.Request, handler: Handler) -> web.Stream
     if isinstance(response, web.HTTPException):
         raise response
     return response
+
+
+def stream_list_json(items: list[object]) -> web.Response:
+    """The body of GET /api/streams."""
+    return web.json_response(items, headers={"Cache-Control": "no-cache"}, dumps=lambda o: json.dumps(o, indent=1))
+
+
+@web.middleware
+async def worker_proxy(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With several workers on this machine: a request naming a stream (any route with
+    {stream}: playlists, blocking LL-HLS requests, media, thumbnail, chat and the plugins'
+    /api/streams/STREAM/...) that another worker owns is answered by that worker through the
+    loopback proxy; the plugins' other routes are answered by the home worker (one process
+    holds their in-memory state); GET /api/streams lists every worker's streams. A request
+    another worker forwarded (HOP_HEADER) is answered here."""
+    state = state_of(request)
+    routes = state.workers
+    if routes is None or HOP_HEADER in request.headers:
+        return await handler(request)
+    name = request.match_info.get("stream")
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else None
+    if name is not None:
+        if name not in state.streams and is_stream_name(name):
+            owner = routes.owner_of(name)
+            if owner is not None:
+                return await forward(request, owner, routes)
+        return await handler(request)
+    if canonical in request.app[PLUGIN_ROUTES_KEY]:
+        home = routes.home()
+        if home is not None:
+            return await forward(request, home, routes)
+    elif canonical == STREAM_LIST and request.method == "GET":
+        local = await handler(request)
+        if not isinstance(local, web.Response) or local.status != 200 or not isinstance(local.body, bytes):
+            return local
+        items = json.loads(local.body) + await gather_lists(routes, STREAM_LIST)
+        return stream_list_json(sorted(items, key=lambda item: str(item.get("name")) if isinstance(item, dict) else ""))
+    return await handler(request)
 
 
 @web.middleware

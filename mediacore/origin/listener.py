@@ -196,8 +196,10 @@ class Listener:
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen on host:port (0: a free port); returns the port."""
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
+        """Listen on host:port (0: a free port); returns the port. `reuse_port`: beside the
+        other workers of `mediacore serve --workers N` (SO_REUSEPORT: the kernel spreads
+        connections over them)."""
         options: dict[str, Any] = {"access_log": None, "keepalive_timeout": self.limits.keepalive_timeout}
         runner = web.AppRunner(self.app, handle_signals=False, **options)
         await runner.setup()
@@ -210,7 +212,9 @@ class Listener:
             return GuardedRequestHandler(manager, guard, header_timeout, loop=loop, **options)
 
         try:
-            self._server = await loop.create_server(connection, host, port, reuse_address=True)
+            self._server = await loop.create_server(
+                connection, host, port, reuse_address=True, reuse_port=reuse_port or None
+            )
         except OSError:
             await runner.cleanup()
             raise

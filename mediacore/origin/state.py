@@ -17,6 +17,7 @@ from mediacore.access.tokens import PlaybackPolicy
 from mediacore.hub.hub import Stream
 from mediacore.model.media import Kind
 from mediacore.origin.config import HttpConfig
+from mediacore.origin.peers import WorkerRoutes
 from mediacore.origin.thumbnails import Thumbnails
 from mediacore.origin.viewers import ViewerTracker
 from mediacore.store.hls import HlsStore
@@ -65,6 +66,9 @@ class OriginState:
     """The origin cluster ([cluster] redis_url): the base URL of the node that owns a stream
     this node does not have, or None. A request for such a stream's playlists or media is
     redirected there (302). None: a single node, such requests get 404."""
+    workers: WorkerRoutes | None = None
+    """The other workers of this machine (`serve --workers N`): requests for a stream another
+    worker owns are proxied there (http.worker_proxy). None: one process."""
     page_scripts: Mapping[str, Path] = field(default_factory=dict)
     """Scripts of the running plugins that the watch page loads (name -> file), served at
     /static/plugins/NAME."""
