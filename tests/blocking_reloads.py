@@ -29,9 +29,6 @@ async def timed_get(session: aiohttp.ClientSession, url: str) -> tuple[float, in
         return time.monotonic(), r.status, body
 
 
-HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([^"]*-(\d+)\.(\d+)\.m4s)"')
-
-
 async def hops(name: str, owner_port: int, other_port: int, parts: int) -> list[float]:
     """Seconds between the owner's answer to a blocked reload and the same reload's answer
     through the other worker, one per part."""

@@ -30,7 +30,7 @@ from conftest import (
     wait_for_playlist,
 )
 
-from benchmarks.servers import READY_LINE, SERVE_TIMEOUT, serve_env
+from benchmarks.servers import READY_LINE, SERVE_TIMEOUT, serve_command, serve_env
 from mediacore.app.balance import HANDOFF_SETTLE, PREFERENCE_TTL, Balancer
 from mediacore.app.local_owners import LocalOwners, WorkerInfo
 from mediacore.app.worker import OWNER_CLAIM_TTL, WorkerLink, WorkerRole
@@ -221,9 +221,9 @@ async def test_two_workers_share_four_streams_hlsjs_plays_each_and_blocked_reloa
     log = tmp_path / "server.log"
     with log.open("wb") as err:
         server = await asyncio.create_subprocess_exec(
-            *[sys.executable, "-m", "mediacore.app.cli", "serve", "--config", str(config), "--workers", "2"],
-            *["--host", "127.0.0.1", "--http-port", str(http_port), "--rtmp-port", str(rtmp_port)],
-            *["--rtsp-port", str(free_port()), "--admin-port", str(admin_port), "--log-level", "warning"],
+            *serve_command(config, "warning"),
+            *["--workers", "2", "--host", "127.0.0.1", "--http-port", str(http_port), "--rtmp-port", str(rtmp_port)],
+            *["--rtsp-port", str(free_port()), "--admin-port", str(admin_port)],
             cwd=str(ROOT),
             env=serve_env(),
             stdin=asyncio.subprocess.DEVNULL,

@@ -7,17 +7,13 @@
 // usage: node directory.mjs '{"url": "...", "viewers": [{"token": null}, {"token": "..."}],
 //                            "expect": 2, "width": 390, "height": 844, "timeout": 30}'
 import { chromium } from "playwright-core";
+import { launchOptions } from "./chromium.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
 const report = { viewers: [], exception: null };
 let browser;
 try {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await chromium.launch(launchOptions());
   for (const viewer of cfg.viewers) {
     const context = await browser.newContext({ viewport: { width: cfg.width, height: cfg.height },
                                                deviceScaleFactor: 1 });

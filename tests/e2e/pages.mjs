@@ -3,18 +3,13 @@
 // own guest token) at a phone-sized viewport with console errors and page errors recorded,
 // the page's state as the tests read it, waiting for every page to play, and taps.
 import { chromium } from "playwright-core";
+import { launchOptions } from "./chromium.mjs";
 
 export const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export function launch() {
-  return chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--autoplay-policy=no-user-gesture-required"],
-  });
+  return chromium.launch(launchOptions());
 }
 
 // Opens `url` in a new context (en-US); `init(initArg)` runs in the page before its scripts.

@@ -2,6 +2,7 @@
 // viewer saw as JSON: picture size, playback progress, stalls after start, hls.js errors.
 // usage: node play.mjs PAGE_URL SECONDS [START_TIMEOUT_S]
 import { chromium } from "playwright-core";
+import { launchOptions } from "./chromium.mjs";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,13 +14,7 @@ const userDataDir = mkdtempSync(join(tmpdir(), "mediacore-chromium-"));
 const result = { url: pageUrl, started: false, samples: [], console: [] };
 let context;
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--autoplay-policy=no-user-gesture-required"],
-  });
+  context = await chromium.launchPersistentContext(userDataDir, launchOptions());
   const page = context.pages()[0] || await context.newPage();
   page.on("console", (msg) => { if (["error", "warning"].includes(msg.type())) result.console.push(msg.text().slice(0, 300)); });
   await page.goto(pageUrl, { waitUntil: "load" });

@@ -3,6 +3,7 @@
 // watched (getVideoPlaybackQuality), as JSON.
 // usage: node play_many.mjs SECONDS START_TIMEOUT_S PAGE_URL...
 import { chromium } from "playwright-core";
+import { launchOptions } from "./chromium.mjs";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,14 +22,10 @@ const read = (page) => page.evaluate(() => {
            frames: q.totalVideoFrames || 0, width: v.videoWidth, height: v.videoHeight };
 });
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-           "--disable-backgrounding-occluded-windows", "--autoplay-policy=no-user-gesture-required"],
-  });
+  // Several pages in one window: none may be throttled as a background page.
+  context = await chromium.launchPersistentContext(userDataDir, launchOptions([
+    "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows"]));
   const pages = [];
   for (const [i, url] of urls.entries()) {
     const page = i === 0 && context.pages()[0] ? context.pages()[0] : await context.newPage();
