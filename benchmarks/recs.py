@@ -4,7 +4,7 @@ latency from an event to a changed recommendation.
 A seeded synthetic behaviour log with planted taste clusters (plugins/audience/synthetic.py)
 is split by time (oldest 80 % to train); HR@10 and NDCG@10 of user-CF, item-CF, their blend
 and most-popular, for streams and products. Then the live pipeline the plugin runs (bounded
-writer → SQLite store → recommender refreshed every `update_interval` s in a worker thread)
+writer → SQLite store → the recommender's own process, refreshed every `update_interval` s)
 is loaded with the training log, a burst of events for a new taste cluster is offered, and
 the time until the viewer's top 10 changes is measured (goal: < 5 s).
 
@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from plugins.audience import conversion, evaluate, planner, segments, synthetic
-from plugins.audience.cf import Recommender
+from plugins.audience.cf import DAY
 from plugins.audience.events import Event, Kind
+from plugins.audience.refresher import RecommenderProcess
 from plugins.audience.sqlite_store import SqliteEventStore
 from plugins.audience.writer import EventWriter
 
@@ -116,7 +117,8 @@ async def _latency(log: synthetic.SyntheticLog, update_interval: float, trials: 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         store = await SqliteEventStore.open(Path(tmp) / "audience.db")
-        rec = Recommender()
+        rec = RecommenderProcess("blend", 30 * DAY)
+        await rec.start()
 
         async def sink(batch: list[Event]) -> None:
             rec.ingest(await store.append(batch))
@@ -127,18 +129,18 @@ async def _latency(log: synthetic.SyntheticLog, update_interval: float, trials: 
             writer.offer(e)
         await writer.flush()
         start = time.perf_counter()
-        await asyncio.to_thread(rec.refresh, now)
+        await rec.refresh(now)
         full_refresh = time.perf_counter() - start
 
         async def refresher() -> None:
             while True:
                 await asyncio.sleep(update_interval)
-                await asyncio.to_thread(rec.refresh, now)
+                await rec.refresh(now)
 
         timer = asyncio.create_task(refresher())
         for trial in range(trials):
             viewer = f"u{trial * 17}"
-            before = [i for i, _ in rec.recommend(viewer, "product", 10)]
+            before = [i for i, _ in await rec.recommend(viewer, "product", 10)]
             new = [f"new{trial}-{k}" for k in range(10)]
             burst = [
                 Event(f"t{trial}-{u}-{p}", Kind.ORDER, user, now, "s-new", p)
@@ -148,13 +150,14 @@ async def _latency(log: synthetic.SyntheticLog, update_interval: float, trials: 
             start = time.perf_counter()
             for e in burst:
                 writer.offer(e)
-            while [i for i, _ in rec.recommend(viewer, "product", 10)] == before:
+            while [i for i, _ in await rec.recommend(viewer, "product", 10)] == before:
                 await asyncio.sleep(0.01)
                 if time.perf_counter() - start > 30:
                     break
             results.append(time.perf_counter() - start)
         timer.cancel()
         drain.cancel()
+        await rec.stop()
         await store.close()
     return {
         "update_interval": update_interval,
