@@ -173,6 +173,7 @@ async def trained(config: Config) -> AsyncIterator[tuple[Engine, AudiencePlugin,
         assert plugin.writer is not None
         await plugin.writer.flush()
         await plugin.retrain()
+        await plugin.refresh()  # the recommender's process holds every event
         async with aiohttp.ClientSession(f"http://127.0.0.1:{engine.http_port}") as http:
             yield engine, plugin, http
     finally:

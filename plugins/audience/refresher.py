@@ -3,8 +3,8 @@
 Applying events to the interaction tables and rebuilding the models is Python and numpy
 work: at 50,000 events/s it held the serving process's GIL 35–40 ms a second in a worker
 thread, and every playlist answer falling in that time waited for it. So the `Recommender`
-(plugins/audience/cf.py, unchanged and sans-I/O) lives in a child process at a lower CPU
-priority, and the plugin talks to it over a socket pair:
+(plugins/audience/cf.py, unchanged and sans-I/O) lives in a child process, and the plugin
+talks to it over a socket pair:
 
 - events, deletions, expiry and segments go one way, in order, without replies (the events
   batched up to FLUSH_RECORDS per message, so packing them costs the event loop ~80 µs at a
@@ -51,8 +51,6 @@ FLUSH_RECORDS = 1000
 """Events packed into one message: small enough that packing one is ~80 µs of the event loop."""
 MAX_BUFFERED_BYTES = 16 * 1024 * 1024
 """Bytes waiting in the socket toward a child that does not keep up: past it events are dropped."""
-NICENESS = 10
-"""How much lower than the server the child runs: model rebuilds yield the CPU to media."""
 STOP_TIMEOUT = 5.0
 """Seconds the child gets to exit after its socket closes before it is killed."""
 
@@ -137,8 +135,6 @@ class _Child:
 def main(argv: list[str]) -> None:
     fd, method, retention = int(argv[0]), argv[1], float(argv[2])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
     sock = socket.socket(fileno=fd)
     try:
         _Child(sock, method, retention).run()
@@ -296,6 +292,7 @@ class RecommenderProcess:
 
     async def refresh(self, now: float) -> bool:
         """Apply what was sent and rebuild the models (in the child); False when nothing changed."""
+        self._flush()
         self._unrefreshed = False
         changed, self.version, self.events_applied = await self._ask("refresh", now)
         return bool(changed)
