@@ -178,7 +178,9 @@ def _server(port: int, data: Path, redis_url: str, clients: int) -> subprocess.P
         + "\n"
     )
     exe = shutil.which("mediacore") or str(Path(sys.executable).parent / "mediacore")
-    proc = subprocess.Popen([exe, "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [exe, "serve", "--config", str(config), "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _wait_port(port)
     return proc
 

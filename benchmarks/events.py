@@ -71,7 +71,9 @@ def _server(data: Path, http_port: int, rtmp_port: int) -> subprocess.Popen[byte
         + "\n"
     )
     exe = shutil.which("mediacore") or str(Path(sys.executable).parent / "mediacore")
-    proc = subprocess.Popen([exe, "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [exe, "serve", "--config", str(config), "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _wait_port(http_port)
     return proc
 

@@ -194,7 +194,7 @@ def serve_cmd(
         str(admin_port),
         "--log-level",
         "warning",
-        *(["--workers", str(workers)] if workers > 1 else []),
+        *["--workers", str(workers)],
     ]
 
 

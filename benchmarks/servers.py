@@ -35,9 +35,10 @@ READY_LINE = b"mediacore serving"
 """What `mediacore serve` prints on stdout once every listener is up."""
 
 
-def serve_command(config: Path, log_level: str | None = None) -> list[str]:
-    """`mediacore serve` with `config`, at `log_level` (else the configuration's)."""
-    command = [sys.executable, "-m", "mediacore.app.cli", "serve", "--config", str(config)]
+def serve_command(config: Path, log_level: str | None = None, workers: int = 1) -> list[str]:
+    """`mediacore serve` with `config`, at `log_level` (else the configuration's), as
+    `workers` processes (one unless asked: `serve` itself defaults to one per core)."""
+    command = [sys.executable, "-m", "mediacore.app.cli", "serve", "--config", str(config), "--workers", str(workers)]
     return command + (["--log-level", log_level] if log_level else [])
 
 

@@ -221,8 +221,8 @@ async def test_two_workers_share_four_streams_hlsjs_plays_each_and_blocked_reloa
     log = tmp_path / "server.log"
     with log.open("wb") as err:
         server = await asyncio.create_subprocess_exec(
-            *serve_command(config, "warning"),
-            *["--workers", "2", "--host", "127.0.0.1", "--http-port", str(http_port), "--rtmp-port", str(rtmp_port)],
+            *serve_command(config, "warning", workers=2),
+            *["--host", "127.0.0.1", "--http-port", str(http_port), "--rtmp-port", str(rtmp_port)],
             *["--rtsp-port", str(free_port()), "--admin-port", str(admin_port)],
             cwd=str(ROOT),
             env=serve_env(),

@@ -46,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         else:
             p.add_argument(
                 "--workers",
-                default="1",
-                help="worker processes, each a full origin ('auto': one per core; default 1)",
+                default="auto",
+                help="worker processes, each a full origin (default 'auto': one per core the process may use)",
             )
             p.add_argument("--worker", help=argparse.SUPPRESS)  # set by the parent of --workers N
     edge = sub.add_parser("edge", help="run an edge node (cache + request collapsing) in front of an origin")
@@ -69,9 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     edge.add_argument("--cache-mb", type=int, default=512, help="cache budget in MiB (default 512)")
     edge.add_argument(
         "--workers",
-        type=int,
+        type=worker_count,
         default=1,
-        help="worker processes sharing the port (default 1); each stream is fetched upstream by one of them",
+        help="worker processes sharing the port (default 1; 'auto': one per core); each stream is fetched "
+        "upstream by one of them",
     )
     edge.add_argument(
         "--trusted-proxy",
@@ -368,9 +369,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.playback_secret and len(args.playback_secret.encode()) < MIN_SECRET_BYTES:
             print(f"mediacore edge: the playback secret must be at least {MIN_SECRET_BYTES} bytes", file=sys.stderr)
-            return 2
-        if args.workers < 1:
-            print("mediacore edge: --workers must be at least 1", file=sys.stderr)
             return 2
         if args.workers > 1:
             return _edge_workers(args)

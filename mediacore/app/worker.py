@@ -66,9 +66,10 @@ class WorkerRole:
 
 
 def worker_count(text: str) -> int:
-    """`--workers N` or `auto` (one per core)."""
+    """`--workers N` or `auto`: one per core this process may run on (its CPU affinity, which
+    a container or `taskset` narrows, not the machine's count)."""
     if text == "auto":
-        return os.cpu_count() or 1
+        return len(os.sched_getaffinity(0)) or 1
     count = int(text)
     if count < 1:
         raise ValueError("--workers must be at least 1 (or auto)")
