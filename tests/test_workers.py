@@ -32,8 +32,11 @@ from conftest import (
 
 from benchmarks.servers import READY_LINE, SERVE_TIMEOUT, serve_command, serve_env
 from mediacore.app.balance import HANDOFF_SETTLE, PREFERENCE_TTL, Balancer
-from mediacore.app.local_owners import LocalOwners, WorkerInfo
-from mediacore.app.worker import OWNER_CLAIM_TTL, WorkerLink, WorkerRole
+from mediacore.app.config import AuthConfig, Config
+from mediacore.app.local_owners import LocalOwners, SharedPublishKeys, WorkerInfo
+from mediacore.app.publish_auth import PublishPolicy
+from mediacore.app.worker import JWT_SECRET_ENV, OWNER_CLAIM_TTL, WorkerLink, WorkerRole, take_jwt_secret
+from mediacore.hub.publisher import PublishAttempt
 from mediacore.origin.peers import BUFFER_UP_TO, HOP_HEADER, WorkerRoutes, forward
 from plugins.chat.protocol import MSGPACK_PROTOCOL
 
@@ -126,6 +129,35 @@ def test_a_worker_releases_claims_that_never_became_streams_and_what_it_forgot(t
     finally:
         link.channel.close()
         theirs.close()
+
+
+def test_a_key_rotated_on_one_worker_holds_on_every_worker(tmp_path: Path):
+    """The encoder's next connection may be handed to any worker: each one's authorizer must
+    refuse the old key once the operator rotated it on another."""
+    configured = {"shop": "old-key"}
+    worker0 = PublishPolicy(AuthConfig(publish_keys=dict(configured)), SharedPublishKeys(tmp_path, dict(configured)))
+    worker1 = PublishPolicy(AuthConfig(publish_keys=dict(configured)), SharedPublishKeys(tmp_path, dict(configured)))
+    assert worker1.key_allows("shop", "old-key") and not worker1.key_allows("shop", "new-key")
+    worker0.keys["shop"] = "new-key"  # what the admin API's rotate does on worker 0
+    for policy in (worker0, worker1):
+        assert policy.key_allows("shop", "new-key") and not policy.key_allows("shop", "old-key")
+    worker1.keys["fresh"] = "k2"  # a name with no configured key gets one: shared too
+    assert not worker0.shared_credentials(PublishAttempt("fresh", "k2", "rtmp", "1.2.3.4"))
+    assert sorted(worker0.keys) == ["fresh", "shop"] and len(worker0.keys) == 2
+    assert (tmp_path / "keys" / "shop").stat().st_mode & 0o077 == 0  # the key is the owner's alone
+    with pytest.raises(KeyError):
+        worker0.keys["../escape"] = "x"
+
+
+def test_workers_sign_tokens_with_the_parents_secret_unless_one_is_configured(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(JWT_SECRET_ENV, "p" * 64)
+    config = Config()
+    take_jwt_secret(config)
+    assert config.auth.jwt_secret == "p" * 64 and JWT_SECRET_ENV not in os.environ  # no subprocess inherits it
+    monkeypatch.setenv(JWT_SECRET_ENV, "p" * 64)
+    configured = Config(auth=AuthConfig(jwt_secret="c" * 32))
+    take_jwt_secret(configured)
+    assert configured.auth.jwt_secret == "c" * 32
 
 
 # A real 2-worker server -------------------------------------------------------------------
@@ -268,11 +300,17 @@ async def test_two_workers_share_four_streams_hlsjs_plays_each_and_blocked_reloa
         assert any(hop + wake <= ANSWERED_WITHIN for hop, wake, _ in rounds), rounds
 
         # The chat WebSocket of a stream, opened on the worker that does not own it, is the
-        # owner's room, piped both ways (subprotocol negotiated end to end).
-        name, other = names[0], infos[1 - owner[names[0]]]
+        # owner's room, piped both ways (subprotocol negotiated end to end). The viewer signs
+        # in with a guest token, which worker 0 issues: the stream's owner (worker 1) must
+        # accept it, so every worker signs with one secret.
+        name = next(n for n in names if owner[n] == 1)
+        other = infos[0]
         async with aiohttp.ClientSession() as session:
+            async with session.post(f"http://127.0.0.1:{http_port}/api/guest") as r:
+                assert r.status == 200
+                token = (await r.json())["token"]
             for protocols in ((), (MSGPACK_PROTOCOL,)):
-                url = f"ws://127.0.0.1:{other.http_port}/live/{name}/chat"  # type: ignore[union-attr]
+                url = f"ws://127.0.0.1:{other.http_port}/live/{name}/chat?access_token={token}"  # type: ignore[union-attr]
                 async with session.ws_connect(url, protocols=protocols) as ws:
                     assert ws.protocol == (protocols[0] if protocols else None)
                     greeting = await ws.receive(timeout=5)

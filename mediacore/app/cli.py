@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 from mediacore.access.tokens import MIN_SECRET_BYTES, TOKEN_PARAM, TokenError, sign
 from mediacore.app.config import Config, ConfigError, check_open_publish, load_config, publish_is_open
 from mediacore.app.memory import pin_mmap_threshold
-from mediacore.app.worker import WorkerRole, worker_count
+from mediacore.app.worker import WorkerRole, take_jwt_secret, worker_count
 from mediacore.model.names import PUBLISH_APP, is_stream_name
 from mediacore.playlist.uris import STREAM_ROOT, WATCH_PAGE, playback_urls
 
@@ -391,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         try:
             role = WorkerRole.parse(args.worker) if args.worker else None
+            if role is not None:
+                take_jwt_secret(config)
             count = worker_count(args.workers)
         except ValueError as e:
             print(f"mediacore: {e}", file=sys.stderr)

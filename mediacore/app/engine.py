@@ -10,7 +10,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from mediacore.app.cluster import Conflict, Position
 from mediacore.app.cluster_redis import ClusterNode
 from mediacore.app.config import Config, ConfigError, check_open_publish, public_base_url
 from mediacore.app.lifecycle import EndStream, StreamLifecycle
+from mediacore.app.local_owners import SharedPublishKeys
 from mediacore.app.metrics import Metrics, ScrapeSources
 from mediacore.app.plugins import PluginHost
 from mediacore.app.publish_auth import PublishPolicy, Refusal
@@ -122,7 +123,10 @@ class Engine:
         self.lifecycle = StreamLifecycle(config.hls.end_grace, config.hls.ended_retention)
         self._lifecycle_timer: asyncio.TimerHandle | None = None
         self.executor = ThreadPoolExecutor(config.hls.mux_threads, thread_name_prefix="mux")
-        self.publish_policy = PublishPolicy(config.auth)
+        keys = config.auth.publish_keys
+        self.publish_policy = PublishPolicy(
+            config.auth, SharedPublishKeys(worker.run_dir, keys) if worker is not None else keys
+        )
         auth = config.auth
         self.publish_hook = PublishHook(auth.publish_hook, auth.publish_hook_timeout) if auth.publish_hook else None
         self.rtmp = RtmpServer(
@@ -663,8 +667,8 @@ class Engine:
         self.rtp_inputs.append(rtp_input)
         return rtp_input
 
-    def _publish_keys(self) -> dict[str, str]:
-        return self.config.auth.publish_keys
+    def _publish_keys(self) -> MutableMapping[str, str]:
+        return self.publish_policy.keys
 
     def _refused(self, reason: str) -> None:
         self.metrics.http_refused.labels(reason).inc()

@@ -5,6 +5,9 @@ parent.
     RUN_DIR/streams/NAME     the owner's worker index (created with link(2): atomic, and
                              never seen half written)
     RUN_DIR/workers/I.json   worker I's pid and its private HTTP and admin ports
+    RUN_DIR/keys/NAME        a publish key the operator set through the admin API
+                             (rotate, revoke) on any worker, read by every worker's
+                             publish authorizer (SharedPublishKeys)
 
 A name is held by at most one worker at a time: `claim()` creates the file only if it does
 not exist. A worker releases what it forgot (its `Registry` rounds, engine.py); the parent
@@ -17,6 +20,7 @@ import json
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterator, MutableMapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from mediacore.model.names import is_stream_name
 
 STREAMS = "streams"
 WORKERS = "workers"
+KEYS = "keys"
 SHM = Path("/dev/shm")
 """Where run directories go when the machine has a tmpfs there (Linux); else the temp dir."""
 MAX_RECORD_BYTES = 256
@@ -84,6 +89,7 @@ class LocalOwners:
     def create(self) -> None:
         self.streams.mkdir(parents=True, exist_ok=True)
         self.workers.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / KEYS).mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _path(self, name: str) -> Path:
         if not is_stream_name(name):
@@ -159,3 +165,50 @@ class LocalOwners:
                 if info is not None:
                     found.append(info)
         return found
+
+
+class SharedPublishKeys(MutableMapping[str, str]):
+    """The per-stream publish keys of every worker of one machine: the configured ones, and
+    over them the keys the admin API set (rotate, revoke) on any worker, one 0600 file per
+    name in the run directory. A key rotated on one worker must hold on all of them: the
+    encoder's next connection may be handed to any worker, which would otherwise still
+    accept the old key. Read on each publish attempt (one small file; a publish is rare)."""
+
+    def __init__(self, run_dir: Path, configured: dict[str, str]) -> None:
+        self.configured = configured
+        self.directory = run_dir / KEYS
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        if not is_stream_name(name):
+            raise KeyError(name)
+        return self.directory / name
+
+    def __getitem__(self, name: str) -> str:
+        if is_stream_name(name):
+            text = _read(self._path(name))
+            if text is not None:
+                return text
+        return self.configured[name]
+
+    def __setitem__(self, name: str, key: str) -> None:
+        if len(key.encode()) > MAX_RECORD_BYTES:
+            raise ValueError(f"a publish key set at run time is at most {MAX_RECORD_BYTES} bytes")
+        _write_atomically(self._path(name), key, replace=True)
+
+    def __delitem__(self, name: str) -> None:
+        found = name in self.configured
+        self.configured.pop(name, None)
+        try:
+            self._path(name).unlink()
+        except (FileNotFoundError, KeyError):
+            if not found:
+                raise KeyError(name) from None
+
+    def __iter__(self) -> Iterator[str]:
+        names = set(self.configured)
+        names.update(e.name for e in os.scandir(self.directory) if not e.name.startswith("."))
+        return iter(sorted(names))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

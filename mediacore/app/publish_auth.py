@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 from mediacore.app.config import AuthConfig
@@ -63,15 +64,18 @@ def key_digest(key: str) -> bytes:
 
 
 class PublishPolicy:
-    def __init__(self, config: AuthConfig) -> None:
+    def __init__(self, config: AuthConfig, keys: MutableMapping[str, str] | None = None) -> None:
+        """`keys`: the per-stream keys (default `config.publish_keys`; with workers, the
+        machine's shared ones)."""
         self.config = config
+        self.keys: MutableMapping[str, str] = config.publish_keys if keys is None else keys
         self._failures: dict[str, _Failures] = {}
 
     # Keys ------------------------------------------------------------------------------
 
     def expected_key(self, name: str) -> str:
         """The key `name` needs ("" when this server checks none for it)."""
-        return self.config.publish_keys.get(name, self.config.default_publish_key)
+        return self.keys.get(name, self.config.default_publish_key)
 
     def key_allows(self, name: str, key: str) -> bool:
         expected = self.expected_key(name)
@@ -81,7 +85,7 @@ class PublishPolicy:
         """Whether the attempt's key proves nothing about who holds it: no per-stream key
         for the name, and either no key at all or the default key, or nothing but this
         server's default key vouched for it (no hook)."""
-        if attempt.stream in self.config.publish_keys:
+        if attempt.stream in self.keys:
             return False
         if self.config.publish_hook and attempt.key and attempt.key != self.config.default_publish_key:
             return False  # the hook admitted this key for this stream: it names the streamer

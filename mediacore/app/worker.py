@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mediacore.app.cluster import Conflict, Registry
+from mediacore.app.config import Config
 from mediacore.app.local_owners import LocalOwners, WorkerInfo
 from mediacore.origin.peers import WorkerRoutes
 
@@ -45,6 +46,21 @@ being set up); past it, a publish that never came gives the name back."""
 HOME_WORKER = 0
 """The worker that serves the plugins' routes naming no stream, and [admin] port."""
 LOOPBACK = "127.0.0.1"
+JWT_SECRET_BYTES = 32
+"""Random bytes of the secret the parent makes for its workers' tokens (hex-encoded)."""
+JWT_SECRET_ENV = "MEDIACORE_WORKERS_JWT_SECRET"
+"""Where the parent puts the tokens' signing secret for its workers when `[auth] jwt_secret`
+is empty: each process would otherwise make its own, and a guest token that worker 0 issued
+would be refused by the worker that owns the stream the viewer chats or buys in. An
+environment variable, not an argument: other users can read a process's arguments."""
+
+
+def take_jwt_secret(config: Config) -> None:
+    """In a worker: the parent's signing secret, unless the configuration has one; removed from
+    the environment so no subprocess (an encoder, a transcoder) inherits it."""
+    secret = os.environ.pop(JWT_SECRET_ENV, "")
+    if secret and not config.auth.jwt_secret:
+        config.auth.jwt_secret = secret
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -26,7 +27,7 @@ from mediacore.app.balance import Balancer
 from mediacore.app.config import Config, public_base_url
 from mediacore.app.local_owners import LocalOwners, default_run_dir
 from mediacore.app.supervision import RestartBudget
-from mediacore.app.worker import KINDS, MAX_MESSAGE, PREFER, READY, WorkerRole
+from mediacore.app.worker import JWT_SECRET_BYTES, JWT_SECRET_ENV, KINDS, MAX_MESSAGE, PREFER, READY, WorkerRole
 from mediacore.model.names import PUBLISH_APP
 from mediacore.playlist.uris import playback_urls
 
@@ -64,6 +65,8 @@ class Parent:
         self.argv = list(argv)
         self.workers = [Worker(i) for i in range(count)]
         self.run_dir = default_run_dir(os.getpid())
+        self.jwt_secret = secrets.token_hex(JWT_SECRET_BYTES)
+        """The workers' common token-signing secret when the configuration names none."""
         self.owners = LocalOwners(self.run_dir)
         self.balancer = Balancer()
         self.restarts = RestartBudget(WORKER_RESTARTS, WORKER_RESTART_WINDOW)
@@ -151,7 +154,11 @@ class Parent:
         ]
         command = [sys.executable, "-m", "mediacore.app.cli", "serve", *self.argv, *ports, "--worker", role.argument()]
         worker.process = await asyncio.create_subprocess_exec(
-            *command, pass_fds=[child_end.fileno()], stdin=asyncio.subprocess.DEVNULL, start_new_session=True
+            *command,
+            pass_fds=[child_end.fileno()],
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, JWT_SECRET_ENV: self.jwt_secret},
         )
         child_end.close()
         parent_end.setblocking(False)

@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import socket
+import tempfile
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -139,11 +140,19 @@ class AudiencePlugin:
 
     @staticmethod
     def _local_key(context: PluginContext) -> bytes:
+        """The node's pseudonymisation key, made once. Written whole to a temporary file and
+        linked into place, so the workers of one server that start together agree on one
+        key and none reads a half-written file."""
         path = context.data_dir / KEY_FILE
         if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
+            fd, tmp = tempfile.mkstemp(dir=context.data_dir, prefix=".key-")  # mode 0600
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_hex(32))
+                with contextlib.suppress(FileExistsError):  # another worker's came first
+                    os.link(tmp, path)
+            finally:
+                os.unlink(tmp)
         return path.read_text().strip().encode()
 
     async def _open_store(self, context: PluginContext, settings: AudienceSettings) -> EventStore:
