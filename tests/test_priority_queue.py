@@ -188,3 +188,13 @@ def test_what_is_delivered_stays_decodable(max_items, max_bytes, ops):
     media_out = sum(1 for n in delivered if meta[n][0] != CONTROL)
     assert media_out + cleared + q.dropped == media
     assert q.dropped == sum(q.dropped_by_priority) and q.dropped_by_priority[CONTROL] == 0
+
+
+def test_a_queue_starts_small_and_grows_to_its_whole_budget_in_order(impl):
+    """The ring starts at INITIAL_SLOTS (a packager's queue is nearly always short) and
+    doubles as the backlog grows, up to the frame budget, keeping arrival order."""
+    q = impl(2048, 1 << 30)
+    for i in range(2048):
+        assert q.push(i, 1, AUDIO if i % 3 else KEY)
+    assert len(q) == 2048 and q.dropped == 0
+    assert drain(q) == list(range(2048))

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from mediacore.access.tokens import MIN_SECRET_BYTES, TOKEN_PARAM, TokenError, sign
 from mediacore.app.config import Config, ConfigError, check_open_publish, load_config, publish_is_open
-from mediacore.app.memory import pin_mmap_threshold
+from mediacore.app.memory import pin_mmap_threshold, trim_heap_periodically
 from mediacore.app.worker import WorkerRole, take_jwt_secret, worker_count
 from mediacore.model.names import PUBLISH_APP, is_stream_name
 from mediacore.playlist.uris import STREAM_ROOT, WATCH_PAGE, playback_urls
@@ -302,6 +302,7 @@ async def _run(config: Config, demo: bool, worker: WorkerRole | None = None) -> 
         loop.add_signal_handler(sig, on_signal)
     await engine.start()
     _tune_interpreter()
+    trimming = asyncio.create_task(trim_heap_periodically(), name="heap-trim")
     code = 0
     try:
         if demo:
@@ -343,6 +344,7 @@ async def _run(config: Config, demo: bool, worker: WorkerRole | None = None) -> 
             log.exception("the drain failed; stopping")
             code = 1
     finally:
+        trimming.cancel()
         if publisher is not None and publisher.returncode is None:
             publisher.terminate()
             try:

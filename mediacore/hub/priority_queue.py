@@ -29,6 +29,10 @@ REF = 3
 NONREF = 4
 LEVELS = 5
 _DEAD = -1
+INITIAL_SLOTS = 64
+"""Ring slots a queue starts with (at most): it doubles when its backlog fills it. A
+packager's queue is short almost always, and a ring sized for its 2,048-frame budget up
+front cost 48 KB per queue, two per stream."""
 
 
 class PriorityPacketQueue:
@@ -36,7 +40,7 @@ class PriorityPacketQueue:
         if max_items < 1 or max_bytes < 1:
             raise ValueError("PriorityPacketQueue budgets must be positive")
         capacity = 8
-        while capacity < max_items and capacity < 4096:
+        while capacity < max_items and capacity < INITIAL_SLOTS:
             capacity *= 2
         self._items: list = [None] * capacity
         self._sizes: list = [0] * capacity

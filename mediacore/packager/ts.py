@@ -88,6 +88,22 @@ def mux_segment(frames: list[Frame], metadata: Sequence[tuple[int, bytes]] = ())
     return buf.getvalue()
 
 
+def warm_up() -> None:
+    """Open, fill and close one muxer with every stream a segment has, and run the continuity
+    pass once, on the calling (mux) thread: the first segment would otherwise pay, while a
+    stream is live, for what happens once per process (libavformat's muxer set-up, PyAV's
+    and numpy's lazily imported modules, the thread's allocator arena)."""
+    buf = io.BytesIO()
+    out = av.open(buf, "w", format="mpegts")
+    try:
+        out.add_mux_stream("h264", time_base=_TB90K)
+        out.add_mux_stream("aac", rate=48000)
+        out.add_data_stream("timed_id3").time_base = _TB90K
+    finally:
+        out.close()
+    ContinuityCounters().fix(buf.getvalue())
+
+
 class ContinuityCounters:
     """Per-PID continuity counters carried from one segment to the next.
 
