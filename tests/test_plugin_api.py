@@ -199,3 +199,43 @@ def test_plugin_settings_and_names_are_checked():
         load_config(None, {"plugins": {"enabled": ["nope"]}})
     with pytest.raises(ConfigError, match="jwt_secret"):
         load_config(None, {"auth": {"jwt_secret": "short"}})
+
+
+def test_with_workers_a_plugin_sees_the_machine_s_streams_and_its_machine_wide_hooks_run_at_home():
+    """`serve --workers N`: a stream another worker serves exists for every worker's plugins
+    (live; its metadata is added by its owner); a machine-wide viewer hook runs on the home
+    worker, for the events the others relay, and never where the stream lives."""
+    from mediacore.app.plugins import JOINED, LEFT, Context, Hooks, Machine
+    from mediacore.hub.hub import Hub
+    from mediacore.model.metadata import MetadataError
+
+    config = load_config()
+    relayed: list[tuple[str, str, str]] = []
+    worker = Hooks()
+    worker.machine = Machine(lambda: {"elsewhere": 0}, False, lambda *event: relayed.append(event))
+    context = Context("t", config, Hub(config.hub), worker, [], set(), {}, None, b"k" * 32, lambda: 0.0, lambda: 0.0)  # type: ignore[arg-type]
+    seen: list[tuple[str, str, str]] = []
+    local: list[tuple[str, str]] = []
+    context.on_viewer_joined(lambda s, v: seen.append((JOINED, s, v)), machine=True)
+    context.on_viewer_left(lambda s, v: seen.append((LEFT, s, v)), machine=True)
+    context.on_viewer_joined(lambda s, v: local.append((s, v)))
+    stream = context.stream("elsewhere")
+    assert stream is not None and stream.publishing and context.stream_names() == ["elsewhere"]
+    with pytest.raises(MetadataError):
+        stream.add_metadata({"title": "x"})
+    assert context.stream("nowhere") is None
+    worker.viewer_joined("mine", "v1")
+    worker.viewer_left("mine", "v1")
+    assert seen == [] and local == [("mine", "v1")]  # the owner's own hooks run here; the machine's go home
+    assert relayed == [(JOINED, "mine", "v1"), (LEFT, "mine", "v1")]
+    home = Hooks()
+    home.machine = Machine(dict, True, lambda *event: relayed.append(event))
+    Context(
+        "t", config, Hub(config.hub), home, [], set(), {}, None, b"k" * 32, lambda: 0.0, lambda: 0.0
+    ).on_viewer_joined(  # type: ignore[arg-type]
+        lambda s, v: seen.append((JOINED, s, v)), machine=True
+    )
+    home.relayed(JOINED, "theirs", "v2")  # from another worker
+    home.viewer_joined("ours", "v3")  # a stream of the home worker itself
+    home.relayed("bogus", "theirs", "v2")
+    assert seen == [(JOINED, "theirs", "v2"), (JOINED, "ours", "v3")] and len(relayed) == 2

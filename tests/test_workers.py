@@ -6,6 +6,7 @@ reloads through a worker that does not own the stream timed against the owner.""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -38,6 +39,7 @@ from mediacore.app.publish_auth import PublishPolicy
 from mediacore.app.worker import JWT_SECRET_ENV, OWNER_CLAIM_TTL, WorkerLink, WorkerRole, take_jwt_secret
 from mediacore.hub.publisher import PublishAttempt
 from mediacore.origin.peers import BUFFER_UP_TO, HOP_HEADER, WorkerRoutes, forward
+from plugins.accounts import manage
 from plugins.chat.protocol import MSGPACK_PROTOCOL
 
 STREAMS = 4
@@ -203,10 +205,13 @@ def _p99_bound(before: Counter[float], after: Counter[float]) -> float:
     return min(le for le, count in delta.items() if count >= 0.99 * total)
 
 
-async def _metric(session: aiohttp.ClientSession, admin_port: int, name: str) -> float:
-    """One unlabelled metric of a worker (its admin listener's /metrics)."""
+async def _metric(session: aiohttp.ClientSession, admin_port: int, name: str, labels: str = "") -> float:
+    """One metric of a worker (its admin listener's /metrics): `labels` as exposed, e.g.
+    '{kind="watch_start"}'; 0 for a labelled series not exposed yet."""
     async with session.get(f"http://127.0.0.1:{admin_port}/metrics") as r:
-        found = re.search(rf"^{name} (\S+)$", await r.text(), re.MULTILINE)
+        found = re.search(rf"^{re.escape(name + labels)} (\S+)$", await r.text(), re.MULTILINE)
+    if found is None and labels:
+        return 0.0
     assert found, name
     return float(found[1])
 
@@ -244,12 +249,17 @@ async def _play_all(urls: list[str]) -> list[dict]:
 
 @pytest.mark.slow
 async def test_two_workers_share_four_streams_hlsjs_plays_each_and_blocked_reloads_cross_workers(
-    tmp_path: Path, clip: Path
+    tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch
 ):
     require_tool("node")
     http_port, rtmp_port, admin_port = free_port(), free_port(), free_port()
+    monkeypatch.setattr("sys.stdin", io.StringIO("boss-password\n"))
+    assert manage.main(["--data-dir", str(tmp_path / "data"), "add", "boss", "--role", "admin"]) == 0
     config = tmp_path / "mediacore.toml"
-    config.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n')
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path / "data"}"\n'
+        '[plugins]\nenabled = ["accounts", "commerce", "chat", "audience"]\n'
+    )
     log = tmp_path / "server.log"
     with log.open("wb") as err:
         server = await asyncio.create_subprocess_exec(
@@ -331,6 +341,34 @@ async def test_two_workers_share_four_streams_hlsjs_plays_each_and_blocked_reloa
             async with session.get(f"{base}/api/streams") as r:
                 listed = await r.json()
         assert sorted(s["name"] for s in listed) == names  # every worker's streams, from either
+
+        # The audience plugin models the whole machine's audience: a viewer of a stream on
+        # either worker is one watch event on the home worker (relayed by the stream's
+        # owner through the parent), none on the other.
+        async with aiohttp.ClientSession() as session:
+            watch = '{kind="watch_start"}'
+            home = await _metric(session, infos[0].admin_port, "mediacore_audience_events_total", watch)  # type: ignore[union-attr]
+            other = await _metric(session, infos[1].admin_port, "mediacore_audience_events_total", watch)  # type: ignore[union-attr]
+        assert other == 0 and home >= len(names), (home, other)
+
+        # The shop is the machine's: worker 0 takes a product-card event for a stream worker 1
+        # owns (it knows the machine's streams), and the stream's funnel, asked through the
+        # owner, is the home worker's.
+        theirs = next(n for n in names if owner[n] == 1)
+        async with aiohttp.ClientSession(base_url=base) as session:
+            async with session.post("/api/login", json={"username": "boss", "password": "boss-password"}) as r:
+                assert r.status == 200
+                admin = {"Authorization": f"Bearer {(await r.json())['token']}"}
+            async with session.post("/api/products", json={"title": "Mug", "price": 1200}, headers=admin) as r:
+                assert r.status == 201, await r.text()
+                product = (await r.json())["id"]
+            event = {"type": "impression", "stream": theirs, "product_id": product}
+            async with session.post("/api/events", json=event, headers=admin) as r:
+                assert r.status == 204, await r.text()
+            async with session.get(f"/api/streams/{theirs}/stats", headers=admin) as r:
+                assert r.status == 200, await r.text()
+                stats = await r.json()
+        assert [(p["product_id"], p["impressions"]) for p in stats["products"]] == [(product, 1)], stats
 
         # A plugin route naming no stream is answered by worker 0 wherever it arrives (the
         # watch pages above asked for guest tokens through both workers too).

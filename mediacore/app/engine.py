@@ -27,7 +27,7 @@ from mediacore.app.config import Config, ConfigError, check_open_publish, public
 from mediacore.app.lifecycle import EndStream, StreamLifecycle
 from mediacore.app.local_owners import SharedPublishKeys
 from mediacore.app.metrics import Metrics, ScrapeSources
-from mediacore.app.plugins import PluginHost
+from mediacore.app.plugins import Machine, PluginHost
 from mediacore.app.publish_auth import PublishPolicy, Refusal
 from mediacore.app.publish_hook import PublishHook
 from mediacore.app.supervision import RestartBudget
@@ -155,6 +155,11 @@ class Engine:
         self.origin.page_scripts = self.plugin_host.page_scripts
         self.plugins: list[Plugin] | None = None
         """Plugin instances to run instead of `[plugins] enabled` (set before start(); tests)."""
+        if self.worker is not None:
+            self.plugin_host.hooks.machine = Machine(
+                self.worker.elsewhere, self.worker.role.index == HOME_WORKER, self.worker.relay_viewer
+            )
+            self.worker.on_viewer = self.plugin_host.hooks.relayed
         self.viewers.on_join.append(self.plugin_host.hooks.viewer_joined)
         self.viewers.on_leave.append(self.plugin_host.hooks.viewer_left)
         self._viewer_sweep: asyncio.TimerHandle | None = None
@@ -684,7 +689,7 @@ class Engine:
         limits = ListenerLimits(
             http.header_timeout, http.keepalive_timeout, http.max_connections_per_ip, http.max_connections
         )
-        app = create_app(self.origin, self.plugin_host.routes)
+        app = create_app(self.origin, self.plugin_host.routes, self.plugin_host.machine_routes)
         listener = Listener(app, "http", limits, http.trusted_proxies, self._refused)
         self.http_port = await listener.start(
             srv.host, self.http_port or srv.http_port, reuse_port=self.worker is not None
@@ -693,7 +698,8 @@ class Engine:
         if self.worker is not None and self._http_private is None:
             # Requests other workers forward: all from loopback, so no per-address cap.
             private = ListenerLimits(http.header_timeout, http.keepalive_timeout)
-            self._http_private = Listener(create_app(self.origin, self.plugin_host.routes), "http-private", private)
+            app = create_app(self.origin, self.plugin_host.routes, self.plugin_host.machine_routes)
+            self._http_private = Listener(app, "http-private", private)
             await self._http_private.start(LOOPBACK, 0)
 
     async def stop_http(self) -> None:

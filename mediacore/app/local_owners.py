@@ -121,15 +121,19 @@ class LocalOwners:
         if self.owner(name) == self.index:
             self._path(name).unlink(missing_ok=True)
 
-    def owned_counts(self) -> Counter[int]:
-        """Streams held per worker index."""
-        counts: Counter[int] = Counter()
+    def holders(self) -> dict[str, int]:
+        """Every held name with its worker's index."""
+        held = {}
         for entry in os.scandir(self.streams):
             if not entry.name.startswith("."):
                 owner = self.owner(entry.name)
                 if owner is not None:
-                    counts[owner] += 1
-        return counts
+                    held[entry.name] = owner
+        return held
+
+    def owned_counts(self) -> Counter[int]:
+        """Streams held per worker index."""
+        return Counter(self.holders().values())
 
     def release_worker(self, index: int) -> list[str]:
         """Remove every name worker `index` holds and its record (it died); returns the names."""

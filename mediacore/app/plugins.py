@@ -12,6 +12,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from mediacore.access.identity import Identity, Role, TokenCache, bearer, issue
 from mediacore.app.config import PLUGIN_SECTIONS, Config, ConfigError, is_loopback
 from mediacore.hub.hub import Hub, Stream
-from mediacore.model.metadata import PRODUCT_CLASS, AttributeValue, TimedMetadata
+from mediacore.model.metadata import PRODUCT_CLASS, AttributeValue, MetadataError, TimedMetadata
 from mediacore.origin.http import client_address
 from mediacore.plugins.api import Handler, Plugin, PluginError, StreamHook, ViewerHook
 
@@ -70,14 +71,61 @@ class StreamView:
         return self._stream.add_metadata(attributes, start, duration, metadata_id, cls)
 
 
+class ElsewhereStream:
+    """A stream another worker of this machine serves (`serve --workers N`), as a plugin on
+    this worker sees it: it exists and is live; its timed metadata is added by its owner."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def publishing(self) -> bool:
+        return True
+
+    def add_metadata(
+        self,
+        attributes: Mapping[str, AttributeValue],
+        start: float | Literal["now"] = "now",
+        duration: float | None = None,
+        metadata_id: str | None = None,
+        cls: str = PRODUCT_CLASS,
+    ) -> TimedMetadata:
+        raise MetadataError(f"stream {self._name} is served by another worker: add its metadata there")
+
+
+@dataclass
+class Machine:
+    """What the plugins of one worker of `serve --workers N` know of the others."""
+
+    elsewhere: Callable[[], Mapping[str, int]]
+    """Names the other workers serve, with their worker's index."""
+    home: bool
+    """Whether this is the home worker (machine-wide routes and hooks run here)."""
+    relay: Callable[[str, str, str], None]
+    """Send a viewer event (JOINED or LEFT, stream, viewer) to the home worker."""
+
+
+JOINED = "joined"
+LEFT = "left"
+
+
 class Hooks:
-    """The plugins' hooks, called safely from the engine's events."""
+    """The plugins' hooks, called safely from the engine's events. A viewer hook registered
+    as machine-wide runs on the home worker for every worker's streams: the others relay
+    their viewer events there (`machine.relay`) instead of running it."""
 
     def __init__(self) -> None:
         self.published: list[StreamHook] = []
         self.unpublished: list[StreamHook] = []
         self.joined: list[ViewerHook] = []
         self.left: list[ViewerHook] = []
+        self.machine_joined: list[ViewerHook] = []
+        self.machine_left: list[ViewerHook] = []
+        self.machine: Machine | None = None
 
     @staticmethod
     def _call(hook: Callable[..., None], *args: str) -> None:
@@ -97,9 +145,25 @@ class Hooks:
     def viewer_joined(self, stream: str, viewer: str) -> None:
         for hook in self.joined:
             self._call(hook, stream, viewer)
+        self._machine_wide(JOINED, stream, viewer)
 
     def viewer_left(self, stream: str, viewer: str) -> None:
         for hook in self.left:
+            self._call(hook, stream, viewer)
+        self._machine_wide(LEFT, stream, viewer)
+
+    def _machine_wide(self, event: str, stream: str, viewer: str) -> None:
+        hooks = self.machine_joined if event == JOINED else self.machine_left
+        if not hooks:
+            return
+        if self.machine is None or self.machine.home:
+            self.relayed(event, stream, viewer)
+        else:
+            self.machine.relay(event, stream, viewer)
+
+    def relayed(self, event: str, stream: str, viewer: str) -> None:
+        """A viewer event for the machine-wide hooks (on the home worker: from any worker)."""
+        for hook in self.machine_joined if event == JOINED else self.machine_left if event == LEFT else ():
             self._call(hook, stream, viewer)
 
 
@@ -113,6 +177,7 @@ class Context:
         hub: Hub,
         hooks: Hooks,
         routes: list[web.RouteDef],
+        machine_routes: set[str],
         page_scripts: dict[str, Path],
         registry: CollectorRegistry,
         jwt_secret: bytes,
@@ -124,6 +189,7 @@ class Context:
         self._hub = hub
         self._hooks = hooks
         self._routes = routes
+        self._machine_routes = machine_routes
         self._page_scripts = page_scripts
         self._registry = registry
         self._jwt_secret = jwt_secret
@@ -155,22 +221,35 @@ class Context:
     def wall_clock(self) -> float:
         return self._wall_clock()
 
-    def stream(self, name: str) -> StreamView | None:
+    @property
+    def home(self) -> bool:
+        machine = self._hooks.machine
+        return machine is None or machine.home
+
+    def stream(self, name: str) -> StreamView | ElsewhereStream | None:
         stream = self._hub.get(name)
-        return StreamView(stream) if stream is not None else None
+        if stream is not None:
+            return StreamView(stream)
+        machine = self._hooks.machine
+        return ElsewhereStream(name) if machine is not None and name in machine.elsewhere() else None
 
     def stream_names(self) -> list[str]:
-        return sorted(self._hub.streams)
+        machine = self._hooks.machine
+        return sorted(set(self._hub.streams).union(machine.elsewhere() if machine is not None else ()))
 
-    def add_route(self, method: str, path: str, handler: Handler) -> None:
+    def add_route(self, method: str, path: str, handler: Handler, *, machine: bool = False) -> None:
         if not path.startswith(API_PREFIX):
             raise PluginError(f"plugin {self.name}: HTTP routes live under {API_PREFIX}, not {path}")
         self._routes.append(web.route(method, path, handler))
+        if machine:
+            self._machine_routes.add(path)
 
-    def add_websocket(self, path: str, handler: Handler) -> None:
+    def add_websocket(self, path: str, handler: Handler, *, machine: bool = False) -> None:
         if not path.startswith(WEBSOCKET_PREFIX):
             raise PluginError(f"plugin {self.name}: WebSocket routes live under {WEBSOCKET_PREFIX}, not {path}")
         self._routes.append(web.get(path, handler))
+        if machine:
+            self._machine_routes.add(path)
 
     def add_page_script(self, name: str, path: Path) -> None:
         if not PAGE_SCRIPT_NAME.fullmatch(name) or name in self._page_scripts or not path.is_file():
@@ -183,11 +262,11 @@ class Context:
     def on_stream_unpublished(self, hook: StreamHook) -> None:
         self._hooks.unpublished.append(hook)
 
-    def on_viewer_joined(self, hook: ViewerHook) -> None:
-        self._hooks.joined.append(hook)
+    def on_viewer_joined(self, hook: ViewerHook, *, machine: bool = False) -> None:
+        (self._hooks.machine_joined if machine else self._hooks.joined).append(hook)
 
-    def on_viewer_left(self, hook: ViewerHook) -> None:
-        self._hooks.left.append(hook)
+    def on_viewer_left(self, hook: ViewerHook, *, machine: bool = False) -> None:
+        (self._hooks.machine_left if machine else self._hooks.left).append(hook)
 
     def identity(self, request: web.Request) -> Identity | None:
         token = bearer(request.headers.get("Authorization"))
@@ -225,6 +304,8 @@ class PluginHost:
         self.wall_clock = wall_clock
         self.hooks = Hooks()
         self.routes: list[web.RouteDef] = []
+        self.machine_routes: set[str] = set()
+        """Paths of the plugins' routes the home worker answers whatever stream they name."""
         self.page_scripts: dict[str, Path] = {}
         """Scripts the watch page loads, by name: filled as plugins start (the origin reads it)."""
         self.plugins: list[Plugin] = []
@@ -243,6 +324,7 @@ class PluginHost:
                 self.hub,
                 self.hooks,
                 self.routes,
+                self.machine_routes,
                 self.page_scripts,
                 self.registry,
                 self.jwt_secret,

@@ -22,9 +22,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgpack
+
 from mediacore.app.cluster import Conflict, Registry
 from mediacore.app.config import Config
 from mediacore.app.local_owners import LocalOwners, WorkerInfo
+from mediacore.model.counting import worth_logging
 from mediacore.origin.peers import WorkerRoutes
 
 log = logging.getLogger("mediacore.workers")
@@ -36,8 +39,12 @@ READY = b"ready"
 PREFER = b"prefer "
 """A worker's hint to its parent: `prefer INDEX ADDRESS`, the next connection from ADDRESS
 goes to worker INDEX (which holds the stream ADDRESS just tried to publish here)."""
-MAX_MESSAGE = 64
-"""Bytes of one channel message: a kind, READY or a PREFER hint (an IPv6 address is 45)."""
+VIEWER = b"viewer "
+"""A viewer event for the home worker's machine-wide plugin hooks: `viewer ` + a msgpack
+[event, stream, viewer key], from a worker to the parent, which passes it to worker 0."""
+MAX_MESSAGE = 512
+"""Bytes of one channel message: a kind, READY, a PREFER hint (an IPv6 address is 45) or a
+VIEWER event (a stream name and a viewer key); a longer event is not relayed."""
 OWNER_ROUND = 1.0
 """Seconds between two rounds over this worker's names in the run directory."""
 OWNER_CLAIM_TTL = 10.0
@@ -120,6 +127,9 @@ class WorkerLink:
         self.channel.setblocking(False)
         self._task: asyncio.Task[None] | None = None
         self._adopting: set[asyncio.Task[None]] = set()
+        self.on_viewer: Callable[[str, str, str], None] = lambda event, stream, viewer: None
+        """Where a relayed viewer event goes (the plugins' machine-wide hooks; home worker)."""
+        self.relay_dropped = 0
         self.http = WorkerRoutes(self._owner_http, self._home_http, self._peers_http)
         self.admin = WorkerRoutes(self._owner_admin, lambda: None, self._peers_admin)
 
@@ -138,6 +148,25 @@ class WorkerLink:
             self.channel.send(PREFER + f"{holder} {address}".encode())
         except OSError as e:
             log.warning("worker %d: could not tell the parent where %s belongs: %r", self.role.index, address, e)
+
+    def elsewhere(self) -> dict[str, int]:
+        """The names the other workers of the machine hold, with their index."""
+        return {name: owner for name, owner in self.owners.holders().items() if owner != self.role.index}
+
+    def relay_viewer(self, event: str, stream: str, viewer: str) -> None:
+        """Send a viewer event to the home worker, through the parent (never waits: a full
+        channel drops it, counted and logged now and then)."""
+        message = VIEWER + msgpack.packb([event, stream, viewer])
+        try:
+            if len(message) > MAX_MESSAGE:
+                raise ValueError(f"{len(message)} bytes")
+            self.channel.send(message)
+        except (OSError, ValueError) as e:
+            self.relay_dropped += 1
+            if worth_logging(self.relay_dropped - 1, self.relay_dropped):
+                log.warning(
+                    "worker %d: viewer event not relayed (%d so far): %r", self.role.index, self.relay_dropped, e
+                )
 
     def round(self) -> None:
         """Release the names this worker forgot; hold again any it serves whose file went."""
@@ -201,6 +230,9 @@ class WorkerLink:
                 log.warning("worker %d: the parent is gone; draining", self.role.index)
                 self.on_parent_gone()
                 return
+            if not fds and body.startswith(VIEWER):
+                self._viewer_event(body[len(VIEWER) :])
+                continue
             for fd in fds:
                 sock = socket.socket(fileno=fd)
                 kind = body.decode("ascii", "replace")
@@ -211,6 +243,15 @@ class WorkerLink:
                 task = asyncio.get_running_loop().create_task(self._adopt(kind, sock))
                 self._adopting.add(task)
                 task.add_done_callback(self._adopting.discard)
+
+    def _viewer_event(self, packed: bytes) -> None:
+        try:
+            event, stream, viewer = msgpack.unpackb(packed)
+        except (ValueError, TypeError, msgpack.UnpackException) as e:
+            log.error("worker %d: a malformed viewer event from the parent: %r", self.role.index, e)
+            return
+        if all(isinstance(v, str) for v in (event, stream, viewer)):
+            self.on_viewer(event, stream, viewer)
 
     async def _adopt(self, kind: str, sock: socket.socket) -> None:
         try:

@@ -27,7 +27,17 @@ from mediacore.app.balance import Balancer
 from mediacore.app.config import Config, public_base_url
 from mediacore.app.local_owners import LocalOwners, default_run_dir
 from mediacore.app.supervision import RestartBudget
-from mediacore.app.worker import JWT_SECRET_BYTES, JWT_SECRET_ENV, KINDS, MAX_MESSAGE, PREFER, READY, WorkerRole
+from mediacore.app.worker import (
+    HOME_WORKER,
+    JWT_SECRET_BYTES,
+    JWT_SECRET_ENV,
+    KINDS,
+    MAX_MESSAGE,
+    PREFER,
+    READY,
+    VIEWER,
+    WorkerRole,
+)
 from mediacore.model.names import PUBLISH_APP
 from mediacore.playlist.uris import playback_urls
 
@@ -182,6 +192,13 @@ class Parent:
             worker.ready = True
             worker.started.set()
             log.info("worker %d (pid %d) serving", worker.index, worker.process.pid if worker.process else 0)
+        elif body.startswith(VIEWER):
+            home = self.workers[HOME_WORKER]
+            if home.ready and home.channel is not None:
+                try:
+                    home.channel.send(body)
+                except OSError as e:  # a full or closed channel: the event is lost, the stream plays on
+                    log.debug("viewer event for worker %d not passed on: %r", HOME_WORKER, e)
         elif body.startswith(PREFER):
             holder, _, address = body[len(PREFER) :].decode("ascii", "replace").partition(" ")
             if holder.isdigit() and int(holder) < len(self.workers):

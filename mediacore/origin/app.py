@@ -4,7 +4,7 @@ Nothing on it changes state; the operator's API is the admin listener (admin.py)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from aiohttp import web
 
@@ -12,6 +12,7 @@ from mediacore.origin import api, hls, llhls, pages
 from mediacore.origin.http import (
     MEDIA_PREFIX,
     MEDIA_ROUTES_KEY,
+    PLUGIN_MACHINE_ROUTES_KEY,
     PLUGIN_ROUTES_KEY,
     STATE_KEY,
     cluster_owner,
@@ -25,8 +26,11 @@ MAX_REQUEST_BODY = 64 * 1024
 """Bytes of request body accepted: the origin serves GETs; nothing legitimate sends more."""
 
 
-def create_app(state: OriginState, extra_routes: Sequence[web.AbstractRouteDef] = ()) -> web.Application:
-    """The public app; `extra_routes` are the plugins' (under /api/ and /live/{stream}/)."""
+def create_app(
+    state: OriginState, extra_routes: Sequence[web.AbstractRouteDef] = (), machine_routes: Collection[str] = ()
+) -> web.Application:
+    """The public app; `extra_routes` are the plugins' (under /api/ and /live/{stream}/), of
+    which `machine_routes` (paths) the home worker answers whatever stream they name."""
     app = web.Application(
         middlewares=[cors_and_metrics, worker_proxy, cluster_owner, playback_tokens], client_max_size=MAX_REQUEST_BODY
     )
@@ -41,4 +45,5 @@ def create_app(state: OriginState, extra_routes: Sequence[web.AbstractRouteDef] 
     own = frozenset(r.canonical for r in app.router.resources())
     app.router.add_routes(extra_routes)
     app[PLUGIN_ROUTES_KEY] = frozenset(r.canonical for r in app.router.resources()) - own
+    app[PLUGIN_MACHINE_ROUTES_KEY] = frozenset(machine_routes)
     return app

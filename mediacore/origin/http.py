@@ -26,6 +26,8 @@ MEDIA_ROUTES_KEY: web.AppKey[frozenset[str]] = web.AppKey("media_routes")
 """The origin's own routes below /live/STREAM/ (playlists, media, thumbnail): the ones the
 cluster middleware redirects; plugin routes there (chat) are served on every node."""
 PLUGIN_ROUTES_KEY: web.AppKey[frozenset[str]] = web.AppKey("plugin_routes")
+PLUGIN_MACHINE_ROUTES_KEY: web.AppKey[frozenset[str]] = web.AppKey("plugin_machine_routes")
+"""Plugin routes the home worker answers even when they name a stream (`machine=True`)."""
 """The plugins' routes: with several workers, those naming no stream are served by one."""
 STREAM_LIST = "/api/streams"
 """The stream list route: with several workers, every worker's streams merged."""
@@ -145,9 +147,10 @@ async def worker_proxy(request: web.Request, handler: Handler) -> web.StreamResp
     """With several workers on this machine: a request naming a stream (any route with
     {stream}: playlists, blocking LL-HLS requests, media, thumbnail, chat and the plugins'
     /api/streams/STREAM/...) that another worker owns is answered by that worker through the
-    loopback proxy; the plugins' other routes are answered by the home worker (one process
-    holds their in-memory state); GET /api/streams lists every worker's streams. A request
-    another worker forwarded (HOP_HEADER) is answered here."""
+    loopback proxy; the plugins' other routes, and those they declared machine-wide, are
+    answered by the home worker (one process holds their in-memory state); GET /api/streams
+    lists every worker's streams. A request another worker forwarded (HOP_HEADER) is
+    answered here."""
     state = state_of(request)
     routes = state.workers
     if routes is None or HOP_HEADER in request.headers:
@@ -155,6 +158,9 @@ async def worker_proxy(request: web.Request, handler: Handler) -> web.StreamResp
     name = request.match_info.get("stream")
     resource = request.match_info.route.resource
     canonical = resource.canonical if resource is not None else None
+    if canonical in request.app[PLUGIN_MACHINE_ROUTES_KEY]:
+        home = routes.home()
+        return await (forward(request, home, routes) if home is not None else handler(request))
     if name is not None:
         if name not in state.streams and is_stream_name(name):
             owner = routes.owner_of(name)

@@ -117,18 +117,35 @@ class PluginContext(Protocol):
         """Seconds since the epoch."""
         ...
 
-    def stream(self, name: str) -> StreamHandle | None: ...
+    @property
+    def home(self) -> bool:
+        """False in a worker of `serve --workers N` other than the home worker: there the
+        plugin's routes naming no stream, its machine-wide routes and its machine-wide hooks
+        never run (the home worker answers them), so a plugin whose state is all the
+        machine's need not keep it (a store, a model) in every worker."""
+        ...
+
+    def stream(self, name: str) -> StreamHandle | None:
+        """The stream `name`, or None. With `serve --workers N`, a stream another worker of
+        the machine serves is one too: live, and its add_metadata raises MetadataError (add
+        metadata from a route that names the stream, which its owner answers)."""
+        ...
 
     def stream_names(self) -> list[str]:
-        """Every stream the engine holds (live, reconnecting, or ended and still served)."""
+        """Every stream the engine holds (live, reconnecting, or ended and still served), and
+        with workers those the machine's other workers serve."""
         ...
 
-    def add_route(self, method: str, path: str, handler: Handler) -> None:
-        """An HTTP route on the public port; `path` starts with `/api/` (aiohttp syntax)."""
+    def add_route(self, method: str, path: str, handler: Handler, *, machine: bool = False) -> None:
+        """An HTTP route on the public port; `path` starts with `/api/` (aiohttp syntax).
+        With `serve --workers N`, a route whose path names `{stream}` is answered by the worker
+        that owns the stream, any other by the home worker; `machine`: by the home worker
+        even if it names a stream (its state is the machine's: a funnel fed by orders)."""
         ...
 
-    def add_websocket(self, path: str, handler: Handler) -> None:
-        """A WebSocket route below `/live/{stream}/` (e.g. `/live/{stream}/chat`)."""
+    def add_websocket(self, path: str, handler: Handler, *, machine: bool = False) -> None:
+        """A WebSocket route below `/live/{stream}/` (e.g. `/live/{stream}/chat`); `machine`
+        as for add_route."""
         ...
 
     def add_page_script(self, name: str, path: Path) -> None:
@@ -141,9 +158,13 @@ class PluginContext(Protocol):
 
     def on_stream_unpublished(self, hook: StreamHook) -> None: ...
 
-    def on_viewer_joined(self, hook: ViewerHook) -> None: ...
+    def on_viewer_joined(self, hook: ViewerHook, *, machine: bool = False) -> None:
+        """`hook(stream, viewer)` when a viewer starts watching. With `serve --workers N` it
+        runs in the worker that owns the stream; `machine`: in the home worker, for the
+        streams of every worker (a model of the whole audience)."""
+        ...
 
-    def on_viewer_left(self, hook: ViewerHook) -> None: ...
+    def on_viewer_left(self, hook: ViewerHook, *, machine: bool = False) -> None: ...
 
     def identity(self, request: web.Request) -> Identity | None:
         """The caller's verified identity (a JWT in `Authorization: Bearer`, or in the

@@ -105,6 +105,12 @@ class AudiencePlugin:
         self._stopping = False
         self.new_id = IdSource()  # drawn here, in the process that serves (after any fork)
         self.settings = settings = AudienceSettings.parse(context.settings)
+        if not context.home:
+            # Another worker of this machine: every route and hook of this plugin is answered
+            # by the home worker, which keeps the one store and model.
+            self._register(context)
+            log.info("audience: served by the home worker of this machine")
+            return
         self.key = settings.user_key.encode() if settings.user_key else self._local_key(context)
         self.store = store = await self._open_store(context, settings)
         self.writer = EventWriter(self._sink, settings.queue_size, settings.batch_size)
@@ -121,9 +127,15 @@ class AudiencePlugin:
         if isinstance(store, RedisEventStore):
             self._spawn(loop, self._consume_loop(store), "audience-consume")
             self._spawn(loop, self._tail_loop(store, last_applied), "audience-tail")
+        self._register(context)
+        log.info("audience: %s store, %s recommendations", "Redis" if settings.redis_url else "SQLite", settings.method)
+
+    def _register(self, context: PluginContext) -> None:
         add = context.add_route
         add("POST", "/api/audience/events", _guarded(self.post_events))
-        context.add_websocket("/live/{stream}/events", _guarded(self.events_socket))
+        # One model of the whole audience: with workers, every worker's events and viewers
+        # reach this plugin on the home worker.
+        context.add_websocket("/live/{stream}/events", _guarded(self.events_socket), machine=True)
         add("GET", "/api/recommendations", _guarded(self.recommendations))
         add("GET", "/api/audience/also-bought/{product}", _guarded(self.also_bought))
         add("DELETE", "/api/users/me/data", _guarded(self.delete_my_data))
@@ -131,9 +143,8 @@ class AudiencePlugin:
         add("GET", "/api/audience/bought-together/{product}", _guarded(self.bought_together))
         add("GET", "/api/audience/segments", _guarded(self.segments_summary))
         add("POST", "/api/promotions/plan", _guarded(self.plan_promotion))
-        context.on_viewer_joined(self._joined)
-        context.on_viewer_left(self._left)
-        log.info("audience: %s store, %s recommendations", "Redis" if settings.redis_url else "SQLite", settings.method)
+        context.on_viewer_joined(self._joined, machine=True)
+        context.on_viewer_left(self._left, machine=True)
 
     def _spawn(self, loop: asyncio.AbstractEventLoop, coro: Any, name: str) -> None:
         self._tasks.append(loop.create_task(coro, name=name))

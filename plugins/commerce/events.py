@@ -26,7 +26,8 @@ class Events:
 
     def register(self) -> None:
         self.context.add_route("POST", "/api/events", guarded(self.event))
-        self.context.add_route("GET", "/api/streams/{stream}/stats", guarded(self.stats))
+        # The funnel is fed by /api/events and orders, which the home worker answers: so is this.
+        self.context.add_route("GET", "/api/streams/{stream}/stats", guarded(self.stats), machine=True)
 
     async def event(self, request: web.Request) -> web.StreamResponse:
         """`{"type": "impression" | "click" | "add_to_cart", "stream", "product_id"}` → 204."""
