@@ -46,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         else:
             p.add_argument(
                 "--workers",
-                default="1",
-                help="worker processes, each a full origin ('auto': one per core the process may use; default 1)",
+                default="auto",
+                help="worker processes, each a full origin (default 'auto': one per core the process may use)",
             )
             p.add_argument("--worker", help=argparse.SUPPRESS)  # set by the parent of --workers N
     edge = sub.add_parser("edge", help="run an edge node (cache + request collapsing) in front of an origin")
