@@ -124,9 +124,8 @@ class Engine:
         self.lifecycle = StreamLifecycle(config.hls.end_grace, config.hls.ended_retention)
         self._lifecycle_timer: asyncio.TimerHandle | None = None
         self.executor = ThreadPoolExecutor(config.hls.mux_threads, thread_name_prefix="mux")
-        keys = config.auth.publish_keys
         self.publish_policy = PublishPolicy(
-            config.auth, SharedPublishKeys(worker.run_dir, keys) if worker is not None else keys
+            config.auth, SharedPublishKeys(worker.run_dir, config.auth.publish_keys) if worker is not None else None
         )
         auth = config.auth
         self.publish_hook = PublishHook(auth.publish_hook, auth.publish_hook_timeout) if auth.publish_hook else None

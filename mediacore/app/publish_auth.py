@@ -68,8 +68,14 @@ class PublishPolicy:
         """`keys`: the per-stream keys (default `config.publish_keys`; with workers, the
         machine's shared ones)."""
         self.config = config
-        self.keys: MutableMapping[str, str] = config.publish_keys if keys is None else keys
+        self._keys = keys
         self._failures: dict[str, _Failures] = {}
+
+    @property
+    def keys(self) -> MutableMapping[str, str]:
+        """The per-stream keys now (the configuration's are read at each use: an operator's
+        tooling may replace the dict)."""
+        return self.config.publish_keys if self._keys is None else self._keys
 
     # Keys ------------------------------------------------------------------------------
 
