@@ -22,6 +22,7 @@ from edge.server import EdgeConfig, run_edge
 from mediacore.app.engine import Engine
 from mediacore.playlist.media import MediaPlaylist
 from mediacore.playlist.uris import ll_part_uri, parse_ll_media
+from player_client.lean import run_lean_viewers
 from player_client.llhls import follow
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -175,3 +176,14 @@ async def test_hlsjs_and_player_client_play_through_two_tiers(tiers):
         async with session.get(f"{tiers.edge}/metrics") as r:
             text = await r.text()
     assert "mediacore_edge_hits_total" in text and "mediacore_edge_cache_bytes" in text
+
+
+async def test_lean_viewers_play_through_two_tiers_at_one_origin_request_per_part(tiers):
+    before = origin_count(tiers.engine, LL_MEDIA_ROUTE)
+    stats = await run_lean_viewers(f"{tiers.edge}/live/tv/ll.m3u8", 50, 6)
+    assert all(s.startup_seconds is not None and not s.errors for s in stats), [s.errors for s in stats][:3]
+    assert all(s.requests >= 40 for s in stats)  # a reload and a part per 0.2 s part, about
+    delays = sorted(d for s in stats for d in s.part_delays)
+    assert len(delays) >= 50 * 15 and delays[len(delays) // 2] < 1.0
+    parts = origin_count(tiers.engine, LL_MEDIA_ROUTE) - before
+    assert parts <= 6 / 0.2 + 10  # the parts (and init) of 6 s once, not once per viewer
