@@ -318,8 +318,7 @@ class FastListener:
             return
         parked = Parked(protocol, head, read, wanted.key, wanted.directives.blocking)
         if parked.admitted:
-            peer = transport.get_extra_info("peername")
-            parked.client = node.client_of(peer[0] if peer else None, head.forwarded)
+            parked.client = protocol.client(transport, head.forwarded)
             if node.blocked.admit(parked.client, wanted.key) is not None:
                 protocol.hand_over(transport, read)  # the app refuses it, with its status and counter
                 return
@@ -424,7 +423,16 @@ class FastProtocol(asyncio.Protocol):
         """The one request of a read waiting for a fetch (`FastListener.one`)."""
         self.held = b""
         """Bytes read while parked (a pipelined request): answered after the parked one, in order."""
+        self._client: tuple[str, str | None] | None = None
         self.write_paused = False
+
+    def client(self, transport: asyncio.Transport, forwarded: str) -> str | None:
+        """Who this connection's blocked requests are admitted for (`EdgeNode.client_of`), worked
+        out once per X-Forwarded-For value it sends, not once per request."""
+        if self._client is None or self._client[0] != forwarded:
+            peer = transport.get_extra_info("peername")
+            self._client = (forwarded, self.listener.node.client_of(peer[0] if peer else None, forwarded))
+        return self._client[1]
 
     @property
     def idle(self) -> bool:

@@ -79,11 +79,13 @@ class Http1Client:
         self.timeout = timeout
         self._head = b"HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (host.encode(), port)
         self._protocol: _Protocol | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """Kept from the first request: asking asyncio for the running loop checks the process id."""
 
     async def get(self, target: str) -> tuple[int, bytes]:
         """(status, body) of `GET target` (a path and query); ConnectionError or TimeoutError
         when the connection fails or the answer takes longer than `timeout`."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = self._loop or asyncio.get_running_loop()
         protocol = self._protocol
         if protocol is None or protocol.transport is None or not protocol.response.keep_alive:
             if protocol is not None and protocol.transport is not None:
