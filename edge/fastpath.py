@@ -509,8 +509,11 @@ class FastProtocol(asyncio.Protocol):
                 self.data_received(held)
 
     def hand_over(self, transport: asyncio.Transport, data: bytes) -> None:
+        """The app owns the connection from here, starting with `data` (a read nothing of which
+        was answered) and whatever the client sent after it while it was parked."""
         self.listener.connections.discard(self)
         self.transport = None
+        data, self.held = data + self.held, b""
         transport.resume_reading()  # the app paces the connection from here on, starting unpaused
         protocol = self.listener.aiohttp_factory()
         transport.set_protocol(protocol)

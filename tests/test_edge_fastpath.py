@@ -309,3 +309,36 @@ def test_directives_only_are_framed_and_anything_more_is_the_apps(path: str, que
         assert framed is None
     else:
         assert framed == [Head(b"GET", path, "", True, b"", query)]
+
+
+async def test_parked_requests_go_to_the_app_with_what_was_sent_after_them(make_rig: abuse.RigFactory):
+    rig = await make_rig()
+    port = int(rig.edge.rsplit(":", 1)[1])
+    release = asyncio.Event()
+    obtain = rig.node.obtain
+    calls = 0
+
+    async def faulty(key: str, path: str, upstream_path: str):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the fast path's fetch fails on a fault of the edge's own
+            await release.wait()
+            raise RuntimeError("a fault")
+        return await obtain(key, path, upstream_path)
+
+    rig.node.obtain = faulty  # type: ignore[method-assign]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get(BLOCKING))
+    await until(lambda: calls == 1, 5, "the reload parked", 0.01)
+    writer.write(get(abuse.part_path(5, 0)))  # held while the reload is parked
+    await asyncio.sleep(0.05)
+    release.set()
+    await until(lambda: calls == 2, 5, "the app asking again", 0.01)  # the app took the read over
+    rig.upstream.publish()
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    playlist = await reader.readexactly(int(first.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
+    second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    part = await reader.readexactly(len(abuse.part_bytes(5, 0)))
+    writer.close()
+    assert first.startswith(b"HTTP/1.1 200") and b"v-abc-5.3.m4s" in playlist
+    assert second.startswith(b"HTTP/1.1 200") and part == abuse.part_bytes(5, 0)
