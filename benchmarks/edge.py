@@ -4,10 +4,11 @@ One origin with a live stream; in front of it `mediacore edge --workers W` and n
 (proxy_cache, `worker_processes W`), both warmed with the same segment and playlist. wrk
 (the same threads and connections for both, from loopback) measures requests/s and bytes/s
 for a cached segment and for the live playlist on each; the load average is recorded beside
-each run, as the machine may be shared. Then V LL-HLS viewers, spread over several client
-processes, play through the edge for VIEWER_SECONDS while the project's client measures part
-delay through the edge and directly from the origin, and the origin counts how many part
-requests reached it per part produced.
+each run, as the machine may be shared. Then V LL-HLS viewers (`player_client.lean`: one
+keep-alive connection each, raw asyncio, little CPU per viewer), spread over several client
+processes, play through the edge for VIEWER_SECONDS while the project's client
+(`player_client.llhls.follow`) measures part delay through the edge and directly from the
+origin, and the origin counts how many part requests reached it per part produced.
 """
 
 from __future__ import annotations
@@ -32,16 +33,17 @@ from benchmarks.ingest import free_port, wait_port
 from benchmarks.live import fetch_text, live_origin, metric_sum, start_edge
 from benchmarks.peers import start_nginx_proxy
 from edge.workers import WORKER_HEADER
+from player_client.lean import run_lean_viewers
 from player_client.llhls import follow
-from player_client.player import ViewerStats, percentile, run_viewers, summarize
+from player_client.player import ViewerStats, percentile, summarize
 
 VIEWER_SECONDS = 20.0
 """How long the LL-HLS viewers play."""
 MAX_VIEWERS = 5000
 """The most simulated viewers one run starts (each holds a connection or two on loopback)."""
 VIEWERS_PER_PROCESS = 500
-"""Viewers one client process simulates: one Python loop drives about this many in real time
-on a core shared with the edge (300 in one process was the ceiling before)."""
+"""Viewers one client process simulates (the load comes from several processes, as from
+several machines); with the lean viewer one loop drives this many at a fraction of a core."""
 START_TIMEOUT = 60.0
 """Seconds the client processes may take to start (imports) before the viewers begin."""
 PART_SECONDS = 0.2
@@ -70,12 +72,12 @@ def wrk(url: str, seconds: float, connections: int, threads: int = 1) -> dict[st
 
 
 def _viewer_process(url: str, viewers: int, seconds: float, result: Any, go: Any) -> None:
-    """One client process: `viewers` LL-HLS viewers on one uvloop, started when `go` is set."""
+    """One client process: `viewers` lean LL-HLS viewers on one uvloop, started when `go` is set."""
     import uvloop
 
     result.put(None)  # started (imports done)
     go.wait()
-    result.put(uvloop.run(run_viewers(url, viewers, seconds, True)))
+    result.put(uvloop.run(run_lean_viewers(url, viewers, seconds)))
 
 
 def run_viewer_processes(
@@ -242,6 +244,7 @@ def run(seconds: float, connections: int, viewers: int, out: Path | None, worker
         f"stalls {ll['viewers']['stalls']}, latency p50 {ll['viewers']['latency_p50_s']} s, "
         f"errors {ll['viewers']['errors']}, load {report['load_1m_viewers']})"
     )
+    print(f"part delay p99 of the viewers themselves: {ll['viewers']['part_delay_p99_s']} s")
     print(
         f"part delay p99: via edge {ll['part_delay_p99_edge_s']:.3f} s, "
         f"from origin {ll['part_delay_p99_origin_s']:.3f} s"

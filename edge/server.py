@@ -32,8 +32,9 @@
 - Several workers (`mediacore edge --workers N`, `edge.supervisor`): a stream owned by another
   worker (`edge.workers`) is fetched from that worker's loopback peer listener, which is this
   same app; a sibling's blocked requests there are bounded in total only, as a trusted proxy's.
-- The public listener answers plain GET / HEAD requests itself from pre-rendered answers
-  (`edge.fastpath`), through `plain_hit`, `plain_answer` and `answer`, the rules `handle` uses.
+- The public listener answers GET / HEAD requests of plain paths (with delivery directives at
+  most) itself from pre-rendered answers (`edge.fastpath`), blocked playlist reloads included,
+  through `fast_request`, `fresh_entry`, `obtain`, `answer` and `blocked`, the rules `handle` uses.
 
 What to serve from the cache is decided in `edge.policy` (pure, given `now`); this module is
 the aiohttp shell around it. The clock is injected (`EdgeNode(clock=...)`) so tests can move it.
@@ -401,22 +402,53 @@ class EdgeNode:
             self.collapsed.inc()
         return entry, "MISS"
 
+    def fast_request(self, path: str, raw_query: str) -> keys.EdgeRequest | None:
+        """What `handle` keys a GET or HEAD of `path` (decoded, no escapes) with `raw_query`
+        (delivery directives only) by, for the fast path; None when the answer is the app's:
+        /metrics, a malformed directive (the app's 400, counted there) or a playback token."""
+        if path == "/metrics":
+            return None
+        try:
+            wanted = keys.edge_request(path, path, raw_query, policy.is_playlist(path))
+        except keys.BadDirective:
+            return None
+        return None if wanted.token is not None else wanted
+
+    def fresh_entry(self, wanted: keys.EdgeRequest) -> CachedResponse | None:
+        """The fresh entry `handle` answers `wanted` with without asking the upstream (a
+        protected one included: the caller leaves that to the app); None on a miss (not counted)."""
+        entry = self.cache.get(wanted.key)
+        return entry if entry is not None and policy.serve_fresh(entry, self.clock()) else None
+
+    def upstream_of(self, path: str, wanted: keys.EdgeRequest) -> str:
+        """The upstream path and query `handle` asks for `wanted`."""
+        return self._upstream_path(keys.stream_of(path), wanted)
+
+    def client_of(self, peer: str | None, forwarded: str) -> str | None:
+        """Who a blocked request is admitted for (`keys.client_address`): the public listener's
+        peer, or the viewer a trusted proxy names."""
+        return keys.client_address(peer, forwarded, self.trusted_proxies)
+
+    def protected(self, entry: CachedResponse) -> bool:
+        """An entry only a request with a valid token gets (the app checks tokens)."""
+        return PROTECTED_HEADER in dict(entry.headers)
+
     async def plain_answer(self, path: str) -> tuple[CachedResponse, str] | Exception | None:
         """What `handle` answers a GET or HEAD of a plain `path` (no query) with, for the fast
         path: a fresh entry (HIT) or `obtain`'s result; None when the answer is not the cache's
         (/metrics) or the entry is protected (the request has no token: `handle` refuses it)."""
-        if path == "/metrics":
+        wanted = self.fast_request(path, "")
+        if wanted is None:
             return None
-        wanted = keys.edge_request(path, path, "", policy.is_playlist(path))
-        entry = self.cache.get(wanted.key)
-        got: tuple[CachedResponse, str] | Exception
-        if entry is not None and policy.serve_fresh(entry, self.clock()):
+        entry = self.fresh_entry(wanted)
+        got: tuple[CachedResponse, str] | UpstreamError
+        if entry is not None:
             got = (entry, "HIT")
         else:
-            got = await self.obtain(wanted.key, path, self._upstream_path(keys.stream_of(path), wanted))
-        if not isinstance(got, Exception) and PROTECTED_HEADER in dict(got[0].headers):
+            got = await self.obtain(wanted.key, path, self.upstream_of(path, wanted))
+        if not isinstance(got, Exception) and self.protected(got[0]):
             return None
-        if got is not None and not isinstance(got, Exception) and got[1] == "HIT":
+        if entry is not None:
             self.hits.inc()
         return got
 
@@ -482,12 +514,9 @@ class EdgeNode:
     def plain_hit(self, path: str) -> CachedResponse | None:
         """The fresh, unprotected entry answering a GET or HEAD of a plain `path` (no query) as
         `handle` would, found without waiting; None for anything else (not counted)."""
-        if path == "/metrics":
-            return None
-        entry = self.cache.get(keys.edge_request(path, path, "", policy.is_playlist(path)).key)
-        if entry is None or not policy.serve_fresh(entry, self.clock()) or PROTECTED_HEADER in dict(entry.headers):
-            return None
-        return entry
+        wanted = self.fast_request(path, "")
+        entry = None if wanted is None else self.fresh_entry(wanted)
+        return None if entry is None or self.protected(entry) else entry
 
     def failure(self, error: Exception) -> tuple[int, dict[str, str], bytes]:
         """The 502 answering a plain request when the upstream failed and no stale copy covers it."""
@@ -500,6 +529,12 @@ class EdgeNode:
 
     def count_out(self, body_bytes: int) -> None:
         self.bytes_out.inc(body_bytes)
+
+    def count_joined(self) -> None:
+        """A request waiting on a fetch another request of the fast path started: a miss that
+        collapsed, as `obtain` counts it for the app."""
+        self.misses.inc()
+        self.collapsed.inc()
 
     async def metrics_response(self, own_only: bool = False) -> web.Response:
         """This edge's figures; with several workers, every worker's (`workers.merge_metrics`),

@@ -89,6 +89,14 @@ def parse_media_playlist(text: str) -> Playlist:
     return timeline(MediaPlaylist.parse(text))
 
 
+def join_point(pl: Playlist) -> Media:
+    """The part an LL-HLS viewer starts at: the newest independent part at least PART-HOLD-BACK
+    behind the live edge (hls.js), else the first listed."""
+    edge = pl.parts[-1].start + pl.parts[-1].duration
+    candidates = [p for p in pl.parts if p.independent and p.start <= edge - pl.part_hold_back]
+    return candidates[-1] if candidates else pl.parts[0]
+
+
 @dataclass
 class ViewerStats:
     startup_seconds: float | None = None
@@ -100,6 +108,9 @@ class ViewerStats:
     gaps: int = 0  # GAP parts or segments skipped
     errors: list[str] = field(default_factory=list)
     last_playing: float = 0.0  # monotonic time the playhead last moved
+    part_delays: list[float] = field(default_factory=list)
+    """Seconds each LL-HLS part arrived after the end of its PROGRAM-DATE-TIME once the viewer
+    is at the live edge, as `llhls.follow` measures it (filled by `player_client.lean`)."""
 
 
 class Viewer:
@@ -243,9 +254,7 @@ class Viewer:
         for a delta update (_HLS_skip=YES) when offered; meanwhile the hinted part is
         requested at once (the server holds it until complete), so its bytes are in hand
         when the playlist that lists it arrives."""
-        edge = pl.parts[-1].start + pl.parts[-1].duration
-        candidates = [p for p in pl.parts if p.independent and p.start <= edge - pl.part_hold_back]
-        first = candidates[-1] if candidates else pl.parts[0]
+        first = join_point(pl)
         queue = [p for p in pl.parts if p.key >= first.key]
         last = first.key
         prefetch: dict[str, asyncio.Task[tuple[int, bytes]]] = {}
@@ -308,6 +317,7 @@ def summarize(stats: list[ViewerStats]) -> dict[str, object]:
         "startup_p50_s": pct(startups, 0.5),
         "latency_p50_s": pct(latencies, 0.5),
         "latency_p99_s": pct(latencies, 0.99),
+        "part_delay_p99_s": pct(sorted(d for s in stats for d in s.part_delays), 0.99),
         "stalls": sum(s.stalls for s in stats),
         "stall_seconds": round(sum(s.stall_seconds for s in stats), 2),
         "bytes": sum(s.bytes for s in stats),
@@ -330,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     stats = asyncio.run(run_viewers(args.url, args.viewers, args.seconds, not args.no_ll))
     summary = summarize(stats)
     if args.json:
-        print(json.dumps({"summary": summary, "viewers": [asdict(s) | {"latencies": len(s.latencies)} for s in stats]}))
+        counts = [asdict(s) | {"latencies": len(s.latencies), "part_delays": len(s.part_delays)} for s in stats]
+        print(json.dumps({"summary": summary, "viewers": counts}))
     else:
         for key, value in summary.items():
             print(f"{key:>16}: {value}")

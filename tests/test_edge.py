@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import time
 
 import aiohttp
 import pytest
@@ -22,6 +23,7 @@ from edge.server import EdgeConfig, run_edge
 from mediacore.app.engine import Engine
 from mediacore.playlist.media import MediaPlaylist
 from mediacore.playlist.uris import ll_part_uri, parse_ll_media
+from player_client.lean import run_lean_viewers
 from player_client.llhls import follow
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -175,3 +177,17 @@ async def test_hlsjs_and_player_client_play_through_two_tiers(tiers):
         async with session.get(f"{tiers.edge}/metrics") as r:
             text = await r.text()
     assert "mediacore_edge_hits_total" in text and "mediacore_edge_cache_bytes" in text
+
+
+async def test_lean_viewers_play_through_two_tiers_at_one_origin_request_per_part(tiers):
+    before, started = origin_count(tiers.engine, LL_MEDIA_ROUTE), time.monotonic()
+    stats = await run_lean_viewers(f"{tiers.edge}/live/tv/ll.m3u8", 50, 6)
+    produced = (time.monotonic() - started) / 0.2  # parts of 0.2 s published meanwhile
+    assert all(s.startup_seconds is not None and not s.errors for s in stats), [s.errors for s in stats][:3]
+    assert all(s.requests >= 40 for s in stats)  # a reload and a part per 0.2 s part, about
+    delays = sorted(d for s in stats for d in s.part_delays)
+    assert len(delays) >= 50 * 15 and delays[len(delays) // 2] < 1.0
+    parts = origin_count(tiers.engine, LL_MEDIA_ROUTE) - before
+    # Each part once, not once per viewer (50 x 30): those published meanwhile, the init, and the
+    # join backlog (from the independent part PART-HOLD-BACK behind the edge: a segment's parts and more).
+    assert parts <= produced + 1 + 20

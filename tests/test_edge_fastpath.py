@@ -9,7 +9,9 @@ import gzip
 
 import httptools
 import pytest
+import test_abuse_edge as abuse
 import test_edge_stale
+from conftest import until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_edge_stale import MISSING, PLAYLIST, SEGMENT, SEGMENT_BYTES, Rig
@@ -18,6 +20,8 @@ from edge.fastpath import MAX_FAST_READ, MAX_PIPELINED, Head, frame
 
 rig = test_edge_stale.rig
 """The stale tests' edge: a miniature upstream and a clock that moves only when told."""
+make_rig = abuse.make_rig
+"""An edge in front of a miniature LL-HLS origin whose next part the test publishes."""
 
 
 def get(path: str, *headers: str, method: str = "GET", version: str = "1.1") -> bytes:
@@ -35,12 +39,25 @@ def test_complete_plain_gets_and_heads_are_framed():
     keep = Head(b"GET", "/a", "", True, b"Connection: keep-alive\r\n")
     assert frame(get("/a", "Connection: keep-alive", version="1.0")) == [keep]
     assert frame(get("/a", "Connection: close")) == [Head(b"GET", "/a", "", False, b"Connection: close\r\n")]
+    blocking = get(
+        "/live/s/ll.m3u8?_HLS_msn=7&_HLS_part=02&_HLS_skip=YES",
+        "X-Forwarded-For: 10.0.0.1",
+        "X-Forwarded-For: 10.0.0.2",
+    )
+    assert frame(blocking) == [
+        Head(b"GET", "/live/s/ll.m3u8", "", True, b"", "_HLS_msn=7&_HLS_part=02&_HLS_skip=YES", "10.0.0.1, 10.0.0.2")
+    ]
 
 
 @pytest.mark.parametrize(
     "read",
     [
-        get("/live/s/index.m3u8?_HLS_msn=5"),  # a query: directives, tokens
+        get("/live/s/index.m3u8?_HLS_msn=5&token=t"),  # a query of more than directives: a token
+        get("/live/s/index.m3u8?v=1"),
+        get("/live/s/index.m3u8?_HLS_msn=%35"),  # an escaped directive: the app decodes it
+        get("/live/s/index.m3u8?_HLS_msn=5&"),
+        get("/live/s/index.m3u8?"),
+        get("/live/s/index.m3u8?_HLS_msn=5") + get("/a"),  # directives come one request per read
         get("/live/s/a%2Fb.ts"),  # escapes: aiohttp routes on the decoded path
         get("/live/s/../t/a.ts"),
         get("/live/s//a.ts"),
@@ -161,3 +178,167 @@ async def test_keep_alive_pipelines_head_and_close(rig: Rig):
     data = await asyncio.wait_for(reader.read(), 5)  # returns at EOF only
     writer.close()
     assert data.endswith(SEGMENT_BYTES) and b"Connection: close" in data
+
+
+# Blocked LL-HLS reloads parked on the fast path ---------------------------------------------
+
+BLOCKING = abuse.PLAYLIST + "?_HLS_msn=5&_HLS_part=3"
+"""The next part of the miniature LL-HLS origin: held there until the test publishes it."""
+DROP = {"date", "server"}
+
+
+def without(headers: dict) -> dict:
+    return {k: v for k, v in headers.items() if k not in DROP}
+
+
+async def test_parked_reloads_get_the_apps_bytes_from_one_fetch_and_one_render(make_rig: abuse.RigFactory):
+    rig = await make_rig()
+    port = int(rig.edge.rsplit(":", 1)[1])
+    renders = 0
+    answer = rig.node.answer
+
+    def counted(*args: object) -> tuple[dict[str, str], bytes]:
+        nonlocal renders
+        renders += 1
+        return answer(*args)  # type: ignore[arg-type]
+
+    rig.node.answer = counted  # type: ignore[method-assign]
+    accepts = ["Accept-Encoding: gzip", "Accept-Encoding: identity"]
+    fast = [asyncio.create_task(exchange(port, get(BLOCKING, accepts[i % 2]), 1)) for i in range(20)]
+    head_reader, head_writer = await asyncio.open_connection("127.0.0.1", port)
+    head_writer.write(get(BLOCKING, accepts[0], method="HEAD"))
+    app = [asyncio.create_task(exchange(port, get(BLOCKING + "&v=1", a), 1)) for a in accepts]  # not directives only
+    await abuse.wait_for_misses(rig, 23)
+    assert rig.node.blocked.requests == 23 and len(rig.upstream.queries) == 1
+    rig.upstream.publish()
+    answers = [(await t)[0] for t in fast]
+    app_answers = [(await t)[0] for t in app]
+    for i, (status, headers, body) in enumerate(answers):
+        app_status, app_headers, app_body = app_answers[i % 2]
+        assert (status, without(headers), body) == (app_status, without(app_headers), app_body) and status == 200
+    assert answers[0][1]["content-encoding"] == "gzip" and gzip.decompress(answers[0][2]) == answers[1][2]
+    assert b"v-abc-5.3.m4s" in answers[1][2] and answers[1][1]["x-cache"] == "MISS"
+    head = (await asyncio.wait_for(head_reader.readuntil(b"\r\n\r\n"), 5)).decode()
+    head_writer.close()
+    lines = dict(line.split(": ", 1) for line in head.strip().splitlines()[1:])
+    assert head.startswith("HTTP/1.1 200 OK\r\n") and without({k.lower(): v for k, v in lines.items()}) == without(
+        answers[0][1]
+    )
+    assert renders == 2 + 2  # the fast path: one per Accept-Encoding; the app: one per response
+    assert len(rig.upstream.queries) == 1 and rig.node.blocked.requests == 0
+    assert rig.metric("mediacore_edge_misses_total") == 23 and rig.metric("mediacore_edge_hits_total") == 0
+    again = await exchange(port, get(BLOCKING, accepts[1]), 1)  # now a fresh hit: at once
+    assert again[0][2] == answers[1][2] and again[0][1]["x-cache"] == "HIT"
+
+
+async def test_parked_reloads_fail_as_the_app_fails_them(make_rig: abuse.RigFactory):
+    rig = await make_rig()
+    port = int(rig.edge.rsplit(":", 1)[1])
+    fast = [asyncio.create_task(exchange(port, get(BLOCKING), 1)) for _ in range(3)]
+    app = asyncio.create_task(exchange(port, get(BLOCKING + "&v=1"), 1))
+    await abuse.wait_for_misses(rig, 4)
+    await rig.upstream.stop()  # the held request answers 503: the edge's 502, no stale copy
+    (app_status, app_headers, app_body) = (await app)[0]
+    assert app_status == 502 and b"upstream unavailable" in app_body
+    for task in fast:
+        (status, headers, body) = (await task)[0]
+        assert (status, without(headers), body) == (app_status, without(app_headers), app_body)
+    assert rig.node.blocked.requests == 0
+
+
+async def test_a_parked_connection_that_goes_away_releases_its_admission(make_rig: abuse.RigFactory):
+    rig = await make_rig()
+    port = int(rig.edge.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get(abuse.PLAYLIST + "?_HLS_msn=5&_HLS_part=4"))
+    await abuse.wait_for_misses(rig, 1)
+    assert rig.node.blocked.requests == 1 and rig.node.blocked.keys_of("127.0.0.1") == 1
+    writer.close()
+    await until(lambda: rig.node.blocked.requests == 0, 5, "the admission released", 0.01)
+    waiting = asyncio.create_task(exchange(port, get(abuse.PLAYLIST + "?_HLS_msn=5&_HLS_part=4"), 1))
+    await abuse.wait_for_misses(rig, 2)  # joins the fetch still under way
+    rig.upstream.publish(10)
+    assert (await waiting)[0][0] == 200 and len(rig.upstream.queries) == 1
+
+
+async def test_a_bad_directive_and_a_flood_are_the_apps_to_refuse(make_rig: abuse.RigFactory):
+    rig = await make_rig(max_blocked_per_client=2)
+    port = int(rig.edge.rsplit(":", 1)[1])
+    (refused,) = await exchange(port, get(abuse.PLAYLIST + "?_HLS_part=3"), 1)
+    assert refused[0] == 400 and rig.metric("mediacore_edge_refused_total", {"reason": "bad_directive"}) == 1
+    held = [asyncio.create_task(exchange(port, get(f"{abuse.PLAYLIST}?_HLS_msn=5&_HLS_part={k}"), 1)) for k in (4, 5)]
+    await abuse.wait_for_misses(rig, 2)
+    (third,) = await exchange(port, get(abuse.PLAYLIST + "?_HLS_msn=5&_HLS_part=6"), 1)
+    assert third[0] == 429 and rig.metric("mediacore_edge_refused_total", {"reason": "blocked_per_client"}) == 1
+    rig.upstream.publish(10)
+    assert [(await t)[0][0] for t in held] == [200, 200]
+
+
+async def test_a_request_pipelined_behind_a_parked_one_is_answered_after_it(make_rig: abuse.RigFactory):
+    rig = await make_rig()
+    port = int(rig.edge.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get(BLOCKING))
+    await abuse.wait_for_misses(rig, 1)
+    writer.write(get(abuse.part_path(5, 0)))  # sent while the reload is parked
+    await asyncio.sleep(0.05)
+    rig.upstream.publish()
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = int(first.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+    playlist = await reader.readexactly(length)
+    second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    part = await reader.readexactly(len(abuse.part_bytes(5, 0)))
+    writer.close()
+    assert b"v-abc-5.3.m4s" in playlist and second.startswith(b"HTTP/1.1 200") and part == abuse.part_bytes(5, 0)
+
+
+DIRECTIVES = st.lists(
+    st.tuples(
+        st.sampled_from(["_HLS_msn", "_HLS_part", "_HLS_skip"]), st.from_regex(r"[A-Za-z0-9]{0,6}", fullmatch=True)
+    ),
+    min_size=1,
+    max_size=3,
+).map(lambda pairs: "&".join(f"{name}={value}" for name, value in pairs))
+
+
+@settings(max_examples=200, deadline=None)
+@given(PATHS, DIRECTIVES, st.sampled_from(["", "%", "+", "&", "&token=x", "#", "&v=1"]))
+def test_directives_only_are_framed_and_anything_more_is_the_apps(path: str, query: str, extra: str):
+    framed = frame(get(f"{path}?{query}{extra}"))
+    if extra:
+        assert framed is None
+    else:
+        assert framed == [Head(b"GET", path, "", True, b"", query)]
+
+
+async def test_parked_requests_go_to_the_app_with_what_was_sent_after_them(make_rig: abuse.RigFactory):
+    rig = await make_rig()
+    port = int(rig.edge.rsplit(":", 1)[1])
+    release = asyncio.Event()
+    obtain = rig.node.obtain
+    calls = 0
+
+    async def faulty(key: str, path: str, upstream_path: str):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the fast path's fetch fails on a fault of the edge's own
+            await release.wait()
+            raise RuntimeError("a fault")
+        return await obtain(key, path, upstream_path)
+
+    rig.node.obtain = faulty  # type: ignore[method-assign]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get(BLOCKING))
+    await until(lambda: calls == 1, 5, "the reload parked", 0.01)
+    writer.write(get(abuse.part_path(5, 0)))  # held while the reload is parked
+    await asyncio.sleep(0.05)
+    release.set()
+    await until(lambda: calls == 2, 5, "the app asking again", 0.01)  # the app took the read over
+    rig.upstream.publish()
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    playlist = await reader.readexactly(int(first.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
+    second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    part = await reader.readexactly(len(abuse.part_bytes(5, 0)))
+    writer.close()
+    assert first.startswith(b"HTTP/1.1 200") and b"v-abc-5.3.m4s" in playlist
+    assert second.startswith(b"HTTP/1.1 200") and part == abuse.part_bytes(5, 0)
