@@ -16,6 +16,7 @@ an EXT-X-DATERANGE listed before it, and an ID3 tag in it at the item's PTS.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,7 +31,7 @@ from mediacore.packager.config import PACKAGER_QUEUE_BYTES, HlsConfig
 from mediacore.packager.metadata import PendingMetadata, daterange_of, id3_tag
 from mediacore.packager.segmenter import VIDEO_STALL_90K, SegmentDraft, Segmenter
 from mediacore.packager.timeline import TimelineGuard, first_of_doubling, jump_limit, segment_limit
-from mediacore.packager.ts import ContinuityCounters, mux_segment
+from mediacore.packager.ts import ContinuityCounters, mux_into
 from mediacore.store.hls import HlsStore
 from mediacore.store.window import target_duration
 
@@ -38,7 +39,9 @@ log = logging.getLogger(__name__)
 
 
 def _mux_and_fix(frames: list[Frame], counters: ContinuityCounters, metadata: Sequence[tuple[int, bytes]]) -> bytes:
-    return counters.fix(mux_segment(frames, metadata))
+    buf = io.BytesIO()
+    mux_into(buf, frames, metadata)
+    return counters.fix_buffer(buf)
 
 
 class HlsPackager:
