@@ -186,8 +186,9 @@ class Subscription:
         publisher's read then wakes no task (a publisher makes about a hundred reads per
         second, most carrying one audio frame, and each woke both packagers' tasks). The
         queue stays the back-pressure point: while what `handle` returned is awaited, items
-        queue (and drop by priority). An exception from `handle` is raised here, in the
-        consumer's task, never in the publisher's."""
+        queue (and drop by priority); a handler that never returns an awaitable (LL-HLS)
+        keeps up by construction, its cost taken in the publisher's read. An exception from
+        `handle` is raised here, in the consumer's task, never in the publisher's."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
