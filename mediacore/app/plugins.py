@@ -86,14 +86,8 @@ class ElsewhereStream:
     def publishing(self) -> bool:
         return True
 
-    def add_metadata(
-        self,
-        attributes: Mapping[str, AttributeValue],
-        start: float | Literal["now"] = "now",
-        duration: float | None = None,
-        metadata_id: str | None = None,
-        cls: str = PRODUCT_CLASS,
-    ) -> TimedMetadata:
+    def add_metadata(self, *args: Any, **kwargs: Any) -> TimedMetadata:
+        """Refused (StreamHandle.add_metadata's arguments): the owner pins a stream's metadata."""
         raise MetadataError(f"stream {self._name} is served by another worker: add its metadata there")
 
 
