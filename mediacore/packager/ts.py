@@ -106,7 +106,7 @@ def warm_up() -> None:
         out.add_data_stream("timed_id3").time_base = _TB90K
     finally:
         out.close()
-    ContinuityCounters().fix_buffer(buf)
+    ContinuityCounters().fix(buf.getvalue())
 
 
 class ContinuityCounters:
