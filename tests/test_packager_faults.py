@@ -26,7 +26,6 @@ from mediacore.app.supervision import RestartBudget
 from mediacore.model.media import Frame, Kind
 from mediacore.packager.hls import HlsPackager
 from mediacore.packager.llhls import LlHlsPackager
-from mediacore.packager.segmenter import SegmentDraft
 from mediacore.playlist.media import MediaPlaylist
 from mediacore.store.hls import HlsStore
 from mediacore.store.ll import LlRendition
@@ -100,10 +99,10 @@ class Faults:
                 return True
             return False
 
-        def hls(packager: HlsPackager, frame: Frame) -> list[SegmentDraft]:
+        async def hls(packager: HlsPackager, frame: Frame) -> None:
             if due("hls", packager):
                 raise RuntimeError("injected HLS packager fault")
-            return hls_on_frame(packager, frame)
+            await hls_on_frame(packager, frame)
 
         def llhls(packager: LlHlsPackager, frame: Frame) -> None:
             if due("llhls", packager):

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from mediacore.hub.hub import Discontinuity, Hub, StreamEnded, Unpublished
+from mediacore.hub.hub import Discontinuity, Hub, Unpublished
 from mediacore.hub.priority_queue import NONREF, REF
 from mediacore.hub.publisher import StreamBusy
 from mediacore.model.media import Frame, Kind, Track
@@ -133,57 +133,6 @@ async def test_subscription_get_waits_for_frames():
     assert not waiter.done()
     pub.send(vframe(0))
     assert (await asyncio.wait_for(waiter, 1)).dts == 0
-
-
-async def test_subscription_serve_hands_frames_over_as_they_are_queued():
-    """An idle consumer's handler runs inside send(); while what it returned is awaited,
-    frames queue (and the priority queue drops them as usual); its exception is raised in
-    the consumer's task, never in the publisher's send()."""
-    hub = Hub()
-    pub = hub.publish("s")
-    stream = hub.get("s")
-    sub = stream.subscribe("t", max_items=4)
-    seen: list[int] = []
-    gate = asyncio.Event()
-
-    def handle(item):
-        if isinstance(item, Frame):
-            seen.append(item.dts // 3000)
-            if item.dts == 3000:
-                return gate.wait()  # a segment being muxed
-            if item.dts == 30 * 3000:
-                raise RuntimeError("packager fault")
-        return None
-
-    pub.send(vframe(0))  # queued before serve() starts: taken first
-    task = asyncio.create_task(sub.serve(handle))
-    await asyncio.sleep(0)
-    assert seen == [0]
-    pub.send(vframe(1))
-    assert seen == [0, 1], "handled inside send()"
-    await asyncio.sleep(0)
-    for i in range(2, 12):
-        pub.send(vframe(i))
-    assert seen == [0, 1] and sub.dropped > 0, "queued, by priority, while the consumer awaits"
-    gate.set()
-    await asyncio.sleep(0.01)
-    assert len(seen) > 2 and len(sub.queue) == 0
-    pub.send(vframe(30, key=True))  # the publisher does not see the handler's error
-    with pytest.raises(RuntimeError, match="packager fault"):
-        await asyncio.wait_for(task, 1)
-
-
-async def test_subscription_serve_returns_after_stream_ended():
-    hub = Hub()
-    hub.publish("s")
-    stream = hub.get("s")
-    sub = stream.subscribe("t")
-    ended = []
-    task = asyncio.create_task(sub.serve(lambda item: ended.append(item) if isinstance(item, StreamEnded) else None))
-    await asyncio.sleep(0)
-    stream.end()
-    await asyncio.wait_for(task, 1)
-    assert len(ended) == 1
 
 
 # Segmenter ---------------------------------------------------------------------------

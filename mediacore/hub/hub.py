@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -76,12 +76,10 @@ class StreamEnded:
 
 
 Item = Frame | Discontinuity | Unpublished | StreamEnded | TimedMetadata
-Handler = Callable[[Item], Awaitable[None] | None]
-"""A consumer's step for one item: None when done with it, else what to await before the next."""
 
 
 class Subscription:
-    """One consumer's bounded queue. get() and serve() wait; the hub never does."""
+    """One consumer's bounded queue. get() waits; the hub never does."""
 
     def __init__(self, stream: Stream, max_items: int, max_bytes: int, name: str) -> None:
         self.stream = stream
@@ -89,10 +87,6 @@ class Subscription:
         self.queue = PriorityPacketQueue(max_items, max_bytes)
         self._next_drop_log = 1
         self._waiter: asyncio.Future[None] | None = None
-        # serve(): the handler while the consumer is idle, and the future its task awaits
-        # (its result: what the handler asked to await, and whether the stream ended).
-        self._handle: Handler | None = None
-        self._served: asyncio.Future[tuple[Awaitable[None] | None, bool]] | None = None
         # The loop of the first get(), kept: asyncio.get_running_loop() costs a getpid()
         # system call, and a packager waits once or twice per read of its publisher.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -130,35 +124,9 @@ class Subscription:
         self._wake()
 
     def _wake(self) -> None:
-        if self._handle is not None:
-            self._pump()
-            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-    def _pump(self) -> None:
-        """Hand queued items to the idle consumer's handler, here, in the offering call."""
-        handle, served = self._handle, self._served
-        self._handle = None  # items offered by the handler itself queue up and are taken below
-        if handle is None or served is None or served.done():
-            return  # the consumer's task is being cancelled
-        while True:
-            item = self.queue.pop()
-            if item is None:
-                if not self.closed:
-                    self._handle = handle  # idle again
-                    return
-                item = StreamEnded()
-            try:
-                pending = handle(item)
-            except Exception as e:  # raised in the consumer's task, not in the publisher
-                served.set_exception(e)
-                return
-            ended = isinstance(item, StreamEnded)
-            if pending is not None or ended:
-                served.set_result((pending, ended))
-                return
 
     def get_nowait(self) -> Item | None:
         return self.queue.pop()
@@ -179,54 +147,10 @@ class Subscription:
             finally:
                 self._waiter = None
 
-    async def serve(self, handle: Handler) -> None:
-        """Hand every item to `handle`, in order, until it has handled StreamEnded.
-
-        While the consumer is idle, `handle` runs inside offer() as the item is queued: a
-        publisher's read then wakes no task (a publisher makes about a hundred reads per
-        second, most carrying one audio frame, and each woke both packagers' tasks). The
-        queue stays the back-pressure point: while what `handle` returned is awaited, items
-        queue (and drop by priority); a handler that never returns an awaitable (LL-HLS)
-        keeps up by construction, its cost taken in the publisher's read. An exception from
-        `handle` is raised here, in the consumer's task, never in the publisher's."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        while True:
-            item = self.queue.pop()
-            if item is None and self.closed:
-                item = StreamEnded()
-            if item is not None:
-                pending = handle(item)
-                ended = isinstance(item, StreamEnded)
-            else:
-                served = self._served = loop.create_future()
-                self._handle = handle
-                try:
-                    pending, ended = await served
-                except asyncio.CancelledError:
-                    if served.done() and not served.cancelled() and served.exception() is None:
-                        _discard(served.result()[0])
-                    raise
-                finally:
-                    self._handle = None
-                    self._served = None
-            if pending is not None:
-                await pending
-            if ended:
-                return
-
     def close(self) -> None:
         self.closed = True
         self.stream.unsubscribe(self)
         self._wake()
-
-
-def _discard(pending: Awaitable[None] | None) -> None:
-    """Close a coroutine that will not be awaited (its consumer was cancelled)."""
-    close = getattr(pending, "close", None)
-    if close is not None:
-        close()
 
 
 @dataclass(slots=True)

@@ -16,13 +16,12 @@ an EXT-X-DATERANGE listed before it, and an ID3 tag in it at the item's PTS.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
-from mediacore.hub.hub import Discontinuity, Item, Stream, StreamEnded, Subscription, Unpublished
+from mediacore.hub.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
 from mediacore.model.decode_order import DecodeOrder
 from mediacore.model.media import FMP4_ONLY_CODECS, Frame, Kind
 from mediacore.model.metadata import TimedMetadata
@@ -31,7 +30,7 @@ from mediacore.packager.config import PACKAGER_QUEUE_BYTES, HlsConfig
 from mediacore.packager.metadata import PendingMetadata, daterange_of, id3_tag
 from mediacore.packager.segmenter import VIDEO_STALL_90K, SegmentDraft, Segmenter
 from mediacore.packager.timeline import TimelineGuard, first_of_doubling, jump_limit, segment_limit
-from mediacore.packager.ts import ContinuityCounters, mux_into
+from mediacore.packager.ts import ContinuityCounters, mux_segment
 from mediacore.store.hls import HlsStore
 from mediacore.store.window import target_duration
 
@@ -39,9 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def _mux_and_fix(frames: list[Frame], counters: ContinuityCounters, metadata: Sequence[tuple[int, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    mux_into(buf, frames, metadata)
-    return counters.fix_buffer(buf)
+    return counters.fix(mux_segment(frames, metadata))
 
 
 class HlsPackager:
@@ -77,39 +74,26 @@ class HlsPackager:
 
     async def run(self) -> None:
         try:
-            await self.subscription.serve(self._handle)  # frames are segmented as they are queued
+            while True:
+                item = self.subscription.get_nowait()  # no coroutine while frames are queued
+                if item is None:
+                    item = await self.subscription.get()
+                if isinstance(item, Frame):
+                    await self._on_frame(item)
+                elif isinstance(item, (Discontinuity, Unpublished)):
+                    self._guard.reset()
+                    await self._discontinuity()
+                elif isinstance(item, TimedMetadata):
+                    self._metadata.add(item)
+                elif isinstance(item, StreamEnded):
+                    await self._discontinuity()
+                    self.store.end()
+                    log.info("stream %s: ended, EXT-X-ENDLIST written", self.stream.name)
+                    return
         finally:
             self.subscription.close()
 
-    def _handle(self, item: Item) -> Awaitable[None] | None:
-        """Take one item; what comes back (muxing closed segments) is awaited before the next."""
-        if isinstance(item, Frame):
-            return self._emit_all(self._on_frame(item))
-        if isinstance(item, (Discontinuity, Unpublished)):
-            self._guard.reset()
-            return self._emit_all(self._discontinuity())
-        if isinstance(item, TimedMetadata):
-            self._metadata.add(item)
-            return None
-        if isinstance(item, StreamEnded):
-            return self._end(self._discontinuity())
-        return None
-
-    def _emit_all(self, drafts: list[SegmentDraft]) -> Awaitable[None] | None:
-        return self._emit_each(drafts) if drafts else None
-
-    async def _emit_each(self, drafts: list[SegmentDraft]) -> None:
-        for draft in drafts:
-            await self._emit(draft)
-
-    async def _end(self, drafts: list[SegmentDraft]) -> None:
-        await self._emit_each(drafts)
-        self.store.end()
-        log.info("stream %s: ended, EXT-X-ENDLIST written", self.stream.name)
-
-    def _on_frame(self, frame: Frame) -> list[SegmentDraft]:
-        """Segment one frame; returns the segments it closed, in order, for _emit."""
-        closed: list[SegmentDraft] = []
+    async def _on_frame(self, frame: Frame) -> None:
         kind = frame.track.kind
         video = self.stream.tracks.get(Kind.VIDEO)
         if video is not None and video.codec in FMP4_ONLY_CODECS or frame.track.codec in FMP4_ONLY_CODECS:
@@ -120,7 +104,7 @@ class HlsPackager:
                     self.stream.name,
                     (video or frame.track).codec.upper(),
                 )
-            return []
+            return
         config = self._configs.get(kind)
         if (
             self._segmenter is None
@@ -129,7 +113,7 @@ class HlsPackager:
         ):
             # First frame, a codec change, or a new track: a new timeline segment (M6).
             if self._segmenter is not None:
-                closed += self._discontinuity()
+                await self._discontinuity()
             self._guard.reset()
             has_video = Kind.VIDEO in self.stream.tracks
             if self._segmenter is None:
@@ -158,7 +142,7 @@ class HlsPackager:
                     limit,
                     self._guard.jumps,
                 )
-            closed += self._discontinuity()
+            await self._discontinuity()
         offsets = self._guard.bad_offsets
         frame = self._guard.presentable(frame, limit)
         if self._guard.bad_offsets != offsets and first_of_doubling(self._guard.bad_offsets):
@@ -185,7 +169,7 @@ class HlsPackager:
                         draft.duration,
                         self._audio_segments,
                     )
-            closed.append(draft)
+            await self._emit(draft)
         if segmenter.stall_cuts != cuts and first_of_doubling(segmenter.stall_cuts):
             log.info(
                 "stream %s: no video for %.1f s; segment cut where video ended (%d so far)",
@@ -216,15 +200,14 @@ class HlsPackager:
                 longest,
                 segmenter.bounded,
             )
-        return closed
 
-    def _discontinuity(self) -> list[SegmentDraft]:
-        """Close the open segment (a new timeline follows); returns it for _emit, if any."""
+    async def _discontinuity(self) -> None:
         if self._segmenter is None:
-            return []
+            return
         draft = self._segmenter.discontinuity()
         self._decode_order.reset()
-        return [] if draft is None else [draft]
+        if draft is not None:
+            await self._emit(draft)
 
     async def _emit(self, draft: SegmentDraft) -> None:
         if not draft.frames or draft.end_90k <= draft.start_90k:

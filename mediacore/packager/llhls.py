@@ -17,7 +17,7 @@ import time
 import zlib
 from collections.abc import Callable
 
-from mediacore.hub.hub import Discontinuity, Item, Stream, StreamEnded, Subscription, Unpublished
+from mediacore.hub.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
 from mediacore.model.decode_order import DecodeOrder
 from mediacore.model.media import Frame, Kind, Track
 from mediacore.model.metadata import TimedMetadata
@@ -78,23 +78,25 @@ class LlHlsPackager:
 
     async def run(self) -> None:
         try:
-            await self.subscription.serve(self._handle)  # parts are cut as frames are queued
+            while True:
+                item = self.subscription.get_nowait()  # no coroutine while frames are queued
+                if item is None:
+                    item = await self.subscription.get()
+                if isinstance(item, Frame):
+                    self._on_frame(item)
+                elif isinstance(item, (Discontinuity, Unpublished)):
+                    self._guard.reset()
+                    self._flush(discontinuity=True)
+                elif isinstance(item, TimedMetadata):
+                    self._on_metadata(item)
+                elif isinstance(item, StreamEnded):
+                    self._flush(discontinuity=False)
+                    now = self.clock()
+                    for rendition in self.renditions.values():
+                        rendition.end(now)
+                    return
         finally:
             self.subscription.close()
-
-    def _handle(self, item: Item) -> None:
-        if isinstance(item, Frame):
-            self._on_frame(item)
-        elif isinstance(item, (Discontinuity, Unpublished)):
-            self._guard.reset()
-            self._flush(discontinuity=True)
-        elif isinstance(item, TimedMetadata):
-            self._on_metadata(item)
-        elif isinstance(item, StreamEnded):
-            self._flush(discontinuity=False)
-            now = self.clock()
-            for rendition in self.renditions.values():
-                rendition.end(now)
 
     def _on_frame(self, frame: Frame) -> None:
         kind = frame.track.kind

@@ -48,12 +48,6 @@ def mux_segment(frames: list[Frame], metadata: Sequence[tuple[int, bytes]] = ())
     """Mux one segment's frames (already in arrival order) into MPEG-TS bytes, with the
     ID3 tags of `metadata` ((90 kHz PTS, tag) pairs) on the timed metadata stream."""
     buf = io.BytesIO()
-    mux_into(buf, frames, metadata)
-    return buf.getvalue()
-
-
-def mux_into(buf: io.BytesIO, frames: list[Frame], metadata: Sequence[tuple[int, bytes]] = ()) -> None:
-    """mux_segment, written to `buf` (which ContinuityCounters.fix_buffer then mends in place)."""
     out = av.open(buf, "w", format="mpegts")
     streams: dict[Kind, av.stream.Stream] = {}
     try:
@@ -91,6 +85,7 @@ def mux_into(buf: io.BytesIO, frames: list[Frame], metadata: Sequence[tuple[int,
             out.mux(packet)
     finally:
         out.close()
+    return buf.getvalue()
 
 
 def warm_up() -> None:
@@ -121,47 +116,23 @@ class ContinuityCounters:
 
     def fix(self, data: bytes) -> bytes:
         """Drop SDT packets and renumber continuity counters to continue the previous segment."""
-        return self.fix_buffer(io.BytesIO(data))
-
-    def fix_buffer(self, buf: io.BytesIO) -> bytes:
-        """fix(), done in the muxer's own buffer and returned without a copy: a segment is
-        about 550 KB, allocated fresh (mmapped) for every copy, and each copy cost 134 page
-        faults; copying twice (the SDT-free packets, then their bytes) was two thirds of
-        the server's page faults."""
-        size = buf.getbuffer().nbytes
+        size = len(data)
         if size % TS_PACKET:
             raise ValueError(f"TS output of {size} bytes is not a whole number of packets")
-        with buf.getbuffer() as view:
-            kept_size = self._fix_view(view)
-        buf.truncate(kept_size)
-        return buf.getvalue()
-
-    def _fix_view(self, view: memoryview) -> int:
-        """Renumber the counters in `view` and move the SDT packets out; the bytes kept."""
-        packets = np.frombuffer(view, np.uint8).reshape(-1, TS_PACKET)
+        packets = np.frombuffer(data, np.uint8).reshape(-1, TS_PACKET)
         pids = (packets[:, 1].astype(np.uint16) & 0x1F) << 8 | packets[:, 2]
-        flags = packets[:, 3]  # a view: written in place
-        counted = ((flags & 0x10) != 0) & (pids != NULL_PID) & (pids != SDT_PID)  # the counter steps on a payload
+        kept = pids != SDT_PID
+        packets = packets[kept]  # a copy: the input stays untouched
+        pids = pids[kept]
+        flags = packets[:, 3]
+        counted = ((flags & 0x10) != 0) & (pids != NULL_PID)  # the counter steps on a payload
         last = self.last
         for pid in np.unique(pids[counted]).tolist():
             rows = np.flatnonzero(counted & (pids == pid))
             counters = (last.get(pid, 15) + 1 + np.arange(rows.size)) & 0x0F
             flags[rows] = (flags[rows] & 0xF0) | counters.astype(np.uint8)
             last[pid] = int(counters[-1])
-        dropped = np.flatnonzero(pids == SDT_PID).tolist()
-        del packets, flags  # no export of `view` may outlive this call
-        # Close the gaps the SDT packets leave (a few per segment): memoryview slices move
-        # overlapping bytes like memmove.
-        write = read = 0
-        for row in dropped:
-            start = row * TS_PACKET
-            if write != read:
-                view[write : write + start - read] = view[read:start]
-            write += start - read
-            read = start + TS_PACKET
-        if dropped and read < len(view):
-            view[write : write + len(view) - read] = view[read:]
-        return len(view) - len(dropped) * TS_PACKET
+        return packets.tobytes()
 
 
 def probe_first_pids(data: bytes, count: int = 2) -> list[int]:

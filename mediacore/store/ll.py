@@ -21,7 +21,6 @@ Time (`now`, monotonic seconds) is passed in; waiting is done by the origin on `
 
 from __future__ import annotations
 
-import heapq
 import secrets
 from collections import deque
 from collections.abc import Sequence
@@ -120,9 +119,6 @@ class LlRendition(Windowed[LlSegment]):
         self._pending_discontinuity = False
         # uri -> (a part's data or a parent, whose buffer is its data; expires or None)
         self._by_uri: dict[str, tuple[bytes | memoryview | LlSegment, float | None]] = {}
-        # (expires, uri) of the retired entries of _by_uri, soonest first: pruning takes what
-        # is due instead of scanning every URI (about 860 per rendition) at each parent.
-        self._expiring: list[tuple[float, str]] = []
         self.ended = False
         self.changed = Notifier()
         self.peers: list[LlRendition] = []  # the other renditions, for rendition reports
@@ -224,23 +220,16 @@ class LlRendition(Windowed[LlSegment]):
             self._removed_dateranges.extend((pinned.daterange.id, now) for pinned in head.dateranges)
             expires = now + retention
             if not head.gap:
-                self._retire(head.uri, head, expires)
+                self._by_uri[head.uri] = (head, expires)
             for part in head.parts:
                 if not part.gap:
-                    self._retire(part.uri, part.data, expires)
-        expiring = self._expiring
-        while expiring and expiring[0][0] <= now:
-            until, uri = heapq.heappop(expiring)
-            item = self._by_uri.get(uri)
-            if item is not None and item[1] == until:
+                    self._by_uri[part.uri] = (part.data, expires)
+        for uri, (_, until) in list(self._by_uri.items()):
+            if until is not None and until <= now:
                 del self._by_uri[uri]
         removed = self._removed_dateranges
         while removed and removed[0][1] < now - self.skip_boundary():
             removed.popleft()  # no delta update can need it any more (K5)
-
-    def _retire(self, uri: str, data: bytes | memoryview | LlSegment, expires: float) -> None:
-        self._by_uri[uri] = (data, expires)
-        heapq.heappush(self._expiring, (expires, uri))
 
     def break_timeline(self, now: float) -> None:
         """The media stops here and resumes later on a new timeline (the packager was
