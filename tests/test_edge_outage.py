@@ -73,7 +73,9 @@ async def test_origin_outage_under_200_viewers(engine, caplog):
             20,
             "every viewer to start playing through the edge",
         )
-        cached = [k for k in upstream_fetches(caplog) if k.endswith(".ts")]
+        # Segments the edge holds: the fetch log line is written when a fetch starts, and the
+        # newest segment's fetch may still be on its way when the origin stops.
+        cached = [k for k in upstream_fetches(caplog) if k.endswith(".ts") and node.cache.get(k) is not None]
         assert cached, "viewers fetched no segment through the edge"
 
         await engine.stop_http()
