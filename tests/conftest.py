@@ -100,14 +100,18 @@ async def start_process(*cmd: str) -> asyncio.subprocess.Process:
     )
 
 
-async def play_in_browser(page_url: str, seconds: float, start_timeout: float = 40) -> dict:
-    """Play a watch page in headless Chromium with hls.js; returns play.mjs's report."""
+async def play_in_browser(
+    page_url: str, seconds: float, start_timeout: float = 40, allow_recovery: bool = False
+) -> dict:
+    """Play a watch page in headless Chromium with hls.js; returns play.mjs's report. A fatal
+    media error the page recovered from is reported as fatal unless `allow_recovery`."""
     proc = await asyncio.create_subprocess_exec(
         "node",
         str(ROOT / "tests" / "e2e" / "play.mjs"),
         page_url,
         str(seconds),
         str(start_timeout),
+        *(["allow-recovery"] if allow_recovery else []),
         cwd=str(ROOT),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

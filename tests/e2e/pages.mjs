@@ -45,7 +45,7 @@ export const readState = (page) => page.evaluate(() => {
     viewers: s.viewers, latencyText: document.getElementById("latency").textContent,
     scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
     button: { x: btn.x, y: btn.y, width: btn.width, height: btn.height },
-    errors: s.errors || [], fatal: s.fatal || null,
+    errors: s.errors || [], fatal: s.fatal || (s.recovered || [])[0] || null,  // a recovery counts as fatal here
   };
 });
 

@@ -18,7 +18,7 @@ const read = (page) => page.evaluate(() => {
   const v = document.querySelector("video");
   const s = window.mediacore || {};
   const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : {};
-  return { t: v.currentTime, playing: !!s.playing, fatal: s.fatal || null, errors: s.errors || [],
+  return { t: v.currentTime, playing: !!s.playing, fatal: s.fatal || (s.recovered || [])[0] || null, errors: s.errors || [],
            frames: q.totalVideoFrames || 0, width: v.videoWidth, height: v.videoHeight };
 });
 try {

@@ -16,6 +16,8 @@
   const TOKEN_MARGIN_MS = 30000;        // fetch a new guest token this long before the old one expires
   const CARD_KEEP_MS = 60000;           // forget cards that ended this long before the playing PDT
   const PDT_ROUNDING_MS = 1;            // PROGRAM-DATE-TIME and START-DATE are written to the millisecond
+  const MEDIA_RECOVERIES = 3;           // fatal media errors recovered from within MEDIA_RECOVERY_WINDOW_MS ...
+  const MEDIA_RECOVERY_WINDOW_MS = 60000; // ... before the page gives up and shows the error
 
   const stream = window.MEDIACORE_STREAM;
   const params = new URLSearchParams(location.search);
@@ -34,7 +36,7 @@
 
   // Playback facts, read by people (the stats line) and by the browser tests.
   const state = window.mediacore = {
-    src, lowLatency, errors: [], fatal: null, stalls: 0, playing: false, startedAt: null,
+    src, lowLatency, errors: [], fatal: null, recovered: [], stalls: 0, playing: false, startedAt: null,
     firstFrameMs: null, levels: [], viewers: null,
     cards: {},          // id -> {id, start, end, productId, saleId, title, price, image, knownAtPdt}
     shown: null,        // id of the card on screen
@@ -110,9 +112,26 @@
   state.hls = hls;
   state.pdtLatency = () => (hls.playingDate ? (Date.now() - hls.playingDate.getTime()) / 1000 : null);
   hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => { state.levels = data.levels.map(l => [l.width, l.height]); });
+  // A fatal media error stops hls.js: a decoder or media-source failure, or a playhead it could
+  // not move past holes in the buffer (fatal bufferSeekOverHole, seen on a stream with frames
+  // lost in transit). As hls.js advises, the page recovers with recoverMediaError(): a new media
+  // source, loading on from the playhead. A stream that keeps failing gets the error shown
+  // (`state.fatal`) once MEDIA_RECOVERIES recoveries fall within MEDIA_RECOVERY_WINDOW_MS.
+  // Network errors are not recovered here: hls.js has retried them already.
+  let recoveries = [];  // performance.now() of each recovery within the window
   hls.on(Hls.Events.ERROR, (_, data) => {
     state.errors.push({ type: data.type, details: data.details, fatal: data.fatal });
-    if (data.fatal) { state.fatal = data.details; errorEl.textContent = `playback error: ${data.details}`; }
+    if (!data.fatal) return;
+    const now = performance.now();
+    recoveries = recoveries.filter((t) => now - t < MEDIA_RECOVERY_WINDOW_MS);
+    if (data.type === Hls.ErrorTypes.MEDIA_ERROR && recoveries.length < MEDIA_RECOVERIES) {
+      recoveries.push(now);
+      state.recovered.push(data.details);
+      hls.recoverMediaError();
+      return;
+    }
+    state.fatal = data.details;
+    errorEl.textContent = `playback error: ${data.details}`;
   });
 
   // --- Cards from the DATERANGEs hls.js parsed. ---
