@@ -180,8 +180,25 @@ BENIGN_MEDIA_ERRORS = {
 """hls.js media errors a live player raises while it waits for data, steps over a GAP part
 or a hole, or appends a segment that adds nothing to the buffered range (the audio-only
 segments cut while video waits for a keyframe; hls.js's error controller does nothing about
-it); never fatal. Any other media error (bufferAppendingError, mediaSourceRequiresReset:
-what a decoder failure becomes), or an error on the video element, fails the test."""
+it). Fatal only as bufferSeekOverHole after hls.js failed to move the playhead past holes
+again and again, which the watch page recovers from and play_in_browser reports as fatal
+unless a test allows recovery. Any other media error (bufferAppendingError,
+mediaSourceRequiresReset: what a decoder failure becomes), or an error on the video element,
+fails the test."""
+MAX_PLAYBACK_RATE = 1.6
+"""Playhead seconds per wall-clock second above which an interval between two readings held
+a seek, not playback: hls.js plays LL-HLS up to 1.5x to catch up with the live edge
+(watch.js's maxLiveSyncPlaybackRate), and skips ahead when it falls too far behind."""
+
+
+def _readings(name: str, report: dict) -> list[dict]:
+    """play.mjs's readings from the start of playback to the end, once it is checked that
+    the page played without a fatal error, a decoder or MSE error, or a video element error."""
+    assert report["started"] and report["fatal"] is None, (name, report)
+    errors = report["errors"]
+    media_errors = [e for e in errors if e["type"] == "mediaError" and e["details"] not in BENIGN_MEDIA_ERRORS]
+    assert media_errors == [] and report["end"]["mediaError"] is None, (name, media_errors, report["end"])
+    return [report["start"], *report["samples"], report["end"]]
 
 
 def video_frames(name: str, report: dict) -> tuple[int, float, float]:
@@ -190,11 +207,7 @@ def video_frames(name: str, report: dict) -> tuple[int, float, float]:
     of `getVideoPlaybackQuality().totalVideoFrames`. Frames sent are FPS x the wall-clock
     time between them; a freeze is the time from the first reading of a frame count to the
     first reading of a higher one (an overestimate by up to play.mjs's 1 s sampling)."""
-    assert report["started"] and report["fatal"] is None, (name, report)
-    errors = report["errors"]
-    media_errors = [e for e in errors if e["type"] == "mediaError" and e["details"] not in BENIGN_MEDIA_ERRORS]
-    assert media_errors == [] and report["end"]["mediaError"] is None, (name, media_errors, report["end"])
-    readings = [report["start"], *report["samples"], report["end"]]
+    readings = _readings(name, report)
     decoded = readings[-1]["frames"] - readings[0]["frames"]
     sent = FPS * (readings[-1]["wall"] - readings[0]["wall"])
     longest = 0.0
@@ -205,6 +218,23 @@ def video_frames(name: str, report: dict) -> tuple[int, float, float]:
             since = reading
     longest = max(longest, readings[-1]["wall"] - since["wall"])
     return decoded, sent, longest
+
+
+def playhead_frames(name: str, report: dict) -> tuple[int, float]:
+    """(frames decoded, frames under the playhead) summed over the intervals between
+    play.mjs's readings in which the player played: an interval holding a seek (a skip ahead,
+    hls.js's or the watch page's catch-up jump to the live edge) decodes nothing of what it
+    skipped, which is the player's choice, not frames the stream lacked. Same checks as
+    `video_frames`."""
+    readings = _readings(name, report)
+    decoded, shown = 0, 0.0
+    for a, b in zip(readings, readings[1:]):
+        played = b["t"] - a["t"]
+        caught_up = b.get("catchUps", 0) != a.get("catchUps", 0)  # the watch page jumped ahead
+        if not caught_up and 0 <= played <= MAX_PLAYBACK_RATE * (b["wall"] - a["wall"]) + 0.1:
+            decoded += b["frames"] - a["frames"]
+            shown += FPS * played
+    return decoded, shown
 
 
 def free_udp_pair() -> int:

@@ -20,7 +20,7 @@ from conftest import (
     until,
     wait_for_playlist,
 )
-from impair import BENIGN_MEDIA_ERRORS, RtcpRelay, RtpImpairmentRelay, free_udp_pair
+from impair import RtcpRelay, RtpImpairmentRelay, free_udp_pair, playhead_frames
 from test_abuse_rtsp import IDR, rtp
 from test_rtp_core import BUILDS
 from test_rtsp_bad_input import scrape
@@ -165,7 +165,6 @@ def test_a_track_without_retransmissions_keeps_one_nack_per_gap_and_ignores_rtx(
 
 # End to end: GStreamer's rtpbin + rtprtxsend through the lossy relay ---------------------
 
-FPS = 30  # make_clip()'s frame rate
 RTX_CLIP_SECONDS = 40  # outlasts the 21 s of playback even when the browsers start late
 CLEAN_START_PACKETS = 1000
 """Packets the relay passes untouched first (about 5 s of the clip): mediacore sends RTCP
@@ -207,31 +206,6 @@ a=fmtp:96 packetization-mode=1
 a=rtpmap:97 rtx/90000
 a=fmtp:97 apt=96;rtx-time=1000
 """
-
-
-MAX_PLAYBACK_RATE = 1.6
-"""Playhead seconds per wall-clock second above which an interval between two readings held
-a seek, not playback: hls.js plays LL-HLS up to 1.5x to catch up with the live edge
-(watch.js's maxLiveSyncPlaybackRate), and skips ahead when it falls too far behind."""
-
-
-def playhead_frames(name: str, report: dict) -> tuple[int, float]:
-    """(frames decoded, frames under the playhead) summed over the intervals between
-    play.mjs's readings in which the player played (no seek: a skip ahead, hls.js's or the
-    watch page's catch-up jump, decodes nothing in between); no decoder or MSE error on the way."""
-    assert report["started"] and report["fatal"] is None, (name, report)
-    errors = report["errors"]
-    media_errors = [e for e in errors if e["type"] == "mediaError" and e["details"] not in BENIGN_MEDIA_ERRORS]
-    assert media_errors == [] and report["end"]["mediaError"] is None, (name, media_errors, report["end"])
-    readings = [report["start"], *report["samples"], report["end"]]
-    decoded, shown = 0, 0.0
-    for a, b in zip(readings, readings[1:]):
-        played = b["t"] - a["t"]
-        caught_up = b.get("catchUps", 0) != a.get("catchUps", 0)  # the watch page jumped ahead
-        if not caught_up and 0 <= played <= MAX_PLAYBACK_RATE * (b["wall"] - a["wall"]) + 0.1:
-            decoded += b["frames"] - a["frames"]
-            shown += FPS * played
-    return decoded, shown
 
 
 @pytest.mark.slow
