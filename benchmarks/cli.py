@@ -19,6 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     ingest.add_argument(
         "--workers", type=int, default=1, help="also run `mediacore serve --workers N` and compare it (default 1)"
     )
+    ingest.add_argument(
+        "--cpu-affinity",
+        action="store_true",
+        help="pin every server to CPUs of its own ([server] cpu_affinity; nginx-rtmp to mediacore's first)",
+    )
     ingest.add_argument("--json", type=Path, help="where to write results (default bench-results/ingest-TIME.json)")
     replay = sub.add_parser("replay", help="CPU of ingest -> HLS + LL-HLS in one process, a recorded push replayed")
     replay.add_argument("--streams", type=int, default=8, help="streams replaying the recording at once (default 8)")
@@ -114,7 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import ingest as suite
 
         out = args.json or Path("bench-results") / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        suite.run(args.streams, args.seconds, args.warmup, out, peers=not args.no_peers, workers=args.workers)
+        suite.run(
+            args.streams,
+            args.seconds,
+            args.warmup,
+            out,
+            peers=not args.no_peers,
+            workers=args.workers,
+            cpu_affinity=args.cpu_affinity,
+        )
     elif args.suite == "replay":
         from benchmarks import replay as replay_suite
 

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from benchmarks.media import make_clip
 from benchmarks.peers import start_nginx
 from ingest.rtmp.config import RtmpConfig
+from mediacore.app.affinity import cpu_for
 
 
 @dataclass
@@ -171,11 +172,16 @@ def measure(
 
 
 def serve_cmd(
-    rtmp_port: int, http_port: int, admin_port: int = 0, config: Path | None = None, workers: int = 1
+    rtmp_port: int,
+    http_port: int,
+    admin_port: int = 0,
+    config: Path | None = None,
+    workers: int = 1,
+    cpu_affinity: bool = False,
 ) -> list[str]:
     """`mediacore serve` on loopback with these ports (RTSP on any free one, the admin
     listener on `admin_port` or any free one), quiet; `config`: a configuration file;
-    `workers`: worker processes."""
+    `workers`: worker processes; `cpu_affinity`: each pinned to a CPU of its own."""
     return [
         sys.executable,
         "-m",
@@ -195,6 +201,7 @@ def serve_cmd(
         "--log-level",
         "warning",
         *["--workers", str(workers)],
+        *(["--cpu-affinity"] if cpu_affinity else []),
     ]
 
 
@@ -209,14 +216,16 @@ def admin_ports(server_pid: int, admin_port: int) -> list[int]:
     return [info.admin_port for info in owners.peers()]
 
 
-def run_mediacore(clip: Path, streams: int, seconds: float, warmup: float, workers: int = 1) -> IngestResult:
+def run_mediacore(
+    clip: Path, streams: int, seconds: float, warmup: float, workers: int = 1, cpu_affinity: bool = False
+) -> IngestResult:
     rtmp_port, http_port, admin_port = free_port(), free_port(), free_port()
     # Every push comes from loopback: the per-address connection cap ([rtmp]
     # max_connections_per_ip, 20) must admit them all, or the figures count refused streams.
     config = Path(tempfile.mkdtemp(prefix="mediacore-bench-ingest-")) / "mediacore.toml"
     config.write_text(f"[rtmp]\nmax_connections_per_ip = {max(streams, RtmpConfig().max_connections_per_ip)}\n")
     server = subprocess.Popen(
-        serve_cmd(rtmp_port, http_port, admin_port, config, workers),
+        serve_cmd(rtmp_port, http_port, admin_port, config, workers, cpu_affinity),
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -247,13 +256,19 @@ def run_mediacore(clip: Path, streams: int, seconds: float, warmup: float, worke
         shutil.rmtree(config.parent, ignore_errors=True)
 
 
-def run_nginx(clip: Path, streams: int, seconds: float, warmup: float) -> IngestResult | None:
+def run_nginx(
+    clip: Path, streams: int, seconds: float, warmup: float, cpu_affinity: bool = False
+) -> IngestResult | None:
+    """nginx-rtmp on the same pushes; `cpu_affinity`: pinned to the CPU a pinned mediacore
+    takes (its one process, one thread)."""
     with tempfile.TemporaryDirectory(prefix="mediacore-bench-nginx-") as tmp:
         port = free_port()
         nginx = start_nginx(Path(tmp), port)
         if nginx is None:
             return None
         try:
+            if cpu_affinity:
+                os.sched_setaffinity(nginx.pid, {cpu_for(0, os.sched_getaffinity(0))})
             wait_port(port)
 
             def live_count() -> int:
@@ -265,12 +280,22 @@ def run_nginx(clip: Path, streams: int, seconds: float, warmup: float) -> Ingest
             nginx.wait(10)
 
 
-def run(streams: int, seconds: float, warmup: float, out: Path | None, peers: bool, workers: int = 1) -> dict:
+def run(
+    streams: int,
+    seconds: float,
+    warmup: float,
+    out: Path | None,
+    peers: bool,
+    workers: int = 1,
+    cpu_affinity: bool = False,
+) -> dict:
+    """`cpu_affinity`: every server pinned ([server] cpu_affinity; nginx-rtmp to the same CPU
+    as one mediacore process)."""
     clip = make_clip(10)
-    results = [run_mediacore(clip, streams, seconds, warmup)]
+    results = [run_mediacore(clip, streams, seconds, warmup, cpu_affinity=cpu_affinity)]
     if workers > 1:
-        results.append(run_mediacore(clip, streams, seconds, warmup, workers))
-    nginx = run_nginx(clip, streams, seconds, warmup) if peers else None
+        results.append(run_mediacore(clip, streams, seconds, warmup, workers, cpu_affinity))
+    nginx = run_nginx(clip, streams, seconds, warmup, cpu_affinity) if peers else None
     if nginx is not None:
         results.append(nginx)
     header = (
@@ -285,7 +310,14 @@ def run(streams: int, seconds: float, warmup: float, out: Path | None, peers: bo
             f"{r.streams_per_core:>14.1f}{r.streams_per_machine:>13.1f}{r.rss_mb:>9.1f}{r.rss_per_stream_mb:>12.2f}"
             f"{'-' if r.held_per_stream_mb is None else f'{r.held_per_stream_mb:.2f}':>12}"
         )
-    report: dict = {"suite": "ingest", "clip": str(clip), "results": [asdict(r) for r in results]}
+    report: dict = {
+        "suite": "ingest",
+        "clip": str(clip),
+        "cpu_affinity": cpu_affinity,
+        "results": [asdict(r) for r in results],
+    }
+    if cpu_affinity:
+        print("every server pinned to CPUs of its own (--cpu-affinity)")
     if workers > 1 and results[1].streams_per_machine > 0:
         scale = results[1].streams_per_machine / results[0].streams_per_machine
         report["streams_per_machine_workers_vs_one"] = round(scale, 3)

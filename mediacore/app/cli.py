@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from mediacore.access.tokens import MIN_SECRET_BYTES, TOKEN_PARAM, TokenError, sign
+from mediacore.app.affinity import pin_process
 from mediacore.app.config import Config, ConfigError, check_open_publish, load_config, publish_is_open
 from mediacore.app.memory import pin_mmap_threshold, trim_heap_periodically
 from mediacore.app.worker import WorkerRole, take_jwt_secret, worker_count
@@ -41,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--http-port", type=int, help="HTTP origin port (default 8080)")
         p.add_argument("--admin-port", type=int, help="admin listener port, on [admin] host (default 8090; 0: any)")
         p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+        p.add_argument(
+            "--cpu-affinity",
+            action="store_true",
+            default=None,
+            help="pin the server to one CPU, each worker to its own ([server] cpu_affinity)",
+        )
         if name == "demo":
             p.add_argument("--stream", help="demo stream name (default demo)")
         else:
@@ -87,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         "the edge then checks playback tokens itself and caches protected streams",
     )
     edge.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    edge.add_argument("--cpu-affinity", action="store_true", help="pin the edge to one CPU, each worker to its own")
     signer = sub.add_parser("sign-url", help="print a playback URL with a signed, expiring token added")
     signer.add_argument(
         "url", help="a stream URL: .../live/STREAM/index.m3u8, .../live/STREAM/ll.m3u8, .../watch/STREAM"
@@ -185,6 +193,8 @@ def _edge_workers(args: argparse.Namespace) -> int:
     peers = peer_listeners(args.workers)
 
     def worker(index: int) -> int:
+        if args.cpu_affinity:
+            pin_process(index)
         try:
             uvloop.run(_run_edge(args, index, peers))
         except KeyboardInterrupt:
@@ -206,6 +216,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         ("rtmp_port", "rtmp_port"),
         ("rtsp_port", "rtsp_port"),
         ("http_port", "http_port"),
+        ("cpu_affinity", "cpu_affinity"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -280,6 +291,8 @@ def _worker_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--host", args.host]
     if args.admin_port is not None:
         argv += ["--admin-port", str(args.admin_port)]
+    if args.cpu_affinity:
+        argv.append("--cpu-affinity")
     return argv + ["--log-level", args.log_level]
 
 
@@ -374,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.workers > 1:
             return _edge_workers(args)
+        if args.cpu_affinity:
+            pin_process(0)
         try:
             uvloop.run(_run_edge(args))
         except KeyboardInterrupt:
@@ -399,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"mediacore: {e}", file=sys.stderr)
             return 2
+    if config.server.cpu_affinity and (role is not None or count == 1):  # the parent of workers floats
+        pin_process(role.index if role is not None else 0)
     try:
         import uvloop
 

@@ -66,6 +66,11 @@ class ServerConfig:
     for RTSPS), read when the server starts; one pair serves both."""
     tls_key: str = ""
     """PEM private key of `tls_cert`."""
+    cpu_affinity: bool = False
+    """Pin the server to one CPU (each worker of `serve --workers N` to its own, round robin
+    over the CPUs the process may use), as nginx's `worker_cpu_affinity auto`: less CPU per
+    stream where moves between CPUs are dear (virtual machines), at the price of not moving
+    off a CPU that other work keeps busy (mediacore/app/affinity.py)."""
 
 
 @dataclass(slots=True)
