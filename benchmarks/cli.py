@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     edge.add_argument("--viewers", type=int, default=300, help="LL-HLS viewers on the edge (default 300)")
     edge.add_argument("--workers", type=int, default=1, help="edge workers, and nginx worker_processes (default 1)")
     edge.add_argument("--threads", type=int, default=0, help="wrk threads (default: one per worker)")
+    edge.add_argument(
+        "--cpu-affinity",
+        action="store_true",
+        help="pin the edge's workers to CPUs of their own (edge --cpu-affinity), nginx's too",
+    )
     edge.add_argument("--json", type=Path, help="where to write results")
     rtp = sub.add_parser("rtp", help="RTP parse + jitter buffer packets/s (vs aiortc when installed); queues")
     rtp.add_argument("--packets", type=int, default=200_000)
@@ -142,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import edge as edge_suite
 
         out = args.json or Path("bench-results") / f"edge-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        edge_suite.run(args.seconds, args.connections, args.viewers, out, args.workers, args.threads)
+        edge_suite.run(args.seconds, args.connections, args.viewers, out, args.workers, args.threads, args.cpu_affinity)
     elif args.suite == "fanout":
         from benchmarks import fanout as fanout_suite
 

@@ -126,7 +126,17 @@ def wait_for_workers(base: str, workers: int, timeout: float = 20.0) -> None:
             time.sleep(0.1)
 
 
-def run(seconds: float, connections: int, viewers: int, out: Path | None, workers: int = 1, threads: int = 0) -> dict:
+def run(
+    seconds: float,
+    connections: int,
+    viewers: int,
+    out: Path | None,
+    workers: int = 1,
+    threads: int = 0,
+    cpu_affinity: bool = False,
+) -> dict:
+    """`cpu_affinity`: the edge's workers pinned to CPUs of their own, nginx's too
+    (`worker_cpu_affinity auto`)."""
     if shutil.which("wrk") is None:
         raise SystemExit("mediacore-bench edge needs wrk (apt-get install wrk)")
     viewers = min(viewers, MAX_VIEWERS)
@@ -136,6 +146,7 @@ def run(seconds: float, connections: int, viewers: int, out: Path | None, worker
     report: dict = {
         "suite": "edge",
         "workers": workers,
+        "cpu_affinity": cpu_affinity,
         "wrk_threads": threads,
         "connections": connections,
         "seconds": seconds,
@@ -148,9 +159,9 @@ def run(seconds: float, connections: int, viewers: int, out: Path | None, worker
     ):
         origin = f"http://127.0.0.1:{http_port}"
         origin_metrics = f"http://127.0.0.1:{admin_port}/metrics"
-        edge_port, edge = start_edge(origin, workers=workers)
+        edge_port, edge = start_edge(origin, workers=workers, cpu_affinity=cpu_affinity)
         nginx_port = free_port()
-        nginx = start_nginx_proxy(Path(tmp), nginx_port, f"127.0.0.1:{http_port}", workers)
+        nginx = start_nginx_proxy(Path(tmp), nginx_port, f"127.0.0.1:{http_port}", workers, cpu_affinity)
         try:
             targets = {"mediacore-edge": f"http://127.0.0.1:{edge_port}"}
             wait_for_workers(targets["mediacore-edge"], workers)

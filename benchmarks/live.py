@@ -69,7 +69,11 @@ def live_origin(
         server.wait(10)
 
 
-def start_edge(upstream: str, cache_mb: int = 256, workers: int = 1) -> tuple[int, subprocess.Popen[bytes]]:
+def start_edge(
+    upstream: str, cache_mb: int = 256, workers: int = 1, cpu_affinity: bool = False
+) -> tuple[int, subprocess.Popen[bytes]]:
+    """`mediacore edge` in front of `upstream` on a free loopback port; `cpu_affinity`: each
+    worker pinned to a CPU of its own."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -89,6 +93,7 @@ def start_edge(upstream: str, cache_mb: int = 256, workers: int = 1) -> tuple[in
             str(workers),
             "--log-level",
             "warning",
+            *(["--cpu-affinity"] if cpu_affinity else []),
         ],
         stdout=subprocess.DEVNULL,
     )

@@ -64,19 +64,22 @@ def start_nginx(workdir: Path, port: int) -> subprocess.Popen[bytes] | None:
     )
 
 
-def nginx_proxy_cache_config(workdir: Path, port: int, origin: str, workers: int = 1) -> Path:
+def nginx_proxy_cache_config(
+    workdir: Path, port: int, origin: str, workers: int = 1, cpu_affinity: bool = False
+) -> Path:
     """nginx as a standard HTTP cache in front of the origin (docs/operator-guide.md has the
     same configuration for production). The cache key holds the path and the normalised
     HLS directives, so blocking requests for the same part share one entry, and
     proxy_cache_lock collapses concurrent misses into one upstream request. With several
     `workers`, a master process and one SO_REUSEPORT listener per worker, as `mediacore edge
-    --workers` runs."""
+    --workers` runs; `cpu_affinity`: `worker_cpu_affinity auto`, as `edge --cpu-affinity`."""
     (workdir / "cache").mkdir(parents=True, exist_ok=True)
     conf = workdir / "nginx-proxy.conf"
     conf.write_text(f"""
 daemon off;
 master_process {"on" if workers > 1 else "off"};
 worker_processes {workers};
+{"worker_cpu_affinity auto;" if cpu_affinity and workers > 1 else ""}
 {_same_user(workers)}
 pid {workdir}/nginx-proxy.pid;
 error_log {workdir}/error.log warn;
@@ -123,10 +126,12 @@ def _same_user(workers: int) -> str:
     return ""
 
 
-def start_nginx_proxy(workdir: Path, port: int, origin: str, workers: int = 1) -> subprocess.Popen[bytes] | None:
+def start_nginx_proxy(
+    workdir: Path, port: int, origin: str, workers: int = 1, cpu_affinity: bool = False
+) -> subprocess.Popen[bytes] | None:
     if shutil.which("nginx") is None:
         return None
-    conf = nginx_proxy_cache_config(workdir, port, origin, workers)
+    conf = nginx_proxy_cache_config(workdir, port, origin, workers, cpu_affinity)
     return subprocess.Popen(
         ["nginx", "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
         stdout=subprocess.DEVNULL,
