@@ -12,6 +12,7 @@ import shutil
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,27 +101,32 @@ async def start_process(*cmd: str) -> asyncio.subprocess.Process:
     )
 
 
+async def run_harness(script: str, *args: str, timeout: float) -> Any:
+    """Run the browser harness tests/e2e/`script` with node and return the JSON of the last
+    line it prints (its report); fails with the end of its stderr if it printed nothing."""
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(ROOT / "tests" / "e2e" / script),
+        *args,
+        cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    lines = out.decode().strip().splitlines()
+    if not lines:
+        raise AssertionError(f"browser harness {script} printed nothing: {err.decode()[-2000:]}")
+    return json.loads(lines[-1])
+
+
 async def play_in_browser(
     page_url: str, seconds: float, start_timeout: float = 40, allow_recovery: bool = False
 ) -> dict:
     """Play a watch page in headless Chromium with hls.js; returns play.mjs's report. A fatal
     media error the page recovered from is reported as fatal unless `allow_recovery`."""
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        str(ROOT / "tests" / "e2e" / "play.mjs"),
-        page_url,
-        str(seconds),
-        str(start_timeout),
-        *(["allow-recovery"] if allow_recovery else []),
-        cwd=str(ROOT),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), seconds + start_timeout + 60)
-    lines = out.decode().strip().splitlines()
-    if not lines:
-        raise AssertionError(f"browser harness printed nothing: {err.decode()[-2000:]}")
-    return json.loads(lines[-1])
+    recovery = ["allow-recovery"] if allow_recovery else []
+    args = (page_url, str(seconds), str(start_timeout), *recovery)
+    return dict(await run_harness("play.mjs", *args, timeout=seconds + start_timeout + 60))
 
 
 async def wait_for_playlist(http_port: int, stream: str, segments: int = 2, timeout: float = 30) -> str:

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import ROOT
 
 from benchmarks.ingest import free_port
 from benchmarks.servers import READY_LINE, SERVE_TIMEOUT, serve_command, serve_env
 from mediacore.app.affinity import cpu_for
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_workers_take_the_allowed_cpus_in_order_round_robin():

@@ -32,7 +32,7 @@ import av
 import pytest
 from aiohttp import web
 from commerce_http import SECRET, auth, call, token
-from conftest import ROOT, ffmpeg_push_cmd, require_tool, start_process, stop_process, until
+from conftest import ffmpeg_push_cmd, require_tool, run_harness, start_process, stop_process, until
 
 from mediacore.access.tokens import sign
 from mediacore.app.config import Config
@@ -284,18 +284,7 @@ def publish_with_keyframe(engine: Engine, name: str, frame: Frame) -> StreamPubl
 
 async def run_directory(url: str, viewers: list[dict[str, str | None]], expect: int) -> dict:
     cfg = {"url": url, "viewers": viewers, "expect": expect, "width": 390, "height": 844, "timeout": 30}
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        str(ROOT / "tests" / "e2e" / "directory.mjs"),
-        json.dumps(cfg),
-        cwd=str(ROOT),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    lines = out.decode().strip().splitlines()
-    assert lines, f"directory.mjs printed nothing: {err.decode()[-2000:]}"
-    return dict(json.loads(lines[-1]))
+    return dict(await run_harness("directory.mjs", json.dumps(cfg), timeout=120))
 
 
 async def test_directory_in_chromium_ranked_by_viewers_and_by_recommendations(config, clip):

@@ -8,11 +8,8 @@ error on the page's hls.js (tests/e2e/recover.mjs)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-
 import pytest
-from conftest import ROOT, ffmpeg_push_cmd, make_clip, start_process, stop_process, wait_for_playlist
+from conftest import ffmpeg_push_cmd, make_clip, run_harness, start_process, stop_process, wait_for_playlist
 
 pytestmark = pytest.mark.slow
 START_TIMEOUT = 40
@@ -25,21 +22,10 @@ async def test_watch_page_recovers_from_fatal_media_errors_within_its_budget(eng
     )
     try:
         await wait_for_playlist(engine.http_port, "show", segments=2, timeout=40)
-        browser = await asyncio.create_subprocess_exec(
-            "node",
-            str(ROOT / "tests" / "e2e" / "recover.mjs"),
-            f"http://127.0.0.1:{engine.http_port}/watch/show?ll={ll}",
-            str(START_TIMEOUT),
-            cwd=str(ROOT),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(browser.communicate(), START_TIMEOUT + 60)
+        page = f"http://127.0.0.1:{engine.http_port}/watch/show?ll={ll}"
+        report = await run_harness("recover.mjs", page, str(START_TIMEOUT), timeout=START_TIMEOUT + 60)
     finally:
         await stop_process(pusher)
-    lines = out.decode().strip().splitlines()
-    assert lines, err.decode()[-2000:]
-    report = json.loads(lines[-1])
     assert report["exception"] is None, report
     before, one, four = report["before"], report["afterOne"], report["afterFour"]
     # One fatal error: recovered, and video decodes again (6 s later, at least 2 s of frames).

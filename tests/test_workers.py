@@ -25,6 +25,7 @@ from conftest import (
     ffmpeg_push_cmd,
     free_port,
     require_tool,
+    run_harness,
     start_process,
     stop_process,
     until,
@@ -231,20 +232,7 @@ async def _republished(base: str, name: str, pusher: asyncio.subprocess.Process)
 
 
 async def _play_all(urls: list[str]) -> list[dict]:
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        str(ROOT / "tests" / "e2e" / "play_many.mjs"),
-        str(PLAY_SECONDS),
-        "30",
-        *urls,
-        cwd=str(ROOT),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), PLAY_SECONDS + 90)
-    lines = out.decode().strip().splitlines()
-    assert lines, err.decode()[-2000:]
-    return json.loads(lines[-1])
+    return list(await run_harness("play_many.mjs", str(PLAY_SECONDS), "30", *urls, timeout=PLAY_SECONDS + 90))
 
 
 @pytest.mark.slow
