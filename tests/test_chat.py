@@ -349,3 +349,32 @@ async def test_ten_thousand_connections_from_one_address_are_capped(config):
         finally:
             await flood_http.close()
             await good_http.close()
+
+
+async def test_an_idle_node_does_not_tick(config):
+    """The chat tick (likes, viewer totals, stalled clients) runs only while the node has a
+    chat connection or a room to let go of: an idle server costs no CPU for chat."""
+    async with chat_engine(config) as engine, aiohttp.ClientSession() as http:
+        chat = next(p for p in engine.plugin_host.plugins if p.name == "chat")
+        ticks = 0
+        tick = chat.tick
+
+        async def counted() -> None:
+            nonlocal ticks
+            ticks += 1
+            await tick()
+
+        chat.tick = counted
+        await asyncio.sleep(0.5)
+        assert ticks == 0, "ticked with no connection and no room"
+        viewer = await joined(http, chat_url(engine, "shop"))
+        await until(lambda: ticks >= 3, 5, "ticks while a viewer is in the room")
+        await viewer.close()
+        await until(lambda: not chat.rooms and not chat.connections, 5, "the room let go")
+        await asyncio.sleep(0.3)  # a tick already past its sleep may still run once
+        settled = ticks
+        await asyncio.sleep(0.5)
+        assert ticks == settled, "still ticking after the last connection left"
+        again = await joined(http, chat_url(engine, "shop"))
+        await until(lambda: ticks > settled, 5, "ticks again once someone joins")
+        await again.close()

@@ -138,6 +138,7 @@ class ChatPlugin:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._rooms_lock = asyncio.Lock()
+        self._in_use = asyncio.Event()
 
     async def start(self, context: PluginContext) -> None:
         self.context = context
@@ -225,7 +226,12 @@ class ChatPlugin:
             return room
 
     async def _tick_forever(self) -> None:
+        """Tick while this node has a chat connection or a room to let go of; an idle node's
+        loop then sleeps instead of waking ten times a second for nothing."""
         while True:
+            if not self.connections and not self.rooms:
+                self._in_use.clear()
+                await self._in_use.wait()
             await asyncio.sleep(limits.TICK_SECONDS)
             try:
                 await self.tick()
@@ -291,6 +297,7 @@ class ChatPlugin:
         self.per_address[address] = self.per_address.get(address, 0) + 1
         conn = Connection(self, ws, request, name, sender)
         self.connections.add(conn)
+        self._in_use.set()
         self.connected.inc()
         room: LocalRoom | None = None
         try:
