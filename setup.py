@@ -19,6 +19,7 @@ if os.environ.get("MEDIACORE_NO_EXTENSIONS") != "1":
             Extension("cython_ext.priority_queue", ["cython_ext/priority_queue.py"]),
             Extension("cython_ext.rtp_packet", ["cython_ext/rtp_packet.py"]),
             Extension("cython_ext.h264_depacketize", ["cython_ext/h264_depacketize.py"]),
+            Extension("cython_ext.ts_packets", ["cython_ext/ts_packets.py"]),
         ],
         compiler_directives={
             "language_level": "3",

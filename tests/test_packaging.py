@@ -1,9 +1,9 @@
-"""Hub fan-out, segmenter, playlist, store window rules and TS muxing, without sockets."""
+"""Hub fan-out, segmenter, playlist and store window rules, without sockets (TS muxing:
+tests/test_ts_mux.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 
 import pytest
 
@@ -13,7 +13,6 @@ from mediacore.hub.publisher import StreamBusy
 from mediacore.model.media import Frame, Kind, Track
 from mediacore.model.timebase import Unwrapper, rescale, round_half_up, seq_distance
 from mediacore.packager.segmenter import Segmenter
-from mediacore.packager.ts import ContinuityCounters, mux_segment, probe_first_pids
 from mediacore.playlist.media import MediaPlaylist, Segment
 from mediacore.playlist.tags import format_date_time
 from mediacore.playlist.uris import hls_segment_uri
@@ -261,44 +260,6 @@ def test_store_keeps_three_target_durations():
     assert sum(s.duration for s in store.segments) >= 18  # W4 wins over the 6-segment window
 
 
-# TS ----------------------------------------------------------------------------------
-
-
-def test_ts_mux_pat_pmt_first_and_counters_continue(clip, tmp_path):
-    import av
-
-    from mediacore.model.aac import parse_asc  # noqa: F401
-    from mediacore.model.h264 import parse_avcc, parse_sps
-
-    container = av.open(str(clip))
-    vs, as_ = container.streams.video[0], container.streams.audio[0]
-    avcc = bytes(vs.codec_context.extradata)
-    sps = parse_sps(parse_avcc(avcc).sps[0])
-    assert (sps.width, sps.height) == (1280, 720)
-    video = Track(Kind.VIDEO, "h264", 90000, avcc)
-    audio = Track(Kind.AUDIO, "aac", 48000, bytes(as_.codec_context.extradata))
-    frames = []
-    for packet in container.demux():
-        if packet.size == 0:
-            continue
-        if packet.stream.type == "video":
-            frames.append(Frame(video, packet.dts * 90, packet.pts * 90, packet.is_keyframe, bytes(packet)))
-        else:
-            frames.append(Frame(audio, packet.pts * 48, packet.pts * 48, True, bytes(packet)))
-    counters = ContinuityCounters()
-    first = counters.fix(mux_segment(frames[: len(frames) // 2]))
-    second = counters.fix(mux_segment(frames[len(frames) // 2 :]))
-    assert probe_first_pids(first) == [0, 0x1000] and probe_first_pids(second) == [0, 0x1000]
-    path = tmp_path / "joined.ts"
-    path.write_bytes(first + second)
-    # ffmpeg reports continuity errors ("Continuity check failed") at the default level.
-    result = subprocess.run(
-        ["ffmpeg", "-v", "warning", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True
-    )
-    assert result.returncode == 0
-    assert "Continuity" not in result.stderr, result.stderr
-
-
 def test_millisecond_jitter_does_not_skip_a_keyframe():
     """A 2 s GOP stamped in whole milliseconds lands at 1.995 s; it must still cut there."""
     seg = Segmenter(2.0)
@@ -308,38 +269,3 @@ def test_millisecond_jitter_does_not_skip_a_keyframe():
         frame = Frame(VIDEO, ms * 90, ms * 90, i % 60 == 0, b"v", 0.0)
         closed += seg.push(frame)
     assert len(closed) == 4 and all(abs(d.duration - 2.0) < 0.02 for d in closed)
-
-
-def _fix_by_packet(last: dict[int, int], data: bytes) -> bytes:
-    """The continuity rule written out packet by packet: the reference the vectorised pass
-    must match (SDT dropped; the counter of a PID other than null steps on each payload)."""
-    out = bytearray()
-    for off in range(0, len(data), 188):
-        packet = bytearray(data[off : off + 188])
-        pid = ((packet[1] & 0x1F) << 8) | packet[2]
-        if pid == 0x0011:
-            continue
-        if pid != 0x1FFF and packet[3] & 0x10:
-            last[pid] = (last.get(pid, 15) + 1) & 0x0F
-            packet[3] = (packet[3] & 0xF0) | last[pid]
-        out += packet
-    return bytes(out)
-
-
-def test_continuity_pass_matches_the_packet_by_packet_rule() -> None:
-    import random
-
-    rng = random.Random(14)
-    counters = ContinuityCounters()
-    reference: dict[int, int] = {}
-    for _ in range(20):
-        packets = []
-        for _ in range(rng.randrange(0, 60)):
-            pid = rng.choice([0x0000, 0x0011, 0x0100, 0x0101, 0x1000, 0x1FFF, rng.randrange(0x2000)])
-            flags = rng.choice([0x10, 0x30, 0x20]) | rng.randrange(16)  # payload, both, adaptation only
-            packets.append(bytes([0x47, (pid >> 8) | rng.choice([0, 0x40]), pid & 0xFF, flags]) + rng.randbytes(184))
-        segment = b"".join(packets)
-        assert counters.fix(segment) == _fix_by_packet(reference, segment)
-    assert counters.last == reference
-    with pytest.raises(ValueError):
-        counters.fix(b"\x47" * 100)

@@ -44,7 +44,6 @@ from mediacore.origin.viewers import ViewerTracker
 from mediacore.packager.hls import HlsPackager
 from mediacore.packager.llhls import LlHlsPackager
 from mediacore.packager.parts import declared_part_target
-from mediacore.packager.ts import warm_up
 from mediacore.playlist.uris import LL_RENDITIONS
 from mediacore.plugins.api import Plugin
 from mediacore.store.hls import HlsStore
@@ -585,10 +584,6 @@ class Engine:
 
     async def start(self) -> None:
         srv = self.config.server
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(self.executor, warm_up) for _ in range(self.config.hls.mux_threads))
-        )
         check_open_publish(self.config)
         tls = self._tls = self._tls_context()
         if self.worker is not None:  # the parent listens and hands connections over

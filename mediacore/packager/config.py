@@ -19,7 +19,7 @@ class HlsConfig:
     queue_frames: int = 2048
     """Frames the packager may fall behind ingest before it drops (to the next keyframe)."""
     mux_threads: int = 2
-    """Worker threads muxing segments with PyAV off the event loop."""
+    """Worker threads muxing TS segments off the event loop."""
     max_timestamp_jump: float = 10.0
     """Seconds (or 3 x TARGETDURATION if longer) a track's timestamps may jump, either way, and
     stay one timeline; a longer jump starts a new one (EXT-X-DISCONTINUITY) instead of a hole

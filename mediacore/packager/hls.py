@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor
 
 from mediacore.hub.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
@@ -30,15 +30,11 @@ from mediacore.packager.config import PACKAGER_QUEUE_BYTES, HlsConfig
 from mediacore.packager.metadata import PendingMetadata, daterange_of, id3_tag
 from mediacore.packager.segmenter import VIDEO_STALL_90K, SegmentDraft, Segmenter
 from mediacore.packager.timeline import TimelineGuard, first_of_doubling, jump_limit, segment_limit
-from mediacore.packager.ts import ContinuityCounters, mux_segment
+from mediacore.packager.ts import TsMuxer
 from mediacore.store.hls import HlsStore
 from mediacore.store.window import target_duration
 
 log = logging.getLogger(__name__)
-
-
-def _mux_and_fix(frames: list[Frame], counters: ContinuityCounters, metadata: Sequence[tuple[int, bytes]]) -> bytes:
-    return counters.fix(mux_segment(frames, metadata))
 
 
 class HlsPackager:
@@ -62,7 +58,7 @@ class HlsPackager:
         self._configs: dict[Kind, bytes] = {}
         self._decode_order = DecodeOrder()
         self._guard = TimelineGuard()
-        self._counters = ContinuityCounters()
+        self._muxer = TsMuxer()
         self._warned_long = False
         self._fmp4_only = False
         self._audio_segments = 0  # segments of audio alone, while video was stalled or cut
@@ -230,7 +226,7 @@ class HlsPackager:
         items = self._metadata.due(draft.end_90k)
         in_band = [(max(i.pts_90k, draft.start_90k), id3_tag(i)) for i in items]
         loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(self.executor, _mux_and_fix, draft.frames, self._counters, in_band)
+        data = await loop.run_in_executor(self.executor, self._muxer.mux, draft.frames, in_band)
         if store.ended:
             return
         fixed = store.target_duration

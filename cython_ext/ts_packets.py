@@ -1,0 +1,1 @@
+../mediacore/packager/ts_packets.py
