@@ -1,6 +1,12 @@
 """The process side of `mediacore edge --workers N`: N forked workers sharing the public port
 (SO_REUSEPORT), each also serving its siblings on a loopback peer listener; a worker that
-dies is forked again.
+dies is forked again, as often as the caller's restart policy allows (`mediacore edge` passes
+the rule `serve --workers` uses, mediacore/app/supervision.py).
+
+Why fork here and spawn in `serve --workers` (mediacore/app/workers.py): an edge worker
+inherits its listening sockets and needs nothing else from the parent, and the supervisor
+runs no loop and no threads, so fork is safe and cheap; the `serve` parent runs an event loop
+(it accepts ingest connections and hands them over), which must not cross a fork.
 
 The supervisor runs no event loop (a loop must not cross fork) and holds the sockets that
 must outlive a worker: the public port's reservation (bound, never listening, so it takes
@@ -50,11 +56,16 @@ def peer_listeners(count: int) -> list[socket.socket]:
     return socks
 
 
-def supervise(workers: int, run_worker: Callable[[int], int]) -> int:
+def supervise(
+    workers: int, run_worker: Callable[[int], int], may_restart: Callable[[int], bool] = lambda index: True
+) -> int:
     """Fork `run_worker(i)` for i in 0..workers-1 and keep each running until SIGINT / SIGTERM,
-    which is passed on to the workers; returns once all of them have exited."""
+    which is passed on to the workers; a worker that exits meanwhile is forked again if
+    `may_restart(i)` says so. Returns once all of them have exited: 0, or 1 when a worker was
+    given up."""
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
+    gave_up = False
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -93,8 +104,12 @@ def supervise(workers: int, run_worker: Callable[[int], int]) -> int:
             children.pop(pid, 0)
             continue
         index = children.pop(pid)
+        if not may_restart(index):
+            log.error("edge worker %d (pid %d) exited (status %d) too often; not restarted", index, pid, status)
+            gave_up = True
+            continue
         log.warning("edge worker %d (pid %d) exited (status %d): restarting it", index, pid, status)
         time.sleep(RESTART_DELAY)
         if not stopping:
             fork(index)
-    return 0
+    return 1 if gave_up else 0

@@ -20,6 +20,7 @@ from mediacore.access.tokens import MIN_SECRET_BYTES, TOKEN_PARAM, TokenError, s
 from mediacore.app.affinity import pin_process
 from mediacore.app.config import Config, ConfigError, check_open_publish, load_config, publish_is_open
 from mediacore.app.memory import pin_mmap_threshold, trim_heap_periodically
+from mediacore.app.supervision import WORKER_RESTART_WINDOW, WORKER_RESTARTS, RestartBudget
 from mediacore.app.worker import WorkerRole, take_jwt_secret, worker_count
 from mediacore.model.names import PUBLISH_APP, is_stream_name
 from mediacore.playlist.uris import STREAM_ROOT, WATCH_PAGE, playback_urls
@@ -201,8 +202,13 @@ def _edge_workers(args: argparse.Namespace) -> int:
             pass
         return 0
 
+    restarts = RestartBudget(WORKER_RESTARTS, WORKER_RESTART_WINDOW)
+
+    def may_restart(index: int) -> bool:
+        return restarts.allow(str(index), "edge-worker", time.monotonic())
+
     try:
-        return supervise(args.workers, worker)
+        return supervise(args.workers, worker, may_restart)
     finally:
         for sock in (reservation, *peers):
             sock.close()

@@ -1,14 +1,21 @@
-"""How often a stream's packager may fail and be restarted, sans-I/O: at most `limit`
-restarts within any `window` seconds per (stream, output); the next error within the window
-fails the stream ([hls] max_packager_restarts, packager_restart_window).
+"""How often something that failed may be restarted, sans-I/O: at most `limit` restarts
+within any `window` seconds per (name, output); the next failure within the window is final.
 
-The engine asks `allow()` when a packager task ends with an exception and applies the
-answer (restart, or mark the stream failed); time (`now`, monotonic seconds) is passed in.
+One rule for the engine's packagers ([hls] max_packager_restarts, packager_restart_window:
+the engine asks `allow()` when a packager task ends with an exception and restarts it or
+marks the stream failed) and for worker processes, of `serve --workers` and of `edge
+--workers` alike (WORKER_RESTARTS per WORKER_RESTART_WINDOW). Time (`now`, monotonic
+seconds) is passed in.
 """
 
 from __future__ import annotations
 
 from collections import deque
+
+WORKER_RESTARTS = 5
+WORKER_RESTART_WINDOW = 60.0
+"""A worker process that exits unexpectedly is restarted, at most this many times within
+this many seconds (a worker that cannot start would otherwise spin)."""
 
 
 class RestartBudget:

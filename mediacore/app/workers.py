@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from mediacore.app.balance import Balancer
 from mediacore.app.config import Config, public_base_url
 from mediacore.app.local_owners import LocalOwners, default_run_dir
-from mediacore.app.supervision import RestartBudget
+from mediacore.app.supervision import WORKER_RESTART_WINDOW, WORKER_RESTARTS, RestartBudget
 from mediacore.app.worker import (
     HOME_WORKER,
     JWT_SECRET_BYTES,
@@ -43,10 +43,6 @@ from mediacore.playlist.uris import playback_urls
 
 log = logging.getLogger("mediacore.workers")
 
-WORKER_RESTARTS = 5
-WORKER_RESTART_WINDOW = 60.0
-"""A worker that exits unexpectedly is restarted, at most this many times within this many
-seconds (a worker that cannot start would otherwise spin)."""
 ACCEPT_BACKLOG = 128
 """Pending ingest connections the kernel queues for the parent to accept."""
 BALANCE = "worker"
