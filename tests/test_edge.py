@@ -95,9 +95,8 @@ async def test_stampede_on_an_uncached_segment_is_one_upstream_request(tiers):
     results = await stampede(f"{tiers.edge}/live/tv/{uri}")
     assert origin_count(tiers.engine, SEGMENT_ROUTE) - before == 1
     assert {status for status, _, _ in results} == {200}
-    assert {body for _, body, _ in results} == {
-        store.segments[-1].data if store.segments[-1].uri == uri else store.get_segment(uri, 0.0).data
-    }
+    stored = store.segments[-1] if store.segments[-1].uri == uri else store.get_segment(uri, 0.0)
+    assert {body for _, body, _ in results} == {bytes(stored.data)}
     assert {state for _, _, state in results} <= {"MISS", "HIT"}
 
 

@@ -23,7 +23,6 @@ What a segment holds, so that each is playable on its own and continues the prev
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -149,30 +148,17 @@ def _asc(config: bytes) -> AacConfig:
     return parse_asc(config)
 
 
-_local = threading.local()
-
-
-def _scratch(size: int) -> bytearray:
-    """The calling thread's buffer that a segment is written into, at least `size` bytes: the
-    segment's bytes are then copied out once into the bytes the store keeps. A fresh buffer
-    per segment would be mapped and faulted in anew each time (the heap hands blocks this
-    large back to the system), and one per stream would cost every stream its size."""
-    buffer: bytearray | None = getattr(_local, "buffer", None)
-    if buffer is None or len(buffer) < size:
-        buffer = _local.buffer = bytearray(size + size // 4)
-    return buffer
-
-
 class TsMuxer:
     """The MPEG-TS muxer of one stream's segments; it keeps the continuity counters (E2)."""
 
     def __init__(self) -> None:
         self.counters: dict[int, int] = {}
 
-    def mux(self, frames: Sequence[Frame], metadata: Sequence[tuple[int, bytes]] = ()) -> bytes:
+    def mux(self, frames: Sequence[Frame], metadata: Sequence[tuple[int, bytes]] = ()) -> memoryview:
         """One segment of `frames` (in arrival order), with the ID3 tags of `metadata` ((90 kHz
         PTS, tag) pairs) on the timed metadata stream, each before the first frame at or past
-        its PTS."""
+        its PTS. The segment is a read-only view of the one buffer it was written into: no
+        copy of it is made to turn it into bytes."""
         kinds = tuple(k for k in (Kind.VIDEO, Kind.AUDIO) if any(f.track.kind is k for f in frames))
         pcr_kind = kinds[0] if kinds else None
         # (pid, PES, PCR or -1, random access) for every PES of the segment, in order
@@ -204,10 +190,10 @@ class TsMuxer:
     def _id3(pts: int, tag: bytes) -> tuple[int, bytes, int, bool]:
         return ID3_PID, pes_header(STREAM_ID_PRIVATE_1, len(tag), pts, aligned=True) + tag, -1, True
 
-    def _packets(self, kinds: tuple[Kind, ...], units: list[tuple[int, bytes, int, bool]]) -> bytes:
+    def _packets(self, kinds: tuple[Kind, ...], units: list[tuple[int, bytes, int, bool]]) -> memoryview:
         count = 2 + sum(_packets.pes_packets(len(pes), pcr, rai) for _, pes, pcr, rai in units)
         size = count * TS_PACKET
-        out = _scratch(size)
+        out = bytearray(size)
         counters = self.counters
         pat, pmt = _psi(kinds)
         at = 0
@@ -225,7 +211,7 @@ class TsMuxer:
             at = end
         if at != size:
             raise AssertionError(f"TS writer filled {at} of {size} bytes")
-        return bytes(memoryview(out)[:size])
+        return memoryview(out).toreadonly()
 
 
 def probe_first_pids(data: bytes, count: int = 2) -> list[int]:

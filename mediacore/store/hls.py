@@ -27,7 +27,7 @@ class StoredSegment:
     msn: int
     uri: str
     duration: float
-    data: bytes
+    data: bytes | memoryview  # a muxer's read-only view (mediacore/packager/ts.py)
     program_date_time: float
     discontinuity: bool
     dateranges: tuple[DateRange, ...] = ()
@@ -64,7 +64,7 @@ class HlsStore(Windowed[StoredSegment]):
     def add_segment(
         self,
         duration: float,
-        data: bytes,
+        data: bytes | memoryview,
         program_date_time: float,
         discontinuity: bool,
         now: float,
