@@ -57,12 +57,15 @@ def peer_listeners(count: int) -> list[socket.socket]:
 
 
 def supervise(
-    workers: int, run_worker: Callable[[int], int], may_restart: Callable[[int], bool] = lambda index: True
+    workers: int,
+    run_worker: Callable[[int], int],
+    may_restart: Callable[[int], bool] = lambda index: True,
+    given_up: Callable[[int], None] = lambda index: None,
 ) -> int:
     """Fork `run_worker(i)` for i in 0..workers-1 and keep each running until SIGINT / SIGTERM,
     which is passed on to the workers; a worker that exits meanwhile is forked again if
-    `may_restart(i)` says so. Returns once all of them have exited: 0, or 1 when a worker was
-    given up."""
+    `may_restart(i)` says so, else `given_up(i)` is called (the caller closes what only that
+    worker served). Returns once all of them have exited: 0, or 1 when a worker was given up."""
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
     gave_up = False
@@ -104,11 +107,13 @@ def supervise(
             children.pop(pid, 0)
             continue
         index = children.pop(pid)
+        code = os.waitstatus_to_exitcode(status)  # negative: killed by that signal
         if not may_restart(index):
-            log.error("edge worker %d (pid %d) exited (status %d) too often; not restarted", index, pid, status)
+            log.error("edge worker %d (pid %d) exited (%d) too often; not restarted", index, pid, code)
             gave_up = True
+            given_up(index)
             continue
-        log.warning("edge worker %d (pid %d) exited (status %d): restarting it", index, pid, status)
+        log.warning("edge worker %d (pid %d) exited (%d): restarting it", index, pid, code)
         time.sleep(RESTART_DELAY)
         if not stopping:
             fork(index)

@@ -25,11 +25,15 @@ def test_a_worker_that_keeps_dying_is_given_up(tmp_path: Path, monkeypatch: pyte
 
     budget = RestartBudget(WORKER_RESTARTS, WORKER_RESTART_WINDOW)
     handlers = {sig: signal.getsignal(sig) for sig in supervisor.STOP_SIGNALS}
+    given_up: list[int] = []
     try:
-        code = supervisor.supervise(2, run_worker, lambda index: budget.allow(str(index), "edge-worker", 0.0))
+        code = supervisor.supervise(
+            2, run_worker, lambda index: budget.allow(str(index), "edge-worker", 0.0), given_up.append
+        )
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     assert code == 1
+    assert sorted(given_up) == [0, 1]
     runs = starts.read_text().split()
     assert sorted(runs) == ["0"] * (1 + WORKER_RESTARTS) + ["1"] * (1 + WORKER_RESTARTS)

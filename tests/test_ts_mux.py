@@ -11,7 +11,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -189,6 +188,9 @@ def test_segments_match_libavformat_and_continue_each_other(clip, tmp_path):
     assert streams == [("video", "h264"), ("audio", "aac"), ("data", "timed_id3")]
     assert (streams, packets) == probe(reference)
     assert [p[:3] for p in packets if p[0] == "data"] == [("data", tag_pts, tag_pts)]
+    starts = [e for e in walk(first, {}) if e[1] is not None]
+    at = next(i for i, e in enumerate(starts) if e[0] == ID3_PID)
+    assert starts[at - 1][2] < tag_pts <= starts[at + 1][2], "the tag goes in among the frames, at its PTS"
     # ffmpeg reports continuity errors ("Continuity check failed") at the default level (E2).
     result = subprocess.run(
         ["ffmpeg", "-v", "warning", "-i", str(ours), "-f", "null", "-"], capture_output=True, text=True
@@ -198,22 +200,126 @@ def test_segments_match_libavformat_and_continue_each_other(clip, tmp_path):
     assert pids == {0, PMT_PID, PIDS[Kind.VIDEO], PIDS[Kind.AUDIO], ID3_PID}
 
 
-def test_audio_only_segments_carry_the_pcr_on_audio():
-    asc = bytes.fromhex("1190")
-    audio = Track(Kind.AUDIO, "aac", 48000, asc)
+def walk(data: bytes, counters: dict[int, int]) -> list[tuple[int, int | None, int | None, int | None]]:
+    """Every PES start and every PCR of a run of segments, in order: (pid, PTS, DTS, PCR),
+    None where absent. Checks each PID's continuity counter on the way (E2): it steps on a
+    packet with payload and repeats on one without; `counters` holds each PID's last one."""
+    events = []
+    for at in range(0, len(data), 188):
+        packet = data[at : at + 188]
+        assert packet[0] == 0x47
+        pid = (packet[1] & 0x1F) << 8 | packet[2]
+        control, cc = packet[3] >> 4 & 0x3, packet[3] & 0x0F
+        has_payload = bool(control & 0x1)
+        if pid in counters:
+            expected = (counters[pid] + 1) & 0x0F if has_payload else counters[pid]
+            assert cc == expected, f"PID {pid:#x}: continuity counter {cc} after {counters[pid]}"
+        counters[pid] = cc
+        head, pcr = 4, None
+        if control & 0x2:
+            length = packet[4]
+            if length and packet[5] & 0x10:
+                b = packet[6:12]
+                pcr = (b[0] << 25) | (b[1] << 17) | (b[2] << 9) | (b[3] << 1) | (b[4] >> 7)
+            head = 5 + length
+        pts = dts = None
+        if packet[1] & 0x40 and pid not in (0, PMT_PID):
+            pes = packet[head:]
+            assert pes[:3] == b"\x00\x00\x01"
+            pts = ts_field(pes[9:14]) if pes[7] & 0x80 else None
+            dts = ts_field(pes[14:19]) if pes[7] & 0x40 else pts
+        if pcr is not None or pts is not None:
+            events.append((pid, pts, dts, pcr))
+    return events
+
+
+def ts_field(b: bytes) -> int:
+    return ((b[0] >> 1) & 0x07) << 30 | b[1] << 22 | (b[2] >> 1) << 15 | b[3] << 7 | b[4] >> 1
+
+
+def pmt_of(segment: bytes) -> bytes:
+    assert probe_first_pids(segment) == [0, PMT_PID]
+    return segment[188 + 4 : 2 * 188]
+
+
+def test_counters_run_on_over_many_segments(clip):
+    frames = clip_frames(clip)
+    muxer = TsMuxer()
+    counters: dict[int, int] = {}
+    size = len(frames) // 20
+    for i in range(20):  # more than 16: every counter wraps
+        walk(bytes(muxer.mux(frames[i * size : (i + 1) * size])), counters)
+    assert set(counters) == {0, PMT_PID, PIDS[Kind.VIDEO], PIDS[Kind.AUDIO]}
+
+
+def test_negative_and_wrapping_timestamps_keep_their_pcr(clip):
+    """A PCR is the DTS modulo 2^33, whatever the sign or size of the DTS (RTMP timestamps
+    stepping back from the first one unwrap below zero; long streams pass 2^33)."""
+    frames = clip_frames(clip)[:60]
+    for shift in (-10 * 90000, (1 << 33) - 45000):
+        shifted = [
+            Frame(
+                f.track,
+                f.dts + shift * f.track.timebase // 90000,
+                f.pts + shift * f.track.timebase // 90000,
+                f.keyframe,
+                f.data,
+            )
+            for f in frames
+        ]
+        events = walk(bytes(TsMuxer().mux(shifted)), {})
+        video = [e for e in events if e[0] == PIDS[Kind.VIDEO] and e[1] is not None]
+        assert video and all(e[3] == e[2] for e in video), "every video PES carries its DTS as PCR"
+        first = next(f for f in shifted if f.track.kind is Kind.VIDEO)
+        assert video[0][2] == (first.dts * 90000 // first.track.timebase) & ((1 << 33) - 1)
+
+
+def test_an_audio_only_segment_keeps_the_program_and_its_pcrs(clip):
+    """Audio alone while video stalls: the same PMT (video still declared, the PCR still on
+    its PID, version unchanged), and PCR-only packets keep PCRs within 100 ms."""
+    frames = clip_frames(clip)
+    third = len(frames) // 3
+    muxer = TsMuxer()
+    audio_alone = [f for f in frames[third : 2 * third] if f.track.kind is Kind.AUDIO]
+    segments = [bytes(muxer.mux(part)) for part in (frames[:third], audio_alone, frames[2 * third :])]
+    assert pmt_of(segments[0]) == pmt_of(segments[1]) == pmt_of(segments[2])
+    counters: dict[int, int] = {}
+    for segment in segments:
+        walk(segment, counters)
+    events = walk(segments[1], {})
+    pcrs = [e[3] for e in events if e[3] is not None]
+    assert all(e[0] == PIDS[Kind.VIDEO] for e in events if e[3] is not None), "PCRs on the PMT's PCR PID"
+    assert pcrs and max(b - a for a, b in zip(pcrs, pcrs[1:])) <= 9000
+    audio = [e for e in events if e[0] == PIDS[Kind.AUDIO]]
+    assert pcrs[0] <= audio[0][2], "a PCR before the first PES"
+
+
+def test_a_kind_added_later_steps_the_pmt_version(clip):
+    frames = clip_frames(clip)
+    muxer = TsMuxer()
+    first = bytes(muxer.mux([f for f in frames[:100] if f.track.kind is Kind.AUDIO]))
+    second = bytes(muxer.mux(frames[100:200]))
+    version = lambda segment: (pmt_of(segment)[6] >> 1) & 0x1F  # noqa: E731
+    assert (version(first), version(second)) == (0, 1)
+    pcr_pid = lambda segment: (pmt_of(segment)[9] & 0x1F) << 8 | pmt_of(segment)[10]  # noqa: E731
+    assert (pcr_pid(first), pcr_pid(second)) == (PIDS[Kind.AUDIO], PIDS[Kind.VIDEO])
+
+
+def test_audio_only_streams_carry_the_pcr_on_audio():
+    audio = Track(Kind.AUDIO, "aac", 48000, bytes.fromhex("1190"))
     frames = [Frame(audio, i * 1024, i * 1024, True, b"\x21" * 200) for i in range(10)]
-    data = bytes(TsMuxer().mux(frames))
-    pmt = data[188:376]
-    section = pmt[5:]
-    assert section[0] == 0x02
-    pcr_pid = (section[8] & 0x1F) << 8 | section[9]
-    assert pcr_pid == PIDS[Kind.AUDIO]
-    first_audio = next(data[i : i + 188] for i in range(0, len(data), 188) if data[i + 2] == PIDS[Kind.AUDIO] & 0xFF)
-    assert first_audio[3] & 0x20 and first_audio[5] & 0x10  # adaptation field with a PCR
+    events = walk(bytes(TsMuxer().mux(frames)), {})
+    assert [(e[0], e[3]) for e in events if e[0] == PIDS[Kind.AUDIO]] == [
+        (PIDS[Kind.AUDIO], i * 1920) for i in range(10)
+    ]
 
 
-@pytest.mark.parametrize("size", [0, 1, 2])
-def test_psi_fits_one_packet(size):
-    kinds = (Kind.VIDEO, Kind.AUDIO)[:size]
-    pat, pmt = ts._psi(kinds)
-    assert len(pat) == len(pmt) == 184
+def test_psi_sections_are_the_standard_ones():
+    """PAT and PMT byte for byte as libavformat writes them for this program (its PAT CRC is
+    the well-known 2ab104b2), padded to one packet."""
+    pat, pmt = ts._psi((Kind.VIDEO, Kind.AUDIO))
+    assert pat == bytes.fromhex("0000b00d0001c100000001f0002ab104b2").ljust(184, b"\xff")
+    assert pmt.startswith(
+        bytes.fromhex("0002b02b0001c10000e100f0001be100f0000fe101f00015e102f00f260dffff49443320ff49443320000f")
+    )
+    assert pmt == ts._psi((Kind.VIDEO, Kind.AUDIO), 0)[1] != ts._psi((Kind.VIDEO, Kind.AUDIO), 1)[1]

@@ -207,8 +207,11 @@ def _edge_workers(args: argparse.Namespace) -> int:
     def may_restart(index: int) -> bool:
         return restarts.allow(str(index), "edge-worker", time.monotonic())
 
+    def given_up(index: int) -> None:
+        peers[index].close()  # siblings asking the dead worker fail at once instead of waiting in its backlog
+
     try:
-        return supervise(args.workers, worker, may_restart)
+        return supervise(args.workers, worker, may_restart, given_up)
     finally:
         for sock in (reservation, *peers):
             sock.close()

@@ -11,9 +11,16 @@ What a segment holds, so that each is playable on its own and continues the prev
 - Continuity counters that run on across segments, per PID, PAT and PMT included (E2).
 - Fixed PIDs per kind (video 0x100, audio 0x101, ID3 0x102, PMT 0x1000), so a segment whose
   first frame is audio does not swap them.
+- One PMT for the stream's life: it lists every kind the stream has had, so a segment of
+  audio alone (video stalled) declares the same program; should a kind be added, the PMT's
+  version_number steps (ISO 13818-1 2.4.4.9).
 - Video as Annex B (AUD, then SPS/PPS before each IDR: mediacore/model/h264.py) with PTS and,
-  where it differs, DTS; a PCR equal to the DTS on each video PES; random access indicator on
-  keyframes. Audio as one ADTS frame per PES; without video the PCR goes on audio.
+  where it differs, DTS; random access indicator on keyframes. Audio as one ADTS frame per
+  PES.
+- A PCR equal to the DTS (modulo 2^33) on each PES of the PCR PID (video, or audio when the
+  stream has none), and a PCR-only packet on that PID before any other PES that comes more
+  than PCR_INTERVAL_90K after the last PCR (audio while video is stalled), so that PCRs are
+  never further apart than ISO 13818-1's 100 ms while there is media.
 - A timed ID3 metadata stream declared after video and audio (stream_type 0x15 with the
   'ID3 ' metadata_descriptor, PES stream_id 0xBD), whether or not it carries a tag: the
   program's streams never change from one segment to the next (M6), and a player finds the
@@ -45,6 +52,10 @@ PROGRAM = 1
 TRANSPORT_STREAM_ID = 1
 CLOCK = 90000  # PES timestamps and PCR base tick at 90 kHz
 TIMESTAMP_MASK = (1 << 33) - 1
+PCR_INTERVAL_90K = 3600
+"""Most time (40 ms at 90 kHz) after a PCR before the next PES brings one, on a PCR-only
+packet if that PES is not on the PCR PID (ISO 13818-1 2.7.2 allows at most 100 ms)."""
+VERSION_MASK = 0x1F
 
 STREAM_TYPE_H264 = 0x1B
 STREAM_TYPE_AAC_ADTS = 0x0F
@@ -71,14 +82,14 @@ def _crc32_mpeg2(data: bytes) -> int:
     return crc
 
 
-def _section(table_id: int, table_id_extension: int, body: bytes) -> bytes:
-    """A long-form PSI section (version 0, current) with its CRC, behind a pointer_field 0 and
-    padded with 0xFF to one packet's payload."""
+def _section(table_id: int, table_id_extension: int, body: bytes, version: int = 0) -> bytes:
+    """A long-form PSI section (current) with its CRC, behind a pointer_field 0 and padded
+    with 0xFF to one packet's payload."""
     length = 5 + len(body) + 4  # extension .. last_section_number, body, CRC
     section = (
         bytes((table_id, 0xB0 | (length >> 8), length & 0xFF))
         + table_id_extension.to_bytes(2, "big")
-        + bytes((0xC1, 0x00, 0x00))
+        + bytes((0xC1 | (version & VERSION_MASK) << 1, 0x00, 0x00))
         + body
     )
     section += _crc32_mpeg2(section).to_bytes(4, "big")
@@ -99,14 +110,15 @@ def _elementary(stream_type: int, pid: int, descriptors: bytes = b"") -> bytes:
 
 
 @lru_cache(maxsize=8)
-def _psi(kinds: tuple[Kind, ...]) -> tuple[bytes, bytes]:
-    """(PAT payload, PMT payload) of a program of `kinds` (video before audio) and ID3."""
+def _psi(kinds: tuple[Kind, ...], version: int = 0) -> tuple[bytes, bytes]:
+    """(PAT payload, PMT payload) of a program of `kinds` (video before audio) and ID3; the
+    PCR rides on the first of them."""
     pat = _section(0x00, TRANSPORT_STREAM_ID, PROGRAM.to_bytes(2, "big") + _pid_field(PMT_PID))
     pcr_pid = PIDS[kinds[0]] if kinds else ID3_PID
     streams = b"".join(
         _elementary(STREAM_TYPE_H264 if kind is Kind.VIDEO else STREAM_TYPE_AAC_ADTS, PIDS[kind]) for kind in kinds
     ) + _elementary(STREAM_TYPE_METADATA, ID3_PID, ID3_DESCRIPTOR)
-    pmt = _section(0x02, PROGRAM, _pid_field(pcr_pid) + b"\xf0\x00" + streams)  # no program descriptors
+    pmt = _section(0x02, PROGRAM, _pid_field(pcr_pid) + b"\xf0\x00" + streams, version)  # no program descriptors
     return pat, pmt
 
 
@@ -148,21 +160,41 @@ def _asc(config: bytes) -> AacConfig:
     return parse_asc(config)
 
 
+def _pcr_only(pid: int, counter: int, pcr_90k: int) -> bytes:
+    """A packet of adaptation field alone, carrying a PCR. Its continuity counter repeats the
+    PID's last one: a packet without payload does not step it."""
+    base = pcr_90k & TIMESTAMP_MASK
+    pcr = (base << 15 | 0x3F << 9).to_bytes(6, "big")  # 33-bit base, 6 reserved bits, 9-bit extension 0
+    head = bytes((0x47, pid >> 8, pid & 0xFF, 0x20 | ((counter - 1) & 0x0F), TS_PAYLOAD - 1, 0x10))
+    return head + pcr + b"\xff" * (TS_PACKET - len(head) - len(pcr))
+
+
 class TsMuxer:
-    """The MPEG-TS muxer of one stream's segments; it keeps the continuity counters (E2)."""
+    """The MPEG-TS muxer of one stream's segments; it keeps the continuity counters (E2) and
+    the program's kinds (one PMT for the stream's life)."""
 
     def __init__(self) -> None:
         self.counters: dict[int, int] = {}
+        self.kinds: tuple[Kind, ...] = ()
+        self.version = 0
 
     def mux(self, frames: Sequence[Frame], metadata: Sequence[tuple[int, bytes]] = ()) -> memoryview:
         """One segment of `frames` (in arrival order), with the ID3 tags of `metadata` ((90 kHz
         PTS, tag) pairs) on the timed metadata stream, each before the first frame at or past
         its PTS. The segment is a read-only view of the one buffer it was written into: no
         copy of it is made to turn it into bytes."""
-        kinds = tuple(k for k in (Kind.VIDEO, Kind.AUDIO) if any(f.track.kind is k for f in frames))
+        present = {f.track.kind for f in frames}
+        kinds = tuple(k for k in (Kind.VIDEO, Kind.AUDIO) if k in present or k in self.kinds)
+        if kinds != self.kinds:
+            if self.kinds:
+                self.version = (self.version + 1) & VERSION_MASK
+            self.kinds = kinds
         pcr_kind = kinds[0] if kinds else None
-        # (pid, PES, PCR or -1, random access) for every PES of the segment, in order
+        pcr_pid = PIDS[pcr_kind] if pcr_kind is not None else ID3_PID
+        # (pid, PES, PCR or -1, random access) for every PES of the segment, in order; an
+        # empty PES is a PCR-only packet
         units: list[tuple[int, bytes, int, bool]] = []
+        last_pcr: int | None = None
         tags = sorted(metadata, key=lambda m: m[0])
         next_tag = 0
         for frame in frames:
@@ -173,15 +205,19 @@ class TsMuxer:
             while next_tag < len(tags) and tags[next_tag][0] <= dts:
                 units.append(self._id3(*tags[next_tag]))
                 next_tag += 1
+            pcr = -1
+            if track.kind is pcr_kind:
+                pcr, last_pcr = dts & TIMESTAMP_MASK, dts
+            elif last_pcr is None or dts - last_pcr >= PCR_INTERVAL_90K:
+                units.append((pcr_pid, b"", dts & TIMESTAMP_MASK, False))
+                last_pcr = dts
             if track.kind is Kind.VIDEO:
                 data = avcc_to_annexb(frame.data, _avc(track.config), frame.keyframe)
                 header = pes_header(STREAM_ID_VIDEO, len(data), pts, dts)
-                pcr = dts if pcr_kind is Kind.VIDEO else -1
                 units.append((PIDS[Kind.VIDEO], header + data, pcr, frame.keyframe))
             else:
                 adts = adts_header(_asc(track.config), len(frame.data))
                 header = pes_header(STREAM_ID_AUDIO, len(adts) + len(frame.data), pts)
-                pcr = dts if pcr_kind is Kind.AUDIO else -1
                 units.append((PIDS[Kind.AUDIO], header + adts + frame.data, pcr, True))
         units.extend(self._id3(*tag) for tag in tags[next_tag:])
         return self._packets(kinds, units)
@@ -191,11 +227,11 @@ class TsMuxer:
         return ID3_PID, pes_header(STREAM_ID_PRIVATE_1, len(tag), pts, aligned=True) + tag, -1, True
 
     def _packets(self, kinds: tuple[Kind, ...], units: list[tuple[int, bytes, int, bool]]) -> memoryview:
-        count = 2 + sum(_packets.pes_packets(len(pes), pcr, rai) for _, pes, pcr, rai in units)
+        count = 2 + sum(_packets.pes_packets(len(pes), pcr, rai) if pes else 1 for _, pes, pcr, rai in units)
         size = count * TS_PACKET
         out = bytearray(size)
         counters = self.counters
-        pat, pmt = _psi(kinds)
+        pat, pmt = _psi(kinds, self.version)
         at = 0
         for pid, payload in ((PAT_PID, pat), (PMT_PID, pmt)):
             counter = counters.get(pid, 0)
@@ -206,6 +242,10 @@ class TsMuxer:
         write_pes = _packets.write_pes
         for pid, pes, pcr, rai in units:
             counter = counters.get(pid, 0)
+            if not pes:
+                out[at : at + TS_PACKET] = _pcr_only(pid, counter, pcr)
+                at += TS_PACKET
+                continue
             end = write_pes(out, at, pes, pid, counter, pcr, rai)
             counters[pid] = (counter + (end - at) // TS_PACKET) & 0x0F
             at = end

@@ -35,9 +35,11 @@ def write_pes(out: bytearray, at: int, pes: bytes, pid: int, counter: int, pcr_9
     """Write the packets of `pes` into `out` from offset `at` (the caller sized `out` with
     pes_packets); returns the offset after them. Continuity counters run on from `counter`
     (E2): the PID's next counter is (counter + packets) mod 16. `pcr_90k` < 0: no PCR."""
+    size = len(pes)
+    if at < 0 or at + pes_packets(size, pcr_90k, random_access) * TS_PACKET > len(out):
+        raise ValueError(f"{size} bytes of PES do not fit in {len(out)} bytes from offset {at}")
     dst = memoryview(out)
     src = memoryview(pes)
-    size = len(pes)
     pos = 0
     first = True
     while pos < size:
