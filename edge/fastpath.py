@@ -104,9 +104,10 @@ class Node(Protocol):
     def count_joined(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Head:
-    """What the fast path needs of one request."""
+    """What the fast path needs of one request. Not frozen: a frozen dataclass sets each field
+    through object.__setattr__, and one of these is made per request."""
 
     method: bytes
     path: str

@@ -49,7 +49,7 @@ class BadDirective(ValueError):
     """A delivery directive the edge refuses with 400 (the message says which and why)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, like EdgeRequest: made per request (edge/fastpath.py, Head)
 class Directives:
     msn: int | None = None
     part: int | None = None
@@ -62,11 +62,13 @@ class Directives:
 
     def query(self) -> str:
         """The canonical form, in the fixed order: `_HLS_msn=7&_HLS_part=2&_HLS_skip=YES`."""
+        if self.msn is None and self.part is None and self.skip is None:
+            return ""  # most requests: a segment, a part, a plain playlist
         pairs = [(MSN, self.msn), (PART, self.part), (SKIP, self.skip)]
         return "&".join(f"{name}={value}" for name, value in pairs if value is not None)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EdgeRequest:
     key: str
     """Cache and collapsing key: the path plus the canonical directives."""
