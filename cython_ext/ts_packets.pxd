@@ -10,6 +10,6 @@ cpdef Py_ssize_t pes_packets(Py_ssize_t size, long long pcr_90k, bint random_acc
 
 @cython.locals(dst="unsigned char[::1]", src="const unsigned char[::1]", size=Py_ssize_t, pos=Py_ssize_t,
                first=bint, left=Py_ssize_t, adaptation=Py_ssize_t, head=Py_ssize_t, flags=int,
-               filled=Py_ssize_t, base="unsigned long long", take=Py_ssize_t)
+               filled=Py_ssize_t, base="unsigned long long", take=Py_ssize_t, pcr_only=bint)
 cpdef Py_ssize_t write_pes(bytearray out, Py_ssize_t at, bytes pes, int pid, int counter, long long pcr_90k,
                            bint random_access)

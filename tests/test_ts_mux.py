@@ -92,6 +92,25 @@ def test_a_pes_cut_into_packets_parses_back_in_both_twins(size, pid, counter, pc
     assert next_counter == (counter + len(outputs[0]) // 188) & 0x0F
 
 
+@settings(max_examples=50, deadline=None)
+@given(pid=st.integers(0x10, 0x1FFE), counter=st.integers(0, 15), pcr=st.integers(0, (1 << 33) - 1))
+def test_an_empty_pes_is_one_pcr_only_packet_in_both_twins(pid, counter, pcr):
+    """Adaptation field alone: no payload unit start, the PID's last counter repeated, the PCR."""
+    outputs = []
+    for writer in WRITERS:
+        assert writer.pes_packets(0, pcr, False) == 1
+        out = bytearray(188)
+        assert writer.write_pes(out, 0, b"", pid, counter, pcr, False) == 188
+        outputs.append(bytes(out))
+    assert all(o == outputs[0] for o in outputs), "compiled and pure twins differ"
+    packet = outputs[0]
+    assert packet[:3] == bytes((0x47, pid >> 8, pid & 0xFF))
+    assert packet[3] == 0x20 | ((counter - 1) & 0x0F)
+    assert packet[4:6] == bytes((183, 0x10)) and set(packet[12:]) == {0xFF}
+    b = packet[6:12]
+    assert (b[0] << 25) | (b[1] << 17) | (b[2] << 9) | (b[3] << 1) | (b[4] >> 7) == pcr
+
+
 def clip_frames(path: Path) -> list[Frame]:
     """The clip's frames as the hub carries them (video at 90 kHz, audio at 48 kHz)."""
     container = av.open(str(path))

@@ -160,15 +160,6 @@ def _asc(config: bytes) -> AacConfig:
     return parse_asc(config)
 
 
-def _pcr_only(pid: int, counter: int, pcr_90k: int) -> bytes:
-    """A packet of adaptation field alone, carrying a PCR. Its continuity counter repeats the
-    PID's last one: a packet without payload does not step it."""
-    base = pcr_90k & TIMESTAMP_MASK
-    pcr = (base << 15 | 0x3F << 9).to_bytes(6, "big")  # 33-bit base, 6 reserved bits, 9-bit extension 0
-    head = bytes((0x47, pid >> 8, pid & 0xFF, 0x20 | ((counter - 1) & 0x0F), TS_PAYLOAD - 1, 0x10))
-    return head + pcr + b"\xff" * (TS_PACKET - len(head) - len(pcr))
-
-
 class TsMuxer:
     """The MPEG-TS muxer of one stream's segments; it keeps the continuity counters (E2) and
     the program's kinds (one PMT for the stream's life)."""
@@ -227,7 +218,7 @@ class TsMuxer:
         return ID3_PID, pes_header(STREAM_ID_PRIVATE_1, len(tag), pts, aligned=True) + tag, -1, True
 
     def _packets(self, kinds: tuple[Kind, ...], units: list[tuple[int, bytes, int, bool]]) -> memoryview:
-        count = 2 + sum(_packets.pes_packets(len(pes), pcr, rai) if pes else 1 for _, pes, pcr, rai in units)
+        count = 2 + sum(_packets.pes_packets(len(pes), pcr, rai) for _, pes, pcr, rai in units)
         size = count * TS_PACKET
         out = bytearray(size)
         counters = self.counters
@@ -235,19 +226,16 @@ class TsMuxer:
         at = 0
         for pid, payload in ((PAT_PID, pat), (PMT_PID, pmt)):
             counter = counters.get(pid, 0)
-            out[at : at + 4] = bytes((0x47, 0x40 | (pid >> 8), pid & 0xFF, 0x10 | counter))
+            out[at : at + 4] = bytes((pure_ts_packets.SYNC_BYTE, 0x40 | (pid >> 8), pid & 0xFF, 0x10 | counter))
             out[at + 4 : at + TS_PACKET] = payload
             counters[pid] = (counter + 1) & 0x0F
             at += TS_PACKET
         write_pes = _packets.write_pes
         for pid, pes, pcr, rai in units:
             counter = counters.get(pid, 0)
-            if not pes:
-                out[at : at + TS_PACKET] = _pcr_only(pid, counter, pcr)
-                at += TS_PACKET
-                continue
             end = write_pes(out, at, pes, pid, counter, pcr, rai)
-            counters[pid] = (counter + (end - at) // TS_PACKET) & 0x0F
+            if pes:  # a PCR-only packet (empty PES) carries no payload: the counter stays
+                counters[pid] = (counter + (end - at) // TS_PACKET) & 0x0F
             at = end
         if at != size:
             raise AssertionError(f"TS writer filled {at} of {size} bytes")

@@ -34,7 +34,10 @@ def pes_packets(size: int, pcr_90k: int, random_access: bool) -> int:
 def write_pes(out: bytearray, at: int, pes: bytes, pid: int, counter: int, pcr_90k: int, random_access: bool) -> int:
     """Write the packets of `pes` into `out` from offset `at` (the caller sized `out` with
     pes_packets); returns the offset after them. Continuity counters run on from `counter`
-    (E2): the PID's next counter is (counter + packets) mod 16. `pcr_90k` < 0: no PCR."""
+    (E2): the PID's next counter is (counter + packets) mod 16. `pcr_90k` < 0: no PCR.
+
+    An empty `pes` with a PCR is one packet of adaptation field alone, carrying the PCR; having
+    no payload, it repeats the PID's last counter (counter - 1) and the next stays `counter`."""
     size = len(pes)
     if at < 0 or at + pes_packets(size, pcr_90k, random_access) * TS_PACKET > len(out):
         raise ValueError(f"{size} bytes of PES do not fit in {len(out)} bytes from offset {at}")
@@ -42,16 +45,21 @@ def write_pes(out: bytearray, at: int, pes: bytes, pid: int, counter: int, pcr_9
     src = memoryview(pes)
     pos = 0
     first = True
-    while pos < size:
+    pcr_only = size == 0 and pcr_90k >= 0
+    while pos < size or (first and pcr_only):
         left = size - pos
         adaptation = first_adaptation(pcr_90k, random_access) if first else 0
         if left < TS_PAYLOAD - adaptation:  # the last packet: stuffing fills what the payload does not
             adaptation = TS_PAYLOAD - left
+        take = TS_PAYLOAD - adaptation
         dst[at] = SYNC_BYTE
-        dst[at + 1] = (0x40 if first else 0) | (pid >> 8)
+        dst[at + 1] = (0x40 if first and take else 0) | (pid >> 8)
         dst[at + 2] = pid & 0xFF
-        dst[at + 3] = (0x30 if adaptation else 0x10) | (counter & 0x0F)
-        counter += 1
+        if take:
+            dst[at + 3] = (0x30 if adaptation else 0x10) | (counter & 0x0F)
+            counter += 1
+        else:
+            dst[at + 3] = 0x20 | ((counter - 1) & 0x0F)
         head = at + 4
         if adaptation:
             dst[head] = adaptation - 1  # adaptation_field_length: the bytes after this one
@@ -75,7 +83,6 @@ def write_pes(out: bytearray, at: int, pes: bytes, pid: int, counter: int, pcr_9
                 while filled < head + adaptation:
                     dst[filled] = 0xFF
                     filled += 1
-        take = TS_PAYLOAD - adaptation
         dst[head + adaptation : at + TS_PACKET] = src[pos : pos + take]
         pos += take
         at += TS_PACKET
