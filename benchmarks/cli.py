@@ -24,6 +24,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="pin every server to CPUs of its own ([server] cpu_affinity; nginx-rtmp to mediacore's first)",
     )
+    ingest.add_argument(
+        "--memory-samples",
+        type=int,
+        help="RSS and media-held samples after the CPU window (default: enough to span several segment cuts)",
+    )
     ingest.add_argument("--json", type=Path, help="where to write results (default bench-results/ingest-TIME.json)")
     replay = sub.add_parser("replay", help="CPU of ingest -> HLS + LL-HLS in one process, a recorded push replayed")
     replay.add_argument("--streams", type=int, default=8, help="streams replaying the recording at once (default 8)")
@@ -132,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             peers=not args.no_peers,
             workers=args.workers,
             cpu_affinity=args.cpu_affinity,
+            memory_samples=suite.MEMORY_SAMPLES if args.memory_samples is None else args.memory_samples,
         )
     elif args.suite == "replay":
         from benchmarks import replay as replay_suite

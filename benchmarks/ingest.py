@@ -5,6 +5,13 @@ the server, which packages each to HLS. After a warm-up we sample the server pro
 time (user + system) and RSS. The same pushes then go to nginx-rtmp (doing HLS too) when it
 is installed, in the same run, so the ratio compares like with like on this machine.
 
+Memory is sampled after the CPU window (so its requests do not count as the server's CPU),
+MEMORY_SAMPLES times MEMORY_SAMPLE_INTERVAL apart, pushes still running: RSS and the media
+the playlists hold both move in steps (a segment cut adds a segment and a joined LL-HLS
+parent at once; the heap is trimmed every 5 s), so one reading lands anywhere on that
+sawtooth; the mean of samples spread over every phase of it is the stream's steady cost,
+and the largest sample is reported beside it.
+
 With `--workers N` (N > 1) the same pushes go to `mediacore serve --workers N` too, and CPU
 and RSS are summed over the parent and its workers. "Streams per machine at the same CPU
 scale" is the cores a server can use (one for one process; min(N, cores) for N workers)
@@ -46,11 +53,18 @@ class IngestResult:
     cpu_per_stream_second: float
     streams_per_core: float
     rss_mb: float
-    rss_per_stream_mb: float  # growth over the idle server, per stream
+    rss_per_stream_mb: float  # growth over the idle server, per stream (mean of the samples)
     streams_live: int
     held_per_stream_mb: float | None = None  # media the playlists hold (mediacore's own count), per stream
     workers: int = 1
     streams_per_machine: float = 0.0  # usable cores / CPU s per stream-second
+    beyond_media_max_per_stream_mb: float | None = None  # the largest sample of growth - held, per stream
+
+
+MEMORY_SAMPLES = 15
+MEMORY_SAMPLE_INTERVAL = 0.7
+"""Seconds between memory samples: not a divisor of the 2 s segment or the 5 s heap trim, so
+the samples fall at every phase of both."""
 
 
 def free_port() -> int:
@@ -134,6 +148,7 @@ def measure(
     live_count: Callable[[], int],
     held_mb: Callable[[], float | None] = lambda: None,
     workers: int = 1,
+    memory_samples: int = MEMORY_SAMPLES,
 ) -> IngestResult:
     proc = psutil.Process(pid)
     idle_rss = rss_bytes(proc) / 1e6
@@ -146,15 +161,21 @@ def measure(
             time.sleep(1.0)
         elapsed = time.monotonic() - start
         used = cpu_seconds(proc) - start_cpu
-        rss = rss_bytes(proc) / 1e6
         live = live_count()
-        held = held_mb()
+        samples = []  # (RSS MB, media held MB or None)
+        for _ in range(max(1, memory_samples)):
+            samples.append((rss_bytes(proc) / 1e6, held_mb()))
+            time.sleep(MEMORY_SAMPLE_INTERVAL)
     finally:
         for p in pushers:
             p.terminate()
         for p in pushers:
             p.wait(5)
     per_stream_second = used / (elapsed * streams)
+    rss = sum(r for r, _ in samples) / len(samples)
+    with_held = [(r, h) for r, h in samples if h is not None]
+    held = sum(h for _, h in with_held) / len(with_held) if len(with_held) == len(samples) else None
+    beyond_max = max(r - idle_rss - h for r, h in with_held) / streams if held is not None else None
     return IngestResult(
         server,
         streams,
@@ -168,6 +189,7 @@ def measure(
         None if held is None else round(held / streams, 2),
         workers,
         round(usable_cores(workers) / per_stream_second, 1) if per_stream_second > 0 else float("inf"),
+        None if beyond_max is None else round(beyond_max, 2),
     )
 
 
@@ -217,7 +239,13 @@ def admin_ports(server_pid: int, admin_port: int) -> list[int]:
 
 
 def run_mediacore(
-    clip: Path, streams: int, seconds: float, warmup: float, workers: int = 1, cpu_affinity: bool = False
+    clip: Path,
+    streams: int,
+    seconds: float,
+    warmup: float,
+    workers: int = 1,
+    cpu_affinity: bool = False,
+    memory_samples: int = MEMORY_SAMPLES,
 ) -> IngestResult:
     rtmp_port, http_port, admin_port = free_port(), free_port(), free_port()
     # Every push comes from loopback: the per-address connection cap ([rtmp]
@@ -249,7 +277,9 @@ def run_mediacore(
             return held / 1e6
 
         label = "mediacore" if workers == 1 else f"mediacore×{workers}"
-        return measure(label, server.pid, rtmp_port, clip, streams, seconds, warmup, live_count, held_mb, workers)
+        return measure(
+            label, server.pid, rtmp_port, clip, streams, seconds, warmup, live_count, held_mb, workers, memory_samples
+        )
     finally:
         server.terminate()
         server.wait(10)
@@ -257,7 +287,12 @@ def run_mediacore(
 
 
 def run_nginx(
-    clip: Path, streams: int, seconds: float, warmup: float, cpu_affinity: bool = False
+    clip: Path,
+    streams: int,
+    seconds: float,
+    warmup: float,
+    cpu_affinity: bool = False,
+    memory_samples: int = MEMORY_SAMPLES,
 ) -> IngestResult | None:
     """nginx-rtmp on the same pushes; `cpu_affinity`: pinned to the CPU a pinned mediacore
     takes (its one process, one thread)."""
@@ -274,7 +309,9 @@ def run_nginx(
             def live_count() -> int:
                 return sum(1 for i in range(streams) if (Path(tmp) / "hls" / f"bench{i}.m3u8").exists())
 
-            return measure("nginx-rtmp", nginx.pid, port, clip, streams, seconds, warmup, live_count)
+            return measure(
+                "nginx-rtmp", nginx.pid, port, clip, streams, seconds, warmup, live_count, memory_samples=memory_samples
+            )
         finally:
             nginx.terminate()
             nginx.wait(10)
@@ -288,19 +325,20 @@ def run(
     peers: bool,
     workers: int = 1,
     cpu_affinity: bool = False,
+    memory_samples: int = MEMORY_SAMPLES,
 ) -> dict:
     """`cpu_affinity`: every server pinned ([server] cpu_affinity; nginx-rtmp to the same CPU
-    as one mediacore process)."""
+    as one mediacore process); `memory_samples`: RSS samples after the CPU window."""
     clip = make_clip(10)
-    results = [run_mediacore(clip, streams, seconds, warmup, cpu_affinity=cpu_affinity)]
+    results = [run_mediacore(clip, streams, seconds, warmup, 1, cpu_affinity, memory_samples)]
     if workers > 1:
-        results.append(run_mediacore(clip, streams, seconds, warmup, workers, cpu_affinity))
-    nginx = run_nginx(clip, streams, seconds, warmup, cpu_affinity) if peers else None
+        results.append(run_mediacore(clip, streams, seconds, warmup, workers, cpu_affinity, memory_samples))
+    nginx = run_nginx(clip, streams, seconds, warmup, cpu_affinity, memory_samples) if peers else None
     if nginx is not None:
         results.append(nginx)
     header = (
         f"{'server':<13}{'streams':>8}{'live':>6}{'CPU s/stream-s':>16}{'streams/core':>14}{'per machine':>13}"
-        f"{'RSS MB':>9}{'+RSS/stream':>12}{'held/stream':>12}"
+        f"{'RSS MB':>9}{'+RSS/stream':>12}{'held/stream':>12}{'beyond':>8}{'max':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -309,7 +347,13 @@ def run(
             f"{r.server:<13}{r.streams:>8}{r.streams_live:>6}{r.cpu_per_stream_second:>16.4f}"
             f"{r.streams_per_core:>14.1f}{r.streams_per_machine:>13.1f}{r.rss_mb:>9.1f}{r.rss_per_stream_mb:>12.2f}"
             f"{'-' if r.held_per_stream_mb is None else f'{r.held_per_stream_mb:.2f}':>12}"
+            f"{'-' if r.held_per_stream_mb is None else f'{r.rss_per_stream_mb - r.held_per_stream_mb:.2f}':>8}"
+            f"{'-' if r.beyond_media_max_per_stream_mb is None else f'{r.beyond_media_max_per_stream_mb:.2f}':>6}"
         )
+    print(
+        f"RSS: the mean of {memory_samples} samples {MEMORY_SAMPLE_INTERVAL} s apart after the CPU window;"
+        " beyond = +RSS/stream - held/stream, max = its largest sample"
+    )
     report: dict = {
         "suite": "ingest",
         "clip": str(clip),

@@ -29,7 +29,9 @@ def run_suite(tmp_path, suite: str, *args: str, timeout: float = 240) -> tuple[s
 
 
 def test_ingest_suite_runs_and_writes_json(tmp_path):
-    stdout, report = run_suite(tmp_path, "ingest", "--streams", "2", "--seconds", "4", "--warmup", "3", timeout=180)
+    stdout, report = run_suite(
+        tmp_path, "ingest", "--streams", "2", "--seconds", "4", "--warmup", "3", "--memory-samples", "2", timeout=180
+    )
     assert "CPU s/stream-s" in stdout
     ours = report["results"][0]
     assert ours["server"] == "mediacore" and ours["streams_live"] == 2
@@ -41,8 +43,13 @@ def test_ingest_suite_runs_and_writes_json(tmp_path):
 
 
 def test_ingest_suite_reports_the_media_held(tmp_path):
-    _, report = run_suite(tmp_path, "ingest", "--streams", "1", "--seconds", "3", "--warmup", "4", "--no-peers")
-    assert report["results"][0]["held_per_stream_mb"] > 0
+    _, report = run_suite(
+        tmp_path, "ingest", "--streams", "1", "--seconds", "3", "--warmup", "4", "--no-peers", "--memory-samples", "3"
+    )
+    ours = report["results"][0]
+    assert ours["held_per_stream_mb"] > 0
+    # the largest sample of RSS beyond the media is at least their mean
+    assert ours["beyond_media_max_per_stream_mb"] >= ours["rss_per_stream_mb"] - ours["held_per_stream_mb"] - 0.01
 
 
 def test_replay_suite_runs_and_writes_json(tmp_path):
