@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import time
 
 import aiohttp
@@ -117,6 +118,19 @@ def test_config_file_and_overrides(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="at least 6"):
         load_config(None, {"hls": {"window_segments": 3}})
+
+
+def test_a_retired_setting_loads_with_a_warning(tmp_path, caplog):
+    """A file written for an earlier release still starts the server; the warning says why."""
+    path = tmp_path / "m.toml"
+    path.write_text("[hls]\nmux_threads = 4\nsegment_duration = 4\n")
+    with caplog.at_level(logging.WARNING, logger="mediacore.app.config"):
+        cfg = load_config(path)
+    assert cfg.hls.segment_duration == 4.0 and not hasattr(cfg.hls, "mux_threads")
+    assert "hls.mux_threads is no longer used" in caplog.text
+    path.write_text("[llhls]\nmux_threads = 4\n")  # retired in [hls] only
+    with pytest.raises(ConfigError, match="unknown setting llhls.mux_threads"):
+        load_config(path)
 
 
 def test_example_configuration_is_complete_and_valid():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,11 +206,24 @@ class Config:
     """Each plugin's own section, as read from the file (the plugin checks it)."""
 
 
+log = logging.getLogger(__name__)
+
+RETIRED_SETTINGS = {
+    "hls.mux_threads": "TS segments are muxed on the event loop; the muxer holds the GIL, so threads gained nothing",
+}
+"""Settings an earlier release read and this one ignores, with why: a file that still sets one
+loads, with a warning, instead of failing on an unknown key."""
+
+
 def _apply(section: Any, values: dict[str, Any], where: str) -> None:
     known = {f.name: f for f in dataclasses.fields(section)}
     for key, value in values.items():
         if key not in known:
-            raise ConfigError(f"unknown setting {where}.{key}")
+            retired = RETIRED_SETTINGS.get(f"{where}.{key}")
+            if retired is None:
+                raise ConfigError(f"unknown setting {where}.{key}")
+            log.warning("%s.%s is no longer used and is ignored: %s", where, key, retired)
+            continue
         current = getattr(section, key)
         if isinstance(section, RtpConfig) and key == "inputs":
             value = _rtp_inputs(value, f"{where}.{key}")

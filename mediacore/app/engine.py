@@ -122,7 +122,6 @@ class Engine:
         self.clock = clock
         self.lifecycle = StreamLifecycle(config.hls.end_grace, config.hls.ended_retention)
         self._lifecycle_timer: asyncio.TimerHandle | None = None
-        self.executor = ThreadPoolExecutor(config.hls.mux_threads, thread_name_prefix="mux")
         self.publish_policy = PublishPolicy(
             config.auth, SharedPublishKeys(worker.run_dir, config.auth.publish_keys) if worker is not None else None
         )
@@ -407,7 +406,7 @@ class Engine:
         self._run_llhls(stream, renditions)
 
     def _run_hls(self, stream: Stream, store: HlsStore, segments_made: int = 0) -> None:
-        packager = HlsPackager(stream, store, self.config.hls, self.executor, self.clock)
+        packager = HlsPackager(stream, store, self.config.hls, self.clock)
         packager.segments_made = segments_made  # a restart continues the counter
         self.packagers[stream.name] = packager
         self._spawn(
@@ -797,7 +796,6 @@ class Engine:
             self._admin = None
         if self.publish_hook is not None:
             await self.publish_hook.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
         self.thumbnails.close()
         self.thumbnail_executor.shutdown(wait=False, cancel_futures=True)
 

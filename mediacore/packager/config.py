@@ -18,8 +18,6 @@ class HlsConfig:
     """Seconds an ended stream's playlist stays served (W8) before the stream is forgotten."""
     queue_frames: int = 2048
     """Frames the packager may fall behind ingest before it drops (to the next keyframe)."""
-    mux_threads: int = 2
-    """Worker threads muxing TS segments off the event loop."""
     max_timestamp_jump: float = 10.0
     """Seconds (or 3 x TARGETDURATION if longer) a track's timestamps may jump, either way, and
     stay one timeline; a longer jump starts a new one (EXT-X-DISCONTINUITY) instead of a hole

@@ -15,11 +15,9 @@ an EXT-X-DATERANGE listed before it, and an ID3 tag in it at the item's PTS.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 
 from mediacore.hub.hub import Discontinuity, Stream, StreamEnded, Subscription, Unpublished
 from mediacore.model.decode_order import DecodeOrder
@@ -43,14 +41,12 @@ class HlsPackager:
         stream: Stream,
         store: HlsStore,
         config: HlsConfig,
-        executor: Executor,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.clock = clock
         self.stream = stream
         self.store = store
         self.config = config
-        self.executor = executor
         self.subscription: Subscription = stream.subscribe(
             "hls-packager", max_items=config.queue_frames, max_bytes=PACKAGER_QUEUE_BYTES
         )
@@ -225,8 +221,10 @@ class HlsPackager:
             )
         items = self._metadata.due(draft.end_90k)
         in_band = [(max(i.pts_90k, draft.start_90k), id3_tag(i)) for i in items]
-        loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(self.executor, self._muxer.mux, draft.frames, in_band)
+        # Muxed here, on the loop: the muxer is Python around a compiled packet loop and holds
+        # the GIL throughout, so a worker thread bought no parallelism, only hand-offs, GIL
+        # slices of up to 5 ms taken from the loop, and a malloc arena of its own.
+        data = self._muxer.mux(draft.frames, in_band)
         if store.ended:
             return
         fixed = store.target_duration
