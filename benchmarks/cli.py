@@ -8,6 +8,13 @@ import time
 from pathlib import Path
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mediacore-bench", description="mediacore benchmark suites")
     sub = parser.add_subparsers(dest="suite", required=True)
@@ -26,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ingest.add_argument(
         "--memory-samples",
-        type=int,
+        type=positive_int,
         help="RSS and media-held samples after the CPU window (default: enough to span several segment cuts)",
     )
     ingest.add_argument("--json", type=Path, help="where to write results (default bench-results/ingest-TIME.json)")

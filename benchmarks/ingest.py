@@ -162,10 +162,10 @@ def measure(
         elapsed = time.monotonic() - start
         used = cpu_seconds(proc) - start_cpu
         live = live_count()
-        samples = []  # (RSS MB, media held MB or None)
-        for _ in range(max(1, memory_samples)):
-            samples.append((rss_bytes(proc) / 1e6, held_mb()))
+        samples = [(rss_bytes(proc) / 1e6, held_mb())]  # (RSS MB, media held MB or None)
+        for _ in range(memory_samples - 1):
             time.sleep(MEMORY_SAMPLE_INTERVAL)
+            samples.append((rss_bytes(proc) / 1e6, held_mb()))
     finally:
         for p in pushers:
             p.terminate()
@@ -358,6 +358,8 @@ def run(
         "suite": "ingest",
         "clip": str(clip),
         "cpu_affinity": cpu_affinity,
+        "memory_samples": memory_samples,
+        "memory_sample_interval": MEMORY_SAMPLE_INTERVAL,
         "results": [asdict(r) for r in results],
     }
     if cpu_affinity:

@@ -48,8 +48,10 @@ def test_ingest_suite_reports_the_media_held(tmp_path):
     )
     ours = report["results"][0]
     assert ours["held_per_stream_mb"] > 0
-    # the largest sample of RSS beyond the media is at least their mean
-    assert ours["beyond_media_max_per_stream_mb"] >= ours["rss_per_stream_mb"] - ours["held_per_stream_mb"] - 0.01
+    # the largest sample of RSS beyond the media is at least their mean (0.02: three roundings)
+    mean_beyond = ours["rss_per_stream_mb"] - ours["held_per_stream_mb"]
+    assert ours["beyond_media_max_per_stream_mb"] >= mean_beyond - 0.02
+    assert report["memory_samples"] == 3
 
 
 def test_replay_suite_runs_and_writes_json(tmp_path):

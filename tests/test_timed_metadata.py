@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import given
@@ -352,37 +353,38 @@ async def test_fifty_items_per_second_for_ten_seconds_all_listed_once_in_all_thr
     renditions[Kind.VIDEO].peers = [renditions[Kind.AUDIO]]
     renditions[Kind.AUDIO].peers = [renditions[Kind.VIDEO]]
     renditions[Kind.AUDIO].td_source = renditions[Kind.VIDEO]
-    hls = HlsPackager(stream, store, hls_config, clock)
-    ll = LlHlsPackager(stream, renditions, LlHlsConfig(), hls_config, clock)
-    tasks = [asyncio.create_task(hls.run()), asyncio.create_task(ll.run())]
-    added: list[TimedMetadata] = []
-    next_item = 0.0
-    seen_full: dict[str, set[str]] = {"hls": set(), "video": set(), "audio": set()}
-    for n, frame in enumerate(frames):
-        pub.send(frame)
-        t = frame.pts / frame.track.timebase
-        clock.now = t
-        while t >= next_item and t < 10.0:  # 50 per second of media, from the API
-            added.append(stream.add_metadata({"X-PRODUCT-ID": str(len(added)), "X-PRICE": 9.5}))
-            next_item += 0.02
-        if n % 20 == 0:
-            await asyncio.sleep(0)  # let the packagers run, as the loop would
-            await asyncio.sleep(0.001)
-            for name, text in (
-                ("hls", store.playlist_text() if store.ready else ""),
-                ("video", renditions[Kind.VIDEO].render(now=clock.now)),
-                ("audio", renditions[Kind.AUDIO].render(now=clock.now) if renditions[Kind.AUDIO].ready else ""),
-            ):
-                ids = [dr.id for dr in dateranges_in(text)]
-                assert len(ids) == len(set(ids)), f"{name}: a DATERANGE listed twice"
-                seen_full[name].update(ids)
-            video_r = renditions[Kind.VIDEO]
-            full = [dr.id for dr in dateranges_in(video_r.render(now=clock.now))]
-            assert [dr.id for dr in dateranges_in(video_r.render("YES", now=clock.now))] == full  # K4
-            v2 = [dr.id for dr in dateranges_in(video_r.render("v2", now=clock.now))]
-            assert len(v2) == len(set(v2)) and set(v2) <= set(full)
-    hub.get("shop").end()
-    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    with ThreadPoolExecutor(2) as executor:
+        hls = HlsPackager(stream, store, hls_config, executor, clock)
+        ll = LlHlsPackager(stream, renditions, LlHlsConfig(), hls_config, clock)
+        tasks = [asyncio.create_task(hls.run()), asyncio.create_task(ll.run())]
+        added: list[TimedMetadata] = []
+        next_item = 0.0
+        seen_full: dict[str, set[str]] = {"hls": set(), "video": set(), "audio": set()}
+        for n, frame in enumerate(frames):
+            pub.send(frame)
+            t = frame.pts / frame.track.timebase
+            clock.now = t
+            while t >= next_item and t < 10.0:  # 50 per second of media, from the API
+                added.append(stream.add_metadata({"X-PRODUCT-ID": str(len(added)), "X-PRICE": 9.5}))
+                next_item += 0.02
+            if n % 20 == 0:
+                await asyncio.sleep(0)  # let the packagers run, as the loop would
+                await asyncio.sleep(0.001)
+                for name, text in (
+                    ("hls", store.playlist_text() if store.ready else ""),
+                    ("video", renditions[Kind.VIDEO].render(now=clock.now)),
+                    ("audio", renditions[Kind.AUDIO].render(now=clock.now) if renditions[Kind.AUDIO].ready else ""),
+                ):
+                    ids = [dr.id for dr in dateranges_in(text)]
+                    assert len(ids) == len(set(ids)), f"{name}: a DATERANGE listed twice"
+                    seen_full[name].update(ids)
+                video_r = renditions[Kind.VIDEO]
+                full = [dr.id for dr in dateranges_in(video_r.render(now=clock.now))]
+                assert [dr.id for dr in dateranges_in(video_r.render("YES", now=clock.now))] == full  # K4
+                v2 = [dr.id for dr in dateranges_in(video_r.render("v2", now=clock.now))]
+                assert len(v2) == len(set(v2)) and set(v2) <= set(full)
+        hub.get("shop").end()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
     assert len(added) >= 490
     want = {item.id: format_date_time(item.date) for item in added}
     for name, text in (
