@@ -193,7 +193,7 @@ SLOW_CALLBACK_LIMIT = float(os.environ.get("MEDIACORE_SLOW_CALLBACK", "0.5"))
 @pytest.fixture(autouse=True)
 def _blocking_call_guard(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Fails a test during which a callback blocked the event loop for too long (a blocking
-    call such as disk I/O or muxing on the loop instead of a worker thread)."""
+    call such as disk I/O or a large segment muxed on the loop instead of the mux thread)."""
     caplog.set_level(logging.WARNING, logger="asyncio")
     yield
     slow = []

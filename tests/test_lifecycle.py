@@ -51,7 +51,7 @@ async def publish_a_segment(engine: Engine, name: str) -> None:
     for i in range(130):  # two 2 s GOPs at 30 fps and the keyframe that closes the second
         publisher.send(Frame(VIDEO, i * 3000, i * 3000, i % 60 == 0, b"\x00\x00\x00\x02\x65\x88", 1000.0 + i / 30))
     store = engine.stores[name]
-    await until(lambda: store.ready, 5, "the first segment (muxed on a worker thread)")
+    await until(lambda: store.ready, 5, "the first segment")
     publisher.close()
 
 

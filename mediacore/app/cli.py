@@ -267,7 +267,7 @@ def enable_demo_shop(config: Config) -> None:
 SWITCH_INTERVAL = 0.001
 """Seconds a thread may hold the GIL while another waits for it (Python's default: 0.005).
 The event loop shares the interpreter with worker threads running Python (the audience
-plugin's model refresh, the SQLite writer, muxing): each time the loop gave the GIL up for
+plugin's model refresh, the SQLite writer, muxing a large segment): each time the loop gave the GIL up for
 I/O it could wait the whole interval to get it back. With a thread refreshing the
 recommender without pause, the loop's 2 ms timer fired 5.5-5.9 ms late (p50) at 5 ms and
 1.3-1.7 ms late at 1 ms (`mediacore-bench events --loop-lag 3`, docs/performance.md)."""

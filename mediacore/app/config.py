@@ -209,7 +209,7 @@ class Config:
 log = logging.getLogger(__name__)
 
 RETIRED_SETTINGS = {
-    "hls.mux_threads": "TS segments are muxed on the event loop; the muxer holds the GIL, so threads gained nothing",
+    "hls.mux_threads": "segments are muxed on the event loop, large ones on one thread; the muxer holds the GIL",
 }
 """Settings an earlier release read and this one ignores, with why: a file that still sets one
 loads, with a warning, instead of failing on an unknown key."""

@@ -122,6 +122,9 @@ class Engine:
         self.clock = clock
         self.lifecycle = StreamLifecycle(config.hls.end_grace, config.hls.ended_retention)
         self._lifecycle_timer: asyncio.TimerHandle | None = None
+        self.mux_thread = ThreadPoolExecutor(1, thread_name_prefix="mux")
+        """Muxes the segments too large to mux on the loop (MUX_ON_LOOP_BYTES); its thread
+        starts with the first such segment."""
         self.publish_policy = PublishPolicy(
             config.auth, SharedPublishKeys(worker.run_dir, config.auth.publish_keys) if worker is not None else None
         )
@@ -406,7 +409,7 @@ class Engine:
         self._run_llhls(stream, renditions)
 
     def _run_hls(self, stream: Stream, store: HlsStore, segments_made: int = 0) -> None:
-        packager = HlsPackager(stream, store, self.config.hls, self.clock)
+        packager = HlsPackager(stream, store, self.config.hls, self.mux_thread, self.clock)
         packager.segments_made = segments_made  # a restart continues the counter
         self.packagers[stream.name] = packager
         self._spawn(
@@ -796,6 +799,7 @@ class Engine:
             self._admin = None
         if self.publish_hook is not None:
             await self.publish_hook.close()
+        self.mux_thread.shutdown(wait=False, cancel_futures=True)
         self.thumbnails.close()
         self.thumbnail_executor.shutdown(wait=False, cancel_futures=True)
 

@@ -134,7 +134,7 @@ class _Entry:
 
 class Thumbnails:
     """Each stream's cached thumbnail; decodes on `executor` (one thread: thumbnails never
-    compete with each other for more than one core, nor with the muxers' threads)."""
+    compete with each other for more than one core; PyAV releases the GIL while it decodes)."""
 
     def __init__(
         self,

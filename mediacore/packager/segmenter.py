@@ -72,8 +72,13 @@ def _pts90(frame: Frame) -> int:
     return frame.pts if tb == 90000 else rescale(frame.pts, tb, 90000)
 
 
+def media_bytes(frames: list[Frame]) -> int:
+    """The payload bytes of `frames`."""
+    return sum(len(f.data) for f in frames)
+
+
 def _weight(frames: list[Frame]) -> int:
-    return sum(len(f.data) for f in frames) + FRAME_OVERHEAD_BYTES * len(frames)
+    return media_bytes(frames) + FRAME_OVERHEAD_BYTES * len(frames)
 
 
 class Segmenter:
