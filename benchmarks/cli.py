@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         help="pin every server to CPUs of its own ([server] cpu_affinity; nginx-rtmp to mediacore's first)",
     )
     ingest.add_argument(
+        "--tcp-nodelay",
+        action="store_true",
+        help="push with ffmpeg -tcp_nodelay 1: each message's header and body in one segment, one wake-up",
+    )
+    ingest.add_argument(
         "--memory-samples",
         type=positive_int,
         help="RSS and media-held samples after the CPU window (default: enough to span several segment cuts)",
@@ -145,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             cpu_affinity=args.cpu_affinity,
             memory_samples=suite.MEMORY_SAMPLES if args.memory_samples is None else args.memory_samples,
+            tcp_nodelay=args.tcp_nodelay,
         )
     elif args.suite == "replay":
         from benchmarks import replay as replay_suite

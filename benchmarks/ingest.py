@@ -84,8 +84,13 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s")
 
 
-def push_cmd(clip: Path, url: str) -> list[str]:
-    """ffmpeg pushing `clip` to `url` in real time, looped, streams copied into FLV."""
+def push_cmd(clip: Path, url: str, tcp_nodelay: bool = False) -> list[str]:
+    """ffmpeg pushing `clip` to `url` in real time, looped, streams copied into FLV.
+
+    ffmpeg writes each RTMP message in two calls, the chunk header and then the body, on a
+    socket with Nagle's algorithm on: the server reads the header alone, and its ACK releases
+    the body, so it wakes twice per message. `tcp_nodelay` (`-tcp_nodelay 1`) sends both at
+    once: one wake-up per message (docs/performance.md, fifth round)."""
     return [
         "ffmpeg",
         "-hide_banner",
@@ -99,14 +104,15 @@ def push_cmd(clip: Path, url: str) -> list[str]:
         str(clip),
         "-c",
         "copy",
+        *(["-tcp_nodelay", "1"] if tcp_nodelay else []),
         "-f",
         "flv",
         url,
     ]
 
 
-def push(clip: Path, url: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(push_cmd(clip, url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def push(clip: Path, url: str, tcp_nodelay: bool = False) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(push_cmd(clip, url, tcp_nodelay), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -149,10 +155,11 @@ def measure(
     held_mb: Callable[[], float | None] = lambda: None,
     workers: int = 1,
     memory_samples: int = MEMORY_SAMPLES,
+    tcp_nodelay: bool = False,
 ) -> IngestResult:
     proc = psutil.Process(pid)
     idle_rss = rss_bytes(proc) / 1e6
-    pushers = [push(clip, f"rtmp://127.0.0.1:{rtmp_port}/live/bench{i}") for i in range(streams)]
+    pushers = [push(clip, f"rtmp://127.0.0.1:{rtmp_port}/live/bench{i}", tcp_nodelay) for i in range(streams)]
     try:
         time.sleep(warmup)
         start_cpu = cpu_seconds(proc)
@@ -246,6 +253,7 @@ def run_mediacore(
     workers: int = 1,
     cpu_affinity: bool = False,
     memory_samples: int = MEMORY_SAMPLES,
+    tcp_nodelay: bool = False,
 ) -> IngestResult:
     rtmp_port, http_port, admin_port = free_port(), free_port(), free_port()
     # Every push comes from loopback: the per-address connection cap ([rtmp]
@@ -278,7 +286,18 @@ def run_mediacore(
 
         label = "mediacore" if workers == 1 else f"mediacore×{workers}"
         return measure(
-            label, server.pid, rtmp_port, clip, streams, seconds, warmup, live_count, held_mb, workers, memory_samples
+            label,
+            server.pid,
+            rtmp_port,
+            clip,
+            streams,
+            seconds,
+            warmup,
+            live_count,
+            held_mb,
+            workers,
+            memory_samples,
+            tcp_nodelay,
         )
     finally:
         server.terminate()
@@ -293,6 +312,7 @@ def run_nginx(
     warmup: float,
     cpu_affinity: bool = False,
     memory_samples: int = MEMORY_SAMPLES,
+    tcp_nodelay: bool = False,
 ) -> IngestResult | None:
     """nginx-rtmp on the same pushes; `cpu_affinity`: pinned to the CPU a pinned mediacore
     takes (its one process, one thread)."""
@@ -310,7 +330,16 @@ def run_nginx(
                 return sum(1 for i in range(streams) if (Path(tmp) / "hls" / f"bench{i}.m3u8").exists())
 
             return measure(
-                "nginx-rtmp", nginx.pid, port, clip, streams, seconds, warmup, live_count, memory_samples=memory_samples
+                "nginx-rtmp",
+                nginx.pid,
+                port,
+                clip,
+                streams,
+                seconds,
+                warmup,
+                live_count,
+                memory_samples=memory_samples,
+                tcp_nodelay=tcp_nodelay,
             )
         finally:
             nginx.terminate()
@@ -326,14 +355,18 @@ def run(
     workers: int = 1,
     cpu_affinity: bool = False,
     memory_samples: int = MEMORY_SAMPLES,
+    tcp_nodelay: bool = False,
 ) -> dict:
     """`cpu_affinity`: every server pinned ([server] cpu_affinity; nginx-rtmp to the same CPU
-    as one mediacore process); `memory_samples`: RSS samples after the CPU window."""
+    as one mediacore process); `memory_samples`: RSS samples after the CPU window;
+    `tcp_nodelay`: the pushes send each message's header and body at once (push_cmd)."""
     clip = make_clip(10)
-    results = [run_mediacore(clip, streams, seconds, warmup, 1, cpu_affinity, memory_samples)]
+    results = [run_mediacore(clip, streams, seconds, warmup, 1, cpu_affinity, memory_samples, tcp_nodelay)]
     if workers > 1:
-        results.append(run_mediacore(clip, streams, seconds, warmup, workers, cpu_affinity, memory_samples))
-    nginx = run_nginx(clip, streams, seconds, warmup, cpu_affinity, memory_samples) if peers else None
+        results.append(
+            run_mediacore(clip, streams, seconds, warmup, workers, cpu_affinity, memory_samples, tcp_nodelay)
+        )
+    nginx = run_nginx(clip, streams, seconds, warmup, cpu_affinity, memory_samples, tcp_nodelay) if peers else None
     if nginx is not None:
         results.append(nginx)
     header = (
@@ -359,11 +392,14 @@ def run(
         "clip": str(clip),
         "cpu_affinity": cpu_affinity,
         "memory_samples": memory_samples,
+        "tcp_nodelay": tcp_nodelay,
         "memory_sample_interval": MEMORY_SAMPLE_INTERVAL,
         "results": [asdict(r) for r in results],
     }
     if cpu_affinity:
         print("every server pinned to CPUs of its own (--cpu-affinity)")
+    if tcp_nodelay:
+        print("pushed with ffmpeg -tcp_nodelay 1 (each message's header and body written at once)")
     if workers > 1 and results[1].streams_per_machine > 0:
         scale = results[1].streams_per_machine / results[0].streams_per_machine
         report["streams_per_machine_workers_vs_one"] = round(scale, 3)
