@@ -134,7 +134,7 @@ class _Collector:
         self.bodied = False
         self.begun = 0
         self.heads: list[Head | None] = []  # None: a request the fast path does not answer
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
 
     def on_message_begin(self) -> None:
         self.begun += 1
@@ -159,17 +159,19 @@ class _Collector:
         self.bodied = True
 
     def on_message_complete(self) -> None:
-        method = self.parser.get_method()
+        parser = self.parser
+        assert parser is not None  # cut only once parsing is over
+        method = parser.get_method()
         path, mark, query = self.url.decode("latin-1").partition("?")
         plain = PLAIN_PATH.fullmatch(path) is not None and not _dot_segments(path)
         plain = plain and (not mark or DIRECTIVES_QUERY.fullmatch(query) is not None)
         if method in (b"GET", b"HEAD") and plain and not self.bodied:
             accept = b",".join(self.accept).decode("latin-1")
-            keep = self.parser.should_keep_alive()
+            keep = parser.should_keep_alive()
             if not keep:
                 connection = b"Connection: close\r\n"
             else:
-                connection = b"Connection: keep-alive\r\n" if self.parser.get_http_version() == "1.0" else b""
+                connection = b"Connection: keep-alive\r\n" if parser.get_http_version() == "1.0" else b""
             forwarded = b", ".join(self.forwarded).decode("latin-1")
             self.heads.append(Head(method, path, accept, keep, connection, query, forwarded))
         else:
@@ -189,10 +191,17 @@ def frame(read: bytes) -> list[Head] | None:
     if not read or len(read) > MAX_FAST_READ:
         return None
     collector = _Collector()
+    parser = collector.parser
+    assert parser is not None
     try:
-        collector.parser.feed_data(read)
+        parser.feed_data(read)
     except (httptools.HttpParserError, httptools.HttpParserUpgrade):
         return None  # also a request after one with Connection: close (llhttp refuses it)
+    finally:
+        # The parser holds the collector's callbacks and the collector the parser: a cycle
+        # per read that only the cyclic collector would free (about 10,000 objects a second
+        # per worker under 1,000 LL-HLS viewers). Cut, both go by reference counting.
+        collector.parser = None
     if collector.begun != len(collector.heads) or not collector.heads or len(collector.heads) > MAX_PIPELINED:
         return None  # a request left incomplete at the end of the read, or a long pipeline
     heads = [h for h in collector.heads if h is not None]
