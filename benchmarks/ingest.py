@@ -143,23 +143,32 @@ def usable_cores(workers: int) -> int:
     return min(workers, os.cpu_count() or 1)
 
 
+@dataclass(frozen=True, slots=True)
+class Pushes:
+    """What every server of a run is measured on: the same pushes, windows and samples."""
+
+    clip: Path
+    streams: int
+    seconds: float
+    warmup: float
+    memory_samples: int = MEMORY_SAMPLES
+    tcp_nodelay: bool = False
+    """ffmpeg -tcp_nodelay 1 (push_cmd)."""
+
+
 def measure(
     server: str,
     pid: int,
     rtmp_port: int,
-    clip: Path,
-    streams: int,
-    seconds: float,
-    warmup: float,
+    pushes: Pushes,
     live_count: Callable[[], int],
     held_mb: Callable[[], float | None] = lambda: None,
     workers: int = 1,
-    memory_samples: int = MEMORY_SAMPLES,
-    tcp_nodelay: bool = False,
 ) -> IngestResult:
+    clip, streams, seconds, warmup = pushes.clip, pushes.streams, pushes.seconds, pushes.warmup
     proc = psutil.Process(pid)
     idle_rss = rss_bytes(proc) / 1e6
-    pushers = [push(clip, f"rtmp://127.0.0.1:{rtmp_port}/live/bench{i}", tcp_nodelay) for i in range(streams)]
+    pushers = [push(clip, f"rtmp://127.0.0.1:{rtmp_port}/live/bench{i}", pushes.tcp_nodelay) for i in range(streams)]
     try:
         time.sleep(warmup)
         start_cpu = cpu_seconds(proc)
@@ -170,7 +179,7 @@ def measure(
         used = cpu_seconds(proc) - start_cpu
         live = live_count()
         samples = [(rss_bytes(proc) / 1e6, held_mb())]  # (RSS MB, media held MB or None)
-        for _ in range(memory_samples - 1):
+        for _ in range(pushes.memory_samples - 1):
             time.sleep(MEMORY_SAMPLE_INTERVAL)
             samples.append((rss_bytes(proc) / 1e6, held_mb()))
     finally:
@@ -245,16 +254,8 @@ def admin_ports(server_pid: int, admin_port: int) -> list[int]:
     return [info.admin_port for info in owners.peers()]
 
 
-def run_mediacore(
-    clip: Path,
-    streams: int,
-    seconds: float,
-    warmup: float,
-    workers: int = 1,
-    cpu_affinity: bool = False,
-    memory_samples: int = MEMORY_SAMPLES,
-    tcp_nodelay: bool = False,
-) -> IngestResult:
+def run_mediacore(pushes: Pushes, workers: int = 1, cpu_affinity: bool = False) -> IngestResult:
+    streams = pushes.streams
     rtmp_port, http_port, admin_port = free_port(), free_port(), free_port()
     # Every push comes from loopback: the per-address connection cap ([rtmp]
     # max_connections_per_ip, 20) must admit them all, or the figures count refused streams.
@@ -285,35 +286,14 @@ def run_mediacore(
             return held / 1e6
 
         label = "mediacore" if workers == 1 else f"mediacore×{workers}"
-        return measure(
-            label,
-            server.pid,
-            rtmp_port,
-            clip,
-            streams,
-            seconds,
-            warmup,
-            live_count,
-            held_mb,
-            workers,
-            memory_samples,
-            tcp_nodelay,
-        )
+        return measure(label, server.pid, rtmp_port, pushes, live_count, held_mb, workers)
     finally:
         server.terminate()
         server.wait(10)
         shutil.rmtree(config.parent, ignore_errors=True)
 
 
-def run_nginx(
-    clip: Path,
-    streams: int,
-    seconds: float,
-    warmup: float,
-    cpu_affinity: bool = False,
-    memory_samples: int = MEMORY_SAMPLES,
-    tcp_nodelay: bool = False,
-) -> IngestResult | None:
+def run_nginx(pushes: Pushes, cpu_affinity: bool = False) -> IngestResult | None:
     """nginx-rtmp on the same pushes; `cpu_affinity`: pinned to the CPU a pinned mediacore
     takes (its one process, one thread)."""
     with tempfile.TemporaryDirectory(prefix="mediacore-bench-nginx-") as tmp:
@@ -327,20 +307,9 @@ def run_nginx(
             wait_port(port)
 
             def live_count() -> int:
-                return sum(1 for i in range(streams) if (Path(tmp) / "hls" / f"bench{i}.m3u8").exists())
+                return sum(1 for i in range(pushes.streams) if (Path(tmp) / "hls" / f"bench{i}.m3u8").exists())
 
-            return measure(
-                "nginx-rtmp",
-                nginx.pid,
-                port,
-                clip,
-                streams,
-                seconds,
-                warmup,
-                live_count,
-                memory_samples=memory_samples,
-                tcp_nodelay=tcp_nodelay,
-            )
+            return measure("nginx-rtmp", nginx.pid, port, pushes, live_count)
         finally:
             nginx.terminate()
             nginx.wait(10)
@@ -361,12 +330,11 @@ def run(
     as one mediacore process); `memory_samples`: RSS samples after the CPU window;
     `tcp_nodelay`: the pushes send each message's header and body at once (push_cmd)."""
     clip = make_clip(10)
-    results = [run_mediacore(clip, streams, seconds, warmup, 1, cpu_affinity, memory_samples, tcp_nodelay)]
+    pushes = Pushes(clip, streams, seconds, warmup, memory_samples, tcp_nodelay)
+    results = [run_mediacore(pushes, 1, cpu_affinity)]
     if workers > 1:
-        results.append(
-            run_mediacore(clip, streams, seconds, warmup, workers, cpu_affinity, memory_samples, tcp_nodelay)
-        )
-    nginx = run_nginx(clip, streams, seconds, warmup, cpu_affinity, memory_samples, tcp_nodelay) if peers else None
+        results.append(run_mediacore(pushes, workers, cpu_affinity))
+    nginx = run_nginx(pushes, cpu_affinity) if peers else None
     if nginx is not None:
         results.append(nginx)
     header = (
