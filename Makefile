@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.dev-installed
+# Test processes side by side: light modules wait on real time beside the one heavy module.
+TEST_WORKERS ?= 2
 
 .PHONY: install run test test-fast system-deps bench lint clean
 
@@ -35,10 +37,10 @@ run: install
 	$(VENV)/bin/mediacore demo
 
 test: system-deps install $(DEV_STAMP) lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 test-fast: install $(DEV_STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) -m "not slow"
 
 bench: install
 	$(VENV)/bin/mediacore-bench ingest

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from benchmarks.media import count_packets, make_clip  # noqa: F401  (re-exported for tests)
 from benchmarks.servers import stop_process  # noqa: F401  (re-exported for tests)
@@ -23,6 +24,72 @@ from mediacore.app.engine import Engine
 from mediacore.model.media import Frame, Track
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A hypothesis deadline is a timer on each example: speed is measured by mediacore-bench, and
+# `make test` runs modules side by side, so examples are judged on what they do, not how fast.
+settings.register_profile("mediacore", deadline=None)
+settings.load_profile("mediacore")
+
+# The test modules that start a CPU-heavy peer: headless Chromium, a live encoder, a benchmark
+# suite, hundreds of simulated viewers.
+HEAVY_MODULES = frozenset(
+    {
+        "test_bench.py",
+        "test_cluster.py",
+        "test_e2e_publishers.py",
+        "test_e2e_rtmp_hls.py",
+        "test_e2e_rtsp.py",
+        "test_edge.py",
+        "test_edge_outage.py",
+        "test_llhls_live.py",
+        "test_nginx_cache.py",
+        "test_playback_tokens.py",
+        "test_rtp_impairment.py",
+        "test_rtp_repair.py",
+        "test_rtp_rtx.py",
+        "test_thumbnails.py",
+        "test_watch_page.py",
+        "test_watch_recovery.py",
+        "test_watch_shop_e2e.py",
+        "test_wheel.py",
+        "test_workers.py",
+    }
+)
+# The test modules that hold a server to a wall-clock deadline while a hostile peer runs
+# (hostile.HealthyStream: every playlist poll within 0.1 s), which a heavy neighbour breaks.
+DEADLINE_MODULES = frozenset(
+    {
+        "test_abuse_edge.py",
+        "test_abuse_http.py",
+        "test_abuse_rtmp.py",
+        "test_abuse_rtsp.py",
+        "test_abuse_timestamps.py",
+        "test_admin.py",
+        "test_publish_auth.py",
+    }
+)
+ONE_AT_A_TIME = "heavy and deadline modules"
+
+
+def unit_of_work(nodeid: str) -> str:
+    """The unit a test is scheduled in under `make test`'s workers: its module, so module-scoped
+    fixtures and test order stay on one worker, except that the heavy and the deadline modules
+    form one unit, run one module at a time, so a CPU-heavy peer never runs beside another or
+    beside a deadline; the light modules, which mostly wait on real streams, run beside them."""
+    module = nodeid.split("::", 1)[0]
+    return ONE_AT_A_TIME if module.rsplit("/", 1)[-1] in HEAVY_MODULES | DEADLINE_MODULES else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist schedules whole units of work (unit_of_work), largest first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByUnitOfWork(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of_work(nodeid)
+
+    return ByUnitOfWork(config, log)
 
 
 def free_port() -> int:

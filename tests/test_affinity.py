@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT
+from conftest import ROOT, until
 
 from benchmarks.ingest import free_port
 from benchmarks.servers import READY_LINE, SERVE_TIMEOUT, serve_command, serve_env
@@ -45,6 +45,9 @@ async def check_pinned(command: list[str], ready: bytes, workers: int) -> None:
         children = psutil.Process(proc.pid).children()
         assert len(children) == workers
         assert os.sched_getaffinity(proc.pid) == allowed  # the parent floats
+        # A worker starts its threads as it comes up, which on a busy machine can trail the
+        # parent's ready line; "every thread" is checked once there is more than one.
+        await until(lambda: all(len(thread_cpus(c.pid)) > 1 for c in children), SERVE_TIMEOUT, "workers' threads")
         pinned = {}
         for child in children:
             cpus = thread_cpus(child.pid)
