@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -75,14 +76,17 @@ def unit_of_work(nodeid: str) -> str:
     """The unit a test is scheduled in under `make test`'s workers: its module, so module-scoped
     fixtures and test order stay on one worker, except that the heavy and the deadline modules
     form one unit, run one module at a time, so a CPU-heavy peer never runs beside another or
-    beside a deadline; the light modules, which mostly wait on real streams, run beside them."""
+    beside a deadline; the light modules run beside them: most wait on real streams, and the
+    busiest (the flash-sale and chat floods) keep one or two processes busy, not a browser's
+    dozens of threads or an encoder's."""
     module = nodeid.split("::", 1)[0]
     return ONE_AT_A_TIME if module.rsplit("/", 1)[-1] in HEAVY_MODULES | DEADLINE_MODULES else module
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """pytest-xdist schedules whole units of work (unit_of_work), largest first."""
+    """pytest-xdist schedules whole units of work (unit_of_work), the one with the most tests
+    first, which is the one-at-a-time unit: it is the longest."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ByUnitOfWork(LoadScopeScheduling):
@@ -104,10 +108,13 @@ def clip() -> Path:
 
 
 def local_config(server: dict[str, object] | None = None, **sections: object) -> Config:
-    """A configuration listening on loopback, RTMP, RTSP and HTTP on free ports; `server`
-    adds to (or overrides) [server], the other keyword arguments are whole sections."""
-    ports = {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(), "http_port": free_port()}
-    return load_config(None, {"server": {**ports, **(server or {})}, **sections})
+    """A configuration listening on loopback, RTMP, RTSP and HTTP on free ports, with a data
+    directory of its own (the default, ./data, would be shared by tests running side by side);
+    `server` adds to (or overrides) [server], the other keyword arguments are whole sections."""
+    own = {"host": "127.0.0.1", "rtmp_port": free_port(), "rtsp_port": free_port(), "http_port": free_port()}
+    if "data_dir" not in (server or {}):
+        own["data_dir"] = tempfile.mkdtemp(prefix="mediacore-test-data-")
+    return load_config(None, {"server": {**own, **(server or {})}, **sections})
 
 
 def another_node(config: Config, name: str) -> Config:

@@ -1,6 +1,7 @@
 """How `make test` splits the suite between its workers (conftest.unit_of_work): whole modules,
-and the heavy and deadline modules in one unit, so two CPU-heavy peers never share the two
-cores and no wall-clock deadline is judged beside one."""
+and the heavy and deadline modules in one unit, so two browsers, encoders or benchmark suites
+never share the two cores and no wall-clock deadline is judged beside one. The lists are
+checked against what the source shows: a browser harness, a timed healthy stream."""
 
 from __future__ import annotations
 
