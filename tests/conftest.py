@@ -27,7 +27,7 @@ from mediacore.model.media import Frame, Track
 ROOT = Path(__file__).resolve().parent.parent
 
 # A hypothesis deadline is a timer on each example: speed is measured by mediacore-bench, and
-# `make test` runs modules side by side, so examples are judged on what they do, not how fast.
+# a busy machine (or TEST_WORKERS=2) slows examples down, so they are judged on what they do.
 settings.register_profile("mediacore", deadline=None)
 settings.load_profile("mediacore")
 
