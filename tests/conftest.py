@@ -67,6 +67,7 @@ DEADLINE_MODULES = frozenset(
         "test_abuse_timestamps.py",
         "test_admin.py",
         "test_publish_auth.py",
+        "test_stall_probe.py",
     }
 )
 ONE_AT_A_TIME = "heavy and deadline modules"
