@@ -35,7 +35,15 @@ from conftest import (
     wait_for_playlist,
 )
 from hls_rules import PlaylistHistory
-from impair import FPS, playhead_frames, poll_ll_playlists, poll_playlist, send_impaired_rtp, video_frames
+from impair import (
+    FPS,
+    playhead_frames,
+    poll_ll_playlists,
+    poll_playlist,
+    send_impaired_rtp,
+    timeline,
+    video_frames,
+)
 
 from ingest.rtp.packet import RtpPacket
 from ingest.rtp.receiver import TrackReceiver
@@ -276,7 +284,8 @@ async def test_repaired_rtp_plays_in_hls_js_under_loss(engine, tmp_path):
     assert d.damaged_units > 0
     assert (report["end"]["width"], report["end"]["height"]) == (1280, 720)
     assert decoded >= 0.8 * sent and ll_decoded >= 0.8 * ll_shown and ll_report["advanced"] >= 10.0
-    assert longest <= GOP_SECONDS + SAMPLING and ll_longest <= GOP_SECONDS + SAMPLING
+    assert longest <= GOP_SECONDS + SAMPLING, timeline(report)
+    assert ll_longest <= GOP_SECONDS + SAMPLING, timeline(ll_report)
 
 
 @pytest.mark.slow

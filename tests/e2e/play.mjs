@@ -31,6 +31,7 @@ try {
              errors: s.errors || [], frames: q.totalVideoFrames || 0, dropped: q.droppedVideoFrames || 0,
              latency: s.hls && s.hls.latency ? s.hls.latency : null, wall: Date.now() / 1000,
              pdtLatency: s.pdtLatency ? s.pdtLatency() : null, catchUps: s.catchUps || 0,
+             buffered: Array.from({ length: v.buffered.length }, (_, i) => [v.buffered.start(i), v.buffered.end(i)]),
              mediaError: v.error ? `${v.error.code}: ${v.error.message}` : null };
   }, allowRecovery);
   const deadline = Date.now() + startTimeout * 1000;
