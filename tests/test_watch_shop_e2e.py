@@ -33,6 +33,7 @@ SECRET = "e2e-shop-secret-of-at-least-32-bytes!"
 STREAM = "shop"
 PRODUCT = "lamp-e2e"
 SALE_STOCK = 10
+FRAME_MS = 1000 / 30
 ONE_FRAME = 34.0
 """Milliseconds within which the card must appear: one frame at 30 fps, rounded up."""
 ROUNDING = 1.0
@@ -139,16 +140,22 @@ async def test_watch_page_plays_chats_shows_pinned_card_and_buys_once(config):
         # Likes: B tapped LIKES times; A's counter shows the room's exact total.
         assert a["chat"]["likeText"] == f"♥ {LIKES}" and a["chat"]["likes"][-1]["total"] == LIKES, a["chat"]["likes"]
 
-        # The card: on both pages, on the first frame at or after its START-DATE.
+        # The card: on both pages, on the first frame at or after its START-DATE (the frame
+        # before was earlier). Where a page presented consecutive frames around the date, that
+        # is the frame carrying it; a page that skipped ahead (hls.js's start, a catch-up jump)
+        # presented no frame near the date, and the first one after it is then right.
         start_ms = card["start"] * 1000
         sync = {}
         for name, entry in (("A", a), ("B", b)):
             (shown,) = [e for e in entry["end"]["cardLog"] if e["productId"] == PRODUCT]
             assert abs(shown["start"] - start_ms) < 1, (name, shown, card)
-            assert -ROUNDING <= shown["delta"] <= ONE_FRAME, (name, shown)
-            assert shown["prevPdt"] < shown["start"] - ROUNDING, (name, shown)
-            sync[name] = round(shown["delta"], 1)
+            assert shown["prevPdt"] < shown["start"] - ROUNDING <= shown["pdt"], (name, shown)
+            if shown["pdt"] - shown["prevPdt"] <= 2 * FRAME_MS + ROUNDING:
+                assert shown["delta"] <= ONE_FRAME, (name, shown)
+                sync[name] = round(shown["delta"], 1)
             assert entry["end"]["cardPrice"] == "€29.00", (name, entry["end"]["cardPrice"])
+        # At least one page's card is measured to the frame.
+        assert sync, ("both pages skipped over the card's appearance", a["end"]["cardLog"], b["end"]["cardLog"])
 
         # Buying: one order for TAPS rapid taps, in the store, shown on the page.
         orders = a["end"]["orders"]
