@@ -108,6 +108,27 @@ def clip() -> Path:
     return make_clip()
 
 
+HEALTHY_CLIP_SECONDS = 6
+"""Length of the healthy stream's clip beside a hostile peer (tests/hostile.py): its first
+segment is out about 2 s in, which leaves the peer about 4 s of live stream, more than any
+attack takes; `HealthyStream.check` fails a test whose attack outlasts it."""
+
+
+@pytest.fixture(scope="session")
+def healthy_clip() -> Path:
+    return make_clip(seconds=HEALTHY_CLIP_SECONDS)
+
+
+LONG_HEALTHY_CLIP_SECONDS = 14
+"""Length of the healthy stream's clip where the attack is on a victim pushing `clip` (10 s),
+started once the healthy stream is out: the healthy stream outlasts the victim."""
+
+
+@pytest.fixture(scope="session")
+def long_healthy_clip() -> Path:
+    return make_clip(seconds=LONG_HEALTHY_CLIP_SECONDS)
+
+
 def local_config(server: dict[str, object] | None = None, **sections: object) -> Config:
     """A configuration listening on loopback, RTMP, RTSP and HTTP on free ports, with a data
     directory of its own (the default, ./data, would be shared by tests running side by side);

@@ -21,7 +21,9 @@ import asyncio
 import gc
 import os
 import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 from types import TracebackType
 
@@ -41,6 +43,11 @@ PROBE_STEP = 0.005
 """Seconds the stall probe sleeps per step."""
 PROBE_SLACK = 0.02
 """Oversleep (seconds) past which the probe logs a step as a machine stall."""
+
+WATCH_STEP = 0.01
+"""Seconds between the loop watch's looks at the event loop."""
+WATCH_HELD = 0.05
+"""A loop whose heartbeat is older than this (seconds) is held: the watch records its stack."""
 
 PROBE = """
 import sys, time
@@ -95,6 +102,60 @@ class StallProbe:
             await asyncio.gather(self._reader, return_exceptions=True)
 
 
+class LoopWatch:
+    """What held the event loop: a heartbeat task on the loop and a thread that looks at it
+    every WATCH_STEP; while the heartbeat is older than WATCH_HELD, the loop thread's stack is
+    recorded (once per distinct stack). Printed when a poll misses the deadline, so a failure
+    names the code that kept the loop."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[float, float, str]] = []
+        """(when, heartbeat age in seconds, the loop thread's stack), one per distinct stack."""
+        self._beat = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def _heartbeat(self) -> None:
+        while True:
+            self._beat = time.monotonic()
+            await asyncio.sleep(WATCH_STEP / 2)
+
+    def _look(self, loop_thread: int) -> None:
+        seen: set[str] = set()
+        while not self._stop.wait(WATCH_STEP):
+            age = time.monotonic() - self._beat
+            if age < WATCH_HELD:
+                continue
+            frame = sys._current_frames().get(loop_thread)
+            stack = "".join(traceback.format_stack(frame, limit=12)) if frame is not None else "(no frame)"
+            if stack not in seen:
+                seen.add(stack)
+                self.held.append((time.monotonic(), age, stack))
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._heartbeat())
+        self._thread = threading.Thread(target=self._look, args=(threading.get_ident(),), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._task is not None:
+            self._task.cancel()
+
+    def report(self, start: float, end: float) -> str:
+        """The stacks recorded between `start` and `end` (time.monotonic()), or up to a
+        WATCH_HELD after it: the watch may see a held loop only once it has let go."""
+        found = [
+            f"loop held {age * 1000:.0f} ms at:\n{stack}"
+            for when, age, stack in self.held
+            if start <= when <= end + WATCH_HELD
+        ]
+        return "\n".join(found) or "the loop watch saw the loop held at no point of it"
+
+
 class HealthyStream:
     """`async with HealthyStream(engine, clip) as healthy:` runs ffmpeg over RTMP as stream
     `name`, polls its playlist, and on `check()` stops and judges."""
@@ -107,6 +168,7 @@ class HealthyStream:
         self.polls: list[tuple[float, float]] = []
         """(start, end) of each playlist poll, in time.monotonic()."""
         self.probe = StallProbe()
+        self.watch = LoopWatch()
         self.failures: list[str] = []
         self._stop = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
@@ -122,6 +184,7 @@ class HealthyStream:
         gc.collect()
         gc.freeze()
         self._rss_before = psutil.Process(os.getpid()).memory_info().rss
+        self.watch.start()
         self._poller = asyncio.create_task(self._poll())
         return self
 
@@ -139,8 +202,13 @@ class HealthyStream:
                 await asyncio.sleep(POLL_INTERVAL)
 
     async def check(self) -> None:
-        """Wait for ffmpeg to finish the clip, then assert the stream came through whole."""
+        """Wait for ffmpeg to finish the clip, then assert the stream came through whole; called
+        when the attack is over, which must be while the healthy stream is still live, or the
+        deadline did not watch all of it."""
         assert self._pusher is not None and self._poller is not None
+        assert self._pusher.returncode is None, (
+            "the hostile peer outlasted the healthy stream: the attack must end before the clip does"
+        )
         assert await asyncio.wait_for(self._pusher.wait(), 60) == 0, "the healthy ffmpeg push failed"
         stream = self.engine.hub.get(self.name)
         assert stream is not None
@@ -152,15 +220,18 @@ class HealthyStream:
         assert self.failures == [], self.failures
         assert len(self.polls) >= 10, self.polls
         await self.probe.__aexit__()
+        self.watch.stop()
+        slowest_poll = max(self.polls, key=lambda poll: unexplained(*poll, self.probe.stalls))
         slowest = max(b - a for a, b in self.polls)
-        server = max(unexplained(a, b, self.probe.stalls) for a, b in self.polls)
+        server = unexplained(*slowest_poll, self.probe.stalls)
         stalled = sum(b - a for a, b in self.probe.stalls)
         print(
             f"healthy playlist: {len(self.polls)} polls, slowest {slowest * 1000:.1f} ms, slowest less machine "
             f"stalls {server * 1000:.1f} ms; machine stalls {len(self.probe.stalls)}, {stalled * 1000:.0f} ms in all"
         )
         assert server < PLAYLIST_DEADLINE, (
-            f"the healthy playlist took {slowest:.3f} s to answer, {server:.3f} s of it not a machine stall"
+            f"the healthy playlist took {slowest:.3f} s to answer, {server:.3f} s of it not a machine stall; "
+            + self.watch.report(*slowest_poll)
         )
         assert stream.stats.frames[Kind.VIDEO] == expected["video"]
         assert stream.stats.frames[Kind.AUDIO] == expected["audio"]
@@ -176,4 +247,5 @@ class HealthyStream:
         if self._pusher is not None:
             await stop_process(self._pusher)
         await self.probe.__aexit__()
+        self.watch.stop()
         gc.unfreeze()

@@ -381,9 +381,9 @@ def session_from(address: str) -> aiohttp.ClientSession:
 
 
 @pytest.mark.slow
-async def test_real_origin_a_404_after_the_hint_does_not_poison_the_next_part(engine, clip, edge):
+async def test_real_origin_a_404_after_the_hint_does_not_poison_the_next_part(engine, healthy_clip, edge):
     _, base = edge
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         video = await live_video(engine, healthy.name)
         async with session_from("127.0.0.2") as early, session_from("127.0.0.3") as other:
             after, told = await ask_for_the_part_after_the_hint(early, f"{base}/live/{healthy.name}/ll")
@@ -396,9 +396,9 @@ async def test_real_origin_a_404_after_the_hint_does_not_poison_the_next_part(en
 
 
 @pytest.mark.slow
-async def test_real_origin_directive_spellings_share_one_fetch(engine, clip, edge):
+async def test_real_origin_directive_spellings_share_one_fetch(engine, healthy_clip, edge):
     _, base = edge
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         video = await live_video(engine, healthy.name)
         playlist = f"{base}/live/{healthy.name}/ll/video.m3u8"
         msn, part = video.next_part()  # not published yet: every spelling blocks on it
@@ -422,9 +422,9 @@ async def test_real_origin_directive_spellings_share_one_fetch(engine, clip, edg
 
 
 @pytest.mark.slow
-async def test_real_origin_a_flood_of_blocked_parts_from_one_client(engine, clip, edge):
+async def test_real_origin_a_flood_of_blocked_parts_from_one_client(engine, healthy_clip, edge):
     node, base = edge
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         video = await live_video(engine, healthy.name)
         playlist = f"{base}/live/{healthy.name}/ll/video.m3u8"
         last_msn, _ = video.last_part()

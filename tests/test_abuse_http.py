@@ -21,8 +21,8 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
 
 
 @pytest.mark.slow
-async def test_spoofed_forwarded_for_does_not_make_viewers(engine, clip) -> None:
-    async with HealthyStream(engine, clip) as healthy:
+async def test_spoofed_forwarded_for_does_not_make_viewers(engine, healthy_clip) -> None:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         url = f"http://127.0.0.1:{engine.http_port}/live/{healthy.name}/index.m3u8"
         async with aiohttp.ClientSession(headers={"User-Agent": "spoofer"}) as session:
             for i in range(300):

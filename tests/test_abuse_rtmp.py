@@ -31,9 +31,9 @@ def closed_lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "mediacore.rtmp" and text in r.getMessage()]
 
 
-async def test_a_socket_that_never_publishes_is_closed_at_the_deadline(engine, clip, caplog):
+async def test_a_socket_that_never_publishes_is_closed_at_the_deadline(engine, healthy_clip, caplog):
     engine.config.rtmp.publish_deadline = 1.0
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         idle = ScriptedPublisher("127.0.0.1", engine.rtmp_port)
         await idle.connect()
         connect = amf0.encode("connect", 1.0, {"app": "live", "tcUrl": "rtmp://h/live"})
@@ -48,9 +48,9 @@ async def test_a_socket_that_never_publishes_is_closed_at_the_deadline(engine, c
     assert closed_lines(caplog, "no publish within 1 s of connecting")
 
 
-async def test_connections_past_the_per_address_cap_are_refused(engine, clip, caplog):
+async def test_connections_past_the_per_address_cap_are_refused(engine, healthy_clip, caplog):
     engine.config.rtmp.max_connections_per_ip = 4  # the healthy ffmpeg holds one
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         peers = [await asyncio.open_connection("127.0.0.1", engine.rtmp_port) for _ in range(8)]
         closed = 0
         for reader, _ in peers:
@@ -66,10 +66,10 @@ async def test_connections_past_the_per_address_cap_are_refused(engine, clip, ca
     assert closed_lines(caplog, "refused: 4 connections from 127.0.0.1 (limit 4)")
 
 
-async def test_a_peer_that_never_reads_is_closed(engine, clip, caplog):
+async def test_a_peer_that_never_reads_is_closed(engine, healthy_clip, caplog):
     engine.config.rtmp.max_write_buffer = 64 * 1024
     engine.config.rtmp.max_control_messages_per_second = 0  # the pings must reach the write cap
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         deaf = ScriptedPublisher("127.0.0.1", engine.rtmp_port)
         await deaf.connect()
         deaf.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -91,9 +91,9 @@ async def test_a_peer_that_never_reads_is_closed(engine, clip, caplog):
         await healthy.check()
 
 
-async def test_a_publish_loop_on_one_connection_stops_at_the_limit(engine, clip, caplog):
+async def test_a_publish_loop_on_one_connection_stops_at_the_limit(engine, healthy_clip, caplog):
     limit = engine.config.rtmp.max_publishes_per_connection
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         looper = ScriptedPublisher("127.0.0.1", engine.rtmp_port)
         await looper.connect()
         status = await looper.publish("loop0")
@@ -123,10 +123,10 @@ async def test_a_publish_loop_on_one_connection_stops_at_the_limit(engine, clip,
     assert sum(1 for name in engine.hub.streams if name.startswith("loop")) == limit
 
 
-async def test_new_stream_names_past_the_hub_limit_are_refused(engine, clip, caplog):
+async def test_new_stream_names_past_the_hub_limit_are_refused(engine, healthy_clip, caplog):
     caplog.set_level(logging.INFO, logger="mediacore.rtmp")
     engine.config.hub.max_streams = 3  # the healthy stream and two more
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         codes = []
         for i in range(4):
             peer = ScriptedPublisher("127.0.0.1", engine.rtmp_port)
@@ -188,8 +188,8 @@ def test_the_session_closes_a_control_flood_but_not_media_or_a_steady_rate():
         session.receive_data(ack * 50, 0.0)
 
 
-async def test_a_control_message_flood_is_closed_and_counted(engine, clip, caplog):
-    async with HealthyStream(engine, clip) as healthy:
+async def test_a_control_message_flood_is_closed_and_counted(engine, healthy_clip, caplog):
+    async with HealthyStream(engine, healthy_clip) as healthy:
         flooder = ScriptedPublisher("127.0.0.1", engine.rtmp_port)
         await flooder.connect()
         status = await flooder.publish("flood")  # a publisher whose control messages flood

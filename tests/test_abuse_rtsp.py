@@ -298,11 +298,11 @@ def foreign_counts(metrics: str, stream: str) -> dict[str, float]:
     return {media: float(n) for media, n in found}
 
 
-async def test_strangers_cannot_inject_into_an_rtsp_udp_session(engine, clip, caplog):
+async def test_strangers_cannot_inject_into_an_rtsp_udp_session(engine, clip, long_healthy_clip, caplog):
     caplog.set_level(logging.INFO, logger="mediacore.rtsp")
     expected = count_packets(clip)
     url = f"rtsp://127.0.0.1:{engine.rtsp_port}/live/victim"
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, long_healthy_clip) as healthy:
         victim = await start_process(
             *ffmpeg_push_cmd(clip, url, output=["-c", "copy", "-f", "rtsp", "-rtsp_transport", "udp"])
         )
@@ -337,7 +337,9 @@ async def test_strangers_cannot_inject_into_an_rtsp_udp_session(engine, clip, ca
     assert len(lines) <= 2 * 2 * 16, "foreign datagrams are logged at 1..10, 16, 32, ... per track"
 
 
-async def test_strangers_cannot_inject_into_or_redirect_a_raw_rtp_input(engine, clip, caplog, tmp_path):
+async def test_strangers_cannot_inject_into_or_redirect_a_raw_rtp_input(
+    engine, clip, long_healthy_clip, caplog, tmp_path
+):
     caplog.set_level(logging.INFO, logger="mediacore.rtsp")
     engine.config.rtp.input_timeout = 2.0  # unpublish (and flush) soon after the sender stops
     expected = count_packets(clip)
@@ -348,7 +350,7 @@ async def test_strangers_cannot_inject_into_or_redirect_a_raw_rtp_input(engine, 
     outputs = []
     for kind, stream_spec in (("video", "0:v"), ("audio", "0:a")):
         outputs += ["-map", stream_spec, "-c", "copy", "-f", "rtp", f"rtp://127.0.0.1:{ports[kind]}"]
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, long_healthy_clip) as healthy:
         sender = await start_process(*ffmpeg_push_cmd(clip, "", output=outputs))
         try:
             await wait_for_playlist(engine.http_port, "raw", segments=1)
@@ -397,9 +399,9 @@ def udp_sockets() -> int:
     return len(psutil.Process().net_connections(kind="udp"))
 
 
-async def test_bad_transports_are_refused_and_a_repeated_setup_binds_nothing(engine, clip, caplog):
+async def test_bad_transports_are_refused_and_a_repeated_setup_binds_nothing(engine, healthy_clip, caplog):
     base = f"rtsp://127.0.0.1:{engine.rtsp_port}/live/setups"
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         client = await RtspClient(engine.rtsp_port).open()
         sdp = "Content-Type: application/sdp\r\n"
         assert (await client.call("ANNOUNCE", base, sdp, FFMPEG_SDP.encode())).startswith("RTSP/1.0 200")
@@ -422,8 +424,8 @@ async def test_bad_transports_are_refused_and_a_repeated_setup_binds_nothing(eng
     assert len(rtsp_lines(caplog, "SETUP refused")) <= 16, "refusals are logged at 1..10, 16, 32, ..."
 
 
-async def test_an_exception_in_the_session_timer_closes_the_session_with_a_logged_error(engine, clip, caplog):
-    async with HealthyStream(engine, clip) as healthy:
+async def test_an_exception_in_the_session_timer_closes_the_session_with_a_logged_error(engine, healthy_clip, caplog):
+    async with HealthyStream(engine, healthy_clip) as healthy:
         client = await recording_publisher(engine, "crashing")
         conn = next(c for c in engine.rtsp.connections if c.session.stream_name == "crashing")
         receiver = conn.receivers[0]
@@ -444,7 +446,7 @@ async def test_an_exception_in_the_session_timer_closes_the_session_with_a_logge
     assert engine.hub.get("crashing") is None or not engine.hub.get("crashing").publishing
 
 
-async def test_connections_that_have_not_recorded_cost_no_periodic_timer(engine, clip, caplog, monkeypatch):
+async def test_connections_that_have_not_recorded_cost_no_periodic_timer(engine, healthy_clip, caplog, monkeypatch):
     engine.config.rtsp.record_timeout = 2.0
     ticks = 0
     original = RtspConnection._tick
@@ -455,7 +457,7 @@ async def test_connections_that_have_not_recorded_cost_no_periodic_timer(engine,
         original(self)
 
     monkeypatch.setattr(RtspConnection, "_tick", counted)
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         idle = [await RtspClient(engine.rtsp_port).open() for _ in range(15)]
         for client in idle:
             assert (await client.call("OPTIONS", "*")).startswith("RTSP/1.0 200")
@@ -473,9 +475,9 @@ async def test_connections_that_have_not_recorded_cost_no_periodic_timer(engine,
     assert len(rtsp_lines(caplog, "closed: no RECORD within 2 s")) == 15
 
 
-async def test_a_peer_that_never_reads_is_closed_at_max_write_buffer(engine, clip, caplog):
+async def test_a_peer_that_never_reads_is_closed_at_max_write_buffer(engine, healthy_clip, caplog):
     limit = engine.config.rtsp.max_write_buffer
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         deaf = await RtspClient(engine.rtsp_port, receive_buffer=4096).open()
         deaf.reader._transport.pause_reading()  # type: ignore[attr-defined]  # a client that never reads
         options = b"OPTIONS * RTSP/1.0\r\n\r\n" * 500  # 11 KB of requests, 60 KB of replies
@@ -511,11 +513,11 @@ async def refused_at_once(client: RtspClient) -> bool:
         return False
 
 
-async def test_connections_past_the_caps_are_refused_and_counted(engine, clip, caplog):
+async def test_connections_past_the_caps_are_refused_and_counted(engine, healthy_clip, caplog):
     engine.config.rtsp.max_connections_per_ip = 3
     engine.config.rtsp.max_connections = 5
     port = engine.rtsp_port
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         first = [await RtspClient(port).open() for _ in range(4)]  # from 127.0.0.1
         assert [await refused_at_once(c) for c in first] == [False, False, False, True]
         others = [await RtspClient(port, local_host="127.0.0.2").open() for _ in range(3)]

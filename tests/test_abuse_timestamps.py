@@ -286,12 +286,12 @@ async def until_ended(engine: Engine, name: str = "hostile") -> None:
 
 @pytest.mark.slow
 @JUMPS
-async def test_a_timestamp_jump_beside_a_healthy_stream_is_a_discontinuity(engine, clip, caplog, jump_ms):
+async def test_a_timestamp_jump_beside_a_healthy_stream_is_a_discontinuity(engine, clip, healthy_clip, caplog, jump_ms):
     """0-4 s as stamped, 4-8 s moved by the jump (the keyframe at 4 s is stamped `jump_ms`),
     8-10 s back at their own time: two jumps, each one EXT-X-DISCONTINUITY, nothing frozen."""
     caplog.set_level(logging.INFO)
     hostile = HostilePublisher(engine.rtmp_port, clip)  # the clip is read here, not while the loop is watched
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         with LoopLag() as lag:
             await hostile.start()
             await hostile.send(0, 4000)
@@ -319,14 +319,14 @@ async def test_a_timestamp_jump_beside_a_healthy_stream_is_a_discontinuity(engin
 
 
 @pytest.mark.slow
-async def test_a_publisher_without_keyframes_beside_a_healthy_stream_is_cut(engine, clip, caplog):
+async def test_a_publisher_without_keyframes_beside_a_healthy_stream_is_cut(engine, clip, healthy_clip, caplog):
     """Keyframes at 0 and 2 s, none from 4 s to 20 s, then keyframes again until 30 s: the
     segment and the video parent from 2 s are cut at 8 s (3 x TD), logged once; audio carries
     the HLS timeline until video resumes at 20 s."""
     caplog.set_level(logging.INFO)
     engine.config.hls.window_segments = 30  # keep every segment of the hostile stream listed
     hostile = HostilePublisher(engine.rtmp_port, clip)  # the clip is read here, not while the loop is watched
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         with LoopLag() as lag:
             await hostile.start()
             await hostile.send(0, 4000)
@@ -352,13 +352,13 @@ async def test_a_publisher_without_keyframes_beside_a_healthy_stream_is_cut(engi
 
 
 @pytest.mark.slow
-async def test_frozen_timestamps_beside_a_healthy_stream_are_cut_at_the_byte_cap(engine, clip, caplog):
+async def test_frozen_timestamps_beside_a_healthy_stream_are_cut_at_the_byte_cap(engine, clip, healthy_clip, caplog):
     """From 4 s on every frame is stamped 4000 ms: segments and parents are cut at the byte
     cap (1 MiB here), and the playlists stay valid."""
     caplog.set_level(logging.INFO)
     engine.config.hls.max_segment_bytes = 1024 * 1024  # the healthy stream's segments hold about 0.6 MiB
     hostile = HostilePublisher(engine.rtmp_port, clip)  # the clip is read here, not while the loop is watched
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         with LoopLag() as lag:
             await hostile.start()
             await hostile.send(0, 4000)

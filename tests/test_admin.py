@@ -303,14 +303,14 @@ def refused_count(engine, reason: str) -> float:
 
 
 @pytest.mark.slow
-async def test_slowloris_and_strangers_on_the_public_port_beside_a_healthy_stream(engine, clip, caplog) -> None:
+async def test_slowloris_and_strangers_on_the_public_port_beside_a_healthy_stream(engine, healthy_clip, caplog) -> None:
     require_tool("ffmpeg")
     engine.config.http.header_timeout = 2.0
     engine.config.http.max_connections_per_ip = 100
     engine.config.admin.token = TOKEN
     await engine.stop_http()
     await engine.start_http()
-    async with HealthyStream(engine, clip) as healthy:
+    async with HealthyStream(engine, healthy_clip) as healthy:
         public = f"http://127.0.0.1:{engine.http_port}"
         connector = aiohttp.TCPConnector(local_addr=(STRANGER, 0))
         async with aiohttp.ClientSession(connector=connector) as stranger:

@@ -289,7 +289,9 @@ async def test_under_a_shared_key_only_the_original_address_resumes_a_reconnecti
         assert await publish_status(engine, "shop?key=shared", local_host="127.0.0.2") == "NetStream.Publish.Start"
 
 
-async def test_a_stranger_cannot_continue_a_streamers_playlist_beside_a_healthy_stream(config, clip, caplog):
+async def test_a_stranger_cannot_continue_a_streamers_playlist_beside_a_healthy_stream(
+    config, clip, healthy_clip, caplog
+):
     """Finding 9: under a shared key, a newcomer from another address tries to take over a
     stream whose streamer dropped, within end_grace; it is refused, logged and counted, the
     streamer resumes its own playlist, and a healthy stream beside them is untouched."""
@@ -299,7 +301,7 @@ async def test_a_stranger_cannot_continue_a_streamers_playlist_beside_a_healthy_
     victim_url = ""
     async with running(config) as engine:
         victim_url = f"rtmp://127.0.0.1:{engine.rtmp_port}/live/shop?key=shared"
-        async with HealthyStream(engine, clip, key="shared") as healthy:
+        async with HealthyStream(engine, healthy_clip, key="shared") as healthy:
             victim = await start_process(*ffmpeg_push_cmd(clip, victim_url, loop=True))
             await wait_for_playlist(engine.http_port, "shop", segments=1)
             await stop_process(victim)  # the streamer's connection drops

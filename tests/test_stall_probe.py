@@ -1,7 +1,7 @@
 """The stall probe that HealthyStream judges its playlist polls by (tests/hostile.py): a
 freeze of the server's own process is not excused, however long; a stall of the whole
 machine (here: the probe's process stopped by SIGSTOP, as a host taking the cores stops
-every process) is logged and excused."""
+every process) is logged and excused. The loop watch names the code that held the loop."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 import signal
 import time
 
-from hostile import PLAYLIST_DEADLINE, StallProbe, unexplained
+from hostile import PLAYLIST_DEADLINE, LoopWatch, StallProbe, unexplained
 
 FREEZE = 3 * PLAYLIST_DEADLINE
 
@@ -44,3 +44,26 @@ async def test_a_machine_stall_is_logged_and_excused():
         await asyncio.sleep(0.2)
     assert any(b - a >= FREEZE * 0.9 for a, b in probe.stalls), probe.stalls
     assert unexplained(start, end, probe.stalls) < PLAYLIST_DEADLINE, probe.stalls
+
+
+def busy_for(seconds: float) -> None:
+    """Python work that keeps the loop (and, between switch intervals, the GIL)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+async def test_the_loop_watch_names_what_held_the_loop():
+    watch = LoopWatch()
+    watch.start()
+    try:
+        await asyncio.sleep(0.2)
+        start = time.monotonic()
+        busy_for(FREEZE)
+        end = time.monotonic()
+        await asyncio.sleep(0.2)
+    finally:
+        watch.stop()
+    report = watch.report(start, end)
+    assert "in busy_for" in report, report
+    assert watch.report(end + 1.0, end + 2.0) == "the loop watch saw the loop held at no point of it"
