@@ -70,7 +70,8 @@ def nginx_proxy_cache_config(
     """nginx as a standard HTTP cache in front of the origin (docs/operator-guide.md has the
     same configuration for production). The cache key holds the path and the normalised
     HLS directives, so blocking requests for the same part share one entry, and
-    proxy_cache_lock collapses concurrent misses into one upstream request. With several
+    proxy_cache_lock collapses concurrent misses into one upstream request; the chat
+    WebSocket (`/live/STREAM/chat`) is passed through uncached, with its Upgrade. With several
     `workers`, a master process and one SO_REUSEPORT listener per worker, as `mediacore edge
     --workers` runs; `cpu_affinity`: `worker_cpu_affinity auto`, as `edge --cpu-affinity`."""
     (workdir / "cache").mkdir(parents=True, exist_ok=True)
@@ -111,6 +112,13 @@ http {{
             proxy_cache_use_stale error timeout updating http_502 http_503 http_504;
             proxy_read_timeout 15s;
             add_header X-Cache-Status $upstream_cache_status always;
+        }}
+        location ~ ^/live/[^/]+/chat$ {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_read_timeout 1h;
         }}
     }}
 }}
