@@ -72,6 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="pin the edge's workers to CPUs of their own (edge --cpu-affinity), nginx's too",
     )
+    edge.add_argument(
+        "--viewer-nice",
+        type=int,
+        default=0,
+        help="niceness of the LL-HLS viewers' client processes (default 0): above 0 they take the CPU "
+        "the edge and the origin leave, as load from other machines would",
+    )
+    edge.add_argument(
+        "--viewer-seconds", type=float, help="how long the LL-HLS viewers play (default: VIEWER_SECONDS, 20)"
+    )
     edge.add_argument("--json", type=Path, help="where to write results")
     rtp = sub.add_parser("rtp", help="RTP parse + jitter buffer packets/s (vs aiortc when installed); queues")
     rtp.add_argument("--packets", type=int, default=200_000)
@@ -166,7 +176,17 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import edge as edge_suite
 
         out = args.json or Path("bench-results") / f"edge-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        edge_suite.run(args.seconds, args.connections, args.viewers, out, args.workers, args.threads, args.cpu_affinity)
+        edge_suite.run(
+            args.seconds,
+            args.connections,
+            args.viewers,
+            out,
+            args.workers,
+            args.threads,
+            args.cpu_affinity,
+            args.viewer_nice,
+            args.viewer_seconds,
+        )
     elif args.suite == "fanout":
         from benchmarks import fanout as fanout_suite
 

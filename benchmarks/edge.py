@@ -38,7 +38,7 @@ from player_client.llhls import follow
 from player_client.player import ViewerStats, percentile, summarize
 
 VIEWER_SECONDS = 20.0
-"""How long the LL-HLS viewers play."""
+"""How long the LL-HLS viewers play, unless `run` is told otherwise (`--viewer-seconds`)."""
 MAX_VIEWERS = 5000
 """The most simulated viewers one run starts (each holds a connection or two on loopback)."""
 VIEWERS_PER_PROCESS = 500
@@ -71,26 +71,31 @@ def wrk(url: str, seconds: float, connections: int, threads: int = 1) -> dict[st
     }
 
 
-def _viewer_process(url: str, viewers: int, seconds: float, result: Any, go: Any) -> None:
-    """One client process: `viewers` lean LL-HLS viewers on one uvloop, started when `go` is set."""
+def _viewer_process(url: str, viewers: int, seconds: float, result: Any, go: Any, niceness: int) -> None:
+    """One client process: `viewers` lean LL-HLS viewers on one uvloop, started when `go` is set,
+    at `niceness` (os.nice) when it is not 0."""
     import uvloop
 
+    if niceness:
+        os.nice(niceness)
     result.put(None)  # started (imports done)
     go.wait()
     result.put(uvloop.run(run_lean_viewers(url, viewers, seconds)))
 
 
 def run_viewer_processes(
-    url: str, viewers: int, seconds: float, playing: threading.Event | None = None
+    url: str, viewers: int, seconds: float, playing: threading.Event | None = None, niceness: int = 0
 ) -> tuple[list[ViewerStats], int]:
     """`viewers` viewers spread over client processes of VIEWERS_PER_PROCESS at most; returns
     their stats and the number of processes. Blocks for about `seconds` once they all started
-    (`playing` is set then)."""
+    (`playing` is set then). `niceness`: the client processes' (os.nice), so that on a machine
+    shared with the servers they take the CPU the servers leave, as load from other machines
+    would."""
     processes = max(1, -(-viewers // VIEWERS_PER_PROCESS))
     ctx = multiprocessing.get_context("spawn")
     result, go = ctx.Queue(), ctx.Event()
     shares = [viewers // processes + (1 if i < viewers % processes else 0) for i in range(processes)]
-    clients = [ctx.Process(target=_viewer_process, args=(url, n, seconds, result, go)) for n in shares]
+    clients = [ctx.Process(target=_viewer_process, args=(url, n, seconds, result, go, niceness)) for n in shares]
     for client in clients:
         client.start()
     try:
@@ -134,9 +139,13 @@ def run(
     workers: int = 1,
     threads: int = 0,
     cpu_affinity: bool = False,
+    viewer_niceness: int = 0,
+    viewer_seconds: float | None = None,
 ) -> dict:
     """`cpu_affinity`: the edge's workers pinned to CPUs of their own, nginx's too
-    (`worker_cpu_affinity auto`)."""
+    (`worker_cpu_affinity auto`); `viewer_niceness`: the LL-HLS viewers' client processes run
+    at that niceness (run_viewer_processes) and play `viewer_seconds` (VIEWER_SECONDS if None)."""
+    viewer_seconds = viewer_seconds or VIEWER_SECONDS
     if shutil.which("wrk") is None:
         raise SystemExit("mediacore-bench edge needs wrk (apt-get install wrk)")
     viewers = min(viewers, MAX_VIEWERS)
@@ -195,16 +204,18 @@ def run(
 
             async def probes() -> tuple[object, object]:
                 return await asyncio.gather(
-                    follow(f"{edge_base}/live/bench/ll.m3u8", VIEWER_SECONDS),
-                    follow(f"{origin}/live/bench/ll.m3u8", VIEWER_SECONDS),
+                    follow(f"{edge_base}/live/bench/ll.m3u8", viewer_seconds),
+                    follow(f"{origin}/live/bench/ll.m3u8", viewer_seconds),
                 )
 
-            print(f"{viewers} LL-HLS viewers through the edge for {VIEWER_SECONDS:.0f} s ...", file=sys.stderr)
+            print(f"{viewers} LL-HLS viewers through the edge for {viewer_seconds:.0f} s ...", file=sys.stderr)
             pool: list[tuple[list[ViewerStats], int]] = []
             playing = threading.Event()
             runner = threading.Thread(
                 target=lambda: pool.append(
-                    run_viewer_processes(f"{edge_base}/live/bench/ll.m3u8", viewers, VIEWER_SECONDS, playing)
+                    run_viewer_processes(
+                        f"{edge_base}/live/bench/ll.m3u8", viewers, viewer_seconds, playing, viewer_niceness
+                    )
                 )
             )
             runner.start()
@@ -221,12 +232,14 @@ def run(
                 before, "mediacore_http_requests_total", "/ll/{name}.{ext}"
             )
             # Video parts produced meanwhile (viewers follow the video rendition), one per
-            # PART_SECONDS; the direct probe fetched each part of its VIEWER_SECONDS once as well.
+            # PART_SECONDS; the direct probe fetched each part of its viewer_seconds once as well.
             produced = elapsed / PART_SECONDS
-            direct_parts = VIEWER_SECONDS / PART_SECONDS
+            direct_parts = viewer_seconds / PART_SECONDS
             report["ll_viewers"] = {
                 "viewers": summarize(stats),
                 "client_processes": processes,
+                "client_niceness": viewer_niceness,
+                "requests_per_s": round(sum(s.requests for s in stats) / elapsed),
                 "part_delay_p99_edge_s": percentile(via_edge.part_delays, 0.99),  # type: ignore[attr-defined]
                 "part_delay_p99_origin_s": percentile(direct.part_delays, 0.99),  # type: ignore[attr-defined]
                 "origin_media_requests_per_part": round((part_requests - direct_parts) / produced, 2),
@@ -254,6 +267,10 @@ def run(
         f"{ll['viewers']['viewers']} (started {ll['viewers']['started']}, "
         f"stalls {ll['viewers']['stalls']}, latency p50 {ll['viewers']['latency_p50_s']} s, "
         f"errors {ll['viewers']['errors']}, load {report['load_1m_viewers']})"
+    )
+    print(
+        f"the viewers' requests: {ll['requests_per_s']} per second; client processes at niceness "
+        f"{ll['client_niceness']}"
     )
     print(f"part delay p99 of the viewers themselves: {ll['viewers']['part_delay_p99_s']} s")
     print(

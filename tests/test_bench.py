@@ -79,7 +79,7 @@ def test_fanout_suite_runs_and_writes_json_and_png(tmp_path):
 
 
 def test_edge_suite_runs_and_writes_json(tmp_path):
-    args = ("--seconds", "2", "--connections", "10", "--viewers", "20", "--workers", "2")
+    args = ("--seconds", "2", "--connections", "10", "--viewers", "20", "--workers", "2", "--viewer-seconds", "6")
     _, report = run_suite(tmp_path, "edge", *args, timeout=300)
     assert report["segment"]["mediacore-edge"]["requests_per_s"] > 0
     assert report["segment"]["mediacore-edge"]["non_2xx"] == 0
