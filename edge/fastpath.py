@@ -38,6 +38,7 @@ from http import HTTPStatus
 from typing import Protocol, cast
 
 import httptools
+import lru
 
 from edge.cache import CachedResponse
 from edge.keys import EdgeRequest
@@ -55,6 +56,13 @@ PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
 """Paths whose raw form is the decoded form aiohttp routes on (no escapes, no query)."""
 DIRECTIVES_QUERY = re.compile(r"_HLS_[a-z]+=[A-Za-z0-9]*(?:&_HLS_[a-z]+=[A-Za-z0-9]*)*")
 """Queries made only of LL-HLS delivery directives, unescaped (a token or anything else: the app)."""
+FRAMED_READ_BYTES = 1024
+"""Longest read whose framing is remembered (a player's request is a few hundred bytes)."""
+FRAMED_READS = 4096
+"""Distinct reads whose framing is remembered, least recently used first out: a live
+audience sends the same bytes again and again (the same player asking for the same playlist
+or part), and the framing of a read depends on nothing else. At most FRAMED_READS x
+FRAMED_READ_BYTES (4 MiB) of keys per worker."""
 IDLE_SECONDS = 75.0
 """A keep-alive connection idle this long is closed: aiohttp's keepalive_timeout."""
 MAX_RENDERED = 8
@@ -107,7 +115,8 @@ class Node(Protocol):
 @dataclass(slots=True)
 class Head:
     """What the fast path needs of one request. Not frozen: a frozen dataclass sets each field
-    through object.__setattr__, and one of these is made per request."""
+    through object.__setattr__, and one of these is made per read framed. Read-only all the
+    same: `frame` hands the same heads to every read of the same bytes."""
 
     method: bytes
     path: str
@@ -184,10 +193,25 @@ def _dot_segments(path: str) -> bool:
     return "//" in marked or "/./" in marked or "/../" in marked
 
 
+_framed: lru.LRU = lru.LRU(FRAMED_READS)
+
+
 def frame(read: bytes) -> list[Head] | None:
     """The requests of one read when every one of them (MAX_PIPELINED at most) is a complete,
     bodiless GET or HEAD of a plain path and nothing follows the last, or when the read is one
-    such request with delivery directives; else None (the read goes to aiohttp whole)."""
+    such request with delivery directives; else None (the read goes to aiohttp whole).
+    Remembered per read (FRAMED_READS): the heads returned are shared, and read-only."""
+    if len(read) > FRAMED_READ_BYTES:
+        return frame_afresh(read)
+    try:
+        heads: list[Head] | None = _framed[read]
+    except KeyError:
+        heads = _framed[read] = frame_afresh(read)
+    return heads if heads is None else list(heads)
+
+
+def frame_afresh(read: bytes) -> list[Head] | None:
+    """`frame` without the memory: parses `read` every time."""
     if not read or len(read) > MAX_FAST_READ:
         return None
     collector = _Collector()

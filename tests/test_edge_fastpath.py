@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_edge_stale import MISSING, PLAYLIST, SEGMENT, SEGMENT_BYTES, Rig
 
-from edge.fastpath import MAX_FAST_READ, MAX_PIPELINED, Head, frame
+from edge.fastpath import FRAMED_READ_BYTES, MAX_FAST_READ, MAX_PIPELINED, Head, _framed, frame, frame_afresh
 
 rig = test_edge_stale.rig
 """The stale tests' edge: a miniature upstream and a clock that moves only when told."""
@@ -59,7 +59,7 @@ def test_framing_a_read_leaves_no_cyclic_garbage():
     try:
         for _ in range(1000):
             for read in reads:
-                frame(read)
+                frame_afresh(read)  # frame() would parse each of them once and remember it
         assert gc.collect() < 100  # 3,000 reads left about 30,000 objects in cycles before the cut
     finally:
         gc.enable()
@@ -104,6 +104,18 @@ def test_anything_else_goes_to_aiohttp(read: bytes):
 def test_any_read_is_framed_or_handed_over(read: bytes):
     heads = frame(read)
     assert heads is None or all(h.method in (b"GET", b"HEAD") and h.path.startswith("/") for h in heads)
+    assert frame(read) == heads == frame_afresh(read)  # remembered or parsed again: the same
+
+
+def test_a_remembered_framing_is_the_parse_of_those_bytes_and_a_copy():
+    read = get("/live/s/ll.m3u8?_HLS_msn=7&_HLS_part=2")
+    first = frame(read)
+    assert read in _framed and first == frame_afresh(read)
+    assert first is not None
+    first.clear()  # a caller's list is its own
+    assert frame(read) == frame_afresh(read) != []
+    long = get("/live/s/index.m3u8", "X-Pad: " + "x" * FRAMED_READ_BYTES)
+    assert frame(long) == frame_afresh(long) and long not in _framed  # long reads are not kept
 
 
 PATHS = st.from_regex(r"/[a-z0-9._-]{1,20}(/[a-z0-9._-]{1,20}){0,3}", fullmatch=True).filter(
