@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         "the edge and the origin leave, as load from other machines would",
     )
     edge.add_argument(
-        "--viewer-seconds", type=float, help="how long the LL-HLS viewers play (default: VIEWER_SECONDS, 20)"
+        "--viewer-seconds", type=float, help="how long the LL-HLS viewers play (default: edge.VIEWER_SECONDS)"
     )
     edge.add_argument("--json", type=Path, help="where to write results")
     rtp = sub.add_parser("rtp", help="RTP parse + jitter buffer packets/s (vs aiortc when installed); queues")
