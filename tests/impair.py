@@ -28,6 +28,7 @@ from hls_rules import PlaylistHistory
 
 from ingest.rtp.raw import RawRtpInput
 from ingest.rtp.sdp import parse_sdp
+from ingest.rtp.udp_buffer import widen_receive_buffer
 from mediacore.app.engine import Engine
 from mediacore.model.timebase import round_half_up
 from mediacore.playlist.media import MediaPlaylist
@@ -75,6 +76,8 @@ class RtpImpairmentRelay(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # As wide as the server's: the loss this relay counts must be the only loss.
+        widen_receive_buffer(transport.get_extra_info("socket"))
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.received += 1

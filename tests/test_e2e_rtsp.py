@@ -5,9 +5,11 @@ Each output plays in hls.js for at least 20 s."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -48,6 +50,30 @@ def check_playback(report: dict) -> None:
     assert report["started"] and report["fatal"] is None, report
     assert (report["end"]["width"], report["end"]["height"]) == (1280, 720)
     assert report["advanced"] >= 20.0, report
+
+
+@contextlib.contextmanager
+def watch_receivers(engine, name: str) -> Iterator[dict[str, dict[str, int]]]:
+    """Each track's RTP counters (received, lost, frames dropped...) of the session publishing
+    `name`, as last read while the block ran (the session is gone once the pusher ends): where
+    a shortfall of decoded frames came from, if it came from the ingest."""
+    counters: dict[str, dict[str, int]] = {}
+
+    async def sample() -> None:
+        while True:
+            counters.update({r.media.kind: r.counters() for s, r in engine.rtsp.track_receivers() if s == name})
+            await asyncio.sleep(0.5)
+
+    task = asyncio.get_running_loop().create_task(sample())
+    try:
+        yield counters
+    finally:
+        task.cancel()
+
+
+def playback_timeline(report: dict) -> list[tuple[float, int, int]]:
+    """(playhead, frames decoded, frames dropped) each second of the player's window."""
+    return [(round(s["t"], 2), s["frames"], s["dropped"]) for s in report["samples"]]
 
 
 def ffmpeg_rtsp(clip, url: str, transport: str, audio: list[str]) -> list[str]:
@@ -203,7 +229,10 @@ async def test_gstreamer_rtspclientsink_h264_aac_latm_plays(engine, transport):
     try:
         await wait_for_playlist(engine.http_port, name, segments=2, timeout=40)
         audio = await segment_audio(engine, name)
-        report = await play_in_browser(f"http://127.0.0.1:{engine.http_port}/watch/{name}?ll=0", seconds=PLAY_SECONDS)
+        with watch_receivers(engine, name) as received:
+            report = await play_in_browser(
+                f"http://127.0.0.1:{engine.http_port}/watch/{name}?ll=0", seconds=PLAY_SECONDS
+            )
     finally:
         await stop_process(pusher)
     stream = engine.hub.get(name)
@@ -212,7 +241,8 @@ async def test_gstreamer_rtspclientsink_h264_aac_latm_plays(engine, transport):
     decoded = report["end"]["frames"] - report["start"]["frames"]
     shown = 30 * report["advanced"]
     print(f"{transport}: {decoded} frames decoded over {report['advanced']:.1f} s ({decoded / shown:.1%})")
-    assert decoded >= 0.95 * shown, (decoded, shown, report["end"])
+    print(f"{transport}: RTP counters {received}")
+    assert decoded >= 0.95 * shown, (decoded, shown, received, playback_timeline(report))
     assert (audio["codec_name"], int(audio["sample_rate"]), audio["channels"]) == ("aac", 48000, 2)
     assert stream.tracks[Kind.AUDIO].codec == "aac"
     # Every AAC frame reached the hub: ~46.9 per second of video.

@@ -18,6 +18,7 @@ from ingest.rtp.errors import RtpError
 from ingest.rtp.h264_depacketize import H264Depacketizer as PureH264Depacketizer
 from ingest.rtp.packet import RtpPacket, parse_rtp
 from ingest.rtp.sdp import parse_sdp
+from ingest.rtp.udp_buffer import widen_receive_buffer
 from mediacore.model.h264 import iter_nalus
 
 H264_BUILDS = [PureH264Depacketizer] + ([compiled.H264Depacketizer] if compiled.DEPACKETIZER_COMPILED else [])
@@ -263,7 +264,7 @@ def test_aac_au_headers():
 
 async def capture_rtp(cmd: list[str], port: int, seconds: float) -> list[bytes]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+    widen_receive_buffer(sock, 8 * 1024 * 1024)
     sock.bind(("127.0.0.1", port))
     sock.setblocking(False)
     loop = asyncio.get_running_loop()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import socket
 import time
 from collections.abc import Callable
 
@@ -24,12 +23,13 @@ from mediacore.hub.publisher import Publisher, PublishPoint, StreamBusy
 from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
 
-from .config import PUBLISH_RETRY, TICK_SECONDS, UDP_RECEIVE_BUFFER
+from .config import PUBLISH_RETRY, TICK_SECONDS
 from .errors import RtpError
 from .receiver import SourceLock, TrackReceiver
 from .sdp import SessionDescription, check_ingestible
 from .server import Datagrams
 from .to_stream import SessionClock
+from .udp_buffer import widen_receive_buffer
 
 log = logging.getLogger("mediacore.rtp")
 
@@ -88,7 +88,7 @@ class RawRtpInput:
                 )
                 self._transports[index] = (rtp, rtcp)
                 self.ports[index] = (rtp.get_extra_info("sockname")[1], rtcp.get_extra_info("sockname")[1])
-                rtp.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+                widen_receive_buffer(rtp.get_extra_info("socket"))
         except OSError:
             await self.stop()
             raise

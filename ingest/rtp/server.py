@@ -23,12 +23,13 @@ from mediacore.hub.publisher import HELD_WHILE_DECIDING, Authorizer, PublishAtte
 from mediacore.model.counting import worth_logging
 from mediacore.model.h264 import H264Error
 
-from .config import TEARDOWN_LINGER, TICK_SECONDS, UDP_RECEIVE_BUFFER, RtspConfig, repair_bitrate
+from .config import TEARDOWN_LINGER, TICK_SECONDS, RtspConfig, repair_bitrate
 from .errors import RtpError
 from .receiver import SourceLock, TrackReceiver
 from .rtsp import Interleaved, Request, RtspParser, interleaved, response
 from .session import RtspSession
 from .to_stream import SessionClock
+from .udp_buffer import widen_receive_buffer
 
 log = logging.getLogger("mediacore.rtsp")
 
@@ -520,7 +521,7 @@ class RtspServer:
                 rtp.close()
                 rtcp.close()
                 continue
-            rtp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+            widen_receive_buffer(rtp)
             return rtp, rtcp
         raise RtpError("no free UDP port pair in the configured RTP range")
 
