@@ -65,6 +65,35 @@ async def ticker(seconds: float, label: str) -> None:
         await asyncio.sleep(1)
 
 
+def buffered_ahead(sample: dict) -> float | None:
+    """Seconds buffered past the playhead in one of play.mjs's samples."""
+    t = sample["t"]
+    return next((round(end - t, 3) for start, end in sample.get("buffered", []) if start <= t <= end), None)
+
+
+def stall_moments(page: dict) -> list[dict]:
+    """Each second of play.mjs's samples in which the stall count rose, with what the
+    second before it held: how much was buffered ahead, the latency, the catch-ups so far.
+    A stall after a catch-up jump with little buffered points at the jump; one with a
+    second buffered at the sample before points at the delivery."""
+    samples = [page.get("start") or {}, *page.get("samples", [])]
+    moments = []
+    for i in range(1, len(samples)):
+        before, now = samples[i - 1], samples[i]
+        if now.get("stalls", 0) > before.get("stalls", 0):
+            moments.append(
+                {
+                    "second": i,
+                    "ahead_before_s": buffered_ahead(before) if before else None,
+                    "ahead_s": buffered_ahead(now),
+                    "latency_before_s": before.get("latency"),
+                    "catch_ups_before": before.get("catchUps"),
+                    "catch_ups": now.get("catchUps"),
+                }
+            )
+    return moments
+
+
 async def measure(http_port: int, admin_port: int, seconds: float) -> dict:
     base = f"http://127.0.0.1:{http_port}"
     ll_page, client, _ = await asyncio.gather(
@@ -85,6 +114,17 @@ async def measure(http_port: int, admin_port: int, seconds: float) -> dict:
             "latency_median_s": statistics.median(settle(ll_page["samples"], "latency") or [float("nan")]),
             "pdt_latency_median_s": statistics.median(settle(ll_page["samples"], "pdtLatency") or [float("nan")]),
             "stalls": ll_page.get("stallsAfterStart"),
+            "stall_moments": stall_moments(ll_page),
+            "timeline": [
+                {
+                    "t": s["t"],
+                    "latency": s.get("latency"),
+                    "ahead": buffered_ahead(s),
+                    "stalls": s.get("stalls"),
+                    "catch_ups": s.get("catchUps"),
+                }
+                for s in ll_page.get("samples", [])
+            ],
             "catch_ups": (ll_page.get("end") or {}).get("catchUps"),
             "fatal": ll_page.get("fatal"),
             "played_s": round(ll_page.get("advanced") or 0, 1),
@@ -141,6 +181,8 @@ def run(seconds: float, out: Path | None, part_duration: float | None = None) ->
     width = max(len(r[0]) for r in rows)
     for label, value in rows:
         print(f"{label:<{width}}  {fmt(value)} {'s' if isinstance(value, float) else ''}")
+    for moment in report["hlsjs_ll"]["stall_moments"]:
+        print(f"hls.js LL-HLS stall in second {moment['second']} of playback: {moment}")
     report = {"suite": "latency", "seconds": seconds, "part_duration": part_duration, **report}
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

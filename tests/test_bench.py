@@ -71,6 +71,26 @@ def test_latency_suite_runs_and_writes_json(tmp_path):
     assert report["blocked_response"]["playlist_p99_s_at_most"] is not None
 
 
+def test_latency_suite_names_the_second_of_each_stall_and_what_was_buffered():
+    from benchmarks.latency import stall_moments
+
+    def sample(t: float, stalls: int, end: float, catch_ups: int) -> dict:
+        return {"t": t, "stalls": stalls, "buffered": [[0.0, end]], "latency": 0.9, "catchUps": catch_ups}
+
+    page = {"start": sample(1.0, 0, 2.0, 0), "samples": [sample(2.0, 0, 2.125, 1), sample(2.125, 1, 2.125, 1)]}
+    assert stall_moments(page) == [
+        {
+            "second": 2,
+            "ahead_before_s": 0.125,
+            "ahead_s": 0.0,
+            "latency_before_s": 0.9,
+            "catch_ups_before": 1,
+            "catch_ups": 1,
+        }
+    ]
+    assert stall_moments({"start": sample(1.0, 0, 2.0, 0), "samples": [sample(2.0, 0, 3.0, 0)]}) == []
+
+
 def test_fanout_suite_runs_and_writes_json_and_png(tmp_path):
     _, report = run_suite(tmp_path, "fanout", "--edges", "2", "--tiers", "2", "--viewers", "20", "--seconds", "8")
     assert report["viewers"]["started"] == 20
