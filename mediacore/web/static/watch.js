@@ -106,13 +106,10 @@
   }
   // In LL mode, let hls.js play up to 1.5x to reach PART-HOLD-BACK behind the live edge
   // after joining at a parent's first (independent) part. After a stall hls.js moves its
-  // target latency back for the rest of the session, by 1 s per stall by default: one stall
-  // on a busy machine left a viewer 1.7 s behind instead of 0.7 s, with the product cards
-  // and sales that much late. In LL mode each stall moves it back by STALL_TARGET_INCREASE_S,
-  // about a part, so a player that keeps stalling still backs off, in smaller steps.
-  const STALL_TARGET_INCREASE_S = 0.25;
+  // target latency back by 1 s for the rest of the session (liveSyncOnStallIncrease); a
+  // quarter of that left LL players on a loaded machine stalling again and again
+  // (docs/performance.md, "After a stall"), so the default stays.
   const hls = new Hls({ lowLatencyMode: lowLatency, maxLiveSyncPlaybackRate: lowLatency ? 1.5 : 1,
-                        liveSyncOnStallIncrease: lowLatency ? STALL_TARGET_INCREASE_S : 1,
                         manifestLoadingMaxRetry: 10,
                         manifestLoadingRetryDelay: 500, levelLoadingMaxRetry: 10 });
   state.hls = hls;
