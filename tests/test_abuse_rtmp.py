@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 
 import pytest
 from conftest import until
@@ -17,7 +18,7 @@ from hostile import HealthyStream
 from benchmarks.hostile_peers import ScriptedPublisher, ping
 from ingest.rtmp import amf0
 from ingest.rtmp.chunk import ACKNOWLEDGEMENT, COMMAND_AMF0, USER_CONTROL, VIDEO, ChunkWriter
-from ingest.rtmp.config import RtmpConfig
+from ingest.rtmp.config import PEER_SEND_BUFFER, RtmpConfig
 from ingest.rtmp.errors import RtmpError
 from ingest.rtmp.handshake import HANDSHAKE_SIZE, client_hello
 from ingest.rtmp.server import session_limits
@@ -77,6 +78,13 @@ async def test_a_peer_that_never_reads_is_closed(engine, healthy_clip, caplog):
         ping = deaf.chunks.write(2, USER_CONTROL, 0, 0, USER_PING_REQUEST.to_bytes(2, "big") + bytes(4))
         connect = deaf.chunks.write(3, COMMAND_AMF0, 0, 0, amf0.encode("connect", 1.0, {"app": "live"}))
         deaf.send(connect)
+        local = deaf.writer.get_extra_info("sockname")
+        await until(lambda: any(c.peer == f"{local[0]}:{local[1]}" for c in engine.rtmp.connections), 5, "accept")
+        (ours,) = [c for c in engine.rtmp.connections if c.peer == f"{local[0]}:{local[1]}"]
+        # The kernel holds little for a peer that never reads (Linux reports twice what was set).
+        sent = ours.transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        assert sent == 2 * PEER_SEND_BUFFER, sent
+        began = time.monotonic()
         try:
             for _ in range(20000):  # each ping asks for an 18-byte reply: up to 180 MB of replies
                 deaf.send(ping * 512)
@@ -87,6 +95,7 @@ async def test_a_peer_that_never_reads_is_closed(engine, healthy_clip, caplog):
         except ConnectionError:
             pass
         await until(lambda: bool(closed_lines(caplog, "peer does not read")), 10, "the deaf peer being closed")
+        print(f"the deaf peer was closed {time.monotonic() - began:.2f} s after its first ping")
         deaf.writer.close()
         await healthy.check()
 

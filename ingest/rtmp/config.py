@@ -8,6 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+PEER_SEND_BUFFER = 64 * 1024
+"""The kernel send buffer (SO_SNDBUF) of each RTMP connection: what we send a publisher is a
+few hundred bytes of replies and acknowledgements, so a small kernel buffer costs nothing,
+and a peer that never reads is found out after max_write_buffer and about 130 KB in the
+kernel, rather than after the megabytes Linux's autotuning would let the kernel hold for it
+(up to net.ipv4.tcp_wmem's 4 MiB by default), each reply one a hostile peer made us compute."""
+
 
 @dataclass(slots=True)
 class RtmpConfig:

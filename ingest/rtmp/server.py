@@ -10,6 +10,7 @@ or the peer leaves."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -25,7 +26,7 @@ from mediacore.model.metadata import MetadataError
 
 from .amf0 import AmfLimits
 from .chunk import ChunkLimits
-from .config import RtmpConfig
+from .config import PEER_SEND_BUFFER, RtmpConfig
 from .errors import RtmpError
 from .session import (
     Connected,
@@ -88,6 +89,10 @@ class RtmpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.address = str(peer[0]) if peer else "?"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PEER_SEND_BUFFER)
         refusal = self.server.admit(self.address)
         self.server.connections.add(self)
         self.server.on_connection()
