@@ -111,6 +111,13 @@ class RtpImpairmentRelay(asyncio.DatagramProtocol):
         if self._timer is None:
             self._timer = loop.call_at(due, self._release)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Closed: what is still in line is not sent, and no timer fires on a closed socket."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._line.clear()
+
     def _release(self) -> None:
         loop = asyncio.get_running_loop()
         self._timer = None
