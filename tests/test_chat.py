@@ -217,12 +217,25 @@ async def test_priorities_under_a_slow_consumer(config):
             assert len(fan.of("chat")) == chats
             await until(lambda fan=fan: fan.of("likes") and fan.of("likes")[-1]["total"] == likes, 5, "likes")
             assert len(fan.of("gift")) == gifts
-        await until(lambda: len([e for e in slow_events if e["type"] == "gift"]) == gifts, 30, "every gift, slowly")
+        plugin = engine.plugin_host.plugins[0]
+
+        def slow_state() -> str:
+            """What the slow client had when a wait on it failed: closed (by whom), or just slow."""
+            got = [e["type"] for e in slow_events]
+            return (
+                f"slow client closed={slow.closed} code={slow.close_code} reader done={slow_task.done()}; "
+                f"it got {got.count('gift')} gifts, {got.count('chat')} chats, {len(got)} events; "
+                f"clients closed as too slow: {plugin.closed_slow._value.get()}"
+            )
+
+        try:
+            await until(lambda: len([e for e in slow_events if e["type"] == "gift"]) == gifts, 30, "every gift, slowly")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {slow_state()}") from None
         await until(lambda: any(e["type"] == "likes" and e["total"] == likes for e in slow_events), 10, "exact total")
         slow_chats = [e for e in slow_events if e["type"] == "chat"]
         assert len(slow_chats) < chats  # chat was shed for the slow client ...
         assert [e["seq"] for e in slow_chats] == sorted(e["seq"] for e in slow_chats)  # ... in order
-        plugin = engine.plugin_host.plugins[0]
         await until(lambda: plugin.closed_slow._value.get() >= 1, 10, "the stuck client closed")
         while (msg := await stuck.receive()).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
             pass  # what was buffered before the close frame
