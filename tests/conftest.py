@@ -226,6 +226,32 @@ async def play_in_browser(
     return dict(await run_harness("play.mjs", *args, timeout=seconds + start_timeout + 60))
 
 
+def playback_story(report: dict) -> str:
+    """What a player saw, for a failed playback assertion: each stall after start (where the
+    playhead was, the buffer ahead of it, hls.js's latency and target, how long ago media and
+    a playlist last arrived, how long it lasted), then each one-second sample (wall clock,
+    playhead, frames decoded, buffer ahead, latency)."""
+
+    def num(value: Any) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    def ahead(sample: dict) -> float | None:
+        return next((end - sample["t"] for start, end in sample["buffered"] if start <= sample["t"] <= end), None)
+
+    lines = [
+        f"stall at {num(s['at'])} s: ahead {num(s['ahead'])} s, latency {num(s['latency'])}/{num(s['target'])} s, "
+        f"media {num(s['mediaAge'])} s ago, playlist {num(s['playlistAge'])} s ago, lasted {num(s['lasted'])} s"
+        for s in report.get("stallLog", [])
+    ]
+    wall0 = report["start"]["wall"] if report.get("start") else 0.0
+    lines += [
+        f"+{s['wall'] - wall0:6.2f} s  t {s['t']:7.2f}  frames {s['frames']:5d}  ahead {num(ahead(s))}  "
+        f"latency {num(s['latency'])}  stalls {s['stalls']}"
+        for s in report.get("samples", [])
+    ]
+    return "\n".join(lines)
+
+
 async def wait_for_playlist(http_port: int, stream: str, segments: int = 2, timeout: float = 30) -> str:
     import aiohttp
 

@@ -12,6 +12,7 @@ import pytest
 from conftest import (
     ffmpeg_push_cmd,
     play_in_browser,
+    playback_story,
     require_tool,
     start_process,
     stop_process,
@@ -76,7 +77,7 @@ async def test_ffmpeg_push_plays_in_hlsjs(engine, clip, tmp_path):
     assert (report["end"]["width"], report["end"]["height"]) == (1280, 720)
     assert report["advanced"] >= 20.0, f"playback advanced only {report['advanced']:.1f} s"
     assert report["fatal"] is None, report["errors"]
-    assert report["stallsAfterStart"] == 0, report["samples"]
+    assert report["stallsAfterStart"] == 0, playback_story(report)
     assert report["end"]["frames"] > 500
 
     # Playlist rules held on every reload, and the window slid.

@@ -14,6 +14,7 @@ from conftest import (
     local_config,
     make_clip,
     play_in_browser,
+    playback_story,
     start_process,
     stop_process,
     until,
@@ -169,7 +170,7 @@ async def test_hlsjs_and_player_client_play_through_two_tiers(tiers):
     assert hls["started"] and hls["advanced"] >= 9 and hls["fatal"] is None, hls
     ll = await play_in_browser(f"{tiers.edge}/watch/tv?ll=1", seconds=15)
     assert ll["started"] and ll["advanced"] >= 14 and ll["fatal"] is None, ll
-    assert ll["stallsAfterStart"] == 0
+    assert ll["stallsAfterStart"] == 0, playback_story(ll)
     stats = await follow(f"{tiers.edge}/live/tv/ll.m3u8", 6)
     assert stats.parts >= 20 and not stats.errors
     async with aiohttp.ClientSession() as session:

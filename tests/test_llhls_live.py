@@ -15,6 +15,7 @@ from conftest import (
     local_config,
     make_clip,
     play_in_browser,
+    playback_story,
     start_process,
     stop_process,
     until,
@@ -359,7 +360,7 @@ async def test_hlsjs_low_latency_plays_60s_while_playlists_stay_stable_M2_M4_B12
     assert report["started"], report
     assert report["advanced"] >= 60.0, report["advanced"]
     assert report["fatal"] is None, report["errors"]
-    assert report["stallsAfterStart"] == 0, report["samples"]
+    assert report["stallsAfterStart"] == 0, playback_story(report)
     assert (report["end"]["width"], report["end"]["height"]) == (1280, 720)
     for name in RENDITIONS:
         assert history[name].reloads >= 50

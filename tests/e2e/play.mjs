@@ -26,7 +26,7 @@ try {
     const s = window.mediacore || {};
     const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : {};
     return { t: v.currentTime, width: v.videoWidth, height: v.videoHeight, paused: v.paused,
-             playing: !!s.playing, stalls: s.stalls || 0, recovered: s.recovered || [],
+             playing: !!s.playing, stalls: s.stalls || 0, stallLog: s.stallLog || [], recovered: s.recovered || [],
              fatal: s.fatal || (allowRecovery ? null : (s.recovered || [])[0]) || null,
              errors: s.errors || [], frames: q.totalVideoFrames || 0, dropped: q.droppedVideoFrames || 0,
              latency: s.hls && s.hls.latency ? s.hls.latency : null, wall: Date.now() / 1000,
@@ -57,6 +57,7 @@ try {
   result.fatal = result.end.fatal;
   result.errors = result.end.errors;
   result.recovered = result.end.recovered;
+  result.stallLog = result.end.stallLog.filter((stall) => stall.wall >= first.wall);
 } catch (e) {
   result.exception = String(e);
 } finally {

@@ -36,7 +36,7 @@
 
   // Playback facts, read by people (the stats line) and by the browser tests.
   const state = window.mediacore = {
-    src, lowLatency, errors: [], fatal: null, recovered: [], stalls: 0, playing: false, startedAt: null,
+    src, lowLatency, errors: [], fatal: null, recovered: [], stalls: 0, stallLog: [], playing: false, startedAt: null,
     firstFrameMs: null, levels: [], viewers: null,
     cards: {},          // id -> {id, start, end, productId, saleId, title, price, image, knownAtPdt}
     shown: null,        // id of the card on screen
@@ -52,8 +52,30 @@
     state.playing = true;
   });
   // A stall is waiting for data while playing; waiting for a seek (a catch-up below) is not.
+  // Each one is logged with what the player held then, so a stall says why: the buffer ahead
+  // of the playhead, the latency hls.js measured and aimed at, and how long the stall lasted.
+  const bufferedAhead = () => {
+    for (let i = 0; i < video.buffered.length; i++) {
+      if (video.buffered.start(i) <= video.currentTime && video.currentTime <= video.buffered.end(i)) {
+        return video.buffered.end(i) - video.currentTime;
+      }
+    }
+    return 0;
+  };
+  const age = (wall) => (wall ? Date.now() / 1000 - wall : null);
   video.addEventListener("waiting", () => {
-    if (state.playing && !video.seeking) { state.stalls += 1; state.playing = false; }
+    if (state.playing && !video.seeking) {
+      state.stalls += 1; state.playing = false;
+      const hls = state.hls;
+      state.stallLog.push({ at: video.currentTime, wall: Date.now() / 1000, ahead: bufferedAhead(),
+                            latency: hls ? hls.latency : null, target: hls ? hls.targetLatency : null,
+                            lasted: null, mediaAge: age(state.loaded && state.loaded.media),
+                            playlistAge: age(state.loaded && state.loaded.playlist) });
+    }
+  });
+  video.addEventListener("playing", () => {
+    const last = state.stallLog[state.stallLog.length - 1];
+    if (last && last.lasted === null) last.lasted = Date.now() / 1000 - last.wall;
   });
 
   // --- Viewer counter: /api/streams carries each stream's viewers. ---
@@ -113,6 +135,11 @@
                         manifestLoadingMaxRetry: 10,
                         manifestLoadingRetryDelay: 500, levelLoadingMaxRetry: 10 });
   state.hls = hls;
+  // When media and playlists last arrived (wall seconds), for the stall log: a stall long after
+  // the last part came is a late server or network; one right after it, a player too near live.
+  state.loaded = { media: null, playlist: null };
+  hls.on(Hls.Events.FRAG_LOADED, () => { state.loaded.media = Date.now() / 1000; });
+  hls.on(Hls.Events.LEVEL_LOADED, () => { state.loaded.playlist = Date.now() / 1000; });
   state.pdtLatency = () => (hls.playingDate ? (Date.now() - hls.playingDate.getTime()) / 1000 : null);
   hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => { state.levels = data.levels.map(l => [l.width, l.height]); });
   // A fatal media error stops hls.js: a decoder or media-source failure, or a playhead it could
