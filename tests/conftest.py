@@ -229,8 +229,8 @@ async def play_in_browser(
 def playback_story(report: dict) -> str:
     """What a player saw, for a failed playback assertion: each stall after start (where the
     playhead was, the buffer ahead of it, hls.js's latency and target, how long ago media and
-    a playlist last arrived, how long it lasted), then each one-second sample (wall clock,
-    playhead, frames decoded, buffer ahead, latency)."""
+    a playlist last arrived and the watch page last jumped towards live, how long it lasted),
+    then each one-second sample (wall clock, playhead, frames decoded, buffer ahead, latency)."""
 
     def num(value: Any) -> str:
         return "-" if value is None else f"{value:.2f}"
@@ -240,13 +240,14 @@ def playback_story(report: dict) -> str:
 
     lines = [
         f"stall at {num(s['at'])} s: ahead {num(s['ahead'])} s, latency {num(s['latency'])}/{num(s['target'])} s, "
-        f"media {num(s['mediaAge'])} s ago, playlist {num(s['playlistAge'])} s ago, lasted {num(s['lasted'])} s"
+        f"media {num(s['mediaAge'])} s ago, playlist {num(s['playlistAge'])} s ago, "
+        f"catch-up jump {num(s['sinceCatchUp'])} s before, lasted {num(s['lasted'])} s"
         for s in report.get("stallLog", [])
     ]
     wall0 = report["start"]["wall"] if report.get("start") else 0.0
     lines += [
         f"+{s['wall'] - wall0:6.2f} s  t {s['t']:7.2f}  frames {s['frames']:5d}  ahead {num(ahead(s))}  "
-        f"latency {num(s['latency'])}  stalls {s['stalls']}"
+        f"latency {num(s['latency'])}  stalls {s['stalls']}  catch-ups {s['catchUps']}"
         for s in report.get("samples", [])
     ]
     return "\n".join(lines)

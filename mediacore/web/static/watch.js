@@ -70,7 +70,8 @@
       state.stallLog.push({ at: video.currentTime, wall: Date.now() / 1000, ahead: bufferedAhead(),
                             latency: hls ? hls.latency : null, target: hls ? hls.targetLatency : null,
                             lasted: null, mediaAge: age(state.loaded && state.loaded.media),
-                            playlistAge: age(state.loaded && state.loaded.playlist) });
+                            playlistAge: age(state.loaded && state.loaded.playlist),
+                            sinceCatchUp: age(state.caughtUpAt) });
     }
   });
   video.addEventListener("playing", () => {
@@ -371,21 +372,35 @@
   // start-up took longer than the hold-back stays that much further behind for good (about
   // 0.5 s here). Once playing, when the latency exceeds the target by CATCH_UP_EXCESS_S and
   // the target position is already buffered, the page jumps there: a skip of a few frames,
-  // no loading, at most once per CATCH_UP_EVERY_MS.
+  // no loading, at most once per CATCH_UP_EVERY_MS. The jump keeps CATCH_UP_KEEP of the
+  // target latency buffered ahead of the new position (it stops short of hls.js's sync
+  // position if need be): landing a few milliseconds before the buffer's end stalled the
+  // player at once, and a stall costs the LL viewer a second for good (docs/performance.md,
+  // "A catch-up that stalls").
   const CATCH_UP_EXCESS_S = 0.25;
   const CATCH_UP_EVERY_MS = 10000;
+  const CATCH_UP_KEEP = 0.75;
+  const CATCH_UP_MIN_JUMP_S = 0.1;  // a shorter jump is not worth the skipped frames
+  // No jump in the first seconds of playback, while hls.js is still loading the parts it
+  // joined at: the LL players that stalled for seconds behind a cache had jumped then.
+  const CATCH_UP_SETTLE_MS = 3000;
   state.catchUps = 0;
+  state.caughtUpAt = null;  // wall seconds of the last jump, for the stall log
   let lastCatchUp = -Infinity;
   function catchUp() {
     if (!lowLatency || !state.playing || video.paused || performance.now() - lastCatchUp < CATCH_UP_EVERY_MS) return;
+    if (state.firstFrameMs === null || performance.now() - t0 - state.firstFrameMs < CATCH_UP_SETTLE_MS) return;
     const target = hls.targetLatency, sync = hls.liveSyncPosition, latency = hls.latency;
     if (!target || !sync || !latency || latency - target < CATCH_UP_EXCESS_S || sync <= video.currentTime) return;
     const b = video.buffered;
     for (let i = 0; i < b.length; i++) {
-      if (b.start(i) <= video.currentTime && sync < b.end(i)) {
+      if (b.start(i) <= video.currentTime && video.currentTime <= b.end(i)) {
+        const to = Math.min(sync, b.end(i) - CATCH_UP_KEEP * target);
+        if (to - video.currentTime < CATCH_UP_MIN_JUMP_S) return;
         lastCatchUp = performance.now();
         state.catchUps += 1;
-        video.currentTime = sync;
+        state.caughtUpAt = Date.now() / 1000;
+        video.currentTime = to;
         return;
       }
     }
