@@ -226,31 +226,38 @@ async def play_in_browser(
     return dict(await run_harness("play.mjs", *args, timeout=seconds + start_timeout + 60))
 
 
+def timeline(report: dict) -> str:
+    """play.mjs's readings, one line each (seconds since the first, playhead, frames decoded and
+    dropped, stalls, catch-ups, hls.js latency, what hls.js was loading, buffered ranges), and
+    hls.js's errors: what a failed playback check prints, to tell a server that stopped sending
+    from a player that waited."""
+    readings = [report["start"], *report["samples"], report["end"]] if report.get("start") else []
+    first = readings[0]["wall"] if readings else 0.0
+    lines = [
+        f"{r['wall'] - first:6.1f} s  t={r['t']:7.2f}  frames={r['frames']:5d}  dropped={r.get('dropped', 0)}  "
+        f"stalls={r['stalls']}  catch-ups={r.get('catchUps', 0)}  latency={r.get('latency')}  "
+        f"loading={r.get('loading')}  buffered={r.get('buffered')}"
+        for r in readings
+    ]
+    return "\n".join([*lines, f"errors: {report.get('errors')}"])
+
+
 def playback_story(report: dict) -> str:
     """What a player saw, for a failed playback assertion: each stall after start (where the
     playhead was, the buffer ahead of it, hls.js's latency and target, how long ago media and
     a playlist last arrived and the watch page last jumped towards live, how long it lasted),
-    then each one-second sample (wall clock, playhead, frames decoded, buffer ahead, latency)."""
+    then its timeline."""
 
     def num(value: Any) -> str:
         return "-" if value is None else f"{value:.2f}"
 
-    def ahead(sample: dict) -> float | None:
-        return next((end - sample["t"] for start, end in sample["buffered"] if start <= sample["t"] <= end), None)
-
-    lines = [
+    stalls = [
         f"stall at {num(s['at'])} s: ahead {num(s['ahead'])} s, latency {num(s['latency'])}/{num(s['target'])} s, "
         f"media {num(s['mediaAge'])} s ago, playlist {num(s['playlistAge'])} s ago, "
         f"catch-up jump {num(s['sinceCatchUp'])} s before, lasted {num(s['lasted'])} s"
         for s in report.get("stallLog", [])
     ]
-    wall0 = report["start"]["wall"] if report.get("start") else 0.0
-    lines += [
-        f"+{s['wall'] - wall0:6.2f} s  t {s['t']:7.2f}  frames {s['frames']:5d}  ahead {num(ahead(s))}  "
-        f"latency {num(s['latency'])}  stalls {s['stalls']}  catch-ups {s['catchUps']}"
-        for s in report.get("samples", [])
-    ]
-    return "\n".join(lines)
+    return "\n".join([*stalls, timeline(report)])
 
 
 async def wait_for_playlist(http_port: int, stream: str, segments: int = 2, timeout: float = 30) -> str:

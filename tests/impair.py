@@ -230,20 +230,6 @@ def video_frames(name: str, report: dict) -> tuple[int, float, float]:
     return decoded, sent, longest
 
 
-def timeline(report: dict) -> str:
-    """play.mjs's readings, one line each (seconds since the first, playhead, frames decoded,
-    stalls, catch-ups, hls.js latency, buffered ranges), and hls.js's errors: what a failed
-    playback check prints, to tell a server that stopped sending from a player that waited."""
-    readings = [report["start"], *report["samples"], report["end"]]
-    first = readings[0]["wall"]
-    lines = [
-        f"{r['wall'] - first:6.1f} s  t={r['t']:7.2f}  frames={r['frames']:5d}  stalls={r['stalls']}  "
-        f"catch-ups={r.get('catchUps', 0)}  latency={r.get('latency')}  buffered={r.get('buffered')}"
-        for r in readings
-    ]
-    return "\n".join([*lines, f"errors: {report.get('errors')}"])
-
-
 def playhead_frames(name: str, report: dict) -> tuple[int, float]:
     """(frames decoded, frames under the playhead) summed over the intervals between
     play.mjs's readings in which the player played: an interval holding a seek (a skip ahead,

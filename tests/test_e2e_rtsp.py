@@ -19,6 +19,7 @@ from conftest import (
     ffmpeg_push_cmd,
     make_clip,
     play_in_browser,
+    playback_story,
     require_tool,
     start_process,
     stop_process,
@@ -69,11 +70,6 @@ def watch_receivers(engine, name: str) -> Iterator[dict[str, dict[str, int]]]:
         yield counters
     finally:
         task.cancel()
-
-
-def playback_timeline(report: dict) -> list[tuple[float, int, int]]:
-    """(playhead, frames decoded, frames dropped) each second of the player's window."""
-    return [(round(s["t"], 2), s["frames"], s["dropped"]) for s in report["samples"]]
 
 
 def ffmpeg_rtsp(clip, url: str, transport: str, audio: list[str]) -> list[str]:
@@ -242,7 +238,7 @@ async def test_gstreamer_rtspclientsink_h264_aac_latm_plays(engine, transport):
     shown = 30 * report["advanced"]
     print(f"{transport}: {decoded} frames decoded over {report['advanced']:.1f} s ({decoded / shown:.1%})")
     print(f"{transport}: RTP counters {received}")
-    assert decoded >= 0.95 * shown, (decoded, shown, received, playback_timeline(report))
+    assert decoded >= 0.95 * shown, (decoded, shown, received, playback_story(report))
     assert (audio["codec_name"], int(audio["sample_rate"]), audio["channels"]) == ("aac", 48000, 2)
     assert stream.tracks[Kind.AUDIO].codec == "aac"
     # Every AAC frame reached the hub: ~46.9 per second of video.

@@ -7,8 +7,16 @@ import asyncio
 
 import aiohttp
 import pytest
-from conftest import ffmpeg_push_cmd, free_port, make_clip, play_in_browser, require_tool, start_process, stop_process
-from impair import timeline
+from conftest import (
+    ffmpeg_push_cmd,
+    free_port,
+    make_clip,
+    play_in_browser,
+    playback_story,
+    require_tool,
+    start_process,
+    stop_process,
+)
 from test_edge import LL_MEDIA_ROUTE, origin_count, stampede
 
 from benchmarks.ingest import wait_port
@@ -71,7 +79,7 @@ async def test_nginx_proxy_cache_in_front_of_the_origin(engine, tmp_path):
         seen = {
             k: (r["advanced"], r["stallsAfterStart"], frozen_seconds(r)) for k, r in (("nginx", ll), ("origin", direct))
         }
-        players = f"{seen}\nthrough nginx:\n{timeline(ll)}\nfrom the origin:\n{timeline(direct)}"
+        players = f"{seen}\nthrough nginx:\n{playback_story(ll)}\nfrom the origin:\n{playback_story(direct)}"
         assert ll["stallsAfterStart"] <= direct["stallsAfterStart"] + 1, players
         assert frozen_seconds(ll) <= frozen_seconds(direct) + 1, players
         assert ll["advanced"] >= 0.85 * direct["advanced"] - 1, players

@@ -28,6 +28,7 @@ from conftest import (
     ffprobe_frames,
     make_clip,
     play_in_browser,
+    playback_story,
     require_tool,
     start_process,
     stop_process,
@@ -41,7 +42,6 @@ from impair import (
     poll_ll_playlists,
     poll_playlist,
     send_impaired_rtp,
-    timeline,
     video_frames,
 )
 
@@ -284,8 +284,8 @@ async def test_repaired_rtp_plays_in_hls_js_under_loss(engine, tmp_path):
     assert d.damaged_units > 0
     assert (report["end"]["width"], report["end"]["height"]) == (1280, 720)
     assert decoded >= 0.8 * sent and ll_decoded >= 0.8 * ll_shown and ll_report["advanced"] >= 10.0
-    assert longest <= GOP_SECONDS + SAMPLING, timeline(report)
-    assert ll_longest <= GOP_SECONDS + SAMPLING, timeline(ll_report)
+    assert longest <= GOP_SECONDS + SAMPLING, playback_story(report)
+    assert ll_longest <= GOP_SECONDS + SAMPLING, playback_story(ll_report)
 
 
 @pytest.mark.slow

@@ -30,6 +30,9 @@ try {
              fatal: s.fatal || (allowRecovery ? null : (s.recovered || [])[0]) || null,
              errors: s.errors || [], frames: q.totalVideoFrames || 0, dropped: q.droppedVideoFrames || 0,
              latency: s.hls && s.hls.latency ? s.hls.latency : null, wall: Date.now() / 1000,
+             // what hls.js's stream controllers are doing: "main IDLE", "audio FRAG_LOADING sn 41"
+             loading: s.hls ? Object.entries(s.hls.inFlightFragments).map(([kind, f]) =>
+               `${kind} ${f.state}${f.frag ? ` sn ${f.frag.sn}` : ""}`).join(", ") : null,
              pdtLatency: s.pdtLatency ? s.pdtLatency() : null, catchUps: s.catchUps || 0,
              buffered: Array.from({ length: v.buffered.length }, (_, i) => [v.buffered.start(i), v.buffered.end(i)]),
              mediaError: v.error ? `${v.error.code}: ${v.error.message}` : null };
